@@ -1,0 +1,107 @@
+"""One exception tree. The CLI catches `EvalrunError` and turns it into one line and an exit code."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApiError",
+    "AuthError",
+    "BudgetExceeded",
+    "DatasetError",
+    "EvalrunError",
+    "PermanentApiError",
+    "RateLimitError",
+    "RunInterrupted",
+    "RunStopped",
+    "SpecError",
+    "StoreError",
+    "TemplateError",
+    "TransientApiError",
+]
+
+
+class EvalrunError(Exception):
+    """Base of every error a user can cause or meet; `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class SpecError(EvalrunError):
+    """The experiment spec is wrong: the message names the file and the key path."""
+
+    exit_code = 2
+
+
+class DatasetError(EvalrunError):
+    """The dataset is wrong: the message names the file, row and column."""
+
+    exit_code = 2
+
+
+class TemplateError(SpecError):
+    """A template names a column the dataset does not have, or is malformed."""
+
+
+class StoreError(EvalrunError):
+    """The run store cannot be opened, written or trusted."""
+
+
+class ApiError(EvalrunError):
+    """The Messages API (or the network on the way to it) failed a request."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_type: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.error_type = error_type
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [str(self.status)] if self.status else []
+        if self.error_type:
+            parts.append(self.error_type)
+        head = " ".join(parts)
+        tail = f" (request {self.request_id})" if self.request_id else ""
+        return f"{head}: {self.message}{tail}" if head else f"{self.message}{tail}"
+
+
+class TransientApiError(ApiError):
+    """Worth retrying: timeouts, dropped connections, 408/409/5xx/529."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class RateLimitError(TransientApiError):
+    """429: wait `retry_after` seconds (when the server said) before sending again."""
+
+
+class PermanentApiError(ApiError):
+    """Not worth retrying: 400/402/404/413 and a 429 without retry-after (a spend cap)."""
+
+
+class AuthError(PermanentApiError):
+    """401/403: every request will fail the same way, so the run stops."""
+
+
+class BudgetExceeded(EvalrunError):
+    """The run stopped cleanly at its spend cap; running again with a higher budget resumes."""
+
+    exit_code = 3
+
+
+class RunStopped(EvalrunError):
+    """The run stopped early because an error would hit every remaining cell."""
+
+
+class RunInterrupted(EvalrunError):
+    """The user interrupted the run; what arrived is stored and the run can resume."""
+
+    exit_code = 130

@@ -1,0 +1,234 @@
+"""The model capability and price table (`models.yaml`), extendable from a spec."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from evalrun.errors import SpecError
+
+__all__ = [
+    "SAMPLING_PARAMS",
+    "ModelInfo",
+    "ModelTable",
+    "Price",
+    "builtin_table",
+]
+
+SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
+_PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
+_ENTRY_KEYS = {
+    "family", "dated_id", "aliases", "prefill", "refuses", "exclusive", "thinking",
+    "cache_min_tokens", "context_window", "price", "retires", "price_note",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cache_write_5m: float
+    cache_write_1h: float
+    cache_read: float
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What evalrun knows about one model. `known=False` means the table has no entry."""
+
+    id: str
+    known: bool = True
+    family: str = "other"
+    dated_id: str | None = None
+    aliases: tuple[str, ...] = ()
+    prefill: bool | None = None  # None: unknown, find out from the first responses
+    refuses: frozenset[str] = frozenset()
+    exclusive: tuple[frozenset[str], ...] = ()
+    thinking: str = "optional"
+    cache_min_tokens: int | None = None
+    context_window: int | None = None
+    price: Price | None = None
+    retires: str | None = None
+    price_note: str | None = None
+
+    @property
+    def response_id(self) -> str:
+        """The id the API puts in a response's `model` field."""
+        return self.dated_id or self.id
+
+
+@dataclass(frozen=True)
+class ModelTable:
+    """Models by id, with alias lookup, the API-version rules and the table's `as_of` date."""
+
+    models: Mapping[str, ModelInfo]
+    as_of: str
+    default_api_version: str = "2023-06-01"
+    api_versions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    _index: dict[str, ModelInfo] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, ModelInfo] = {}
+        for info in self.models.values():
+            for name in (info.id, info.dated_id, *info.aliases):
+                if name:
+                    index[name] = info
+        object.__setattr__(self, "_index", index)
+
+    def get(self, name: str) -> ModelInfo:
+        """The entry for `name` (an id, alias or dated id), or an unknown-model placeholder."""
+        return self._index.get(name) or ModelInfo(id=name, known=False)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._index
+
+    def removed_params(self, api_version: str) -> frozenset[str]:
+        """Request parameters that do not exist under this API version."""
+        return self.api_versions.get(api_version, frozenset())
+
+    def extended(self, entries: Mapping[str, Any], *, source: str) -> ModelTable:
+        """A new table with `entries` (raw YAML mappings) merged over this one's.
+
+        An entry for an existing id overrides only the keys it names; a new id is a new model.
+        """
+        raw = {mid: _to_raw(info) for mid, info in self.models.items()}
+        for mid, entry in entries.items():
+            if not isinstance(entry, Mapping):
+                raise SpecError(f"{source}: model_table.{mid}: expected a mapping of model properties")
+            existing = self.get(mid)
+            target_id = existing.id if existing.known else mid  # an alias overrides its model
+            merged = copy.deepcopy(raw.get(target_id, {}))
+            for key, value in entry.items():
+                if key == "price" and isinstance(value, Mapping) and isinstance(merged.get("price"), Mapping):
+                    merged["price"] = {**merged["price"], **value}
+                else:
+                    merged[key] = value
+            raw[target_id] = merged
+        return _parse_table(
+            {
+                "as_of": self.as_of,
+                "default_api_version": self.default_api_version,
+                "api_versions": {v: {"removed_params": sorted(p)} for v, p in self.api_versions.items()},
+                "models": raw,
+            },
+            source=source,
+        )
+
+
+def _to_raw(info: ModelInfo) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "family": info.family,
+        "prefill": info.prefill,
+        "refuses": sorted(info.refuses),
+        "exclusive": [sorted(group) for group in info.exclusive],
+        "thinking": info.thinking,
+        "aliases": list(info.aliases),
+    }
+    for key in ("dated_id", "cache_min_tokens", "context_window", "retires", "price_note"):
+        if getattr(info, key) is not None:
+            raw[key] = getattr(info, key)
+    if info.price is not None:
+        raw["price"] = {k: getattr(info.price, k) for k in _PRICE_KEYS}
+    return raw
+
+
+def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInfo:
+    where = f"{source}: models.{mid}"
+    unknown = set(entry) - _ENTRY_KEYS
+    if unknown:
+        raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_ENTRY_KEYS))})")
+    price = None
+    if entry.get("price") is not None:
+        p = entry["price"]
+        if not isinstance(p, Mapping):
+            raise SpecError(f"{where}.price: expected a mapping with {', '.join(_PRICE_KEYS)}")
+        missing = [k for k in ("input", "output") if k not in p]
+        if missing:
+            raise SpecError(f"{where}.price: missing {missing[0]!r}")
+        bad = set(p) - set(_PRICE_KEYS)
+        if bad:
+            raise SpecError(f"{where}.price: unknown key {sorted(bad)[0]!r} (known: {', '.join(_PRICE_KEYS)})")
+        try:
+            inp, out = float(p["input"]), float(p["output"])
+            price = Price(
+                input=inp,
+                output=out,
+                # Anthropic's multipliers, used when a custom entry gives only input/output.
+                cache_write_5m=float(p.get("cache_write_5m", inp * 1.25)),
+                cache_write_1h=float(p.get("cache_write_1h", inp * 2)),
+                cache_read=float(p.get("cache_read", inp * 0.1)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise SpecError(f"{where}.price: prices must be numbers (USD per million tokens)") from exc
+    refuses = frozenset(entry.get("refuses") or ())
+    bad_params = refuses - set(SAMPLING_PARAMS)
+    if bad_params:
+        raise SpecError(f"{where}.refuses: {sorted(bad_params)[0]!r} is not one of {', '.join(SAMPLING_PARAMS)}")
+    thinking = entry.get("thinking", "optional")
+    if thinking not in ("none", "optional", "always"):
+        raise SpecError(f"{where}.thinking: expected none, optional or always, got {thinking!r}")
+    prefill = entry.get("prefill")
+    if prefill is not None and not isinstance(prefill, bool):
+        raise SpecError(f"{where}.prefill: expected true or false, got {prefill!r}")
+    return ModelInfo(
+        id=mid,
+        family=str(entry.get("family", "other")),
+        dated_id=entry.get("dated_id"),
+        aliases=tuple(entry.get("aliases") or ()),
+        prefill=prefill,
+        refuses=refuses,
+        exclusive=tuple(frozenset(group) for group in entry.get("exclusive") or ()),
+        thinking=thinking,
+        cache_min_tokens=entry.get("cache_min_tokens"),
+        context_window=entry.get("context_window"),
+        price=price,
+        retires=str(entry["retires"]) if entry.get("retires") else None,
+        price_note=entry.get("price_note"),
+    )
+
+
+def _parse_table(raw: Mapping[str, Any], *, source: str) -> ModelTable:
+    models = {
+        mid: _parse_entry(mid, entry or {}, source=source) for mid, entry in (raw.get("models") or {}).items()
+    }
+    versions = {
+        str(v): frozenset((rules or {}).get("removed_params") or ())
+        for v, rules in (raw.get("api_versions") or {}).items()
+    }
+    return ModelTable(
+        models=models,
+        as_of=str(raw.get("as_of", "unknown")),
+        default_api_version=str(raw.get("default_api_version", "2023-06-01")),
+        api_versions=versions,
+    )
+
+
+@cache
+def builtin_table() -> ModelTable:
+    """The table shipped with evalrun."""
+    text = resources.files("evalrun").joinpath("models.yaml").read_text(encoding="utf-8")
+    return _parse_table(yaml.safe_load(text), source="evalrun/models.yaml")
+
+
+def load_table_file(path: Path) -> dict[str, Any]:
+    """Raw model entries from a user's table file (a `models:` mapping, or the mapping itself)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read model table ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc})") from exc
+    if isinstance(raw, Mapping) and "models" in raw:
+        raw = raw["models"]
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{path}: expected a mapping of model ids to properties")
+    return dict(raw)
