@@ -42,7 +42,11 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2.0 * n)) / denom
     half = (z / denom) * math.sqrt(p * (1.0 - p) / n + z2 / (4.0 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # Pin the edges exactly: the closed form lands a rounding error away from
+    # 0 or 1 there, which would put the interval beside the point estimate.
+    low = 0.0 if successes == 0 else max(0.0, min(p, centre - half))
+    high = 1.0 if successes == n else min(1.0, max(p, centre + half))
+    return (low, high)
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
