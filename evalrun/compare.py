@@ -1,7 +1,9 @@
 """Paired comparisons between prompt variants or between models.
 
 Two variants are compared only on the ``(row_id, repeat)`` cells both answered
-(status != "error"), so an outage on one side never counts as a wrong answer.
+(status "ok" or "unparsed"), so an outage on one side never counts as a wrong
+answer; cells in any other status (error, or pending in an unfinished run) are
+left out.
 Sign convention: ``diff = acc_b - acc_a``; with a baseline, ``a`` is the
 baseline, so a positive ``diff`` means the variant beat the baseline.
 """
@@ -40,6 +42,9 @@ COMPARISON_COLUMNS: list[str] = [
 
 _REQUIRED = ("model", "prompt", "row_id", "repeat", "answer_mode", "correct", "status")
 _KEY = ["row_id", "repeat"]
+# Listing the answered statuses (rather than "not error") keeps pending cells of an
+# unfinished run out of the pairing.
+_ANSWERED = ("ok", "unparsed")
 
 
 def _as_bool(values: pd.Series) -> pd.Series:
@@ -59,7 +64,7 @@ def _mode(cells: pd.DataFrame) -> str:
 
 def _side(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (row_id, repeat); on duplicates the last row wins (a resumed run)."""
-    side = cells.loc[cells["status"] != "error", [*_KEY, "correct"]]
+    side = cells.loc[cells["status"].isin(_ANSWERED), [*_KEY, "correct"]]
     return side.drop_duplicates(subset=_KEY, keep="last")
 
 

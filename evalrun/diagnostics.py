@@ -1,9 +1,10 @@
 """Diagnostics over the per-cell results frame: what went wrong, and how.
 
 All functions are pure and return one row per model × prompt (or per model ×
-prompt × letter). Cells with status "error" never answered the question, so the
-answer-based diagnostics (letters, confusion, repeats) leave them out;
-``outcome_rates`` counts them.
+prompt × letter). Only cells with status "ok" or "unparsed" answered the
+question, so the answer-based diagnostics (letters, confusion, repeats) use just
+those; ``outcome_rates`` also counts errors. Any other status (e.g. "pending" in
+an unfinished run) is left out everywhere.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ OTHER = "other"
 """Label for parsed answers (or gold values) that are not among the choices."""
 
 _GROUP = ["model", "prompt"]
+_ANSWERED = ("ok", "unparsed")
 
 
 def _prepare(results: pd.DataFrame, needed: Sequence[str]) -> pd.DataFrame:
@@ -75,7 +77,7 @@ def letter_distribution(results: pd.DataFrame, choices: Sequence[str]) -> pd.Dat
     answered cells of that model × prompt, so each share column sums to 1.
     """
     frame = _prepare(results, [*_GROUP, "status", "answer", "target"])
-    answered = frame[frame["status"] != "error"].assign(pred=lambda f: _predicted(f, choices))
+    answered = frame[frame["status"].isin(_ANSWERED)].assign(pred=lambda f: _predicted(f, choices))
     gold = answered["target"].where(answered["target"].isin(list(choices)), OTHER)
     answered = answered.assign(gold=gold)
     has_other = bool((answered["pred"] == OTHER).any() or (answered["gold"] == OTHER).any())
@@ -100,10 +102,11 @@ def outcome_rates(results: pd.DataFrame) -> pd.DataFrame:
     """How cells ended, per model × prompt.
 
     Columns: ``model, prompt, n, unparsed, refusals, max_tokens, errors`` and the
-    matching ``*_rate`` columns. Every rate is over all ``n`` cells (errors
+    matching ``*_rate`` columns. Every rate is over all ``n`` sent cells (errors
     included) so the rates are directly comparable with each other.
     """
     frame = _prepare(results, [*_GROUP, "status", "stop_reason"])
+    frame = frame[frame["status"].isin([*_ANSWERED, "error"])]
     flags = pd.DataFrame(
         {
             "model": frame["model"],
@@ -130,7 +133,7 @@ def confusion_matrix(results: pd.DataFrame, choices: Sequence[str]) -> pd.DataFr
     when some gold value is not a choice), zeros included.
     """
     frame = _prepare(results, [*_GROUP, "status", "answer", "target"])
-    answered = frame[frame["status"] != "error"]
+    answered = frame[frame["status"].isin(_ANSWERED)]
     pred = _predicted(answered, choices)
     gold = answered["target"].where(answered["target"].isin(list(choices)), OTHER)
     has_other = bool((pred == OTHER).any() or (gold == OTHER).any())
@@ -168,7 +171,7 @@ def repeat_summary(results: pd.DataFrame) -> pd.DataFrame:
     Returns an empty frame (with these columns) when every cell has one repeat.
     """
     frame = _prepare(results, [*_GROUP, "row_id", "repeat", "status", "answer", "correct"])
-    answered = frame[frame["status"] != "error"].sort_values([*_GROUP, "row_id", "repeat"], kind="stable")
+    answered = frame[frame["status"].isin(_ANSWERED)].sort_values([*_GROUP, "row_id", "repeat"], kind="stable")
     keys = [*_GROUP, "row_id"]
     per_row = answered.groupby(keys, sort=True).agg(
         cells=("repeat", "size"), accuracy=("correct", "mean")

@@ -117,3 +117,12 @@ def test_single_variant_gives_empty_frame_with_columns() -> None:
     frame = pd.DataFrame([_cell("m", "p1", 0, True)])
     out = compare(frame, by="prompt")
     assert out.empty and list(out.columns) == COMPARISON_COLUMNS
+
+
+def test_pending_cells_of_an_unfinished_run_are_not_paired() -> None:
+    frame = _frame()
+    pending = (frame["prompt"] == "p1") & (frame["row_id"] == "0")
+    frame.loc[pending, "status"] = "pending"
+    frame.loc[pending, "correct"] = False
+    out = compare(frame, by="prompt", n_boot=100).set_index(["a", "b"])
+    assert out.loc[("p1", "p3"), "n"] == 9

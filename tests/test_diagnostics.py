@@ -134,3 +134,10 @@ def test_repeat_summary_reads_csv_style_values() -> None:
 def test_missing_column_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="stop_reason"):
         outcome_rates(pd.DataFrame({"model": ["m"], "prompt": ["p"], "status": ["ok"]}))
+
+
+def test_pending_cells_are_left_out() -> None:
+    frame = pd.concat([_single_repeat(), pd.DataFrame([_cell(9, "", status="pending", stop_reason="")])])
+    assert outcome_rates(frame).set_index("prompt").loc["p", "n"] == 6
+    dist = letter_distribution(frame, CHOICES).set_index(["prompt", "letter"])
+    assert dist.loc[("p", "unparsed"), "predicted"] == 2
