@@ -1,0 +1,62 @@
+"""USD from usage (cache writes and reads, batch discount) and the worst case of a request."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from evalrun.models import Price
+
+__all__ = ["cost_usd", "worst_case_usd"]
+
+_MILLION = 1_000_000
+
+
+def cost_usd(
+    price: Price | None,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cache_creation_input_tokens: int = 0,
+    cache_read_input_tokens: int = 0,
+    cache_creation_1h_input_tokens: int = 0,
+    service_tier: str | None = None,
+) -> float:
+    """The price of one reply's usage; NaN when the model has no known price (never a silent $0)."""
+    if price is None:
+        return math.nan
+    write_1h = min(cache_creation_1h_input_tokens, cache_creation_input_tokens)
+    write_5m = cache_creation_input_tokens - write_1h
+    discount = 0.5 if service_tier == "batch" else 1.0
+    total = (
+        input_tokens * price.input * discount
+        + output_tokens * price.output * discount
+        + write_5m * price.cache_write_5m
+        + write_1h * price.cache_write_1h
+        + cache_read_input_tokens * price.cache_read
+    )
+    return total / _MILLION
+
+
+def usage_cost(price: Price | None, usage: Mapping[str, Any]) -> float:
+    """`cost_usd` of a reply's `usage` object."""
+    creation = usage.get("cache_creation") or {}
+    return cost_usd(
+        price,
+        input_tokens=int(usage.get("input_tokens") or 0),
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
+        cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
+        cache_creation_1h_input_tokens=int(creation.get("ephemeral_1h_input_tokens") or 0),
+        service_tier=usage.get("service_tier"),
+    )
+
+
+def worst_case_usd(price: Price | None, *, input_tokens: int, max_tokens: int, cached: bool = False) -> float:
+    """The most one request can cost: every input token written to the cache (if it asks for
+    caching, at the dearer 1 h rate) and every allowed output token used."""
+    if price is None:
+        return math.nan
+    input_rate = max(price.input, price.cache_write_1h if cached else price.input)
+    return (input_tokens * input_rate + max_tokens * price.output) / _MILLION

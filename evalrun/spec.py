@@ -1,0 +1,328 @@
+"""The experiment spec: pydantic models of the YAML (`extra="forbid"`) and `load_spec(path)`."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from evalrun.errors import SpecError
+
+__all__ = [
+    "AnswerMode",
+    "DatasetSpec",
+    "Experiment",
+    "ImageBlock",
+    "ModelSpec",
+    "PromptSpec",
+    "ScorerSpec",
+    "TextBlock",
+    "Turn",
+    "load_spec",
+    "parse_spec",
+]
+
+AnswerMode = Literal["auto", "prefill", "structured", "instruction"]
+
+# Top-level Messages body fields a spec may set under `params`; `model`, `messages` and
+# `system` come from the spec's own keys, so they are not parameters.
+MESSAGES_PARAMS = frozenset(
+    {
+        "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "metadata", "thinking",
+        "tools", "tool_choice", "service_tier", "output_config", "cache_control", "container",
+        "mcp_servers", "context_management", "inference_geo",
+    }
+)  # fmt: skip
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextBlock(_Strict):
+    """A text content block; `text` is a template."""
+
+    type: Literal["text"]
+    text: str
+    cache_control: dict[str, Any] | None = None
+
+
+class ImageBlock(_Strict):
+    """An image block: `path` (a file, sent as base64) or `url`; both are templates."""
+
+    type: Literal["image"]
+    path: str | None = None
+    url: str | None = None
+    cache_control: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageBlock:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("an image block needs exactly one of `path` or `url`")
+        return self
+
+
+Block = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
+
+
+class Turn(_Strict):
+    """One conversation turn; few-shot examples are user/assistant pairs."""
+
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class PromptSpec(_Strict):
+    """A named prompt variant."""
+
+    system: str | list[TextBlock] | None = None
+    messages: list[Turn] = Field(min_length=1)
+    prefill: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    answer_mode: AnswerMode | None = None
+
+    @field_validator("prefill")
+    @classmethod
+    def _no_trailing_whitespace(cls, value: str | None) -> str | None:
+        # The API refuses a final assistant turn that ends in whitespace (400 on every row).
+        if value is not None and value != value.rstrip():
+            raise ValueError(
+                f"ends with whitespace ({value!r}); the API refuses a final assistant turn that "
+                f"ends in whitespace: use {value.rstrip()!r}"
+            )
+        if value == "":
+            raise ValueError("is empty; leave it out instead")
+        return value
+
+    @model_validator(mode="after")
+    def _turns_in_order(self) -> PromptSpec:
+        if self.messages[0].role != "user":
+            raise ValueError("messages: the first turn must have role `user`")
+        last = self.messages[-1]
+        if last.role == "assistant" and isinstance(last.content, str) and last.content != last.content.rstrip():
+            raise ValueError("messages: a final assistant turn cannot end with whitespace")
+        if last.role == "assistant" and self.prefill is not None:
+            raise ValueError("messages end with an assistant turn and `prefill` is set: use one of them")
+        return self
+
+
+class DatasetSpec(_Strict):
+    """The CSV file, relative to the spec file."""
+
+    path: str
+    id: str | None = None
+    limit: int | None = Field(default=None, gt=0)
+    sample: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    encoding: str = "utf-8"
+
+
+class ModelSpec(_Strict):
+    """A model to evaluate, with its per-model overrides."""
+
+    name: str = Field(min_length=1)
+    label: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_version: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    answer_mode: AnswerMode | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class ScorerSpec(_Strict):
+    """How a reply is scored against the dataset's `target` column."""
+
+    type: Literal["choice", "exact", "contains", "regex"]
+    target: str
+    choices: list[str] | None = None
+    pattern: str | None = None
+    case_sensitive: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ScorerSpec:
+        if self.type == "choice":
+            choices = self.choices or ["A", "B", "C", "D"]
+            if len(set(choices)) != len(choices) or any(not c.strip() for c in choices):
+                raise ValueError("choices must be distinct, non-empty labels")
+            object.__setattr__(self, "choices", choices)
+        if self.type == "regex":
+            if not self.pattern:
+                raise ValueError("a regex scorer needs `pattern` (its first group, or the match, is the answer)")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+        return self
+
+
+class Experiment(_Strict):
+    """A validated experiment spec. `source` and `base_dir` say where it came from."""
+
+    name: str
+    description: str | None = None
+    dataset: DatasetSpec
+    models: list[ModelSpec] = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    prompts: dict[str, PromptSpec] = Field(min_length=1)
+    scorer: ScorerSpec
+    repeats: int = Field(default=1, ge=1)
+    answer_mode: AnswerMode = "auto"
+    api_version: str | None = None
+    budget_usd: float | None = Field(default=None, gt=0)
+    concurrency: int | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    model_table: str | dict[str, Any] | None = None
+
+    source: str = Field(default="<spec>", exclude=True)
+    base_dir: str = Field(default=".", exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be letters, digits, `.`, `_` or `-` (it names the report folder)")
+        return value
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset_shorthand(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"name": m} if isinstance(m, str) else m for m in value]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Experiment:
+        labels = [m.display for m in self.models]
+        dupes = sorted({x for x in labels if labels.count(x) > 1})
+        if dupes:
+            raise ValueError(f"models: {dupes[0]!r} appears twice; give one a different `label`")
+        for name in self.prompts:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"prompts: {name!r} must be letters, digits, `.`, `_` or `-`")
+        return self
+
+    @property
+    def dataset_path(self) -> Path:
+        return (Path(self.base_dir) / self.dataset.path).resolve()
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Drop pydantic's union-branch markers ('str', 'list[...]', block tags) from an error location."""
+    out: list[Any] = []
+    for part in loc:
+        if isinstance(part, str) and (part in ("str", "function-after[_one_source(), ImageBlock]") or "[" in part):
+            continue
+        if part in ("text", "image") and out and isinstance(out[-1], int):
+            continue  # the discriminator tag of a content block
+        out.append(part)
+    return tuple(out)
+
+
+def _fields_at(parent: tuple[Any, ...], raw_loc: tuple[Any, ...]) -> list[str]:
+    """The keys valid at `parent`, for a did-you-mean suggestion."""
+    names = [p for p in parent if isinstance(p, str)]
+    model: type[BaseModel] = Experiment
+    if names[:1] == ["dataset"]:
+        model = DatasetSpec
+    elif names[:1] == ["models"]:
+        model = ModelSpec
+    elif names[:1] == ["scorer"]:
+        model = ScorerSpec
+    elif names[:1] == ["prompts"] and len(parent) == 2:
+        model = PromptSpec
+    elif "content" in names or "system" in names:
+        model = ImageBlock if "image" in raw_loc else TextBlock
+    elif "messages" in names:
+        model = Turn
+    return sorted(model.model_fields)
+
+
+def _describe(error: Mapping[str, Any], source: str) -> str:
+    loc = _clean_loc(tuple(error["loc"]))
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        fields = [f for f in _fields_at(loc[:-1], tuple(error["loc"])) if f not in ("source", "base_dir")]
+        return f"{source}: {path}: unknown key{_suggest(str(loc[-1]), fields)}"
+    if error["type"] == "missing":
+        return f"{source}: {path}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{source}: {path}: {message}"
+
+
+def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") -> Experiment:
+    """Validate an already-parsed YAML document."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{source}: expected a mapping of keys (name, dataset, models, prompts, scorer, ...)")
+    try:
+        experiment = Experiment.model_validate({**raw, "source": source, "base_dir": str(base_dir)})
+    except ValidationError as exc:
+        # The deepest location is the most specific (a union reports one error per branch).
+        errors = sorted(exc.errors(), key=lambda e: -len(_clean_loc(tuple(e["loc"]))))
+        first = _describe(errors[0], source)
+        top = _clean_loc(tuple(errors[0]["loc"]))
+        others = [e for e in errors[1:] if _clean_loc(tuple(e["loc"])) != top[: len(_clean_loc(tuple(e["loc"])))]]
+        more = f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})" if others else ""
+        raise SpecError(first + more) from None
+    for where, params in _all_params(experiment):
+        for key in params:
+            if key not in MESSAGES_PARAMS:
+                raise SpecError(
+                    f"{source}: {where}.{key}: not a Messages API parameter{_suggest(key, sorted(MESSAGES_PARAMS))}"
+                )
+        max_tokens = params.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+            raise SpecError(f"{source}: {where}.max_tokens: must be a whole number ≥ 1, got {max_tokens!r}")
+    return experiment
+
+
+def _all_params(experiment: Experiment) -> list[tuple[str, dict[str, Any]]]:
+    found = [("params", experiment.params)]
+    found += [(f"prompts.{name}.params", p.params) for name, p in experiment.prompts.items()]
+    found += [(f"models.{i}.params", m.params) for i, m in enumerate(experiment.models)]
+    return found
+
+
+def load_spec(path: str | Path) -> Experiment:
+    """Read and validate an experiment spec; errors name the file and the key path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a spec file") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
+        raise SpecError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc})") from None
+    if raw is None:
+        raise SpecError(f"{path}: the spec is empty")
+    return parse_spec(raw, source=str(path), base_dir=path.parent)
