@@ -167,6 +167,7 @@ async def run_prepared(
     transport: httpx.AsyncBaseTransport | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
     on_runner: Callable[[Runner], None] | None = None,
+    backoff: Callable[[int, float | None], float] | None = None,
 ) -> RunResult:
     """Send what the store lacks, store it, and rebuild the reports. Resumable at any point."""
     experiment = prepared.experiment
@@ -226,6 +227,7 @@ async def run_prepared(
                     budget_usd=budget,
                     spent_before_usd=_spent(store, prepared),
                     on_progress=on_progress,
+                    **({"backoff": backoff} if backoff is not None else {}),
                 )
                 if on_runner is not None:
                     on_runner(runner)

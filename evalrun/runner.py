@@ -105,12 +105,14 @@ class Runner:
         spent_before_usd: float = 0.0,
         on_progress: Callable[[RunStats], None] | None = None,
         pacer: Pacer | None = None,
+        backoff: Callable[[int, float | None], float] = backoff_delay,
     ) -> None:
         self.plan = plan
         self.store = store
         self.clients = clients
         self.replan = replan
         self.max_retries = max_retries
+        self.backoff = backoff
         self.budget_usd = budget_usd
         self.pacer = pacer or Pacer(max_concurrency=concurrency)
         self.concurrency = concurrency
@@ -224,7 +226,7 @@ class Runner:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.max_retries + 1),
                 retry=retry_if_exception_type(TransientApiError),
-                wait=lambda state: backoff_delay(
+                wait=lambda state: self.backoff(
                     state.attempt_number,
                     getattr(state.outcome.exception(), "retry_after", None) if state.outcome else None,
                 ),

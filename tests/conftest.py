@@ -1,0 +1,172 @@
+"""Shared fakes. Every test writes only under its tmp_path (the autouse fixture moves the cwd)."""
+
+from __future__ import annotations
+
+import json
+import re
+import textwrap
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+PREFILL_REFUSAL = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-secret-key-0123456789")
+
+
+class FakeAPI:
+    """A small, independent fake of /v1/messages for httpx.MockTransport.
+
+    It answers a multiple-choice question right when `answers` maps its question text to a letter
+    (`wrong` lists questions it answers wrong), enforces prefill/temperature refusals per model,
+    and plays queued faults first: `enqueue(429, 500, ...)`. `history` keeps every request body.
+    """
+
+    def __init__(
+        self,
+        answers: dict[str, str] | None = None,
+        *,
+        no_prefill: tuple[str, ...] = (),
+        no_temperature: tuple[str, ...] = (),
+        key: str = "sk-test-secret-key-0123456789",
+        wrong: tuple[str, ...] = (),
+    ) -> None:
+        self.answers = answers or {}
+        self.no_prefill = no_prefill
+        self.no_temperature = no_temperature
+        self.key = key
+        self.wrong = set(wrong)
+        self.faults: list[int | str] = []
+        self.history: list[dict[str, Any]] = []
+        self.statuses: Counter[int] = Counter()
+        self.usage_total = Counter[str]()
+
+    def enqueue(self, *faults: int | str) -> None:
+        self.faults.extend(faults)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def _error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        self.statuses[status] += 1
+        body = {"type": "error", "error": {"type": kind, "message": message}, "request_id": "req_fake"}
+        return httpx.Response(status, json=body, headers={"request-id": "req_fake", **(headers or {})})
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.history.append(body)
+        if request.headers.get("x-api-key") != self.key:
+            return self._error(401, "authentication_error", "invalid x-api-key")
+        if self.faults:
+            fault = self.faults.pop(0)
+            if fault == "drop":
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            if fault == 429:
+                return self._error(429, "rate_limit_error", "Number of requests has exceeded your rate limit", {"retry-after": "0"})
+            if fault == 500:
+                return self._error(500, "api_error", "Internal server error")
+            if fault == 529:
+                return self._error(529, "overloaded_error", "Overloaded")
+        model = body["model"]
+        if model.startswith("claude-unknown"):
+            return self._error(404, "not_found_error", f"model: {model}")
+        last = body["messages"][-1]
+        if last["role"] == "assistant" and model in self.no_prefill:
+            return self._error(400, "invalid_request_error", PREFILL_REFUSAL)
+        if "temperature" in body and model in self.no_temperature:
+            return self._error(400, "invalid_request_error", "`temperature` is deprecated for this model.")
+        text_in = json.dumps(body["messages"])
+        letter = "A"
+        for question, answer in self.answers.items():
+            if question in text_in:
+                letter = answer if question not in self.wrong else {"A": "B"}.get(answer, "A")
+                break
+        schema = (body.get("output_config") or {}).get("format")
+        if schema:
+            text = json.dumps({"answer": letter})
+        elif last["role"] == "assistant":
+            text = f"{letter}) because"
+        else:
+            text = f"The answer is ({letter})."
+        words = re.findall(r"\S+|\s+", text)
+        output = words[: body["max_tokens"]]
+        stop = "max_tokens" if len(output) < len(words) else "end_turn"
+        usage = {"input_tokens": len(text_in) // 4, "output_tokens": len(output)}
+        self.usage_total.update(usage)
+        self.statuses[200] += 1
+        message = {
+            "id": f"msg_{len(self.history)}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": "".join(output)}],
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": {**usage, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        }
+        return httpx.Response(200, json=message, headers={"request-id": f"req_{len(self.history)}"})
+
+
+QUESTIONS = {
+    "q1": ("Capital of Peru?", "Lima", "Quito", "Cusco", "Bogota", "A"),
+    "q2": ("Capital of Chile?", "Lima", "Santiago", "Quito", "Paris", "B"),
+    "q3": ("Capital of Kenya?", "Lagos", "Accra", "Nairobi", "Cairo", "C"),
+    "q4": ("Capital of Norway?", "Bergen", "Rome", "Madrid", "Oslo", "D"),
+    "q5": ("Capital of Japan?", "Tokyo", "Osaka", "Kyoto", "Nara", "A"),
+    "q6": ("Capital of Spain?", "Lisbon", "Madrid", "Seville", "Porto", "B"),
+}
+
+
+@pytest.fixture
+def mc_dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "mc.csv"
+    lines = ["id,question,A,B,C,D,answer"] + [",".join((k, *v)) for k, v in QUESTIONS.items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def fake_api() -> FakeAPI:
+    return FakeAPI({q[0]: q[5] for q in QUESTIONS.values()})
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path, mc_dataset: Path) -> Callable[..., Path]:
+    """Write a spec file; `body` is YAML appended after the defaults it does not override."""
+
+    def write(body: str = "", *, name: str = "spec.yaml") -> Path:
+        text = textwrap.dedent(body)
+        defaults = {
+            "name:": "name: mc\n",
+            "dataset:": "dataset: {path: mc.csv, id: id}\n",
+            "models:": "models: [claude-haiku-4-5]\n",
+            "params:": "params: {max_tokens: 1, temperature: 0}\n",
+            "prompts:": (
+                "prompts:\n  plain:\n    system: Answer with the letter.\n    messages:\n"
+                "      - {role: user, content: \"{question}\\n(A) {A}\\n(B) {B}\\n(C) {C}\\n(D) {D}\"}\n"
+                "    prefill: \"The answer is (\"\n"
+            ),
+            "scorer:": "scorer: {type: choice, target: answer}\n",
+        }
+        head = "".join(v for k, v in defaults.items() if not re.search(rf"^{k}", text, re.M))
+        path = tmp_path / name
+        path.write_text(head + text, encoding="utf-8")
+        return path
+
+    return write
