@@ -1,0 +1,158 @@
+"""What the simulated model says: the answer it picks and the text it writes around it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evalrun.models import ModelInfo
+from evalrun.sim._schema import first_enum, instance_for
+from evalrun.sim.answers import AnswerKey, letter_of
+from evalrun.sim.tokens import count_text_tokens, cut_to_tokens
+
+__all__ = ["Reply", "generate_reply"]
+
+# An option on its own line: "(A) ...", "A) ...", "A. ...", "A: ...".
+_OPTION = re.compile(r"(?m)^[ \t]*(?:\(([A-Z])\)|([A-Z])[).:])[ \t]+\S")
+_DEFAULT_LETTERS = ("A", "B", "C", "D")
+_THINKING = "Reading the question, weighing each option against it, and settling on one answer."
+_UNSURE = "I don't know."
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A generated reply, already cut by stop sequences and max_tokens."""
+
+    text: str
+    thinking: str | None
+    stop_reason: str
+    stop_sequence: str | None
+    output_tokens: int
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    return [b["text"] for b in content if isinstance(b, Mapping) and b.get("type") == "text"]
+
+
+def _letters(text: str) -> list[str]:
+    found = sorted({a or b for a, b in _OPTION.findall(text)})
+    return found if len(found) >= 2 else list(_DEFAULT_LETTERS)
+
+
+def _draws(seed: int, info: ModelInfo, body: Mapping[str, Any]) -> tuple[float, int]:
+    """Two deterministic draws from the seed, the model and everything the request says."""
+    digest = hashlib.blake2b(f"{seed}\x00{info.id}".encode(), digest_size=16)
+    system = body.get("system")
+    for text in [system] if isinstance(system, str) else _texts(system or []):
+        digest.update(b"\x00s" + text.encode())
+    for message in body["messages"]:
+        for text in _texts(message["content"]):
+            digest.update(b"\x00" + message["role"][0].encode() + text.encode())
+    raw = digest.digest()
+    return int.from_bytes(raw[:8], "big") / 2**64, int.from_bytes(raw[8:], "big")
+
+
+def _pick(choices: Sequence[str], correct: str | None, skill: float, u: float, n: int) -> str:
+    if correct is None:
+        return choices[n % len(choices)]
+    if u < skill:
+        return correct
+    others = [c for c in choices if c != correct]
+    return others[n % len(others)] if others else correct
+
+
+def _answer(
+    body: Mapping[str, Any],
+    info: ModelInfo,
+    *,
+    seed: int,
+    skill: float,
+    key: AnswerKey | None,
+    schema: Mapping[str, Any] | None,
+) -> str:
+    users = [t for m in body["messages"] if m["role"] == "user" for t in _texts(m["content"])]
+    u, n = _draws(seed, info, body)
+    metadata = body.get("metadata")
+    row_id = metadata.get("user_id") if isinstance(metadata, Mapping) else None
+    row = key.match("\n".join(users), row_id if isinstance(row_id, str) else None) if key else None
+    enum = first_enum(schema) if schema is not None else None
+    target_letter = letter_of(row.target) if row else None
+    if enum:
+        correct = None
+        if row:
+            lowered = {value.casefold(): value for value in enum}
+            correct = target_letter if target_letter in enum else lowered.get(row.target.casefold())
+        return _pick(enum, correct, skill, u, n)
+    if row and target_letter is None:  # a free-text answer
+        if u < skill:
+            return row.target
+        wrong = sorted({t for t in key.targets() if t != row.target}) if key else []
+        return wrong[n % len(wrong)] if wrong else _UNSURE
+    letters = _letters(users[-1] if users else "")
+    if target_letter and target_letter not in letters:
+        letters = sorted({*letters, target_letter})
+    return _pick(letters, target_letter, skill, u, n)
+
+
+def _continue(prefill: str, answer: str, is_letter: bool) -> str:
+    """The continuation of an assistant prefill that leads into the answer."""
+    last = prefill[-1]
+    if last == "(":
+        return f"{answer})"
+    if last == "[":
+        return f"{answer}]"
+    if last == "{":
+        return '"answer": ' + json.dumps(answer, ensure_ascii=False) + "}"
+    if last == '"':
+        return f'{answer}"'
+    if last.isalnum() or last in ":-=>,":
+        return f" {answer}"
+    return answer if is_letter else f" {answer}"
+
+
+def generate_reply(
+    body: Mapping[str, Any], info: ModelInfo, *, seed: int, skill: float, key: AnswerKey | None
+) -> Reply:
+    """The reply to a validated request, cut at its first stop sequence or at max_tokens."""
+    output_config = body.get("output_config") or {}
+    fmt = output_config.get("format") if isinstance(output_config, Mapping) else None
+    schema = fmt.get("schema") if isinstance(fmt, Mapping) else None
+    answer = _answer(body, info, seed=seed, skill=skill, key=key, schema=schema)
+    is_letter = len(answer) == 1 and answer.isalpha()
+    last = body["messages"][-1]
+    prefill = "".join(_texts(last["content"])) if last["role"] == "assistant" else ""
+    if schema is not None:
+        text = json.dumps(instance_for(schema, answer), ensure_ascii=False, separators=(",", ":"))
+    elif prefill:
+        text = _continue(prefill, answer, is_letter)
+    else:
+        text = f"The answer is ({answer})." if is_letter else answer
+
+    budget = int(body["max_tokens"])
+    thinking = None
+    used = 0
+    if info.thinking == "always":
+        # Always-on thinking spends max_tokens before any text is written.
+        thinking, cut = cut_to_tokens(_THINKING, budget)
+        used = count_text_tokens(thinking)
+        budget -= used
+        if cut or budget <= 0:
+            return Reply("", thinking, "max_tokens", None, used)
+
+    stop_reason, stop_sequence = "end_turn", None
+    hits = [(text.find(s), s) for s in body.get("stop_sequences") or () if s and s in text]
+    if hits:
+        position, sequence = min(hits)
+        if count_text_tokens(text[:position]) <= budget:
+            text, stop_reason, stop_sequence = text[:position], "stop_sequence", sequence
+    if stop_reason == "end_turn":
+        text, cut = cut_to_tokens(text, budget)
+        if cut:
+            stop_reason = "max_tokens"
+    return Reply(text, thinking, stop_reason, stop_sequence, used + count_text_tokens(text))
