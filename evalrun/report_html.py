@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from evalrun.diagnostics import letter_distribution, outcome_rates, repeat_summary
 from evalrun.stats import wilson_interval
@@ -179,7 +180,7 @@ def _cost_chart(summary: pd.DataFrame) -> str:
     if not keep.any():
         return '<p class="note">Cost unknown (no price for these models), so there is no cost chart.</p>'
     labels = [label for label, k in zip(_labels(summary), keep, strict=True) if k]
-    fig = _figure(7.5, 4.0)
+    fig = _figure(6.5, 3.6)
     ax = fig.add_subplot()
     ax.scatter(cost[keep], acc[keep], color="#e45756", zorder=3)
     for x, yv, label in zip(cost[keep], acc[keep], labels, strict=True):
@@ -187,28 +188,47 @@ def _cost_chart(summary: pd.DataFrame) -> str:
     ax.set_xlabel("total cost (USD)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
-    ax.set_xlim(left=0)
+    # Headroom on the right so the point labels stay inside the axes.
+    ax.set_xlim(0, float(cost[keep].max()) * 1.35 or 1.0)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.grid(alpha=0.3)
     ax.spines[["top", "right"]].set_visible(False)
     return _svg(fig, "cost")
 
 
+_COMPARISON_ORDER = ["by", "group", "a", "b", "modes_differ", "answer_modes", "n", "acc_a", "acc_b", "diff",
+                     "diff_ci", "only_a_correct", "only_b_correct", "p_mcnemar", "p_holm"]
+
+
+def _comparison_view(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Fold the CI bounds and the two modes into one column each, flag first, so it fits a screen."""
+    view = comparison.copy()
+    if {"diff_ci_low", "diff_ci_high"} <= set(view.columns):
+        view["diff_ci"] = [f"[{_fmt('diff', lo)}, {_fmt('diff', hi)}]"
+                           for lo, hi in zip(view.pop("diff_ci_low"), view.pop("diff_ci_high"), strict=True)]
+    if {"mode_a", "mode_b"} <= set(view.columns):
+        view["answer_modes"] = [f"{ma} → {mb}" for ma, mb in zip(view.pop("mode_a"), view.pop("mode_b"), strict=True)]
+    first = [c for c in _COMPARISON_ORDER if c in view.columns]
+    return view[first + [c for c in view.columns if c not in first]]
+
+
 def _comparison_section(comparison: pd.DataFrame) -> str:
     def cell(col: str, value: object) -> str | None:
         if col == "modes_differ":
-            return '<span class="flag">⚠ differ</span>' if bool(value) else "same"
+            return '<span class="flag">⚠ modes differ</span>' if bool(value) else "same mode"
         if col == "p_holm" and not _is_missing(value) and float(value) < 0.05:  # type: ignore[arg-type]
             return f"<strong>{html.escape(_fmt(col, value))}</strong>"
         return None
 
     warn = comparison["modes_differ"].astype(bool).tolist() if "modes_differ" in comparison.columns else None
     note = (
-        '<p class="note">Paired on the items both sides answered. diff = accuracy of b − accuracy of a '
-        "(positive: b scored higher), with a paired bootstrap interval. p mcnemar is the exact McNemar "
-        "test; p holm adjusts it for the number of comparisons (bold when below 0.05). Rows marked "
-        "⚠ compare different answer modes, so the prompt is not the only thing that changed.</p>"
+        '<p class="note">Paired on the items both sides answered, so acc a / acc b can differ from the '
+        "summary (which counts errors as wrong). diff = accuracy of b − accuracy of a (positive: b scored "
+        "higher), with a paired bootstrap interval. p mcnemar is the exact McNemar test; p holm adjusts it "
+        "for the number of comparisons (bold when below 0.05). Rows marked ⚠ compare different answer "
+        "modes, so the prompt or model is not the only thing that changed.</p>"
     )
-    return note + _table(comparison, cell=cell, warn_rows=warn)
+    return note + _table(_comparison_view(comparison), cell=cell, warn_rows=warn)
 
 
 def _letters_section(results: pd.DataFrame, choices: Sequence[str]) -> str:

@@ -100,7 +100,7 @@ def test_shows_tables_the_reader_needs() -> None:
                     "Outcomes", "Run settings"):
         assert f"<h2>{heading}</h2>" in page
     assert "60.0%" in page and "80.0%" in page  # accuracies
-    assert "⚠ differ" in page  # prefill vs plain must be flagged
+    assert "⚠ modes differ" in page  # prefill vs plain must be flagged
     # Pairs are sorted by name, and "<" sorts before "d": a is the 80% prompt, b is "direct".
     assert "-20.0 pp" in page  # diff = acc_b - acc_a
     assert '<th class="text">max_tokens</th><td class="text">16</td>' in page  # run settings
