@@ -161,7 +161,7 @@ def compare(
     if out.empty:
         return out.astype({"n": "int64", "only_a_correct": "int64", "only_b_correct": "int64",
                            "modes_differ": bool})
-    out["p_holm"] = holm(out["p_mcnemar"].to_numpy(dtype=float))
+    out["p_holm"] = holm(out["p_mcnemar"].astype(float).tolist())
     out = out.sort_values(["group", "a", "b"], kind="stable", ignore_index=True)
     return out.astype({"n": "int64", "only_a_correct": "int64", "only_b_correct": "int64",
                        "acc_a": float, "acc_b": float, "diff": float, "modes_differ": bool})

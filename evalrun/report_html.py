@@ -78,7 +78,7 @@ def _fmt(column: str, value: object) -> str:
     return str(value)
 
 
-def _table(frame: pd.DataFrame, *, cell: Callable[[str, object], str] | None = None,
+def _table(frame: pd.DataFrame, *, cell: Callable[[str, object], str | None] | None = None,
            warn_rows: Sequence[bool] | None = None) -> str:
     """An escaped HTML table of ``frame``; ``cell`` may return trusted HTML for a column."""
     if frame.empty:
