@@ -59,7 +59,7 @@ def _mode(cells: pd.DataFrame) -> str:
     # A variant normally has one answer mode; if cells disagree (e.g. the mode was
     # changed between resumed runs) show them all so the mismatch is visible.
     modes = sorted({str(m) for m in cells["answer_mode"].dropna()})
-    return ",".join(modes)
+    return "+".join(modes)  # same separator as report.summary_frame
 
 
 def _side(cells: pd.DataFrame) -> pd.DataFrame:
