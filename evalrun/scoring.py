@@ -73,8 +73,10 @@ def extract_choice(text: str, choices: Sequence[str]) -> str | None:
     alternatives = _choice_pattern(choices)
     # A reply that starts with the label and a delimiter: "C) Paris", "(B) ...", "D. ...", "A: ...".
     lead = re.match(rf"^[\s*_\"'(\[]*({alternatives})(?:[)\].:,*]|\s*$)", text)
+    marked = set(re.findall(rf"\(({alternatives})\)", text))
     if lead:
-        return lead.group(1)
+        # "(A) or (B)" names two options: that is no answer, not the first one.
+        return lead.group(1) if marked <= {lead.group(1)} else None
     # "The answer is (C)", "Answer: C", "the correct option is **B**": the last such phrase wins,
     # because a model that reasons first states its conclusion last.
     phrase = re.findall(
@@ -85,7 +87,6 @@ def extract_choice(text: str, choices: Sequence[str]) -> str | None:
     phrase = [p for p in phrase if p in choices or (p.upper() in by_upper and len(p) > 1)]
     if phrase:
         return by_upper.get(phrase[-1].upper(), phrase[-1])
-    marked = {m for m in re.findall(rf"\(({alternatives})\)", text)}
     if len(marked) == 1:
         return marked.pop()
     return None

@@ -226,11 +226,14 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_BRANCH_MARKERS = ("list[", "dict[", "tagged-union[", "function-after[", "function-before[", "union[")
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union-branch markers ('str', 'list[...]', block tags) from an error location."""
     out: list[Any] = []
     for part in loc:
-        if isinstance(part, str) and (part in ("str", "function-after[_one_source(), ImageBlock]") or "[" in part):
+        if isinstance(part, str) and (part == "str" or part.startswith(_BRANCH_MARKERS)):
             continue
         if part in ("text", "image") and out and isinstance(out[-1], int):
             continue  # the discriminator tag of a content block
@@ -276,8 +279,11 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
     try:
         experiment = Experiment.model_validate({**raw, "source": source, "base_dir": str(base_dir)})
     except ValidationError as exc:
-        # The deepest location is the most specific (a union reports one error per branch).
-        errors = sorted(exc.errors(), key=lambda e: -len(_clean_loc(tuple(e["loc"]))))
+        # A typo explains its twin "missing" error, so unknown keys come first; then the deepest
+        # location, the most specific (a union reports one error per branch).
+        errors = sorted(
+            exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", -len(_clean_loc(tuple(e["loc"]))))
+        )
         first = _describe(errors[0], source)
         top = _clean_loc(tuple(errors[0]["loc"]))
         others = [e for e in errors[1:] if _clean_loc(tuple(e["loc"])) != top[: len(_clean_loc(tuple(e["loc"])))]]
