@@ -76,7 +76,9 @@ def validate(spec: Path, limit: int | None, sim: bool) -> None:
         for prompt in prepared.experiment.prompts:
             params = plan.params[(model.label, prompt)]
             shown = {k: v for k, v in params.items() if k != "output_config"}
-            click.echo(f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}")
+            click.echo(
+                f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}"
+            )
     _echo_warnings(plan.warnings)
     if plan.cells:
         click.echo("\nfirst request body:")
@@ -117,7 +119,9 @@ class _ProgressLine:
         if now - self._last < 0.2 and stats.done < stats.total:
             return
         self._last = now
-        detail = f"{stats.rate:.1f}/s  retries {stats.retries}  429s {stats.rate_limited}  errors {stats.errors}"
+        detail = (
+            f"{stats.rate:.1f}/s  retries {stats.retries}  429s {stats.rate_limited}  errors {stats.errors}"
+        )
         if stats.spent_usd:
             detail += f"  ${stats.spent_usd:.4f}"
         if stats.backing_off_s > 0:
@@ -170,7 +174,9 @@ def run(
 
     result = anyio.run(main)
     if result is None:  # cancelled by a second Ctrl-C
-        raise RunInterrupted(f"stopped at once; what arrived is stored in {prepared.folder}; run again to resume")
+        raise RunInterrupted(
+            f"stopped at once; what arrived is stored in {prepared.folder}; run again to resume"
+        )
     stats = result.stats
     click.echo(
         f"done: {stats.total} cells ({stats.skipped} already stored), {stats.errors} errors, "
@@ -188,7 +194,8 @@ async def _watch_signals(holder: dict[str, Runner], scope: anyio.CancelScope) ->
             runner = holder.get("runner")
             if count == 1 and runner is not None:
                 click.echo(
-                    "\nstopping: waiting for requests in flight to be stored (Ctrl-C again to quit now)", err=True
+                    "\nstopping: waiting for requests in flight to be stored (Ctrl-C again to quit now)",
+                    err=True,
                 )
                 runner.request_stop()
                 scope.deadline = min(scope.deadline, anyio.current_time() + GRACE_SECONDS)
@@ -203,6 +210,42 @@ def report(folder: Path) -> None:
     """Rebuild the report files of a run folder from its store."""
     build_reports(folder)
     click.echo(f"report: {folder}")
+
+
+@cli.command(name="compare")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--by", type=click.Choice(["prompt", "model"]), default="prompt", show_default=True)
+@click.option("--baseline", help="Compare every variant against this one instead of every pair.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
+    """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
+    from evalrun.compare import compare
+    from evalrun.report import load_results, markdown_table, write_comparison
+
+    results = load_results(folder)
+    results = results[results["status"] != "pending"]
+    try:
+        table = compare(results, by=by, baseline=baseline, seed=seed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--baseline") from None
+    path = write_comparison(folder, table)
+    columns = [
+        "group",
+        "a",
+        "b",
+        "n",
+        "acc_a",
+        "acc_b",
+        "diff",
+        "diff_ci_low",
+        "diff_ci_high",
+        "p_mcnemar",
+        "p_holm",
+    ]
+    click.echo(markdown_table(table, columns))
+    if table["modes_differ"].any():
+        click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
+    click.echo(f"comparison: {path}")
 
 
 @cli.command()

@@ -14,9 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from evalrun.compare import compare
 from evalrun.cost import cost_usd
 from evalrun.errors import StoreError
 from evalrun.models import Price
+from evalrun.report_html import render_html
 from evalrun.scoring import make_scorer
 from evalrun.spec import ScorerSpec
 from evalrun.stats import wilson_interval
@@ -178,7 +180,9 @@ def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join([header, rule, *body])
 
 
-def _markdown(summary: pd.DataFrame, results: pd.DataFrame, settings: Mapping[str, Any]) -> str:
+def _markdown(
+    summary: pd.DataFrame, results: pd.DataFrame, settings: Mapping[str, Any], comparison: pd.DataFrame | None
+) -> str:
     sent = results[results["status"] != "pending"]
     total_cost = sent["cost_usd"].sum(min_count=1) if not sent["cost_usd"].isna().any() else math.nan
     lines = [f"# {settings.get('name', 'experiment')}", ""]
@@ -215,6 +219,32 @@ def _markdown(summary: pd.DataFrame, results: pd.DataFrame, settings: Mapping[st
         lines += [
             f"> **Warning:** cells were asked in different answer modes ({', '.join(mixed)}); comparisons across "
             "modes compare the asking as well as the model or prompt.",
+            "",
+        ]
+    if comparison is not None and not comparison.empty:
+        lines += [
+            f"## Paired comparison by {comparison['by'].iloc[0]}",
+            "",
+            markdown_table(
+                comparison,
+                [
+                    "group",
+                    "a",
+                    "b",
+                    "n",
+                    "acc_a",
+                    "acc_b",
+                    "diff",
+                    "diff_ci_low",
+                    "diff_ci_high",
+                    "p_mcnemar",
+                    "p_holm",
+                    "modes_differ",
+                ],
+            ),
+            "",
+            "diff = acc_b − acc_a on the rows both answered; paired bootstrap 95 % interval; exact McNemar "
+            "p-value, Holm-adjusted across the table.",
             "",
         ]
     lines += ["## Totals", ""]
@@ -257,17 +287,49 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def default_comparison(results: pd.DataFrame) -> pd.DataFrame | None:
+    """Prompts compared within each model when there are several prompts, else models."""
+    sent = results[results["status"] != "pending"]
+    if sent.empty:
+        return None
+    if sent["prompt"].nunique() > 1:
+        return compare(sent, by="prompt")
+    if sent["model"].nunique() > 1:
+        return compare(sent, by="model")
+    return None
+
+
+def write_comparison(folder: Path, comparison: pd.DataFrame) -> Path:
+    path = folder / "comparison.csv"
+    _atomic_write(path, comparison.to_csv(index=False))
+    return path
+
+
 def build_reports(folder: str | Path) -> Path:
-    """Write summary.csv, results.csv and report.md (and report.html) into the run folder."""
+    """Write summary.csv, results.csv, comparison.csv, report.md and report.html into the run folder."""
     folder = Path(folder)
     store, settings = _open(folder)
     with store:
         results = results_frame(store.cell_rows(), settings)
     summary = summary_frame(results)
+    comparison = default_comparison(results)
+    choices = (
+        settings.get("scorer", {}).get("choices")
+        if settings.get("scorer", {}).get("type") == "choice"
+        else None
+    )
     try:
         _atomic_write(folder / "results.csv", results.to_csv(index=False))
         _atomic_write(folder / "summary.csv", summary.to_csv(index=False))
-        _atomic_write(folder / "report.md", _markdown(summary, results, settings))
+        if comparison is not None:
+            write_comparison(folder, comparison)
+        _atomic_write(folder / "report.md", _markdown(summary, results, settings, comparison))
+        _atomic_write(
+            folder / "report.html",
+            render_html(
+                summary=summary, results=results, comparison=comparison, settings=settings, choices=choices
+            ),
+        )
     except OSError as exc:
         raise StoreError(f"{folder}: cannot write the reports ({exc.strerror})") from None
     return folder
