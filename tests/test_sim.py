@@ -532,9 +532,9 @@ def test_dropped_connection_over_loopback() -> None:
     with (
         evalrun.sim.running_server(SimConfig(pdrop=1.0)) as url,
         httpx.Client(base_url=url, headers=V1) as client,
+        pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)),
     ):
-        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
-            client.post("/v1/messages", json=body())
+        client.post("/v1/messages", json=body())
     seeded = SimConfig(pdrop=0.5, seed=1)
     with evalrun.sim.running_server(seeded) as url, httpx.Client(base_url=url, headers=V1) as client:
         outcomes = []
