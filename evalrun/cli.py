@@ -43,8 +43,25 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except EvalrunError as exc:
             _fail(str(exc), exc.exit_code)
+        except BaseExceptionGroup as group:
+            # Task groups wrap what their tasks raised; a user's mistake is still one line.
+            known = _first_evalrun_error(group)
+            if known is None:
+                raise
+            _fail(str(known), known.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+
+
+def _first_evalrun_error(group: BaseExceptionGroup) -> EvalrunError | None:
+    for exc in group.exceptions:
+        if isinstance(exc, EvalrunError):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first_evalrun_error(exc)
+            if found is not None:
+                return found
+    return None
 
 
 @click.group(cls=_Group)
@@ -84,6 +101,57 @@ def validate(spec: Path, limit: int | None, sim: bool) -> None:
         click.echo("\nfirst request body:")
         click.echo(json.dumps(plan.cells[0].body, indent=2, ensure_ascii=False)[:20000])
     click.echo(f"\nrun folder: {prepared.folder}")
+
+
+@cli.command()
+@_common
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--local", is_flag=True, help="Count tokens locally; do not ask the endpoint.")
+@click.option("--rpm", type=float, help="Requests per minute allowed (for the wall-time estimate).")
+@click.option("--itpm", type=float, help="Input tokens per minute allowed.")
+@click.option("--otpm", type=float, help="Output tokens per minute allowed.")
+def estimate(
+    spec: Path,
+    limit: int | None,
+    sim: bool,
+    as_json: bool,
+    local: bool,
+    rpm: float | None,
+    itpm: float | None,
+    otpm: float | None,
+) -> None:
+    """Requests, tokens, USD and wall time before spending anything."""
+    from evalrun.execute import estimate_prepared
+
+    prepared = prepare(spec, limit=limit, sim=sim)
+    result = anyio.run(lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    _echo_warnings(prepared.plan.warnings)
+    click.echo(
+        f"{'model':<24} {'prompt':<16} {'mode':<11} {'requests':>8} {'input tok':>11} {'output tok':>10} {'USD':>10}"
+    )
+    for row in result.by_cell:
+        cost = "unknown" if row["cost_usd"] != row["cost_usd"] else f"{row['cost_usd']:.4f}"
+        click.echo(
+            f"{row['model']:<24} {row['prompt']:<16} {row['answer_mode']:<11} {row['requests']:>8} "
+            f"{row['input_tokens']:>11,} {row['output_tokens']:>10,} {cost:>10}"
+        )
+    error = f" ± {result.input_error_tokens:,}" if result.input_error_tokens else ""
+    click.echo(f"\nrequests: {result.requests:,}")
+    click.echo(f"input tokens: {result.input_tokens:,}{error} ({result.input_source})")
+    click.echo(
+        f"output tokens: {result.output_tokens:,} expected, {result.output_tokens_max:,} at most (max_tokens)"
+    )
+    if result.unpriced:
+        click.echo(f"cost: unknown — no price for {', '.join(result.unpriced)}")
+    else:
+        click.echo(f"cost: ${result.cost_usd:.4f} expected, ${result.cost_usd_max:.4f} at most")
+    if result.wall_time_s is not None:
+        click.echo(f"wall time: about {result.wall_time_s:,.0f} s at {result.limits}")
+    else:
+        click.echo("wall time: give --rpm (and --itpm/--otpm) for an estimate under your rate limits")
 
 
 class _ProgressLine:

@@ -28,6 +28,11 @@ __all__ = ["ApiResponse", "MessagesClient", "RateLimitInfo", "default_transport"
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
 _RETRYABLE_STATUS = {408, 409, 429}
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
+# count_tokens takes the prompt-shaping fields of a Messages body, not the sampling ones.
+_COUNT_TOKENS_FIELDS = frozenset(
+    {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "mcp_servers",
+     "context_management", "cache_control"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,7 @@ class MessagesClient:
 
     async def count_tokens(self, body: dict[str, Any]) -> int:
         """POST /v1/messages/count_tokens with a Messages body (max_tokens is dropped)."""
-        request = {k: v for k, v in body.items() if k not in ("max_tokens", "stream", "metadata", "service_tier")}
+        request = {k: v for k, v in body.items() if k in _COUNT_TOKENS_FIELDS}
         payload, _, _ = await self._post("/v1/messages/count_tokens", request)
         tokens = payload.get("input_tokens")
         if not isinstance(tokens, int):

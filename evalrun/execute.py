@@ -18,6 +18,7 @@ from evalrun.client import MessagesClient
 from evalrun.cost import cost_usd
 from evalrun.dataset import Dataset, load_dataset
 from evalrun.errors import BudgetExceeded, EvalrunError, RunInterrupted, RunStopped, SpecError, StoreError
+from evalrun.estimate import Estimate, estimate_plan
 from evalrun.models import ModelTable
 from evalrun.plan import Learned, ModelPlan, Plan, experiment_table, make_plan, resolve_models
 from evalrun.report import build_reports
@@ -154,6 +155,57 @@ def _simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     )
     with running_server(SimConfig(api_key=api_key, answers=answers, model_table=prepared.table)) as url:
         yield url
+
+
+async def estimate_prepared(
+    prepared: Prepared,
+    *,
+    rpm: float | None = None,
+    itpm: float | None = None,
+    otpm: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    local: bool = False,
+) -> Estimate:
+    """Estimate the run without sending a Messages request (count_tokens is free)."""
+    env = os.environ if environ is None else environ
+    choices = list(prepared.experiment.scorer.choices or ())
+    if local:
+        return await estimate_plan(
+            prepared.plan, clients=None, choices=choices, rpm=rpm, itpm=itpm, otpm=otpm
+        )
+    sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
+    if prepared.sim:
+        keys: dict[str, str | None] = {m.label: sim_key for m in prepared.models}
+    else:
+        try:
+            keys = _api_keys(prepared, env)
+        except SpecError:
+            # No key: count locally rather than refuse to estimate.
+            return await estimate_plan(
+                prepared.plan, clients=None, choices=choices, rpm=rpm, itpm=itpm, otpm=otpm
+            )
+    with contextlib.ExitStack() as stack:
+        base_urls = {m.label: m.base_url for m in prepared.models}
+        if prepared.sim:
+            url = stack.enter_context(_simulator(prepared, sim_key or ""))
+            base_urls = {label: url for label in base_urls}
+        clients = {
+            m.label: MessagesClient(
+                base_url=base_urls[m.label],
+                api_key=keys[m.label],
+                api_version=m.api_version,
+                transport=transport,
+            )
+            for m in prepared.models
+        }
+        try:
+            return await estimate_plan(
+                prepared.plan, clients=clients, choices=choices, rpm=rpm, itpm=itpm, otpm=otpm
+            )
+        finally:
+            for client in clients.values():
+                await client.aclose()
 
 
 async def run_prepared(

@@ -64,7 +64,7 @@ class RunStats:
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
 
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float:
