@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import evalrun.sim
 from evalrun.errors import DatasetError
@@ -23,6 +25,7 @@ from evalrun.sim import (
     count_text_tokens,
     create_app,
 )
+from evalrun.sim.tokens import cut_to_tokens
 
 V1 = {"anthropic-version": "2023-06-01"}
 V2 = {"anthropic-version": "2026-10-21"}
@@ -561,3 +564,18 @@ def test_config_rejects_nonsense() -> None:
         SimConfig(p500=2)
     with pytest.raises(ValueError, match="burst"):
         SimConfig(burst=0)
+
+
+@given(st.text(), st.integers(min_value=0, max_value=50))
+def test_cut_to_tokens_is_a_prefix_within_the_budget(text: str, limit: int) -> None:
+    cut, was_cut = cut_to_tokens(text, limit)
+    assert text.startswith(cut)
+    assert count_text_tokens(cut) <= limit
+    assert was_cut == (count_text_tokens(text) > limit)
+
+
+@pytest.mark.anyio
+async def test_more_than_four_cache_breakpoints_is_a_400(make_client: Client) -> None:
+    blocks = [{"type": "text", "text": f"part {i}", "cache_control": {"type": "ephemeral"}} for i in range(5)]
+    message = await error_of(make_client(), body(blocks), 400)
+    assert message.endswith("A maximum of 4 blocks with cache_control may be provided. Found 5.")
