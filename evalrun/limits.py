@@ -1,15 +1,20 @@
 """Rate-limit pacing: token buckets fed by `anthropic-ratelimit-*` headers, a shared back-off per
-lane (endpoint × model family), and a concurrency limit that adapts where no headers come.
+lane, and a concurrency limit that adapts where no headers come.
 
 A lane is what the API meters together: one key on one endpoint for one model class. Every
 worker sending to a lane asks `acquire()` first, so the lane as a whole stays under its limits
 and a 429 pauses the whole lane once instead of every worker discovering it on its own.
+
+Waiters queue per lane in arrival order and only the head of the queue sleeps on a timer; a
+release wakes exactly the waiters it lets through, so a pool of hundreds of workers costs
+O(1) per request instead of waking every worker on every reply.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import anyio
@@ -17,6 +22,21 @@ import anyio
 from evalrun.client import RateLimitInfo
 
 __all__ = ["Lane", "Pacer", "TokenBucket"]
+
+# A 429 slows the lane to this fraction of its learned limits; the pace climbs back linearly.
+PACE_AFTER_429 = 0.9
+PACE_RECOVERY_PER_S = 0.05
+# Seconds of refill kept in reserve: requests reach the server with some jitter, and a bucket
+# emptied exactly on our clock can be a request short on the server's.
+RESERVE_S = 0.06
+# A 529 pauses the lane for this long, doubling while they keep coming (limits stay as learned).
+OVERLOAD_PAUSE_S = 0.25
+OVERLOAD_PAUSE_MAX_S = 8.0
+# Adaptive concurrency (no headers): latency "climbs" above this multiple of its floor plus slack.
+LATENCY_CLIMB = 1.5
+LATENCY_SLACK_S = 0.005
+SLOW_START_GROWTH = 3.0  # added per success while latency is flat: ×4 per round trip
+_WARMUP = 8  # samples before the latency floor is trusted
 
 
 @dataclass
@@ -29,8 +49,9 @@ class TokenBucket:
     updated: float = field(default_factory=time.monotonic)
 
     def refill(self, now: float) -> None:
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
+        if now > self.updated:
+            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+            self.updated = now
 
     def wait_for(self, amount: float, now: float) -> float:
         """Seconds until `amount` is available (0 if now)."""
@@ -44,46 +65,109 @@ class TokenBucket:
         self.refill(now)
         self.level -= min(amount, self.capacity)
 
+    def give_back(self, amount: float, now: float) -> None:
+        self.refill(now)
+        self.level = min(self.capacity, self.level + amount)
+
+
+@dataclass
+class _Waiter:
+    need: tuple[tuple[str, float], ...]
+    event: anyio.Event = field(default_factory=anyio.Event)
+    granted: bool = False
+
 
 @dataclass
 class Lane:
-    """The pacing state of one endpoint × model family."""
+    """The pacing state of one endpoint × key × model class."""
 
     name: str
     max_concurrency: int
     concurrency: float
     in_flight: int = 0
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
+    limits: dict[str, float] = field(default_factory=dict)  # learned per-minute limits
     paused_until: float = 0.0
     rate_limited: int = 0
     overloaded: int = 0
+    overload_streak: int = 0
     has_headers: bool = False
+    # The pace: the fraction of the learned limits we send at. Lowered by a 429, recovers with time.
+    pace_floor: float = 1.0
+    pace_since: float = 0.0
+    # Adaptive concurrency without headers.
+    slow_start: bool = True
+    latency_samples: int = 0
     latency_floor: float = math.inf
     latency_recent: float = 0.0
+    last_cut: float = 0.0
+    # What was actually sent, for the progress line.
+    sent: int = 0
+    window_start: float = field(default_factory=time.monotonic)
+    window_sent: int = 0
+    send_rate: float = 0.0
+    waiters: deque[_Waiter] = field(default_factory=deque)
 
-    def status(self, now: float) -> str:
+    def pace(self, now: float) -> float:
+        if self.pace_floor >= 1.0:
+            return 1.0
+        pace = self.pace_floor + (now - self.pace_since) * PACE_RECOVERY_PER_S
+        if pace >= 1.0:
+            self.pace_floor = 1.0
+            return 1.0
+        return pace
+
+    def _count_send(self, now: float) -> None:
+        self.sent += 1
+        self.window_sent += 1
+        elapsed = now - self.window_start
+        if elapsed >= 2.0:
+            self.send_rate = self.window_sent / elapsed
+            self.window_start, self.window_sent = now, 0
+
+    def status(self, now: float, *, with_pause: bool = True) -> str:
         parts = []
-        requests = self.buckets.get("requests")
+        requests = self.limits.get("requests")
         if requests is not None:
-            parts.append(f"limit {requests.rate * 60:,.0f} rpm")
-        if self.paused_until > now:
+            parts.append(f"{self.send_rate * 60:,.0f}/{requests:,.0f} rpm")
+        for kind, label in (("input", "itpm"), ("output", "otpm")):
+            if kind in self.limits:
+                parts.append(f"{label} {_short(self.limits[kind])}")
+        pace = self.pace(now)
+        if self.has_headers and pace < 1.0:
+            parts.append(f"slowed to {pace:.0%}")
+        if not self.has_headers and self.latency_samples:
+            parts.append(
+                f"{self.send_rate:,.0f} req/s, concurrency {int(self.concurrency)}/{self.max_concurrency}, "
+                f"latency {self.latency_recent:.2f}s"
+            )
+        if with_pause and self.paused_until > now:
             parts.append(f"backing off {self.paused_until - now:.1f}s")
-        if not self.has_headers:
-            parts.append(f"concurrency {int(self.concurrency)}")
         return ", ".join(parts)
+
+
+def _short(value: float) -> str:
+    if value >= 1e6:
+        return f"{value / 1e6:g}M"
+    if value >= 1e3:
+        return f"{value / 1e3:g}k"
+    return f"{value:g}"
 
 
 _KINDS = {"requests": "requests", "input-tokens": "input", "output-tokens": "output"}
 
 
 class Pacer:
-    """Shared by every worker of a run; all of its methods run on the event loop thread."""
+    """Shared by every worker of a run; all of its methods run on the event loop thread.
 
-    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 8) -> None:
+    With headers, the lane's buckets pace it (concurrency is only a ceiling); without, the
+    lane's concurrency limit grows while latency stays flat and shrinks when it climbs.
+    """
+
+    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 16) -> None:
         self.max_concurrency = max_concurrency
-        self.initial_concurrency = min(initial_concurrency, max_concurrency)
+        self.initial_concurrency = max(1, min(initial_concurrency, max_concurrency))
         self._lanes: dict[str, Lane] = {}
-        self._changed = anyio.Event()
 
     def lane(self, name: str) -> Lane:
         lane = self._lanes.get(name)
@@ -92,31 +176,84 @@ class Pacer:
             self._lanes[name] = lane
         return lane
 
-    def _notify(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
-
+    # -- sending -------------------------------------------------------------------------------
     async def acquire(self, name: str, *, input_tokens: int, max_tokens: int) -> None:
         """Wait until the lane may send one more request of this size, then count it in flight."""
         lane = self.lane(name)
-        while True:
-            now = time.monotonic()
-            wait = max(0.0, lane.paused_until - now)
-            if wait == 0.0:
-                for kind, amount in (("requests", 1), ("input", input_tokens), ("output", max_tokens)):
-                    bucket = lane.buckets.get(kind)
-                    if bucket is not None:
-                        wait = max(wait, bucket.wait_for(amount, now))
-            if wait == 0.0 and lane.in_flight < max(1, int(lane.concurrency)):
-                for kind, amount in (("requests", 1), ("input", input_tokens), ("output", max_tokens)):
-                    bucket = lane.buckets.get(kind)
-                    if bucket is not None:
-                        bucket.take(amount, now)
-                lane.in_flight += 1
-                return
-            changed = self._changed
-            with anyio.move_on_after(wait if wait > 0 else 1.0):
-                await changed.wait()
+        need = (("requests", 1.0), ("input", float(input_tokens)), ("output", float(max_tokens)))
+        if not lane.waiters and self._wait(lane, need, time.monotonic()) == 0.0:
+            self._grant(lane, need, time.monotonic())
+            return
+        waiter = _Waiter(need)
+        lane.waiters.append(waiter)
+        try:
+            while True:
+                delay = self._dispatch(lane)
+                if waiter.granted:
+                    return
+                if lane.waiters and lane.waiters[0] is waiter and delay > 0.0:
+                    with anyio.move_on_after(delay):
+                        await waiter.event.wait()
+                else:
+                    await waiter.event.wait()
+                if waiter.granted:
+                    return
+                waiter.event = anyio.Event()
+        except BaseException:
+            if waiter.granted:
+                lane.in_flight = max(0, lane.in_flight - 1)
+            else:
+                lane.waiters.remove(waiter)
+            self._poke(lane)
+            raise
+
+    def _wait(self, lane: Lane, need: tuple[tuple[str, float], ...], now: float) -> float:
+        """Seconds until `need` may go (0: now; inf: when a request finishes)."""
+        wait = lane.paused_until - now
+        if wait > 0.0:
+            return wait
+        wait = 0.0
+        if lane.buckets:
+            for kind, amount in need:
+                bucket = lane.buckets.get(kind)
+                if bucket is not None:
+                    wait = max(wait, bucket.wait_for(amount, now))
+        if wait == 0.0 and lane.in_flight >= max(1, int(lane.concurrency)):
+            return math.inf
+        return wait
+
+    def _grant(self, lane: Lane, need: tuple[tuple[str, float], ...], now: float) -> None:
+        if lane.buckets:
+            for kind, amount in need:
+                bucket = lane.buckets.get(kind)
+                if bucket is not None:
+                    bucket.take(amount, now)
+        lane.in_flight += 1
+        lane._count_send(now)
+
+    def _dispatch(self, lane: Lane) -> float:
+        """Let through every waiter at the head that may go now; the head's wait, else 0."""
+        now = time.monotonic()
+        granted = False
+        while lane.waiters:
+            head = lane.waiters[0]
+            wait = self._wait(lane, head.need, now)
+            if wait > 0.0:
+                if granted:
+                    head.event.set()  # a new head: wake it to time its own sleep
+                return wait
+            lane.waiters.popleft()
+            self._grant(lane, head.need, now)
+            head.granted = granted = True
+            head.event.set()
+        return 0.0
+
+    def _poke(self, lane: Lane) -> None:
+        """Something changed: let through who may go, and wake the new head to re-time its sleep."""
+        if lane.waiters:
+            self._dispatch(lane)
+            if lane.waiters:
+                lane.waiters[0].event.set()
 
     def release(
         self,
@@ -127,76 +264,119 @@ class Pacer:
         max_tokens: int = 0,
         latency_s: float | None = None,
     ) -> None:
-        """A request of the lane finished (any outcome)."""
+        """A request of the lane finished (any outcome). Pass what a success reported."""
         lane = self.lane(name)
         lane.in_flight = max(0, lane.in_flight - 1)
         now = time.monotonic()
-        if output_tokens is not None and "output" in lane.buckets:
-            # The output bucket was charged max_tokens up front; give back what was not used.
-            bucket = lane.buckets["output"]
-            bucket.refill(now)
-            bucket.level = min(bucket.capacity, bucket.level + max(0, max_tokens - output_tokens))
+        if output_tokens is not None:
+            lane.overload_streak = 0
+            bucket = lane.buckets.get("output")
+            if bucket is not None:
+                # The output bucket was charged max_tokens up front; give back what was not used.
+                bucket.give_back(max(0, max_tokens - output_tokens), now)
         if rate_limits:
             self._learn(lane, rate_limits, now)
-        elif latency_s is not None:
-            self._adapt_concurrency(lane, latency_s)
-        self._notify()
+        elif latency_s is not None and not lane.has_headers:
+            self._adapt_concurrency(lane, latency_s, now)
+        self._poke(lane)
 
     def _learn(self, lane: Lane, info: RateLimitInfo, now: float) -> None:
-        lane.has_headers = True
-        lane.concurrency = lane.max_concurrency
+        if not lane.has_headers:
+            lane.has_headers = True
+            lane.concurrency = lane.max_concurrency  # the buckets pace from here on
+        pace = lane.pace(now)
         for header_kind, kind in _KINDS.items():
             limit, remaining, _reset = info.get(header_kind)
             if not limit:
                 continue
-            rate = limit / 60.0
+            lane.limits[kind] = limit
+            rate = limit / 60.0 * pace
+            reserve = limit / 60.0 * RESERVE_S
             bucket = lane.buckets.get(kind)
             if bucket is None:
                 # Start from what the server says is left; capacity is learned as we see it.
                 level = remaining if remaining is not None else limit
-                lane.buckets[kind] = TokenBucket(rate=rate, capacity=max(level, 1.0), level=level, updated=now)
+                bucket = lane.buckets[kind] = TokenBucket(
+                    rate=rate, capacity=max(level, 1.0), level=level - reserve, updated=now
+                )
                 continue
             bucket.refill(now)
             bucket.rate = rate
             if remaining is not None:
                 bucket.capacity = max(bucket.capacity, remaining)
                 # Never trust the local level above the server's count.
-                bucket.level = min(bucket.level, remaining)
+                bucket.level = min(bucket.level, remaining - reserve)
 
-    def _adapt_concurrency(self, lane: Lane, latency_s: float) -> None:
+    def _adapt_concurrency(self, lane: Lane, latency_s: float, now: float) -> None:
         # No headers (a local server): grow while latency stays near its floor, shrink when it climbs.
-        lane.latency_floor = min(lane.latency_floor, latency_s)
-        lane.latency_recent = latency_s if lane.latency_recent == 0 else 0.9 * lane.latency_recent + 0.1 * latency_s
-        if lane.latency_recent > 2.0 * lane.latency_floor + 0.05:
-            lane.concurrency = max(1.0, lane.concurrency * 0.9)
+        lane.latency_samples += 1
+        if lane.latency_samples == 1:
+            lane.latency_recent = latency_s
         else:
-            lane.concurrency = min(float(lane.max_concurrency), lane.concurrency + 1.0)
+            lane.latency_recent += 0.1 * (latency_s - lane.latency_recent)
+        if lane.latency_samples < _WARMUP:
+            return
+        lane.latency_floor = min(lane.latency_floor, lane.latency_recent)
+        if lane.latency_recent > LATENCY_CLIMB * lane.latency_floor + LATENCY_SLACK_S:
+            if now - lane.last_cut > lane.latency_recent:  # at most one cut per round trip
+                lane.concurrency = max(1.0, lane.concurrency * 0.9)
+                lane.slow_start = False
+                lane.last_cut = now
+        elif lane.in_flight + 1 >= int(lane.concurrency):  # grow only while the limit binds
+            step = SLOW_START_GROWTH if lane.slow_start else 2.0 / lane.concurrency
+            lane.concurrency = min(float(lane.max_concurrency), lane.concurrency + step)
 
+    # -- failures ----------------------------------------------------------------------------
     def rate_limited(self, name: str, retry_after: float | None) -> None:
-        """A 429: pause the whole lane and slow its request bucket down."""
+        """A 429: pause the whole lane until `retry_after` and lower its pace."""
         lane = self.lane(name)
         lane.rate_limited += 1
+        now = time.monotonic()
         pause = retry_after if retry_after is not None else 1.0
-        lane.paused_until = max(lane.paused_until, time.monotonic() + pause)
-        requests = lane.buckets.get("requests")
-        if requests is not None:
-            requests.level = min(requests.level, 0.0)
+        lane.paused_until = max(lane.paused_until, now + pause)
+        if lane.has_headers:
+            pace = min(lane.pace(now), 1.0) * PACE_AFTER_429
+            lane.pace_floor, lane.pace_since = max(pace, 0.25), now
+            for kind, bucket in lane.buckets.items():
+                bucket.refill(now)
+                bucket.rate = lane.limits.get(kind, bucket.rate * 60.0) / 60.0 * lane.pace_floor
+                if kind == "requests":
+                    bucket.level = min(bucket.level, 0.0)
         else:
             lane.concurrency = max(1.0, lane.concurrency / 2)
-        self._notify()
+            lane.slow_start = False
+        self._poke(lane)
 
-    def overloaded(self, name: str, delay: float) -> None:
-        """A 529 or 5xx: back off the lane without lowering its learned limits."""
+    def overloaded(self, name: str, retry_after: float | None = None) -> float:
+        """A 529: pause the lane briefly, longer while they keep coming; learned limits stay.
+
+        Returns the pause in seconds.
+        """
         lane = self.lane(name)
         lane.overloaded += 1
-        lane.paused_until = max(lane.paused_until, time.monotonic() + delay)
-        self._notify()
-
-    def status(self) -> str:
         now = time.monotonic()
-        return "; ".join(f"{n}: {s}" for n, lane in self._lanes.items() if (s := lane.status(now)))
+        pause = min(OVERLOAD_PAUSE_S * 2**lane.overload_streak, OVERLOAD_PAUSE_MAX_S)
+        pause = max(pause, retry_after or 0.0)
+        lane.overload_streak += 1
+        lane.paused_until = max(lane.paused_until, now + pause)
+        if not lane.has_headers:
+            lane.concurrency = max(1.0, lane.concurrency * 0.9)
+            lane.slow_start = False
+        self._poke(lane)
+        return pause
+
+    # -- progress ------------------------------------------------------------------------------
+    def status(self) -> str:
+        """One line for the progress display: per lane, the pace against the learned limit."""
+        now = time.monotonic()
+        several = len(self._lanes) > 1
+        return "; ".join(
+            f"{n}: {s}" if several else s
+            for n, lane in self._lanes.items()
+            if (s := lane.status(now, with_pause=several))
+        )
 
     def backing_off(self) -> float:
-        """The longest pause still running on any lane, in seconds."""
+        """The longest pause still running on any lane, in seconds (0 when none)."""
         now = time.monotonic()
-        return max((lane.paused_until - now for lane in self._lanes.values()), default=0.0)
+        return max([0.0, *(lane.paused_until - now for lane in self._lanes.values())])

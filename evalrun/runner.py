@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import anyio
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from evalrun.client import MessagesClient, reply_text
+from evalrun.client import ApiResponse, MessagesClient, reply_text
 from evalrun.cost import usage_cost, worst_case_usd
 from evalrun.errors import (
     ApiError,
@@ -129,6 +129,8 @@ class Runner:
         self._succeeded: set[str] = set()
         self._stop_requested = False
         self._probing = False
+        self._lanes = _lane_names(plan, clients)
+        self._finished = anyio.Event()
 
     # -- public ------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -187,8 +189,14 @@ class Runner:
     async def _worker(self) -> None:
         while (cell := self._next_cell()) is not None:
             worst = self._reserve(cell)
+            while worst is None and self._in_flight:
+                # It may fit once what is in flight has cost what it really costs (usually far
+                # less than its worst case): wait for one to finish, then ask again.
+                await self._finished.wait()
+                worst = self._reserve(cell)
             if worst is None:
                 self._budget_hit = True
+                self._pending.appendleft(cell)
                 return
             self._in_flight[cell.key] = cell
             try:
@@ -196,6 +204,8 @@ class Runner:
             finally:
                 self._in_flight.pop(cell.key, None)
                 self._reserved_usd -= worst
+                self._finished.set()
+                self._finished = anyio.Event()
 
     def _reserve(self, cell: Cell) -> float | None:
         """Reserve the cell's worst-case cost against the budget; None if it does not fit."""
@@ -219,7 +229,7 @@ class Runner:
     async def _send(self, cell: Cell) -> None:
         model = self._models[cell.model]
         client = self.clients[cell.model]
-        lane = f"{model.endpoint}|{model.info.family if model.info.known else model.spec.name}"
+        lane = self._lanes[cell.model]
         input_estimate = estimate_input_tokens(cell.body)
         attempts = 0
         try:
@@ -235,25 +245,7 @@ class Runner:
             ):
                 with attempt:
                     attempts += 1
-                    await self.pacer.acquire(lane, input_tokens=input_estimate, max_tokens=cell.max_tokens)
-                    try:
-                        response = await client.create(cell.body)
-                    except RateLimitError as exc:
-                        self.pacer.release(lane)
-                        self.pacer.rate_limited(lane, exc.retry_after)
-                        self.stats.rate_limited += 1
-                        raise
-                    except ApiError:
-                        self.pacer.release(lane)
-                        raise
-                    usage = response.message.get("usage") or {}
-                    self.pacer.release(
-                        lane,
-                        rate_limits=response.rate_limits,
-                        output_tokens=int(usage.get("output_tokens") or 0),
-                        max_tokens=cell.max_tokens,
-                        latency_s=response.latency_s,
-                    )
+                    response = await self._attempt(lane, client, cell, input_estimate)
         except AuthError as exc:
             self._stop = RunStopped(
                 f"{cell.model}: the API refused the key ({exc}); check ANTHROPIC_API_KEY"
@@ -297,6 +289,34 @@ class Runner:
         )
         self._succeeded.add(cell.model)
         self._progress(cell)
+
+    async def _attempt(self, lane: str, client: MessagesClient, cell: Cell, input_estimate: int) -> ApiResponse:
+        """One paced request: the lane learns from its headers, its latency, or its failure."""
+        await self.pacer.acquire(lane, input_tokens=input_estimate, max_tokens=cell.max_tokens)
+        try:
+            response = await client.create(cell.body)
+        except RateLimitError as exc:
+            self.pacer.release(lane)
+            self.pacer.rate_limited(lane, exc.retry_after)
+            self.stats.rate_limited += 1
+            raise
+        except TransientApiError as exc:
+            self.pacer.release(lane)
+            if exc.status == 529:
+                self.pacer.overloaded(lane, exc.retry_after)
+            raise
+        except BaseException:
+            self.pacer.release(lane)
+            raise
+        usage = response.message.get("usage") or {}
+        self.pacer.release(
+            lane,
+            rate_limits=response.rate_limits,
+            output_tokens=int(usage.get("output_tokens") or 0),
+            max_tokens=cell.max_tokens,
+            latency_s=response.latency_s,
+        )
+        return response
 
     def _count_retry(self) -> None:
         self.stats.retries += 1
@@ -369,6 +389,27 @@ class Runner:
             replacements = list(firsts.values())
         self._pending = deque(c for c in self._pending if c.model != cell.model)
         self._pending.extendleft(reversed(replacements))
+
+
+def _lane_names(plan: Plan, clients: Mapping[str, MessagesClient]) -> dict[str, str]:
+    """Each model's lane: endpoint × key × model class, named as briefly as stays unambiguous."""
+    keys: dict[int, int] = {}
+    idents = {}
+    for m in plan.models:
+        client = clients.get(m.label)
+        key = keys.setdefault(id(client), len(keys) + 1)
+        idents[m.label] = (m.endpoint, key, m.info.family if m.info.known else m.spec.name)
+    endpoints = {e for e, _, _ in idents.values()}
+    several_keys = len({(e, k) for e, k, _ in idents.values()}) > len(endpoints)
+    names = {}
+    for label, (endpoint, key, family) in idents.items():
+        name = family
+        if len(endpoints) > 1:
+            name += f"@{endpoint}"
+        if several_keys:
+            name += f" key{key}"
+        names[label] = name
+    return names
 
 
 def _wants_cache(body: Mapping[str, object]) -> bool:
