@@ -1,0 +1,179 @@
+"""The commands as a user runs them: files written, lines printed, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from evalrun.cli import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_run_on_the_simulator_writes_every_report(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("models: [claude-haiku-4-5, claude-sonnet-4-6]\n")
+    result = invoke("run", str(spec), "--sim", "--out", "out")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().splitlines()[-1] == "report: out"
+    for name in ("summary.csv", "results.csv", "report.md", "report.html", "store.sqlite"):
+        assert (tmp_path / "out" / name).exists(), name
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(results) == 12
+    assert set(results["answer_mode"]) == {"prefill", "structured"}
+    assert "endpoint: simulator" in (tmp_path / "out" / "report.md").read_text()
+    again = invoke("run", str(spec), "--sim", "--out", "out")
+    assert "12 already stored" in again.output
+    rebuilt = invoke("report", "out")
+    assert rebuilt.exit_code == 0
+    assert pd.read_csv(tmp_path / "out" / "results.csv").equals(results)
+
+
+def test_default_folder_is_stable_so_a_rerun_resumes(write_spec) -> None:
+    spec = write_spec()
+    first = invoke("run", str(spec), "--sim").output.strip().splitlines()[-1]
+    second = invoke("run", str(spec), "--sim").output.strip().splitlines()[-1]
+    assert first == second and first.startswith("report: reports/mc/")
+
+
+def test_validate_prints_modes_and_the_first_body(write_spec) -> None:
+    result = invoke("validate", str(write_spec("models: [claude-haiku-4-5, claude-opus-4-7]\n")))
+    assert result.exit_code == 0
+    assert "plain: answer_mode=prefill" in result.output
+    assert "plain: answer_mode=structured" in result.output
+    assert '"content": "The answer is ("' in result.output
+    assert "claude-opus-4-7: refuses `temperature`: not sent" in result.output
+
+
+def test_estimate_json_matches_the_run(write_spec, tmp_path: Path) -> None:
+    spec = write_spec("models: [claude-haiku-4-5, claude-sonnet-4-6]\n")
+    estimate = json.loads(invoke("estimate", str(spec), "--sim", "--json").output)
+    assert estimate["requests"] == 12
+    invoke("run", str(spec), "--sim", "--out", "out")
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert estimate["input_tokens"] == results["input_tokens"].sum()
+    assert estimate["cost_usd"] == pytest.approx(results["cost_usd"].sum(), rel=0.05)
+    assert {row["model"] for row in estimate["by_cell"]} == {"claude-haiku-4-5", "claude-sonnet-4-6"}
+
+
+def test_compare_writes_the_paired_table(write_spec, tmp_path: Path) -> None:
+    spec = write_spec(
+        "prompts:\n"
+        "  a:\n    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+        "    prefill: \"The answer is (\"\n"
+        "  b:\n    messages: [{role: user, content: \"Q: {question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+        "    prefill: \"Answer: (\"\n"
+    )
+    invoke("run", str(spec), "--sim", "--out", "out")
+    result = invoke("compare", "out", "--by", "prompt")
+    assert result.exit_code == 0
+    table = pd.read_csv(tmp_path / "out" / "comparison.csv")
+    assert list(table[["a", "b", "n"]].iloc[0]) == ["a", "b", 6]
+
+
+BAD_SPECS = {
+    "nmae: x\n": "nmae: unknown key (did you mean 'name'?)",
+    "models: [claude-haiku-4-5\n": "YAML syntax error at line",
+    "dataset: missing.csv\n": "missing.csv: no such dataset file",
+    "params: {max_tokens: 0}\n": "params.max_tokens: must be a whole number ≥ 1",
+    "budget_usd: -1\n": "budget_usd: Input should be greater than 0",
+    "scorer: {type: choice, target: gold}\n": "scorer.target column 'gold' is not in the file",
+    'prompts:\n  p:\n    messages: [{role: user, content: "{qestion}"}]\n': "placeholder {qestion} is not a column",
+}
+
+
+@pytest.mark.parametrize(("body", "message"), list(BAD_SPECS.items()))
+def test_bad_specs_get_one_clear_line(write_spec, body: str, message: str) -> None:
+    result = CliRunner().invoke(cli, ["run", str(write_spec(body)), "--sim"])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_missing_key_is_caught_before_any_request(write_spec, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    result = CliRunner().invoke(cli, ["run", str(write_spec())])
+    assert result.exit_code == 2
+    assert "ANTHROPIC_API_KEY is not set" in result.output
+
+
+def test_budget_stops_with_exit_code_3_and_resumes(write_spec, tmp_path: Path) -> None:
+    rows = "\n".join(f"r{i},Question number {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(80))
+    (tmp_path / "mc.csv").write_text("id,question,A,B,C,D,answer\n" + rows + "\n")
+    spec = write_spec("models: [claude-sonnet-4-6]\n")
+    full = json.loads(invoke("estimate", str(spec), "--sim", "--json").output)["cost_usd"]
+    stopped = CliRunner().invoke(cli, ["run", str(spec), "--sim", "--out", "out", "--budget", str(full * 0.4)])
+    assert stopped.exit_code == 3, stopped.output
+    assert "budget" in stopped.output
+    partial = pd.read_csv(tmp_path / "out" / "results.csv")
+    spent = partial["cost_usd"].sum()
+    assert 0.5 * full * 0.4 <= spent <= full * 0.4
+    done = invoke("run", str(spec), "--sim", "--out", "out", "--budget", str(full * 2))
+    assert done.exit_code == 0
+    final = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert (final["status"] == "ok").all()
+
+
+def _run_subprocess(spec: Path, out: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "evalrun", "run", str(spec), "--sim", "--out", out, "--concurrency", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+
+
+def _stored(folder: Path) -> int:
+    import sqlite3
+
+    try:
+        db = sqlite3.connect(folder / "store.sqlite", timeout=5)
+        return db.execute("SELECT count(*) FROM responses WHERE status = 'ok'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_runs_resume_to_the_same_results(tmp_path: Path, sig: int) -> None:
+    rows = "\n".join(f"r{i},Question {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(400))
+    (tmp_path / "big.csv").write_text("id,question,A,B,C,D,answer\n" + rows + "\n")
+    spec = tmp_path / "big.yaml"
+    spec.write_text(
+        "name: big\ndataset: {path: big.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 1}\n"
+        "prompts:\n  p:\n    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+        "    prefill: \"The answer is (\"\nscorer: {type: choice, target: answer}\n"
+    )
+    process = _run_subprocess(spec, "killed")
+    deadline = time.monotonic() + 60
+    while _stored(tmp_path / "killed") < 40 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert b"Traceback" not in err
+    resumed = subprocess.run(
+        [sys.executable, "-m", "evalrun", "run", str(spec), "--sim", "--out", "killed"], capture_output=True, timeout=120
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    clean = subprocess.run(
+        [sys.executable, "-m", "evalrun", "run", str(spec), "--sim", "--out", "clean"], capture_output=True, timeout=120
+    )
+    assert clean.returncode == 0
+    columns = ["model", "prompt", "row_id", "answer", "correct", "input_tokens", "output_tokens"]
+    killed = pd.read_csv(tmp_path / "killed" / "results.csv")[columns]
+    assert killed.equals(pd.read_csv(tmp_path / "clean" / "results.csv")[columns])
+    assert len(killed) == 400
