@@ -22,7 +22,7 @@ from evalrun.estimate import Estimate, estimate_plan
 from evalrun.models import ModelTable
 from evalrun.plan import Learned, ModelPlan, Plan, experiment_table, make_plan, resolve_models
 from evalrun.report import build_reports
-from evalrun.runner import Runner, RunStats
+from evalrun.runner import Runner, RunStats, backoff_delay
 from evalrun.spec import Experiment, load_spec
 from evalrun.store import Store
 
@@ -279,7 +279,7 @@ async def run_prepared(
                     budget_usd=budget,
                     spent_before_usd=_spent(store, prepared),
                     on_progress=on_progress,
-                    **({"backoff": backoff} if backoff is not None else {}),
+                    backoff=backoff or backoff_delay,
                 )
                 if on_runner is not None:
                     on_runner(runner)
