@@ -65,3 +65,19 @@ def test_target_not_a_choice_names_the_line(write_spec, tmp_path: Path) -> None:
     (tmp_path / "mc.csv").write_text("id,question,A,B,C,D,answer\nq1,Q,a,b,c,d,E\n")
     with pytest.raises(Exception, match=r"line 2: column 'answer' holds 'E'"):
         prepare(write_spec())
+
+
+def test_model_table_inline_declares_a_local_model(write_spec) -> None:
+    spec = write_spec(
+        "models: [{name: my-llama, base_url: 'http://localhost:9999'}]\n"
+        "model_table:\n  my-llama: {prefill: false, refuses: [temperature], price: {input: 0, output: 0}}\n"
+    )
+    plan = prepare(spec).plan
+    assert plan.cells[0].answer_mode == "structured"
+    assert "temperature" not in plan.cells[0].body
+    assert not any("no known price" in w for w in plan.warnings)
+
+
+def test_model_table_rejects_unknown_properties(write_spec) -> None:
+    with pytest.raises(SpecError, match=r"models.my-llama: unknown key 'prefil'"):
+        prepare(write_spec("models: [my-llama]\nmodel_table:\n  my-llama: {prefil: true}\n"))
