@@ -28,14 +28,14 @@ PACE_AFTER_429 = 0.9
 PACE_RECOVERY_PER_S = 0.05
 # Seconds of refill kept in reserve: requests reach the server with some jitter, and a bucket
 # emptied exactly on our clock can be a request short on the server's.
-RESERVE_S = 0.06
+RESERVE_S = 0.2
 # A 529 pauses the lane for this long, doubling while they keep coming (limits stay as learned).
 OVERLOAD_PAUSE_S = 0.25
 OVERLOAD_PAUSE_MAX_S = 8.0
 # Adaptive concurrency (no headers): latency "climbs" above this multiple of its floor plus slack.
-LATENCY_CLIMB = 1.5
+LATENCY_CLIMB = 2.0
 LATENCY_SLACK_S = 0.005
-SLOW_START_GROWTH = 3.0  # added per success while latency is flat: ×4 per round trip
+SLOW_START_GROWTH = 7.0  # added per success while latency is flat: ×8 per round trip
 _WARMUP = 8  # samples before the latency floor is trusted
 
 
@@ -164,7 +164,7 @@ class Pacer:
     lane's concurrency limit grows while latency stays flat and shrinks when it climbs.
     """
 
-    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 16) -> None:
+    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 32) -> None:
         self.max_concurrency = max_concurrency
         self.initial_concurrency = max(1, min(initial_concurrency, max_concurrency))
         self._lanes: dict[str, Lane] = {}
@@ -314,12 +314,14 @@ class Pacer:
             lane.latency_recent = latency_s
         else:
             lane.latency_recent += 0.1 * (latency_s - lane.latency_recent)
-        if lane.latency_samples < _WARMUP:
-            return
-        lane.latency_floor = min(lane.latency_floor, lane.latency_recent)
-        if lane.latency_recent > LATENCY_CLIMB * lane.latency_floor + LATENCY_SLACK_S:
+        if lane.latency_samples >= _WARMUP:
+            lane.latency_floor = min(lane.latency_floor, lane.latency_recent)
+        target = LATENCY_CLIMB * lane.latency_floor + LATENCY_SLACK_S
+        if lane.latency_recent > target:
             if now - lane.last_cut > lane.latency_recent:  # at most one cut per round trip
-                lane.concurrency = max(1.0, lane.concurrency * 0.9)
+                # Cut in proportion to how far latency climbed: between 10 % and a half.
+                factor = min(0.9, max(0.5, target / lane.latency_recent))
+                lane.concurrency = max(1.0, lane.concurrency * factor)
                 lane.slow_start = False
                 lane.last_cut = now
         elif lane.in_flight + 1 >= int(lane.concurrency):  # grow only while the limit binds
