@@ -28,7 +28,7 @@ from evalrun.store import Store
 
 __all__ = ["Prepared", "RunResult", "prepare", "run_prepared"]
 
-DEFAULT_CONCURRENCY = 64
+DEFAULT_CONCURRENCY = 512  # a ceiling: the pacer sets the real pace (bench/README.md)
 
 
 @dataclass(frozen=True)
