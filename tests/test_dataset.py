@@ -39,7 +39,7 @@ def test_broken_files_name_the_line(tmp_path: Path, text: str, message: str) -> 
 
 def test_not_utf8_names_the_encoding_option(tmp_path: Path) -> None:
     path = write(tmp_path, "id,q\n1,caf\xe9\n".encode("latin-1"))
-    with pytest.raises(DatasetError, match="dataset.encoding"):
+    with pytest.raises(DatasetError, match=r"dataset\.encoding"):
         load_dataset(path)
     assert load_dataset(path, encoding="latin-1").rows[0].values["q"] == "café"
 

@@ -24,7 +24,7 @@ def test_placeholders_and_literal_braces() -> None:
 
 @pytest.mark.parametrize("source", ["{open", "close}", "{}"])
 def test_malformed_templates_say_where(source: str) -> None:
-    with pytest.raises(TemplateError, match="prompts.p.messages.0.content"):
+    with pytest.raises(TemplateError, match=r"prompts\.p\.messages\.0\.content"):
         Template.parse(source, where="prompts.p.messages.0.content")
 
 
