@@ -171,12 +171,14 @@ class MessagesClient:
             headers["anthropic-beta"] = beta
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=headers,
-            timeout=timeout,
-            transport=transport or default_transport(max_connections),
-        )
+        self._transport = transport or default_transport(max_connections)
+        # Requests go straight to the transport: HTTPX's client layer (URL merging, auth, cookies,
+        # redirects, event hooks) is most of the client CPU per request and evalrun needs none of it.
+        # The AsyncClient stays only to own the transport's lifetime.
+        self._http = httpx.AsyncClient(transport=self._transport)
+        self._headers = headers
+        self._urls = {path: httpx.URL(self.base_url + path) for path in ("/v1/messages", "/v1/messages/count_tokens")}
+        self._extensions = {"timeout": timeout.as_dict()}
 
     def __repr__(self) -> str:  # never the key
         return f"MessagesClient(base_url={self.base_url!r}, api_version={self.api_version!r})"
@@ -196,7 +198,16 @@ class MessagesClient:
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         start = time.monotonic()
         try:
-            response = await self._http.post(path, content=content)
+            request = httpx.Request(
+                "POST", self._urls[path], headers=self._headers, content=content, extensions=self._extensions
+            )
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()  # give the connection back even when the body broke off
+                raise
         except httpx.TimeoutException as exc:
             raise TransientApiError(f"timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
