@@ -8,7 +8,7 @@ from typing import Any
 
 from evalrun.models import Price
 
-__all__ = ["cost_usd", "worst_case_usd"]
+__all__ = ["cost_usd", "stored_cost", "usage_cost", "worst_case_usd"]
 
 _MILLION = 1_000_000
 
@@ -50,6 +50,19 @@ def usage_cost(price: Price | None, usage: Mapping[str, Any]) -> float:
         cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
         cache_creation_1h_input_tokens=int(creation.get("ephemeral_1h_input_tokens") or 0),
         service_tier=usage.get("service_tier"),
+    )
+
+
+def stored_cost(price: Price | None, row: Mapping[str, Any]) -> float:
+    """`cost_usd` of a stored response row (the store's column names)."""
+    return cost_usd(
+        price,
+        input_tokens=int(row["input_tokens"] or 0),
+        output_tokens=int(row["output_tokens"] or 0),
+        cache_creation_input_tokens=int(row["cache_creation_input_tokens"] or 0),
+        cache_read_input_tokens=int(row["cache_read_input_tokens"] or 0),
+        cache_creation_1h_input_tokens=int(row["cache_creation_1h_input_tokens"] or 0),
+        service_tier=row["service_tier"],
     )
 
 

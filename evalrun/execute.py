@@ -15,7 +15,7 @@ import httpx
 
 from evalrun import __version__
 from evalrun.client import MessagesClient
-from evalrun.cost import cost_usd
+from evalrun.cost import stored_cost
 from evalrun.dataset import Dataset, load_dataset
 from evalrun.errors import BudgetExceeded, EvalrunError, RunInterrupted, RunStopped, SpecError, StoreError
 from evalrun.estimate import Estimate, estimate_plan
@@ -130,15 +130,7 @@ def _spent(store: Store, prepared: Prepared) -> float:
     total = 0.0
     for row in store.cell_rows():
         if row["status"] == "ok":
-            cost = cost_usd(
-                prices.get(row["model"]),
-                input_tokens=int(row["input_tokens"] or 0),
-                output_tokens=int(row["output_tokens"] or 0),
-                cache_creation_input_tokens=int(row["cache_creation_input_tokens"] or 0),
-                cache_read_input_tokens=int(row["cache_read_input_tokens"] or 0),
-                cache_creation_1h_input_tokens=int(row["cache_creation_1h_input_tokens"] or 0),
-                service_tier=row["service_tier"],
-            )
+            cost = stored_cost(prices.get(row["model"]), row)
             total += 0.0 if math.isnan(cost) else cost
     return total
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from evalrun.compare import compare
-from evalrun.cost import cost_usd
+from evalrun.cost import stored_cost
 from evalrun.errors import StoreError
 from evalrun.models import Price
 from evalrun.report_html import render_html
@@ -85,19 +85,7 @@ def results_frame(rows: list[dict[str, Any]], settings: Mapping[str, Any]) -> pd
             record["status"] = score.status
         else:
             record["status"] = "error"
-        record["cost_usd"] = (
-            cost_usd(
-                prices.get(row["model"]),
-                input_tokens=record["input_tokens"],
-                output_tokens=record["output_tokens"],
-                cache_creation_input_tokens=record["cache_creation_input_tokens"],
-                cache_read_input_tokens=record["cache_read_input_tokens"],
-                cache_creation_1h_input_tokens=int(row["cache_creation_1h_input_tokens"] or 0),
-                service_tier=row["service_tier"],
-            )
-            if status is not None
-            else 0.0
-        )
+        record["cost_usd"] = stored_cost(prices.get(row["model"]), row) if status is not None else 0.0
         records.append(record)
     frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
     frame["repeat"] = frame["repeat"].astype("int64")
