@@ -288,7 +288,7 @@ def report(folder: Path) -> None:
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
     from evalrun.compare import compare
-    from evalrun.report import load_results, markdown_table, write_comparison
+    from evalrun.report import COMPARISON_TABLE_COLUMNS, load_results, markdown_table, write_comparison
 
     results = load_results(folder)
     results = results[results["status"] != "pending"]
@@ -297,20 +297,7 @@ def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> N
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--baseline") from None
     path = write_comparison(folder, table)
-    columns = [
-        "group",
-        "a",
-        "b",
-        "n",
-        "acc_a",
-        "acc_b",
-        "diff",
-        "diff_ci_low",
-        "diff_ci_high",
-        "p_mcnemar",
-        "p_holm",
-    ]
-    click.echo(markdown_table(table, columns))
+    click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
     if table["modes_differ"].any():
         click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
     click.echo(f"comparison: {path}")

@@ -43,6 +43,10 @@ SUMMARY_COLUMNS = [
     "ci_high", "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
     "cost_usd", "cost_per_correct_usd", "cost_per_1k_rows_usd", "latency_p50_s", "latency_p95_s", "pending",
 ]  # fmt: skip
+# The comparison columns shown in the Markdown report and by `evalrun compare`.
+COMPARISON_TABLE_COLUMNS = [
+    "group", "a", "b", "n", "acc_a", "acc_b", "diff", "diff_ci_low", "diff_ci_high", "p_mcnemar", "p_holm",
+]  # fmt: skip
 _TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
 
 
@@ -213,23 +217,7 @@ def _markdown(
         lines += [
             f"## Paired comparison by {comparison['by'].iloc[0]}",
             "",
-            markdown_table(
-                comparison,
-                [
-                    "group",
-                    "a",
-                    "b",
-                    "n",
-                    "acc_a",
-                    "acc_b",
-                    "diff",
-                    "diff_ci_low",
-                    "diff_ci_high",
-                    "p_mcnemar",
-                    "p_holm",
-                    "modes_differ",
-                ],
-            ),
+            markdown_table(comparison, [*COMPARISON_TABLE_COLUMNS, "modes_differ"]),
             "",
             "diff = acc_b − acc_a on the rows both answered; paired bootstrap 95 % interval; exact McNemar "
             "p-value, Holm-adjusted across the table.",

@@ -177,14 +177,8 @@ class Runner:
     def _next_cell(self) -> Cell | None:
         if self._stop is not None or self._stop_requested or self._budget_hit:
             return None
-        while self._pending:
-            cell = self._pending.popleft()
-            if cell.model not in self._hopeless_models():
-                return cell
-        return None
-
-    def _hopeless_models(self) -> set[str]:
-        return {m for m, (_, count) in self._hopeless.items() if count >= HOPELESS_AFTER and m not in self._succeeded}
+        # A model that reaches HOPELESS_AFTER stops the run (`_stop`), so there is nothing to filter here.
+        return self._pending.popleft() if self._pending else None
 
     async def _worker(self) -> None:
         while (cell := self._next_cell()) is not None:
