@@ -133,6 +133,31 @@ QUESTIONS = {
 }
 
 
+MC_PROMPT = (
+    "prompts:\n  p:\n    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+    "    prefill: \"The answer is (\"\n"
+)
+
+
+def write_mc_csv(path: Path, rows: int) -> Path:
+    """A multiple-choice CSV of `rows` distinct questions whose answers cycle A–D."""
+    lines = (f"r{i},Question number {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(rows))
+    path.write_text("id,question,A,B,C,D,answer\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_mc_spec(path: Path, *, name: str, dataset: str, extra: str = "") -> Path:
+    """A one-model, one-prompt prefill spec over a `write_mc_csv` file."""
+    path.write_text(
+        f"name: {name}\ndataset: {{path: {dataset}, id: id}}\nmodels: [claude-haiku-4-5]\nparams: {{max_tokens: 1}}\n"
+        + MC_PROMPT
+        + "scorer: {type: choice, target: answer}\n"
+        + extra,
+        encoding="utf-8",
+    )
+    return path
+
+
 @pytest.fixture
 def mc_dataset(tmp_path: Path) -> Path:
     path = tmp_path / "mc.csv"

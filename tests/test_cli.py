@@ -16,6 +16,8 @@ from click.testing import CliRunner
 
 from evalrun.cli import cli
 
+from .conftest import write_mc_csv, write_mc_spec
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -111,8 +113,7 @@ def test_a_missing_key_is_caught_before_any_request(write_spec, monkeypatch: pyt
 
 
 def test_budget_stops_with_exit_code_3_and_resumes(write_spec, tmp_path: Path) -> None:
-    rows = "\n".join(f"r{i},Question number {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(80))
-    (tmp_path / "mc.csv").write_text("id,question,A,B,C,D,answer\n" + rows + "\n")
+    write_mc_csv(tmp_path / "mc.csv", 80)
     spec = write_spec("models: [claude-sonnet-4-6]\n")
     full = json.loads(invoke("estimate", str(spec), "--sim", "--json").output)["cost_usd"]
     stopped = CliRunner().invoke(cli, ["run", str(spec), "--sim", "--out", "out", "--budget", str(full * 0.4)])
@@ -149,14 +150,8 @@ def _stored(folder: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_runs_resume_to_the_same_results(tmp_path: Path, sig: int) -> None:
-    rows = "\n".join(f"r{i},Question {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(400))
-    (tmp_path / "big.csv").write_text("id,question,A,B,C,D,answer\n" + rows + "\n")
-    spec = tmp_path / "big.yaml"
-    spec.write_text(
-        "name: big\ndataset: {path: big.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 1}\n"
-        "prompts:\n  p:\n    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
-        "    prefill: \"The answer is (\"\nscorer: {type: choice, target: answer}\n"
-    )
+    write_mc_csv(tmp_path / "big.csv", 400)
+    spec = write_mc_spec(tmp_path / "big.yaml", name="big", dataset="big.csv")
     process = _run_subprocess(spec, "killed")
     deadline = time.monotonic() + 60
     while _stored(tmp_path / "killed") < 40 and time.monotonic() < deadline and process.poll() is None:

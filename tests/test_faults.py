@@ -10,18 +10,14 @@ import pytest
 from evalrun.execute import prepare, run_prepared
 from evalrun.sim import AnswerKey, SimConfig, running_server
 
+from .conftest import write_mc_csv, write_mc_spec
+
 pytestmark = pytest.mark.anyio
 
 
 async def test_every_cell_completes_once_under_faults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    rows = "\n".join(f"r{i},Question number {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(150))
-    (tmp_path / "d.csv").write_text("id,question,A,B,C,D,answer\n" + rows + "\n")
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: faults\ndataset: {path: d.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 1}\n"
-        "prompts:\n  p:\n    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
-        "    prefill: \"The answer is (\"\nscorer: {type: choice, target: answer}\nmax_retries: 10\n"
-    )
+    write_mc_csv(tmp_path / "d.csv", 150)
+    spec = write_mc_spec(tmp_path / "s.yaml", name="faults", dataset="d.csv", extra="max_retries: 10\n")
     answers = AnswerKey.from_csv(tmp_path / "d.csv", "answer", id_column="id")
     config = SimConfig(api_key="k", p500=0.05, p529=0.05, pdrop=0.03, rpm=3000, burst=20, seed=3, answers=answers)
     with running_server(config) as url:

@@ -12,11 +12,12 @@ from scipy.stats import binomtest, norm
 
 from evalrun.cli import cli
 
+from .conftest import write_mc_csv
+
 
 @pytest.fixture
 def run_folder(write_spec, tmp_path: Path) -> Path:
-    rows = "\n".join(f"r{i},Question number {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(60))
-    (tmp_path / "mc.csv").write_text("id,question,A,B,C,D,answer\n" + rows + "\n")
+    write_mc_csv(tmp_path / "mc.csv", 60)
     spec = write_spec(
         "models: [claude-haiku-4-5, claude-sonnet-4-6]\n"
         "prompts:\n"
