@@ -1,0 +1,1 @@
+"""Scoring, statistics and comparisons over stored results."""
