@@ -109,7 +109,7 @@ def _body(i: int) -> dict[str, Any]:
 
 async def run_evalrun(url: str, n: int, concurrency: int | None, profile: Path | None) -> Result:
     from evalrun.execute import prepare, run_prepared
-    from evalrun.report import load_results
+    from evalrun.reports.build import load_results
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -17,7 +17,7 @@ from evalrun.errors import (
     TemplateError,
     TransientApiError,
 )
-from evalrun.report import build_reports, load_results
+from evalrun.reports.build import build_reports, load_results
 from evalrun.spec import Experiment, load_spec
 
 __all__ = [

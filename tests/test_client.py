@@ -3,7 +3,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from evalrun.client import MessagesClient
+from evalrun.send.client import MessagesClient
 from evalrun.errors import AuthError, PermanentApiError, RateLimitError, TransientApiError
 
 pytestmark = pytest.mark.anyio

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from evalrun.compare import COMPARISON_COLUMNS, compare
+from evalrun.results.compare import COMPARISON_COLUMNS, compare
 from evalrun.stats import mcnemar_exact
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from evalrun.dataset import load_dataset
+from evalrun.plan.dataset import load_dataset
 from evalrun.errors import DatasetError
 
 

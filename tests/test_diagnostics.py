@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from evalrun.diagnostics import confusion_matrix, letter_distribution, outcome_rates, repeat_summary
+from evalrun.results.diagnostics import confusion_matrix, letter_distribution, outcome_rates, repeat_summary
 
 CHOICES = ["A", "B", "C", "D"]
 

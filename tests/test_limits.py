@@ -9,8 +9,8 @@ import anyio
 import httpx
 import pytest
 
-from evalrun.client import RateLimitInfo
-from evalrun.limits import Pacer, TokenBucket
+from evalrun.send.client import RateLimitInfo
+from evalrun.send.limits import Pacer, TokenBucket
 from evalrun.sim import SimConfig, running_server
 
 LANE = "haiku"
@@ -119,7 +119,7 @@ async def test_a_waiter_that_is_cancelled_leaves_the_queue() -> None:
 @pytest.mark.anyio
 async def test_a_paced_run_against_the_simulator_draws_few_429s(write_spec, tmp_path, monkeypatch) -> None:
     from evalrun.execute import prepare, run_prepared
-    from evalrun.report import load_results
+    from evalrun.reports.build import load_results
 
     rows = ["id,question,A,B,C,D,answer"] + [f"r{i},Question {i}?,a,b,c,d,A" for i in range(200)]
     (tmp_path / "mc.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")

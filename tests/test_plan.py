@@ -6,7 +6,7 @@ import pytest
 
 from evalrun.errors import SpecError, TemplateError
 from evalrun.execute import prepare
-from evalrun.plan import Learned
+from evalrun.plan.grid import Learned
 
 
 def test_modes_and_parameters_follow_the_model_table(write_spec) -> None:

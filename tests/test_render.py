@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evalrun.errors import DatasetError, TemplateError
-from evalrun.render import Template, detect_media_type, render_turns
+from evalrun.plan.render import Template, detect_media_type, render_turns
 from evalrun.spec import Turn
 
 PNG = base64.b64decode(

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalrun.compare import compare
-from evalrun.report_html import render_html
+from evalrun.results.compare import compare
+from evalrun.reports.html import render_html
 from evalrun.stats import wilson_interval
 
 EVIL = "<script>alert(1)</script>"

@@ -9,7 +9,7 @@ import pytest
 
 from evalrun.errors import RunStopped
 from evalrun.execute import prepare, run_prepared
-from evalrun.report import load_results
+from evalrun.reports.build import load_results
 
 from .conftest import QUESTIONS, FakeAPI
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evalrun.scoring import extract_choice, make_scorer
+from evalrun.results.scoring import extract_choice, make_scorer
 from evalrun.spec import ScorerSpec
 
 CHOICES = ["A", "B", "C", "D"]

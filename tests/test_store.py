@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from evalrun.errors import StoreError
-from evalrun.store import Outcome, Store
+from evalrun.store.run_store import Outcome, Store
 
 
 def test_migrations_create_the_expected_columns(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from evalrun.diagnostics import letter_distribution, outcome_rates, repeat_summary
+from evalrun.results.diagnostics import letter_distribution, outcome_rates, repeat_summary
 from evalrun.stats import wilson_interval
 
 __all__ = ["render_html"]

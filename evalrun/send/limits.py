@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from evalrun.client import RateLimitInfo
+from evalrun.send.client import RateLimitInfo
 
 __all__ = ["Lane", "Pacer", "TokenBucket"]
 

@@ -14,15 +14,15 @@ from typing import Any
 
 import pandas as pd
 
-from evalrun.compare import compare
+from evalrun.results.compare import compare
 from evalrun.cost import stored_cost
 from evalrun.errors import StoreError
 from evalrun.models import Price
-from evalrun.report_html import render_html
-from evalrun.scoring import make_scorer
+from evalrun.reports.html import render_html
+from evalrun.results.scoring import make_scorer
 from evalrun.spec import ScorerSpec
 from evalrun.stats import wilson_interval
-from evalrun.store import STORE_NAME, Store
+from evalrun.store.run_store import STORE_NAME, Store
 
 __all__ = [
     "RESULT_COLUMNS",

@@ -1,0 +1,1 @@
+"""Sending: the HTTP client, pacing, senders (real time, batches) and the run loop written once against them."""
