@@ -287,8 +287,8 @@ def report(folder: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.results.compare import compare
     from evalrun.reports.build import COMPARISON_TABLE_COLUMNS, load_results, markdown_table, write_comparison
+    from evalrun.results.compare import compare
 
     results = load_results(folder)
     results = results[results["status"] != "pending"]

@@ -19,10 +19,10 @@ from typing import Any
 
 import anyio
 
-from evalrun.send.client import MessagesClient
 from evalrun.cost import cost_usd
 from evalrun.errors import ApiError, AuthError
 from evalrun.plan.grid import Cell, Plan
+from evalrun.send.client import MessagesClient
 from evalrun.tokens import estimate_input_tokens, estimate_text_tokens
 
 __all__ = ["Estimate", "estimate_plan", "expected_output_tokens"]

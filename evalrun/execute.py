@@ -14,14 +14,14 @@ from typing import Any
 import httpx
 
 from evalrun import __version__
-from evalrun.send.client import MessagesClient
 from evalrun.cost import stored_cost
-from evalrun.plan.dataset import Dataset, load_dataset
 from evalrun.errors import BudgetExceeded, EvalrunError, RunInterrupted, RunStopped, SpecError, StoreError
 from evalrun.estimate import Estimate, estimate_plan
 from evalrun.models import ModelTable
+from evalrun.plan.dataset import Dataset, load_dataset
 from evalrun.plan.grid import Learned, ModelPlan, Plan, experiment_table, make_plan, resolve_models
 from evalrun.reports.build import build_reports
+from evalrun.send.client import MessagesClient
 from evalrun.send.runner import Runner, RunStats, backoff_delay
 from evalrun.spec import Experiment, load_spec
 from evalrun.store.run_store import Store

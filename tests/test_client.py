@@ -3,8 +3,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from evalrun.send.client import MessagesClient
 from evalrun.errors import AuthError, PermanentApiError, RateLimitError, TransientApiError
+from evalrun.send.client import MessagesClient
 
 pytestmark = pytest.mark.anyio
 

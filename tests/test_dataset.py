@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from evalrun.plan.dataset import load_dataset
 from evalrun.errors import DatasetError
+from evalrun.plan.dataset import load_dataset
 
 
 def write(tmp_path: Path, text: str | bytes, name: str = "d.csv") -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalrun.results.compare import compare
 from evalrun.reports.html import render_html
+from evalrun.results.compare import compare
 from evalrun.stats import wilson_interval
 
 EVIL = "<script>alert(1)</script>"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalrun.plan.dataset import Dataset, Row
 from evalrun.errors import DatasetError, SpecError, TemplateError
 from evalrun.models import SAMPLING_PARAMS, ModelInfo, ModelTable, builtin_table, load_table_file
+from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.render import fill_template, prompt_placeholders, render_system, render_turns
 from evalrun.results.scoring import normalize_choice_target
 from evalrun.spec import Experiment, ModelSpec, PromptSpec

@@ -14,11 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from evalrun.results.compare import compare
 from evalrun.cost import stored_cost
 from evalrun.errors import StoreError
 from evalrun.models import Price
 from evalrun.reports.html import render_html
+from evalrun.results.compare import compare
 from evalrun.results.scoring import make_scorer
 from evalrun.spec import ScorerSpec
 from evalrun.stats import wilson_interval

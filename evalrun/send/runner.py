@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from evalrun.send.client import ApiResponse, MessagesClient, reply_text
 from evalrun.cost import usage_cost, worst_case_usd
 from evalrun.errors import (
     ApiError,
@@ -31,9 +30,10 @@ from evalrun.errors import (
     SpecError,
     TransientApiError,
 )
-from evalrun.send.limits import Pacer
 from evalrun.models import SAMPLING_PARAMS
 from evalrun.plan.grid import Cell, Learned, Plan
+from evalrun.send.client import ApiResponse, MessagesClient, reply_text
+from evalrun.send.limits import Pacer
 from evalrun.store.run_store import Outcome, Store
 from evalrun.tokens import estimate_input_tokens
 

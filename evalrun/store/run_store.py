@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.errors import StoreError
-from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.plan.grid import Cell, Learned
+from evalrun.store.migrations import MIGRATIONS, apply_migrations
 
 __all__ = ["STORE_NAME", "Outcome", "Store"]
 
