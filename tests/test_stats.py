@@ -147,14 +147,23 @@ def test_holm_caps_at_one_and_skips_nan() -> None:
 
 
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=30))
-def test_holm_monotone_and_matches_statsmodels(ps: list[float]) -> None:
+def test_holm_monotone_and_not_below_raw(ps: list[float]) -> None:
     adj = holm(ps)
     order = np.argsort(ps, kind="stable")
     sorted_adj = [adj[i] for i in order]
     assert all(x <= y + 1e-12 for x, y in itertools.pairwise(sorted_adj))
     assert all(p <= q + 1e-12 and q <= 1.0 for p, q in zip(ps, adj, strict=True))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_holm_matches_statsmodels(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    ps = rng.random(int(rng.integers(1, 25))) ** 3
     expected = multipletests(ps, method="holm")[1]
-    assert adj == pytest.approx(list(expected), abs=1e-12)
+    assert holm(ps.tolist()) == pytest.approx(list(expected), abs=1e-12)
+    # With NaNs mixed in, the others are adjusted as if the NaNs were not there.
+    with_nan = [*ps.tolist(), math.nan]
+    assert holm(with_nan)[:-1] == pytest.approx(list(expected), abs=1e-12)
 
 
 # ---------------------------------------------------------------------------
