@@ -358,8 +358,10 @@ def test_paired_p_value_edge_cases() -> None:
     assert (same.ci_low, same.ci_high) == (0.0, 0.0)
     shifted = paired_compare([0.0, 0.5, 0.25], [0.25, 0.75, 0.5])
     assert math.isnan(shifted.p_value) and "same non-zero" in shifted.note
+    assert "zero width" in same.note
     binary_same = paired_compare([1, 0, 1], [1, 0, 1])
     assert binary_same.test == "mcnemar-exact" and binary_same.p_value == 1.0
+    assert "zero width" in binary_same.note
     assert (binary_same.only_a, binary_same.only_b) == (0, 0)
 
 
@@ -664,3 +666,24 @@ def test_package_imports_only_numpy_and_scipy(module: str) -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.add(node.module.split(".")[0])
     assert imported <= {"__future__", "math", "collections", "dataclasses", "typing", "numpy", "scipy", "evalrun"}
+
+
+def test_accepts_what_the_reports_pass() -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "a": [True, False, True, True, False, True],
+        "b": [True, True, True, False, True, True],
+        "passage": pd.array(["p1", "p1", "p2", "p2", "p3", "p3"], dtype="string"),
+        "human": ["ok", "bad", "ok", "ok", "bad", "ok"],
+        "grader": ["ok", "bad", "bad", "ok", "bad", "ok"],
+    })
+    res = paired_compare(frame["a"], frame["b"], clusters=frame["passage"])
+    expected = paired_compare(frame["a"].to_numpy(float), frame["b"].to_numpy(float),
+                              clusters=[1, 1, 2, 2, 3, 3])
+    assert res == expected and res.clusters == 3
+    with pytest.raises(ValueError, match="cluster id"):
+        mean_interval(frame["a"], clusters=pd.array(["p1", None, "p2", "p2", "p3", "p3"], dtype="string"))
+    kappa = cohen_kappa(frame["grader"], frame["human"])
+    assert kappa == cohen_kappa(list(frame["grader"]), list(frame["human"]))
+    assert kappa.labels == ("bad", "ok")

@@ -478,6 +478,8 @@ def paired_compare(
     ``se`` is always the standard error of ``diff`` behind the t statistic
     (iid for McNemar too). If every difference is 0 the p-value is 1; if every
     difference is the same non-zero value a t-test is undefined (NaN, with a note).
+    Either way the interval has zero width, and ``note`` says it understates the
+    uncertainty.
 
     Interval (``ci_low``, ``ci_high``, ``ci_method``): a paired percentile
     bootstrap that resamples rows (``"bootstrap"``), or whole clusters
@@ -546,6 +548,8 @@ def paired_compare(
         p_value, why = _t_pvalue(diff, se, df)
         notes.append(why)
 
+    if se == 0.0:
+        notes.append("the row differences do not vary: the interval has zero width and understates uncertainty")
     if units < 2:
         ci_low = ci_high = math.nan
         ci_method = "cluster-bootstrap" if codes is not None else "bootstrap"
