@@ -49,6 +49,16 @@ def request_key(body_json: str, *, repeat: int, endpoint: str, api_version: str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@dataclass
+class PlanChunk:
+    """A piece of the plan, written to the store in one transaction."""
+
+    rows: list[RowRecord] = field(default_factory=list)
+    cells: list[CellRecord] = field(default_factory=list)
+    requests: list[RequestRecord] = field(default_factory=list)
+    last_seq: int = -1
+
+
 @dataclass(frozen=True)
 class Variant:
     """One model × prompt variant: how every row of it is asked."""
@@ -275,45 +285,90 @@ class Plan:
         for row in self.dataset.iter_rows():
             yield self.row_record(row)
 
-    def cells(self, *, models: set[str] | None = None) -> Iterator[tuple[CellRecord, RequestRecord]]:
-        """Every cell with its request, row by row across models and prompts, so that a run
-        stopped part-way has covered the same rows for every model and prompt. `seq` is the
-        cell's position in the whole grid, also when only some `models` are streamed."""
+    def cells(self, **options: Any) -> Iterator[tuple[CellRecord, RequestRecord]]:
+        """Every cell with its request, one by one (see `chunks` for the options)."""
+        for chunk in self.chunks(**options):
+            yield from zip(chunk.cells, chunk.requests, strict=True)
+
+    def chunks(
+        self,
+        *,
+        models: set[str] | None = None,
+        after_seq: int = -1,
+        until_seq: int | None = None,
+        size: int = 4096,
+        first_size: int = 64,
+    ) -> Iterator[PlanChunk]:
+        """The plan in chunks, row by row across models and prompts, so that a run stopped
+        part-way has covered the same rows for every model and prompt.
+
+        `seq` is a cell's position in the whole grid. Only cells of `models`, after `after_seq`
+        and up to `until_seq` are built; a chunk also carries the rows it reaches first (with
+        the first repeat). The first chunk is small, so that the first request leaves at once.
+        """
         variants = self.variants
         width = len(variants)
         rows_count = self.dataset.count
+        chunk = PlanChunk()
+        limit = first_size
         for repeat in range(self.experiment.repeats):
+            if (repeat + 1) * rows_count * width - 1 <= after_seq:
+                continue
             for row in self.dataset.iter_rows():
                 base = (repeat * rows_count + row.seq) * width
+                if until_seq is not None and base > until_seq:
+                    if chunk.cells or chunk.rows:
+                        yield chunk
+                    return
+                if base + width - 1 <= after_seq:
+                    continue
+                if repeat == 0:
+                    chunk.rows.append(self.row_record(row))
                 for index, variant in enumerate(variants):
+                    seq = base + index
+                    if seq <= after_seq or (until_seq is not None and seq > until_seq):
+                        continue
                     if models is not None and variant.model.label not in models:
                         continue
-                    body = self.body(variant, row)
-                    key, body_json = self.keyed(variant, body, repeat)
-                    seq = base + index
-                    max_tokens = int(body["max_tokens"])
-                    yield (
-                        CellRecord(
-                            seq=seq,
-                            model=variant.model.label,
-                            model_id=variant.model.spec.name,
-                            prompt=variant.prompt_name,
-                            row_seq=row.seq,
-                            row_id=row.id,
-                            repeat=repeat,
-                            answer_mode=variant.mode.name,
-                            request_key=key,
-                            max_tokens=max_tokens,
-                        ),
-                        RequestRecord(
-                            key=key,
-                            first_seq=seq,
-                            model=variant.model.label,
-                            max_tokens=max_tokens,
-                            input_tokens=estimate_input_tokens(body),
-                            body_json=body_json,
-                        ),
-                    )
+                    cell, request = self._cell(variant, row, repeat, seq)
+                    chunk.cells.append(cell)
+                    chunk.requests.append(request)
+                    chunk.last_seq = seq
+                if len(chunk.cells) >= limit:
+                    yield chunk
+                    chunk = PlanChunk()
+                    limit = size
+        if chunk.cells or chunk.rows:
+            yield chunk
+
+    def _cell(self, variant: Variant, row: Row, repeat: int, seq: int) -> tuple[CellRecord, RequestRecord]:
+        body = self.body(variant, row)
+        key, body_json = self.keyed(variant, body, repeat)
+        max_tokens = int(body["max_tokens"])
+        model = variant.model
+        return (
+            CellRecord(
+                seq=seq,
+                model=model.label,
+                model_id=model.spec.name,
+                prompt=variant.prompt_name,
+                row_seq=row.seq,
+                row_id=row.id,
+                repeat=repeat,
+                answer_mode=variant.mode.name,
+                request_key=key,
+                max_tokens=max_tokens,
+            ),
+            RequestRecord(
+                key=key,
+                first_seq=seq,
+                model=model.label,
+                max_tokens=max_tokens,
+                input_tokens=estimate_input_tokens(body),
+                body_json=body_json,
+                gate=variant.prompt_name,
+            ),
+        )
 
     # -- identity ------------------------------------------------------------------------------
     @cached_property

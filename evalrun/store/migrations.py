@@ -97,6 +97,7 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
             first_seq INTEGER NOT NULL,       -- the first cell that asks for it (send order)
             model TEXT NOT NULL,
             stage TEXT NOT NULL DEFAULT 'answer',   -- answer | judge
+            gate TEXT NOT NULL DEFAULT '',    -- the group whose first request goes alone (a probe)
             max_tokens INTEGER NOT NULL,
             input_tokens INTEGER NOT NULL,    -- the local estimate, for pacing and the budget
             body_json TEXT NOT NULL           -- image files as references, read when sent

@@ -51,6 +51,7 @@ class RequestRecord:
     input_tokens: int
     body_json: str
     stage: str = "answer"
+    gate: str = ""
 
 
 @dataclass(frozen=True, slots=True)

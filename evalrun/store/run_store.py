@@ -48,6 +48,7 @@ class PendingRequest:
     max_tokens: int
     input_tokens: int
     body_json: str
+    gate: str = ""
 
 
 def _now() -> str:
@@ -268,9 +269,12 @@ class Store:
                 ),
             )  # fmt: skip
             db.executemany(
-                "INSERT OR IGNORE INTO requests (key, first_seq, model, stage, max_tokens, input_tokens, body_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                ((r.key, r.first_seq, r.model, r.stage, r.max_tokens, r.input_tokens, r.body_json) for r in requests),
+                "INSERT OR IGNORE INTO requests (key, first_seq, model, stage, gate, max_tokens, input_tokens,"
+                " body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (r.key, r.first_seq, r.model, r.stage, r.gate, r.max_tokens, r.input_tokens, r.body_json)
+                    for r in requests
+                ),
             )
 
     def finish_plan(self, fingerprint: str) -> None:
@@ -287,7 +291,7 @@ class Store:
         """The next requests of `model` with no final answer, in plan order. A request whose
         retries ran out in this run (`run_id`) is not handed out again until the next run."""
         rows = self._read(
-            "SELECT q.key, q.first_seq, q.model, q.max_tokens, q.input_tokens, q.body_json FROM requests q"
+            "SELECT q.key, q.first_seq, q.model, q.max_tokens, q.input_tokens, q.body_json, q.gate FROM requests q"
             " LEFT JOIN responses r ON r.key = q.key"
             " WHERE q.model = ? AND q.stage = ? AND q.first_seq > ?"
             " AND (r.key IS NULL OR (r.status != 'ok' AND r.retryable = 1 AND coalesce(r.run_id, -1) != ?))"
