@@ -13,7 +13,7 @@ from evalrun.sim._server import running_server, serve
 from evalrun.sim.answers import AnswerKey, KeyRow
 from evalrun.sim.config import DEFAULT_SKILL, DEFAULT_SKILLS, SimConfig
 from evalrun.sim.ratelimit import RateLimiter, TokenBucket
-from evalrun.sim.tokens import count_request_tokens, count_text_tokens
+from evalrun.tokens import count_request_tokens, count_text_tokens
 
 __all__ = [
     "DEFAULT_SKILL",

@@ -23,7 +23,7 @@ from evalrun.sim._reply import generate_reply
 from evalrun.sim._validate import check_model_rules, validate_request
 from evalrun.sim.config import SimConfig
 from evalrun.sim.ratelimit import RateLimiter, retry_after
-from evalrun.sim.tokens import count_request_tokens, request_units
+from evalrun.tokens import count_request_tokens, request_units
 
 __all__ = ["create_app"]
 

@@ -12,7 +12,7 @@ from typing import Any
 from evalrun.models import ModelInfo
 from evalrun.sim._schema import first_enum, instance_for
 from evalrun.sim.answers import AnswerKey, letter_of
-from evalrun.sim.tokens import count_text_tokens, cut_to_tokens
+from evalrun.tokens import count_text_tokens, cut_to_tokens
 
 __all__ = ["Reply", "generate_reply"]
 
