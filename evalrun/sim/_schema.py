@@ -194,38 +194,45 @@ def within(value: float, node: Mapping[str, Any]) -> bool:
 
 
 def number_in_range(node: Mapping[str, Any], kind: str, index: int = 0) -> int | float:
-    """A value of `kind` (integer or number) inside the node's bounds; a larger `index` gives
-    another value, so that array items can differ."""
+    """A value of `kind` (integer or number) inside the node's bounds and on its multipleOf
+    grid; a larger `index` gives another value, so that array items can differ."""
     low = _bound(node, "minimum", "exclusiveMinimum", max)
     high = _bound(node, "maximum", "exclusiveMaximum", min)
     step = _number(node.get("multipleOf"))
     step = step if step is not None and step > 0 else None
-    (lo, lo_x), (hi, hi_x) = low, high
     if kind == "integer":
+        (lo, lo_x), (hi, hi_x) = low, high
         lo_i = None if lo is None else math.floor(lo) + 1 if lo_x or not lo.is_integer() else int(lo)
         hi_i = None if hi is None else math.ceil(hi) - 1 if hi_x or not hi.is_integer() else int(hi)
-        start = lo_i if lo_i is not None else (0 if hi_i is None or hi_i >= 0 else hi_i)
-        value = start + index if hi_i is None else min(start + index, hi_i)
-        if step is not None and step.is_integer():
-            m = int(step)
-            for multiple in (-(-value // m) * m, value // m * m):
-                if _inside(multiple, (lo_i, False), (hi_i, False)):
-                    return int(multiple)
-        return int(value)
-    if lo is not None and hi is not None:
-        value_f = lo + (hi - lo) * (index + 1) / (index + 2)
-    elif lo is not None:
-        value_f = lo + index + (1 if lo_x else 0)
-    elif hi is not None:
-        value_f = min(0.0, hi - (1 if hi_x else 0)) - index
+        low, high = (lo_i, False), (hi_i, False)
+        step = step if step is not None and step.is_integer() else 1.0
+        base: float = lo_i if lo_i is not None else (0 if hi_i is None or hi_i >= 0 else hi_i)
     else:
-        value_f = float(index)
-    if step is not None:
-        for snapped in (round(value_f / step) * step, math.ceil(value_f / step) * step):
-            if _inside(snapped, low, high):
-                value_f = snapped
-                break
-    return float(round(value_f, 6)) if _inside(round(value_f, 6), low, high) else value_f
+        (lo, lo_x), (hi, hi_x) = low, high
+        if lo is not None and hi is not None:
+            base = lo + (hi - lo) / 2
+        elif lo is not None:
+            base = lo + (1 if lo_x else 0)
+        elif hi is not None:
+            base = min(0.0, hi - (1 if hi_x else 0))
+        else:
+            base = 0.0
+        if step is None:
+            if lo is not None and hi is not None:
+                value = lo + (hi - lo) * (index + 1) / (index + 2)
+            else:
+                value = base - index if lo is None and hi is not None else base + index
+            rounded = round(value, 6)
+            return float(rounded if _inside(rounded, low, high) else value)
+    grid = math.ceil(base / step) * step
+    if not _inside(grid, low, high):
+        grid = math.floor(base / step) * step
+    for value in (grid + index * step, grid - index * step):
+        if _inside(value, low, high):
+            break
+    else:
+        value = grid
+    return int(round(value)) if kind == "integer" else float(round(value, 9))
 
 
 def fit_string(text: str, node: Mapping[str, Any]) -> str:
