@@ -232,7 +232,7 @@ def number_in_range(node: Mapping[str, Any], kind: str, index: int = 0) -> int |
             break
     else:
         value = grid
-    return int(round(value)) if kind == "integer" else float(round(value, 9))
+    return round(value) if kind == "integer" else float(round(value, 9))
 
 
 def fit_string(text: str, node: Mapping[str, Any]) -> str:
