@@ -123,7 +123,7 @@ async def test_auto_and_none_answer_in_text(make_client: Client) -> None:
     client = make_client()
     tools = [tool("get_weather", WEATHER)]
     for choice in ({"type": "auto"}, {"type": "none"}, None):
-        extra = {"tool_choice": choice} if choice else {}
+        extra: dict[str, Any] = {"tool_choice": choice} if choice else {}
         message = await post(client, body(tools=tools, **extra))
         assert message["stop_reason"] == "end_turn"
         assert [b["type"] for b in message["content"]] == ["text"]
@@ -489,19 +489,18 @@ def test_field_columns_do_not_match_and_are_checked(tmp_path: Path) -> None:
 
 # -- the grader -----------------------------------------------------------------------------
 
-GRADE_SCHEMA = {
-    "type": "object",
-    "properties": {"explanation": {"type": "string"}, "grade": {"type": "string", "enum": ["pass", "fail"]}},
-    "required": ["explanation", "grade"],
-    "additionalProperties": False,
-}
-FIVE = {
-    **GRADE_SCHEMA,
-    "properties": {
-        **GRADE_SCHEMA["properties"],
-        "grade": {"type": "string", "enum": ["5", "4", "3", "2", "1"]},
-    },
-}  # type: ignore[dict-item]
+
+def grade_schema(*labels: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"explanation": {"type": "string"}, "grade": {"type": "string", "enum": list(labels)}},
+        "required": ["explanation", "grade"],
+        "additionalProperties": False,
+    }
+
+
+GRADE_SCHEMA = grade_schema("pass", "fail")
+FIVE = grade_schema("5", "4", "3", "2", "1")
 
 
 def grading_prompt(response: str, reference: str | None = None, *, scale_line: str | None = None) -> str:
