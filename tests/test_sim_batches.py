@@ -439,7 +439,7 @@ def _sdk_requests(n: int) -> list[Any]:
 
 def test_sdk_creates_retrieves_and_reads_a_batch(sdk: anthropic.Anthropic) -> None:
     batch = sdk.messages.batches.create(
-        requests=[*_sdk_requests(30), {"custom_id": "hot", "params": params(temperature=1.0)}]
+        requests=[*_sdk_requests(30), {"custom_id": "hot", "params": params(temperature=1.0)}]  # type: ignore[typeddict-item]
     )
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 31 and batch.results_url is None
@@ -453,7 +453,7 @@ def test_sdk_creates_retrieves_and_reads_a_batch(sdk: anthropic.Anthropic) -> No
     assert counts.succeeded + counts.errored == 31 and counts.errored >= 1
     lines = list(sdk.messages.batches.results(batch.id))
     assert sorted(line.custom_id for line in lines) == sorted([f"q{i}" for i in range(30)] + ["hot"])
-    seen = Counter()
+    seen: Counter[str] = Counter()
     for line in lines:
         result = line.result
         seen[result.type] += 1
