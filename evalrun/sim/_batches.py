@@ -14,6 +14,7 @@ a tenth of `batch_seconds` later (at its normal end at the latest).
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -35,6 +36,7 @@ _CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _EXPIRY_SECONDS = 24 * 3600
 _CANCEL_FRACTION = 0.1
 _FAULTS = (("api_error", "Internal server error"), ("overloaded_error", "Overloaded"))
+_log = logging.getLogger(__name__)
 
 # (params, anthropic-version) -> the Message; raises SimError for a request the API refuses.
 Processor = Callable[[Any, str], dict[str, Any]]
@@ -195,6 +197,9 @@ class BatchStore:
             message = self.process(request.params, batch.version)
         except SimError as exc:
             return _error_result(exc.error_type, exc.message)
+        except Exception:  # a simulator bug: one errored request, not a batch that never ends
+            _log.exception("batch %s: request %r failed", batch.id, request.custom_id)
+            return _error_result(*_FAULTS[0])
         return {"type": "succeeded", "message": message}
 
     def _end(self, batch: Batch) -> None:
