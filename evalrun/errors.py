@@ -122,9 +122,13 @@ class RunStopped(EvalrunError):
 
 class RunFailed(EvalrunError):
     """The run finished, but some cells have no answer (their requests failed): run it again
-    to retry just those."""
+    to retry just those. `result` is what the run did (its folder and counters)."""
 
     exit_code = 4
+
+    def __init__(self, message: str, *, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class DeadlineReached(EvalrunError):

@@ -28,7 +28,7 @@ SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 _PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _ENTRY_KEYS = {
     "family", "dated_id", "aliases", "prefill", "refuses", "exclusive", "thinking",
-    "cache_min_tokens", "context_window", "price", "retires", "price_note",
+    "cache_min_tokens", "context_window", "price", "retires", "price_note", "needs_key",
 }  # fmt: skip
 
 
@@ -61,6 +61,7 @@ class ModelInfo:
     price: Price | None = None
     retires: str | None = None
     price_note: str | None = None
+    needs_key: bool = True  # False: its server takes no API key (a local server)
 
     @property
     def response_id(self) -> str:
@@ -135,6 +136,8 @@ def _to_raw(info: ModelInfo) -> dict[str, Any]:
         "thinking": info.thinking,
         "aliases": list(info.aliases),
     }
+    if not info.needs_key:
+        raw["needs_key"] = False
     for key in ("dated_id", "cache_min_tokens", "context_window", "retires", "price_note"):
         if getattr(info, key) is not None:
             raw[key] = getattr(info, key)
@@ -181,6 +184,9 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
     prefill = entry.get("prefill")
     if prefill is not None and not isinstance(prefill, bool):
         raise SpecError(f"{where}.prefill: expected true or false, got {prefill!r}")
+    needs_key = entry.get("needs_key", True)
+    if not isinstance(needs_key, bool):
+        raise SpecError(f"{where}.needs_key: expected true or false, got {needs_key!r}")
     exclusive = entry.get("exclusive") or []
     if not isinstance(exclusive, list):
         raise SpecError(f"{where}.exclusive: expected a list of parameter lists, got {exclusive!r}")
@@ -206,6 +212,7 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
         price=price,
         retires=str(entry["retires"]) if entry.get("retires") else None,
         price_note=entry.get("price_note"),
+        needs_key=needs_key,
     )
 
 

@@ -91,7 +91,7 @@ def _clusters(store: Store, rows: int) -> np.ndarray | None:
     codes = np.full(rows, -1, dtype=np.int64)
     seen: dict[str, int] = {}
     any_cluster = False
-    for row_seq, cluster in store._read("SELECT row_seq, cluster FROM rows ORDER BY row_seq"):
+    for row_seq, cluster in store.query("SELECT row_seq, cluster FROM rows ORDER BY row_seq"):
         if cluster is None:
             continue
         any_cluster = True
@@ -100,7 +100,7 @@ def _clusters(store: Store, rows: int) -> np.ndarray | None:
 
 
 def _rows(store: Store) -> int:
-    (count,) = store._read("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
+    (count,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
     return int(count)
 
 
@@ -162,8 +162,8 @@ def analyze(
 
 def _state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
-    (count, top) = store._read("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
-    (cells,) = store._read("SELECT count(*) FROM cells")[0]
+    (count, top) = store.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
+    (cells,) = store.query("SELECT count(*) FROM cells")[0]
     runs = store.runs()
     return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{len(runs)}:{__version__}"
 

@@ -53,9 +53,20 @@ class RealtimeSender:
         return self._status
 
     async def run(self, source: RequestSource) -> None:
-        async with anyio.create_task_group() as tg:
-            for model in source.models:
-                tg.start_soon(self._dispatch, model, source, tg)
+        async with anyio.create_task_group() as sends:
+            async with anyio.create_task_group() as dispatchers:
+                watcher = anyio.CancelScope()
+
+                async def stop_dispatching() -> None:
+                    # A stop cancels the dispatchers waiting on the pace; requests in flight go on.
+                    with watcher:
+                        await source.halted.wait()
+                        dispatchers.cancel_scope.cancel()
+
+                sends.start_soon(stop_dispatching)
+                for model in source.models:
+                    dispatchers.start_soon(self._dispatch, model, source, sends)
+            watcher.cancel()
 
     async def _dispatch(self, model: str, source: RequestSource, tg: anyio.abc.TaskGroup) -> None:
         lane = self.lanes[model]
@@ -125,7 +136,10 @@ class RealtimeSender:
                 outcome = _failed(request, error, attempts, retryable=True, latency=time.monotonic() - started)
                 await source.deliver(request, outcome, error)
                 return
-            await self.clock.sleep(self.backoff(attempts, error.retry_after))
+            await self.clock.wait(source.halted, self.backoff(attempts, error.retry_after))
+            if source.halted.is_set():
+                await source.deliver(request, _failed(request, error, attempts, retryable=True), error)
+                return
 
 
 def _failed(

@@ -170,6 +170,7 @@ class Runner:
         self._failures: dict[str, tuple[str, int]] = {}
         self._reserved_usd = 0.0
         self._changed = anyio.Event()
+        self.halted = anyio.Event()
         # Stopping.
         self._stop_requested = False
         self._fatal: EvalrunError | None = None
@@ -549,6 +550,8 @@ class Runner:
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+        if self._halted() and not self.halted.is_set():
+            self.halted.set()
 
     async def _wait_change(self) -> None:
         event = self._changed

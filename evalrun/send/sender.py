@@ -13,6 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
+
 from evalrun.errors import ApiError
 from evalrun.store.records import Outcome
 
@@ -34,6 +36,7 @@ class RequestSource(Protocol):
     """What a sender sends, and where its outcomes go (implemented by the run loop)."""
 
     models: tuple[str, ...]
+    halted: anyio.Event  # set once nothing more will be handed out (a stop, the budget, the deadline)
 
     async def take(self, model: str) -> Request | None:
         """The next request for `model` when it may be sent (None: nothing more for it)."""

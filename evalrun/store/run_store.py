@@ -190,7 +190,7 @@ class Store:
                     self._db.execute("ROLLBACK")
             raise translate_sqlite_error(exc, self.path) from None
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
@@ -202,7 +202,7 @@ class Store:
             db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
 
     def meta(self) -> dict[str, str]:
-        return dict(self._read("SELECT key, value FROM meta"))
+        return dict(self.query("SELECT key, value FROM meta"))
 
     def start_run(self, settings: dict[str, Any]) -> int:
         with self.transaction() as db:
@@ -227,11 +227,11 @@ class Store:
             db.execute("UPDATE runs SET status = 'aborted' WHERE status = 'running'")
 
     def last_settings(self) -> dict[str, Any]:
-        rows = self._read("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1")
+        rows = self.query("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1")
         return json.loads(rows[0][0]) if rows else {}
 
     def runs(self) -> list[dict[str, Any]]:
-        rows = self._read("SELECT id, started_at, finished_at, status FROM runs ORDER BY id")
+        rows = self.query("SELECT id, started_at, finished_at, status FROM runs ORDER BY id")
         return [dict(zip(("id", "started_at", "finished_at", "status"), r, strict=True)) for r in rows]
 
     # -- the plan ----------------------------------------------------------------------------
@@ -290,7 +290,7 @@ class Store:
     def pending(self, model: str, *, after_seq: int, limit: int, run_id: int, stage: str = "answer") -> list[PendingRequest]:
         """The next requests of `model` with no final answer, in plan order. A request whose
         retries ran out in this run (`run_id`) is not handed out again until the next run."""
-        rows = self._read(
+        rows = self.query(
             "SELECT q.key, q.first_seq, q.model, q.max_tokens, q.input_tokens, q.body_json, q.gate FROM requests q"
             " LEFT JOIN responses r ON r.key = q.key"
             " WHERE q.model = ? AND q.stage = ? AND q.first_seq > ?"
@@ -301,7 +301,7 @@ class Store:
         return [PendingRequest(*row) for row in rows]
 
     def count_pending(self, *, run_id: int, stage: str | None = None) -> int:
-        rows = self._read(
+        rows = self.query(
             "SELECT count(*) FROM requests q LEFT JOIN responses r ON r.key = q.key"
             " WHERE (r.key IS NULL OR (r.status != 'ok' AND r.retryable = 1 AND coalesce(r.run_id, -1) != ?))"
             + (" AND q.stage = ?" if stage else ""),
@@ -311,18 +311,18 @@ class Store:
 
     def plan_counts(self) -> dict[str, int]:
         """Cells, distinct requests, and how many of each have a final answer."""
-        cells, cells_done = self._read(
+        cells, cells_done = self.query(
             f"SELECT count(*), coalesce(sum(CASE WHEN r.key IS NOT NULL AND {_FINAL} THEN 1 ELSE 0 END), 0)"
             " FROM cells c LEFT JOIN responses r ON r.key = c.request_key"
         )[0]
-        requests, requests_done = self._read(
+        requests, requests_done = self.query(
             f"SELECT count(*), coalesce(sum(CASE WHEN r.key IS NOT NULL AND {_FINAL} THEN 1 ELSE 0 END), 0)"
             " FROM requests q LEFT JOIN responses r ON r.key = q.key WHERE q.stage = 'answer'"
         )[0]
         return {"cells": cells, "cells_done": cells_done, "requests": requests, "requests_done": requests_done}
 
     def request_body(self, key: str) -> str | None:
-        rows = self._read("SELECT body_json FROM requests WHERE key = ?", (key,))
+        rows = self.query("SELECT body_json FROM requests WHERE key = ?", (key,))
         return rows[0][0] if rows else None
 
     # -- responses ---------------------------------------------------------------------------
@@ -343,7 +343,7 @@ class Store:
 
     def spent_usd(self) -> float:
         """Everything this folder ever paid for (answers copied from the shared cache are free)."""
-        (total,) = self._read(
+        (total,) = self.query(
             "SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE source != 'cache' AND cost_usd IS NOT NULL"
         )[0]
         before = float(self.meta().get("spent_before_fresh_usd", "0") or 0)
@@ -366,13 +366,13 @@ class Store:
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             found.update(
-                k for (k,) in self._read(f"SELECT r.key FROM responses r WHERE r.key IN ({marks}) AND {_FINAL}", chunk)
+                k for (k,) in self.query(f"SELECT r.key FROM responses r WHERE r.key IN ({marks}) AND {_FINAL}", chunk)
             )
         return found
 
     def responses_without_cost(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(key, model label, usage) of answers stored without a cost (older stores, late prices)."""
-        rows = self._read(
+        rows = self.query(
             "SELECT r.key, q.model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
             " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier FROM responses r"
             " JOIN requests q ON q.key = r.key WHERE r.status = 'ok' AND r.cost_usd IS NULL AND r.input_tokens IS NOT NULL"
@@ -388,7 +388,7 @@ class Store:
     # -- learned capabilities ----------------------------------------------------------------
     def learned(self) -> dict[str, Learned]:
         found: dict[str, dict[str, str]] = {}
-        for model, capability, value in self._read("SELECT model, capability, value FROM learned"):
+        for model, capability, value in self.query("SELECT model, capability, value FROM learned"):
             found.setdefault(model, {})[capability] = value
         return {
             model: Learned(
