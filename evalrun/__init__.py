@@ -7,7 +7,7 @@ pandas, numpy and the HTTP stack load only when a name that needs them is first 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 __version__ = "0.2.0"
 
@@ -37,7 +37,7 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from evalrun.errors import (
         ApiError,
         AuthError,
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from evalrun.spec import Experiment, load_spec
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'evalrun' has no attribute {name!r}")

@@ -316,9 +316,10 @@ def run(
     try:
         result = anyio.run(main)
     except RunFailed as failed:
-        if failed.result is not None:
-            _echo_done(failed.result)
-            click.echo(f"report: {failed.result.folder}")
+        done: Any = failed.result
+        if done is not None:
+            _echo_done(done)
+            click.echo(f"report: {done.folder}")
         raise
     if result is None:  # cancelled by a second Ctrl-C
         raise RunInterrupted(
@@ -333,10 +334,10 @@ def _echo_done(result: Any) -> None:
     stats, counts = result.stats, result.counts
     cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
     line = (
-        f"done: {cells:,} cells, {counts.get('answered', 0):,} answered"
-        f" ({stats.answered:,} requests answered by the API in this run, {stats.from_cache:,} from the cache),"
-        f" {counts.get('failed', 0):,} failed, {counts.get('not_sent', 0):,} not sent; {stats.retries} retries;"
-        f" ${stats.spent_usd:.4f} spent in this folder in total"
+        f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
+        f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, "
+        f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
+        f"not sent; {stats.retries} retries; ${stats.spent_usd:.4f} spent in this folder in total"
     )
     click.echo(line, err=True)
 

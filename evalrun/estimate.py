@@ -26,7 +26,6 @@ from evalrun.errors import ApiError, AuthError
 from evalrun.plan.grid import Plan
 from evalrun.plan.modes import MODES
 from evalrun.send.client import MessagesClient
-from evalrun.tokens import estimate_input_tokens
 
 __all__ = ["Estimate", "estimate_plan"]
 

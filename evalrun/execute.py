@@ -348,24 +348,36 @@ async def run_prepared(
                     raise
                 error.add_note(f"the reports could not be written: {report_error}")
     assert stats is not None
-    counts = _final_counts(prepared.folder)
+    counts = _final_counts(prepared.folder, run_id)
     result = RunResult(folder=prepared.folder, stats=stats, warnings=list(plan.warnings), counts=counts)
     if counts["failed"] or counts["not_sent"] or stats.stopped_models:
         raise RunFailed(_failure_message(prepared.folder, counts, stats), result=result)
     return result
 
 
-def _final_counts(folder: Path) -> dict[str, Any]:
+def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
     with Store.open(folder, create=False) as store:
         rows = store.query(
             "SELECT CASE WHEN r.key IS NULL THEN 'not_sent' WHEN r.status = 'ok' THEN 'answered' ELSE 'failed' END,"
             " count(*) FROM cells c LEFT JOIN responses r ON r.key = c.request_key GROUP BY 1"
         )
+        (stored_before,) = store.query(
+            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
+            " WHERE r.status = 'ok' AND coalesce(r.run_id, -1) != ?",
+            (run_id if run_id is not None else -1,),
+        )[0]
         errors = store.query(
             "SELECT coalesce(r.error_type, ''), r.http_status, r.error FROM cells c JOIN responses r ON r.key = c.request_key"
             " WHERE r.status != 'ok'"
         )
-    counts: dict[str, Any] = {"answered": 0, "failed": 0, "not_sent": 0}
+        (answered_requests,) = store.query(
+            "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
+            " WHERE r.status = 'ok'"
+        )[0]
+    counts: dict[str, Any] = {
+        "answered": 0, "failed": 0, "not_sent": 0, "stored_before": stored_before,
+        "answered_requests": answered_requests,
+    }  # fmt: skip
     counts.update(dict(rows))
     kinds: Counter[str] = Counter()
     examples: dict[str, str] = {}

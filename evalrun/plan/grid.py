@@ -21,7 +21,14 @@ from evalrun.models import SAMPLING_PARAMS, ModelTable
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
-from evalrun.plan.render import fill_template, has_image_files, key_view, prompt_placeholders, render_system, render_turns
+from evalrun.plan.render import (
+    fill_template,
+    has_image_files,
+    key_view,
+    prompt_placeholders,
+    render_system,
+    render_turns,
+)
 from evalrun.results.scoring import normalize_choice_target
 from evalrun.spec import Experiment, ImageBlock, PromptSpec
 from evalrun.store.records import CellRecord, RequestRecord, RowRecord

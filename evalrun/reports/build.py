@@ -177,7 +177,8 @@ def build_reports(folder: str | Path, *, force: bool = True) -> Path:
     store, settings = open_run(folder)
     with store:
         state = _state(store)
-        names = [w.filename for w in (*RESULTS_WRITERS, *REPORT_WRITERS) if w.available()]
+        names = [w.filename for w in RESULTS_WRITERS if w.available()]
+        names += [w.filename for w in REPORT_WRITERS if w.available() and w.filename != "comparison.csv"]
         if not force and store.meta().get("reports_state") == state and all((folder / n).exists() for n in names):
             return folder
         staged = Staged(folder)

@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
+from evalrun.results.stats import wilson_interval
 from evalrun.results.tally import diagnostics_frame
-from evalrun.stats import wilson_interval
 
 __all__ = ["render_html", "render_report"]
 
@@ -338,7 +338,7 @@ def render_html(
 
     parts.append("<h2>Summary</h2>")
     parts.append(_table(summary))
-    if failure is None or not summary.empty and summary["n"].sum() > 0:
+    if failure is None or (not summary.empty and summary["n"].sum() > 0):
         parts.append("<h2>Accuracy</h2>")
         parts.append(_accuracy_chart(summary))
         parts.append("<h2>Cost against accuracy</h2>")

@@ -12,7 +12,7 @@ import csv
 import importlib.util
 import math
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, ClassVar, Protocol
 
 from evalrun.reports.build import Report
 from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
@@ -113,9 +113,9 @@ class CsvResults:
 
 
 class _ParquetSink:
-    _INTS = {"repeat", "attempts"}
-    _BOOLS = {"correct"}
-    _FLOATS = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+    _INTS: ClassVar[set[str]] = {"repeat", "attempts"}
+    _BOOLS: ClassVar[set[str]] = {"correct"}
+    _FLOATS: ClassVar[set[str]] = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
                "cache_read_input_tokens"}  # fmt: skip
 
     def __init__(self, path: Path) -> None:

@@ -151,9 +151,9 @@ def extract_choice(text: str, choices: Sequence[str]) -> str | None:
     )
     phrase = [p for p in phrase if p in choices or (p.upper() in by_upper and len(p) > 1)]
     if phrase:
-        return by_upper.get(phrase[-1].upper(), phrase[-1])
+        return str(by_upper.get(phrase[-1].upper(), phrase[-1]))
     if len(marked) == 1:
-        return marked.pop()
+        return str(marked.pop())
     return None
 
 

@@ -280,7 +280,7 @@ def repeat_pass(
         assert tally.majority_correct is not None
         if votes:
             # The most votes; ties go to the answer given in the earliest repeat.
-            first = {}
+            first: dict[str, int] = {}
             for repeat, answer, _ in group:
                 if answer is not None:
                     first.setdefault(answer, repeat)

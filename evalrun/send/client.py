@@ -341,9 +341,9 @@ class MessagesClient:
         request = {k: v for k, v in body.items() if k in _COUNT_TOKENS_FIELDS}
         payload, _, _ = await self._post("/v1/messages/count_tokens", request, timeout=60.0)
         tokens = payload.get("input_tokens") if isinstance(payload, dict) else None
-        if not _is_count(tokens):
+        if not isinstance(tokens, int) or not _is_count(tokens):
             raise PermanentApiError("count_tokens answered without a whole-number `input_tokens`")
-        return int(tokens)
+        return tokens
 
     def _error_from(self, response: httpx.Response, *, payload: Any = None) -> ApiError:
         status = response.status_code
@@ -363,11 +363,8 @@ class MessagesClient:
             text = response.content.decode("utf-8", "replace").strip()
             if text:
                 message = text[:300]
-        if status < 400:
-            # An error object in a 200 body: judge it by what it says it is.
-            status_for_kind = _ERROR_TYPE_STATUS.get(error_type or "", 500)
-        else:
-            status_for_kind = status
+        # An error object in a 200 body is judged by what it says it is.
+        status_for_kind = _ERROR_TYPE_STATUS.get(error_type or "", 500) if status < 400 else status
         message = self.scrub(message)
         kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "request_id": request_id}
         retry_after = retry_after_seconds(response.headers)

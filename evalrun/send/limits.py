@@ -365,7 +365,7 @@ class Pacer:
         lane = self.lane(name)
         lane.overloaded += 1
         now = self.clock.now()
-        pause = min(OVERLOAD_PAUSE_S * 2**lane.overload_streak, OVERLOAD_PAUSE_MAX_S)
+        pause = min(OVERLOAD_PAUSE_S * 2.0**lane.overload_streak, OVERLOAD_PAUSE_MAX_S)
         pause = max(pause, retry_after or 0.0)
         lane.overload_streak += 1
         lane.paused_until = max(lane.paused_until, now + pause)

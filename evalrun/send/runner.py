@@ -17,6 +17,7 @@ the run (a wrong key, an unknown model, the same 400) or the model (an unreachab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -167,6 +168,7 @@ class Runner:
         self._gates: dict[tuple[str, str], _Gate] = {}
         self._probe_models = {m.label for m in plan.models if not m.info.known}
         self._succeeded: set[str] = set()
+        self._heard: set[str] = set()  # models with at least one outcome
         self._failures: dict[str, tuple[str, int]] = {}
         self._reserved_usd = 0.0
         self._changed = anyio.Event()
@@ -386,7 +388,10 @@ class Runner:
     def _may_send(self, model: str, pending: PendingRequest) -> bool:
         if model in self._succeeded:
             return True
-        if self._in_flight_by_model[model] >= HOPELESS_AFTER:
+        # Until a model has answered once: one request, then a few, so that an error that will hit
+        # every row (a wrong key, an unknown model, an unreachable server) costs a handful.
+        window = HOPELESS_AFTER if model in self._heard else 1
+        if self._in_flight_by_model[model] >= window:
             return False
         gate = self._gate_of(model, pending)
         return gate is None or gate.open or gate.opener is None
@@ -433,6 +438,7 @@ class Runner:
         try:
             if outcome.status == "unsent":
                 return
+            self._heard.add(request.model)
             if error is not None and self._fatal_or_learned(request, error):
                 return
             if outcome.status == "ok":
@@ -469,7 +475,7 @@ class Runner:
         cost = usage_cost(self._prices.get(request.model), usage)
         if math.isnan(cost):
             return outcome
-        return Outcome(**{**_fields(outcome), "cost_usd": cost})
+        return dataclasses.replace(outcome, cost_usd=cost)
 
     def _fatal_or_learned(self, request: Request, error: ApiError) -> bool:
         """Handle an error that says something about the model rather than the row. True when
@@ -485,8 +491,9 @@ class Runner:
             return False
         if error.status == 404 and error.error_type == "not_found_error":
             self._fatal = RunStopped(
-                f"{model.label}: {model.base_url or 'the simulator'} answered 404 for model {request.body.get('model')!r} "
-                f"({error.message}); check the model name (and base_url). {self._sent_note()}"
+                f"{model.label}: the API does not know model {request.body.get('model')!r} (404 from "
+                f"{model.base_url or 'the simulator'}: {error.message}); check the model name in the spec "
+                f"(and base_url). {self._sent_note()}"
             )
             return True
         refusal = capability_refusal(error, request.body)
@@ -578,6 +585,3 @@ class Runner:
         for key, (_, _, start) in self._in_flight.items():
             yield key, now - start
 
-
-def _fields(outcome: Outcome) -> dict[str, object]:
-    return {name: getattr(outcome, name) for name in outcome.__slots__}  # type: ignore[attr-defined]

@@ -71,5 +71,5 @@ class Sender(Protocol):
 
 def backoff_delay(attempt: int, retry_after: float | None) -> float:
     """The official SDK's schedule (0.5·2^n s, at most 8 s, up to 25 % jitter), never below retry-after."""
-    base = min(0.5 * 2 ** max(attempt - 1, 0), 8.0) * (1 - 0.25 * random.random())
+    base = min(0.5 * 2.0 ** max(attempt - 1, 0), 8.0) * (1 - 0.25 * random.random())
     return max(base, retry_after or 0.0)
