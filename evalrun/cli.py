@@ -1,28 +1,28 @@
-"""The command line: the only place that prints, exits, or draws progress."""
+"""The command line: the only place that prints, exits, or draws progress.
+
+Start-up is kept instant: this module imports click and the standard library only; each command
+imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
 import click
 
 from evalrun import __version__
-from evalrun.errors import EvalrunError, RunInterrupted
-from evalrun.execute import prepare, run_prepared
-from evalrun.reports.build import build_reports
-from evalrun.send.runner import Runner, RunStats
+from evalrun.errors import EvalrunError, RunFailed, RunInterrupted
 
-__all__ = ["main"]
+__all__ = ["cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-GRACE_SECONDS = 30.0
 
 
 def _fail(message: str, code: int) -> None:
@@ -30,27 +30,9 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _echo_warnings(warnings: list[str] | tuple[str, ...]) -> None:
+def _echo_warnings(warnings: Sequence[str]) -> None:
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
-
-
-class _Group(click.Group):
-    """Turns every EvalrunError into one line and its exit code: tracebacks are for bugs."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EvalrunError as exc:
-            _fail(str(exc), exc.exit_code)
-        except BaseExceptionGroup as group:
-            # Task groups wrap what their tasks raised; a user's mistake is still one line.
-            known = _first_evalrun_error(group)
-            if known is None:
-                raise
-            _fail(str(known), known.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
 
 
 def _first_evalrun_error(group: BaseExceptionGroup) -> EvalrunError | None:
@@ -64,6 +46,45 @@ def _first_evalrun_error(group: BaseExceptionGroup) -> EvalrunError | None:
     return None
 
 
+class _Group(click.Group):
+    """Turns every EvalrunError, usage mistake and Ctrl-C into one line and its exit code:
+    tracebacks are for bugs."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            _fail(f"{exc.format_message()}{hint}", 2)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted", 130)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EvalrunError as exc:
+            _fail(_with_notes(exc), exc.exit_code)
+        except BaseExceptionGroup as group:
+            # Task groups wrap what their tasks raised; a user's mistake is still one line.
+            known = _first_evalrun_error(group)
+            if known is None:
+                raise
+            _fail(_with_notes(known), known.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+
+def _with_notes(exc: BaseException) -> str:
+    notes = getattr(exc, "__notes__", None) or []
+    return "; ".join([str(exc), *notes])
+
+
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="evalrun")
 def cli() -> None:
@@ -73,33 +94,53 @@ def cli() -> None:
 def _common(f: F) -> F:
     f = click.option("--sim", is_flag=True, help="Send to the built-in Messages API simulator.")(f)
     f = click.option("--limit", type=click.IntRange(min=1), help="Use only the first N dataset rows.")(f)
+    f = click.option("--out", type=click.Path(path_type=Path), help="Run folder (default reports/<name>/<run-id>/).")(f)
     return click.argument("spec", type=click.Path(path_type=Path))(f)
+
+
+def _positive_finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise click.BadParameter(f"{value!r} is not a positive number", ctx=ctx, param=param)
+    return value
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    from evalrun.spec import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
 
 
 @cli.command()
 @_common
-def validate(spec: Path, limit: int | None, sim: bool) -> None:
+def validate(spec: Path, limit: int | None, sim: bool, out: Path | None) -> None:
     """Check a spec: schema, dataset columns, modes and parameters, first request body."""
-    prepared = prepare(spec, limit=limit, sim=sim)
+    from evalrun.execute import prepare
+
+    prepared = prepare(spec, out=out, limit=limit, sim=sim)
     plan = prepared.plan
+    experiment = prepared.experiment
     click.echo(
-        f"{spec}: ok — {len(prepared.dataset.rows)} rows × {len(prepared.models)} models × "
-        f"{len(prepared.experiment.prompts)} prompts × {prepared.experiment.repeats} repeats = {len(plan.cells)} requests"
+        f"{spec}: ok — {prepared.dataset.count} rows × {len(prepared.models)} models × "
+        f"{len(experiment.prompts)} prompts × {experiment.repeats} repeats = {plan.total_cells} cells"
     )
     for model in prepared.models:
         info = model.info
         known = "in the model table" if info.known else "NOT in the model table"
         click.echo(f"\nmodel {model.label} ({model.spec.name}, {known}; API version {model.api_version})")
-        for prompt in prepared.experiment.prompts:
+        for prompt in experiment.prompts:
             params = plan.params[(model.label, prompt)]
             shown = {k: v for k, v in params.items() if k != "output_config"}
-            click.echo(
-                f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}"
-            )
+            click.echo(f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}")
     _echo_warnings(plan.warnings)
-    if plan.cells:
+    body = plan.first_body()
+    if body is not None:
         click.echo("\nfirst request body:")
-        click.echo(json.dumps(plan.cells[0].body, indent=2, ensure_ascii=False)[:20000])
+        click.echo(json.dumps(body, indent=2, ensure_ascii=False)[:20000])
     click.echo(f"\nrun folder: {prepared.folder}")
 
 
@@ -107,24 +148,32 @@ def validate(spec: Path, limit: int | None, sim: bool) -> None:
 @_common
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--local", is_flag=True, help="Count tokens locally; do not ask the endpoint.")
-@click.option("--rpm", type=float, help="Requests per minute allowed (for the wall-time estimate).")
-@click.option("--itpm", type=float, help="Input tokens per minute allowed.")
-@click.option("--otpm", type=float, help="Output tokens per minute allowed.")
+@click.option("--rpm", type=float, callback=_positive_finite, help="Requests per minute allowed (for the wall time).")
+@click.option("--itpm", type=float, callback=_positive_finite, help="Input tokens per minute allowed.")
+@click.option("--otpm", type=float, callback=_positive_finite, help="Output tokens per minute allowed.")
+@click.option("--detect", type=click.FloatRange(min=0, max=1, min_open=True), help="An accuracy difference "
+              "(e.g. 0.03): how many rows a paired comparison needs to detect it.")  # fmt: skip
 def estimate(
     spec: Path,
     limit: int | None,
     sim: bool,
+    out: Path | None,
     as_json: bool,
     local: bool,
     rpm: float | None,
     itpm: float | None,
     otpm: float | None,
+    detect: float | None,
 ) -> None:
-    """Requests, tokens, USD and wall time before spending anything."""
-    from evalrun.execute import estimate_prepared
+    """Requests, tokens, USD, wall time and statistical power, before spending anything."""
+    import anyio
 
-    prepared = prepare(spec, limit=limit, sim=sim)
-    result = anyio.run(lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local))
+    from evalrun.execute import estimate_prepared, prepare
+
+    prepared = prepare(spec, out=out, limit=limit, sim=sim)
+    result = anyio.run(
+        lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local, detect=detect)
+    )
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -139,11 +188,9 @@ def estimate(
             f"{row['input_tokens']:>11,} {row['output_tokens']:>10,} {cost:>10}"
         )
     error = f" ± {result.input_error_tokens:,}" if result.input_error_tokens else ""
-    click.echo(f"\nrequests: {result.requests:,}")
+    click.echo(f"\ncells: {result.cells:,}; requests: {result.requests:,} (identical requests are sent once)")
     click.echo(f"input tokens: {result.input_tokens:,}{error} ({result.input_source})")
-    click.echo(
-        f"output tokens: {result.output_tokens:,} expected, {result.output_tokens_max:,} at most (max_tokens)"
-    )
+    click.echo(f"output tokens: {result.output_tokens:,} expected, {result.output_tokens_max:,} at most (max_tokens)")
     if result.unpriced:
         click.echo(f"cost: unknown — no price for {', '.join(result.unpriced)}")
     else:
@@ -152,10 +199,25 @@ def estimate(
         click.echo(f"wall time: about {result.wall_time_s:,.0f} s at {result.limits}")
     else:
         click.echo("wall time: give --rpm (and --itpm/--otpm) for an estimate under your rate limits")
+    power = result.power
+    if power:
+        click.echo(
+            f"\npower ({power['power']:.0%} power, α {power['alpha']:g}, paired over {power['rows']:,} rows): "
+            "the smallest accuracy difference each comparison could detect"
+        )
+        for pair in power["pairs"]:
+            line = (
+                f"  {pair['group']}: {pair['a']} vs {pair['b']}: ±{pair['min_detectable_difference'] * 100:.1f} pp"
+                f" ({pair['source']})"
+            )
+            if "rows_needed" in pair:
+                line += f"; {pair['detect'] * 100:g} pp needs {pair['rows_needed']:,} rows"
+            click.echo(line)
+        click.echo(f"  {power['assumption']}")
 
 
 class _ProgressLine:
-    """A rich progress bar fed by the runner's counters."""
+    """A rich progress bar fed by the run loop's counters."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -172,7 +234,7 @@ class _ProgressLine:
             refresh_per_second=4,
             transient=False,
         )
-        self.task = self.progress.add_task("run", total=None, detail="")
+        self.task = self.progress.add_task("requests", total=None, detail="")
         self._last = 0.0
 
     def __enter__(self) -> _ProgressLine:
@@ -182,30 +244,33 @@ class _ProgressLine:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def update(self, stats: RunStats) -> None:
+    def update(self, stats: Any) -> None:
         now = time.monotonic()
         if now - self._last < 0.2 and stats.done < stats.total:
             return
         self._last = now
-        detail = (
-            f"{stats.rate:.1f}/s  retries {stats.retries}  429s {stats.rate_limited}  errors {stats.errors}"
-        )
+        detail = f"{stats.rate:.1f}/s  retries {stats.retries}  429s {stats.rate_limited}  errors {stats.errors}"
+        if stats.from_cache:
+            detail += f"  cached {stats.from_cache}"
         if stats.spent_usd:
             detail += f"  ${stats.spent_usd:.4f}"
-        if stats.backing_off_s > 0:
-            detail += f"  [yellow]backing off {stats.backing_off_s:.1f}s"
+        if stats.planning:
+            detail += "  [dim]planning…"
+        if stats.oldest_wait_s > 30:
+            detail += f"  [yellow]a request has waited {stats.oldest_wait_s:.0f}s"
         if stats.pacing:
             detail += f"  [dim]{stats.pacing}"
-        self.progress.update(self.task, total=stats.total, completed=stats.done, detail=detail)
+        self.progress.update(self.task, total=None if stats.planning else stats.total, completed=stats.done, detail=detail)
 
 
 @cli.command()
 @_common
-@click.option("--out", type=click.Path(path_type=Path), help="Run folder (default reports/<name>/<run-id>/).")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Most requests in flight at once.")
-@click.option("--budget", type=click.FloatRange(min=0, min_open=True), help="Spend cap in USD (exit code 3).")
+@click.option("--concurrency", type=click.IntRange(min=1, max=100_000), help="Most requests in flight at once.")
+@click.option("--budget", type=float, callback=_positive_finite, help="Spend cap in USD for the run folder (exit code 3).")
+@click.option("--deadline", callback=_duration, help="Stop sending after this long (e.g. 30m, 2h; exit code 5).")
 @click.option("--fresh", is_flag=True, help="Forget stored answers and send everything again.")
-@click.option("--max-retries", type=click.IntRange(min=0), help="Retries per request for transient failures.")
+@click.option("--no-cache", is_flag=True, help="Do not take answers from the shared response cache.")
+@click.option("--max-retries", type=click.IntRange(min=0, max=100), help="Retries per request for transient failures.")
 def run(
     spec: Path,
     limit: int | None,
@@ -213,15 +278,21 @@ def run(
     out: Path | None,
     concurrency: int | None,
     budget: float | None,
+    deadline: float | None,
     fresh: bool,
+    no_cache: bool,
     max_retries: int | None,
 ) -> None:
     """Send, score, report. Resumes if interrupted: run the same command again."""
+    import anyio
+
+    from evalrun.execute import prepare, run_prepared
+
     prepared = prepare(spec, out=out, limit=limit, sim=sim)
     _echo_warnings(prepared.plan.warnings)
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
-    holder: dict[str, Runner] = {}
+    holder: dict[str, Any] = {}
 
     async def main() -> Any:
         async with anyio.create_task_group() as tg:
@@ -231,8 +302,10 @@ def run(
                     return await run_prepared(
                         prepared,
                         fresh=fresh,
+                        use_cache=not no_cache,
                         concurrency=concurrency,
                         budget_usd=budget,
+                        deadline_s=deadline,
                         max_retries=max_retries,
                         on_progress=line.update,
                         on_runner=lambda runner: holder.__setitem__("runner", runner),
@@ -240,33 +313,53 @@ def run(
             finally:
                 tg.cancel_scope.cancel()
 
-    result = anyio.run(main)
+    try:
+        result = anyio.run(main)
+    except RunFailed as failed:
+        done: Any = failed.result
+        if done is not None:
+            _echo_done(done)
+            click.echo(f"report: {done.folder}")
+        raise
     if result is None:  # cancelled by a second Ctrl-C
         raise RunInterrupted(
-            f"stopped at once; what arrived is stored in {prepared.folder}; run again to resume"
+            f"stopped without waiting for the requests in flight; what arrived is stored in {prepared.folder}; "
+            f"run the same command again to resume"
         )
-    stats = result.stats
-    click.echo(
-        f"done: {stats.total} cells ({stats.skipped} already stored), {stats.errors} errors, "
-        f"{stats.retries} retries, ${stats.spent_usd:.4f} spent in total",
-        err=True,
-    )
+    _echo_done(result)
     click.echo(f"report: {result.folder}")
 
 
-async def _watch_signals(holder: dict[str, Runner], scope: anyio.CancelScope) -> None:
+def _echo_done(result: Any) -> None:
+    stats, counts = result.stats, result.counts
+    cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
+    line = (
+        f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
+        f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, "
+        f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
+        f"not sent; {stats.retries} retries; ${stats.spent_usd:.4f} spent in this folder in total"
+    )
+    click.echo(line, err=True)
+
+
+async def _watch_signals(holder: dict[str, Any], scope: Any) -> None:
+    import anyio
+
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         count = 0
         async for _ in signals:
             count += 1
             runner = holder.get("runner")
             if count == 1 and runner is not None:
+                waiting = runner.in_flight
                 click.echo(
-                    "\nstopping: waiting for requests in flight to be stored (Ctrl-C again to quit now)",
+                    f"\nstopping: no new requests; waiting for the {waiting} in flight to be stored "
+                    f"(each at most its own timeout; Ctrl-C again to quit now)"
+                    if waiting
+                    else "\nstopping: no new requests",
                     err=True,
                 )
                 runner.request_stop()
-                scope.deadline = min(scope.deadline, anyio.current_time() + GRACE_SECONDS)
             else:
                 scope.cancel()
                 return
@@ -276,6 +369,8 @@ async def _watch_signals(holder: dict[str, Runner], scope: anyio.CancelScope) ->
 @click.argument("folder", type=click.Path(path_type=Path))
 def report(folder: Path) -> None:
     """Rebuild the report files of a run folder from its store."""
+    from evalrun.reports.build import build_reports
+
     build_reports(folder)
     click.echo(f"report: {folder}")
 
@@ -287,34 +382,88 @@ def report(folder: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.reports.build import COMPARISON_TABLE_COLUMNS, load_results, markdown_table, write_comparison
-    from evalrun.results.compare import compare
+    from evalrun.reports.build import analyze, open_run
+    from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
+    from evalrun.reports.writers import write_csv
+    from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
 
-    results = load_results(folder)
-    results = results[results["status"] != "pending"]
+    store, settings = open_run(folder)
+    with store:
+        report_ = analyze(store, settings, folder=folder)
     try:
-        table = compare(results, by=by, baseline=baseline, seed=seed)  # type: ignore[arg-type]
+        table = compare_tallies(
+            report_.tallies, by=by, clusters=report_.clusters, baseline=baseline,
+            reducer=str(settings.get("reducer") or "mean"), repeats=report_.repeats, seed=seed,
+        )  # fmt: skip
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--baseline") from None
-    path = write_comparison(folder, table)
+    if not table:
+        other = "models" if by == "prompt" else "prompts"
+        click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
+        return
+    path = folder / "comparison.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
-    if table["modes_differ"].any():
+    if any(row["modes_differ"] for row in table):
         click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
     click.echo(f"comparison: {path}")
 
 
+@cli.group(name="cache")
+def cache_group() -> None:
+    """The response cache shared by run folders."""
+
+
+@cache_group.command(name="info")
+def cache_info() -> None:
+    """Where the shared response cache is and what it holds."""
+    from evalrun.store.cache import ResponseCache
+
+    cache = ResponseCache.open()
+    info = cache.info()
+    cache.close()
+    click.echo(f"path: {info.path}")
+    click.echo(f"answers: {info.responses:,} ({info.bytes / 1e6:.1f} MB), worth ${info.cost_usd:.4f}")
+    if info.oldest:
+        click.echo(f"from {info.oldest} to {info.newest}")
+
+
+@cache_group.command(name="clear")
+def cache_clear() -> None:
+    """Forget every answer in the shared response cache (run folders keep theirs)."""
+    from evalrun.store.cache import ResponseCache
+
+    cache = ResponseCache.open()
+    removed = cache.clear()
+    cache.close()
+    click.echo(f"removed {removed:,} answers from {cache.path}")
+
+
+def _probability(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not (0.0 <= value <= 1.0):
+        raise click.BadParameter(f"{value!r} is not a probability between 0 and 1", ctx=ctx, param=param)
+    return value
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=int)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--api-key", help="Require this key (x-api-key or Bearer).")
-@click.option("--rpm", type=float, help="Requests per minute per model class.")
-@click.option("--itpm", type=float, help="Input tokens per minute per model class.")
-@click.option("--otpm", type=float, help="Output tokens per minute per model class.")
-@click.option("--burst", type=int, help="Request bucket capacity (token buckets scale with it).")
-@click.option("--latency-ms", type=float, default=0.0, show_default=True, help="Median latency.")
-@click.option("--p500", type=float, default=0.0, help="Probability of a 500 api_error.")
-@click.option("--p529", type=float, default=0.0, help="Probability of a 529 overloaded_error.")
-@click.option("--pdrop", type=float, default=0.0, help="Probability of a dropped connection.")
+@click.option("--rpm", type=float, callback=_positive_finite, help="Requests per minute per model class.")
+@click.option("--itpm", type=float, callback=_positive_finite, help="Input tokens per minute per model class.")
+@click.option("--otpm", type=float, callback=_positive_finite, help="Output tokens per minute per model class.")
+@click.option("--burst", type=click.IntRange(min=1), help="Request bucket capacity (token buckets scale with it).")
+@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Median latency.")
+@click.option("--p500", type=float, default=0.0, callback=_probability, help="Probability of a 500 api_error.")
+@click.option("--p529", type=float, default=0.0, callback=_probability, help="Probability of a 529 overloaded_error.")
+@click.option("--pdrop", type=float, default=0.0, callback=_probability, help="Probability of a dropped connection.")
+@click.option("--batch-seconds", type=click.FloatRange(min=0), default=0.2, show_default=True,
+              help="How long a message batch takes to process.")  # fmt: skip
+@click.option("--batch-error-rate", type=float, default=0.0, callback=_probability,
+              help="Probability a batch request ends errored.")  # fmt: skip
+@click.option("--batch-expire-rate", type=float, default=0.0, callback=_probability,
+              help="Probability a batch request ends expired.")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--answers", help="Answer key: FILE.csv:COLUMN.")
 def sim(
@@ -329,10 +478,15 @@ def sim(
     p500: float,
     p529: float,
     pdrop: float,
+    batch_seconds: float,
+    batch_error_rate: float,
+    batch_expire_rate: float,
     seed: int,
     answers: str | None,
 ) -> None:
     """Run the Messages API simulator as a server."""
+    import socket
+
     from evalrun.sim import AnswerKey, SimConfig, serve
 
     key = None
@@ -341,22 +495,30 @@ def sim(
         if not sep or not path or not column:
             raise click.BadParameter("expected FILE.csv:COLUMN", param_hint="--answers")
         key = AnswerKey.from_csv(Path(path), column)
-    config = SimConfig(
-        api_key=api_key,
-        rpm=rpm,
-        itpm=itpm,
-        otpm=otpm,
-        burst=burst,
-        latency_ms=latency_ms,
-        p500=p500,
-        p529=p529,
-        pdrop=pdrop,
-        seed=seed,
-        answers=key,
-    )
-    click.echo(f"evalrun simulator on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    serve(config, host, port)
+    try:
+        config = SimConfig(
+            api_key=api_key, rpm=rpm, itpm=itpm, otpm=otpm, burst=burst, latency_ms=latency_ms, p500=p500,
+            p529=p529, pdrop=pdrop, seed=seed, answers=key, batch_seconds=batch_seconds,
+            batch_error_rate=batch_error_rate, batch_expire_rate=batch_expire_rate,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = "is already in use" if exc.errno == 98 else f"cannot be used ({exc.strerror})"
+        raise click.UsageError(f"{host}:{port} {reason}; choose another --port") from None
+    bound = sock.getsockname()[1]
+    click.echo(f"evalrun simulator on http://{host}:{bound} (Ctrl-C to stop)", err=True)
+    serve(config, host, bound, sock=sock)
 
 
 def main() -> None:
-    cli(prog_name="evalrun")
+    try:
+        cli(prog_name="evalrun")
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)

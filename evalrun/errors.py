@@ -7,9 +7,12 @@ __all__ = [
     "AuthError",
     "BudgetExceeded",
     "DatasetError",
+    "DeadlineReached",
     "EvalrunError",
+    "MalformedReplyError",
     "PermanentApiError",
     "RateLimitError",
+    "RunFailed",
     "RunInterrupted",
     "RunStopped",
     "SpecError",
@@ -72,11 +75,18 @@ class ApiError(EvalrunError):
 
 
 class TransientApiError(ApiError):
-    """Worth retrying: timeouts, dropped connections, 408/409/5xx/529."""
+    """Worth retrying: timeouts, dropped connections, 408/409/5xx/529.
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: object) -> None:
+    `connection` is true when no connection could be made at all (refused, unresolvable, or a
+    connect timeout): an endpoint that does that to every first request is unreachable.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, connection: bool = False, **kwargs: object
+    ) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retry_after = retry_after
+        self.connection = connection
 
 
 class RateLimitError(TransientApiError):
@@ -85,6 +95,15 @@ class RateLimitError(TransientApiError):
 
 class PermanentApiError(ApiError):
     """Not worth retrying: 400/402/404/413 and a 429 without retry-after (a spend cap)."""
+
+
+class MalformedReplyError(ApiError):
+    """The server answered 200 with something that is not a Messages reply. It may have been
+    paid for, so `raw` (the body) is stored with the cell; it is not retried in the same run."""
+
+    def __init__(self, message: str, *, raw: str, **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.raw = raw
 
 
 class AuthError(PermanentApiError):
@@ -99,6 +118,23 @@ class BudgetExceeded(EvalrunError):
 
 class RunStopped(EvalrunError):
     """The run stopped early because an error would hit every remaining cell."""
+
+
+class RunFailed(EvalrunError):
+    """The run finished, but some cells have no answer (their requests failed): run it again
+    to retry just those. `result` is what the run did (its folder and counters)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class DeadlineReached(EvalrunError):
+    """The run stopped at its deadline (`--deadline`); running again resumes."""
+
+    exit_code = 5
 
 
 class RunInterrupted(EvalrunError):

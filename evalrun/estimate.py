@@ -1,18 +1,20 @@
-"""What a run will cost before it is sent: requests, tokens, USD and wall time per model × prompt.
+"""What a run will cost before it is sent: requests, tokens, USD and wall time per model × prompt,
+and how small a difference between two variants it could detect.
 
-Input tokens come from the endpoint's `count_tokens` when it answers (each distinct request
-counted once; a random sample, extrapolated with its error bound, when there are very many),
-otherwise from the local approximation. Output tokens are what the answer mode produces,
-bounded by `max_tokens`.
+The plan is streamed once. Input tokens come from the endpoint's `count_tokens` when it answers
+(each distinct request counted once; above `SAMPLE_ABOVE` distinct requests per model a random
+sample, extrapolated with its error bound), otherwise from the local approximation. Output
+tokens are what the answer mode produces, bounded by `max_tokens`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,19 +23,20 @@ import anyio
 
 from evalrun.cost import cost_usd
 from evalrun.errors import ApiError, AuthError
-from evalrun.plan.grid import Cell, Plan
+from evalrun.plan.grid import Plan
+from evalrun.plan.modes import MODES
 from evalrun.send.client import MessagesClient
-from evalrun.tokens import estimate_input_tokens, estimate_text_tokens
 
-__all__ = ["Estimate", "estimate_plan", "expected_output_tokens"]
+__all__ = ["Estimate", "estimate_plan"]
 
-SAMPLE_ABOVE = 2000  # distinct requests; above this a random sample is counted
+SAMPLE_ABOVE = 2000  # distinct requests per model; above this a random sample is counted
 SAMPLE_SIZE = 400
 COUNT_CONCURRENCY = 16
 
 
 @dataclass
 class Estimate:
+    cells: int = 0
     requests: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -46,37 +49,45 @@ class Estimate:
     limits: dict[str, float] = field(default_factory=dict)
     by_cell: list[dict[str, Any]] = field(default_factory=list)
     unpriced: list[str] = field(default_factory=list)
+    power: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         def clean(value: Any) -> Any:
-            return None if isinstance(value, float) and math.isnan(value) else value
+            if isinstance(value, float) and math.isnan(value):
+                return None
+            if isinstance(value, dict):
+                return {k: clean(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [clean(v) for v in value]
+            return value
 
-        out = {k: clean(v) for k, v in vars(self).items() if k != "by_cell"}
-        out["by_cell"] = [{k: clean(v) for k, v in row.items()} for row in self.by_cell]
-        return out
-
-
-def expected_output_tokens(cell: Cell, choices: list[str]) -> int:
-    """What the cell's answer mode is expected to produce, never more than max_tokens."""
-    if cell.answer_mode == "structured":
-        longest = max(choices, key=len) if choices else "A"
-        expected = estimate_text_tokens(json.dumps({"answer": longest}))
-    else:
-        # prefill and instruction replies are cut at their small max_tokens; plain replies may
-        # use all of it, so the bound is the honest expectation.
-        expected = cell.max_tokens
-    return min(expected, cell.max_tokens)
+        return {k: clean(v) for k, v in vars(self).items()}
 
 
-def _distinct_key(body: Mapping[str, Any]) -> str:
-    return json.dumps({k: v for k, v in body.items() if k != "max_tokens"}, sort_keys=True)
+@dataclass
+class _Distinct:
+    """One model's distinct request bodies (for count_tokens), counted or sampled."""
+
+    bodies: dict[str, dict[str, Any]] = field(default_factory=dict)  # hash → body, while few
+    groups: dict[str, Counter[str]] = field(default_factory=dict)  # hash → prompt → requests
+    local: dict[str, int] = field(default_factory=dict)
+    seen: int = 0
+    sample: list[tuple[str, dict[str, Any], int]] = field(default_factory=list)  # reservoir
+    sampled: bool = False
 
 
-async def _count_remote(bodies: dict[str, dict[str, Any]], client: MessagesClient) -> dict[str, int]:
+def _count_key(body_json: str) -> tuple[str, dict[str, Any]]:
+    body = json.loads(body_json)
+    body.pop("max_tokens", None)
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest(), body
+
+
+async def _count_remote(bodies: Mapping[str, Mapping[str, Any]], client: MessagesClient) -> dict[str, int]:
     counts: dict[str, int] = {}
     limiter = anyio.Semaphore(COUNT_CONCURRENCY)
 
-    async def one(key: str, body: dict[str, Any]) -> None:
+    async def one(key: str, body: Mapping[str, Any]) -> None:
         async with limiter:
             counts[key] = await client.count_tokens(body)
 
@@ -90,82 +101,110 @@ async def estimate_plan(
     plan: Plan,
     *,
     clients: Mapping[str, MessagesClient] | None,
-    choices: list[str],
     rpm: float | None = None,
     itpm: float | None = None,
     otpm: float | None = None,
     seed: int = 0,
 ) -> Estimate:
     """Estimate the whole plan. `clients` by model label; None counts locally."""
-    prices = {m.label: m.info.price for m in plan.models}
-    distinct: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)  # model → key → body
-    cell_keys: list[tuple[Cell, str]] = []
-    for cell in plan.cells:
-        key = _distinct_key(cell.body)
-        distinct[cell.model].setdefault(key, cell.body)
-        cell_keys.append((cell, key))
+    from evalrun.plan.render import materialize
 
-    counts: dict[str, dict[str, float]] = {}
-    result = Estimate(requests=len(plan.cells))
+    prices = {m.label: m.info.price for m in plan.models}
+    rng = random.Random(seed)
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    distinct: dict[str, _Distinct] = defaultdict(_Distinct)
+    seen_requests: set[int] = set()
+    result = Estimate()
+    for chunk in plan.chunks():
+        for cell, request in zip(chunk.cells, chunk.requests, strict=True):
+            result.cells += 1
+            group = groups.setdefault(
+                (cell.model, cell.prompt),
+                {"model": cell.model, "prompt": cell.prompt, "answer_mode": cell.answer_mode, "cells": 0,
+                 "requests": 0, "local_input": 0, "output_tokens": 0, "output_tokens_max": 0},
+            )  # fmt: skip
+            group["cells"] += 1
+            fingerprint = int(request.key[:16], 16)
+            if fingerprint in seen_requests:
+                continue  # answered by the same request as an earlier cell: not paid again
+            seen_requests.add(fingerprint)
+            group["requests"] += 1
+            mode = MODES[cell.answer_mode]
+            group["output_tokens"] += mode.expected_output_tokens(cell.max_tokens, plan.choices)
+            group["output_tokens_max"] += cell.max_tokens
+            group["local_input"] += request.input_tokens
+            if clients is None:
+                continue
+            known = distinct[cell.model]
+            key, body = _count_key(request.body_json)
+            if key in known.local:
+                if not known.sampled:
+                    known.groups[key][cell.prompt] += 1
+                continue
+            known.local[key] = request.input_tokens
+            known.seen += 1
+            if not known.sampled:
+                known.bodies[key] = body
+                known.groups[key] = Counter({cell.prompt: 1})
+                if known.seen > SAMPLE_ABOVE:
+                    # Too many to count one by one: keep a random sample from here on.
+                    known.sampled = True
+                    keys = rng.sample(list(known.bodies), SAMPLE_SIZE)
+                    known.sample = [(k, known.bodies[k], known.local[k]) for k in keys]
+                    known.bodies, known.groups = {}, {}
+            elif len(known.sample) < SAMPLE_SIZE:
+                known.sample.append((key, body, request.input_tokens))
+            else:
+                slot = rng.randrange(known.seen)
+                if slot < SAMPLE_SIZE:
+                    known.sample[slot] = (key, body, request.input_tokens)
+    result.requests = len(seen_requests)
+    factor: dict[str, float] = {}  # model → remote/local ratio (sampled models)
+    exact: dict[tuple[str, str], float] = {}
     sampled_error = 0.0
     remote_ok = clients is not None
     if clients is not None:
         try:
-            for model, bodies in distinct.items():
-                keys = list(bodies)
-                if len(keys) > SAMPLE_ABOVE:
-                    sample = random.Random(seed).sample(keys, SAMPLE_SIZE)
-                    got = await _count_remote({k: bodies[k] for k in sample}, clients[model])
-                    # Scale each local estimate by the sample's measured ratio: cheap and unbiased enough.
-                    ratios = [got[k] / max(estimate_input_tokens(bodies[k]), 1) for k in sample]
-                    mean = statistics.fmean(ratios)
+            for model, known in distinct.items():
+                if known.sampled:
+                    sample = {k: materialize(b) for k, b, _ in known.sample}
+                    got = await _count_remote(sample, clients[model])
+                    ratios = [got[k] / max(local, 1) for k, _, local in known.sample]
+                    factor[model] = statistics.fmean(ratios)
                     spread = statistics.stdev(ratios) if len(ratios) > 1 else 0.0
-                    model_counts = {k: got.get(k, estimate_input_tokens(bodies[k]) * mean) for k in keys}
-                    local_total = sum(estimate_input_tokens(bodies[k]) for k in keys)
-                    sampled_error += 1.96 * spread / math.sqrt(len(sample)) * local_total
-                    counts[model] = model_counts
+                    local_total = sum(known.local.values())
+                    sampled_error += 1.96 * spread / math.sqrt(len(ratios)) * local_total
                 else:
-                    got = await _count_remote(bodies, clients[model])
-                    counts[model] = {k: float(v) for k, v in got.items()}
+                    got = await _count_remote({k: materialize(b) for k, b in known.bodies.items()}, clients[model])
+                    for key, prompts in known.groups.items():
+                        for prompt, count in prompts.items():
+                            exact[(model, prompt)] = exact.get((model, prompt), 0.0) + got[key] * count
         except AuthError:
             raise
         except ApiError:
             remote_ok = False
-    if not remote_ok:
-        counts = {
-            m: {k: float(estimate_input_tokens(b)) for k, b in bodies.items()}
-            for m, bodies in distinct.items()
-        }
-    else:
-        result.input_source = "count_tokens endpoint" + (" (sampled)" if sampled_error else "")
-    result.input_error_tokens = round(sampled_error)
-
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for cell, key in cell_keys:
-        row = groups.setdefault(
-            (cell.model, cell.prompt),
-            {"model": cell.model, "prompt": cell.prompt, "answer_mode": cell.answer_mode, "requests": 0,
-             "input_tokens": 0.0, "output_tokens": 0, "output_tokens_max": 0, "cost_usd": 0.0, "cost_usd_max": 0.0},
-        )  # fmt: skip
-        tokens = counts[cell.model][key]
-        output = expected_output_tokens(cell, choices)
-        price = prices.get(cell.model)
-        row["requests"] += 1
-        row["input_tokens"] += tokens
-        row["output_tokens"] += output
-        row["output_tokens_max"] += cell.max_tokens
-        row["cost_usd"] += cost_usd(price, input_tokens=round(tokens), output_tokens=output)
-        row["cost_usd_max"] += cost_usd(price, input_tokens=round(tokens), output_tokens=cell.max_tokens)
-    for row in groups.values():
-        row["input_tokens"] = round(row["input_tokens"])
+    if remote_ok:
+        result.input_source = "count_tokens endpoint" + (" (sampled)" if factor else "")
+    result.input_error_tokens = round(sampled_error) if remote_ok else 0
+    for (model, prompt), group in groups.items():
+        if remote_ok and (model, prompt) in exact:
+            tokens = exact[(model, prompt)]
+        elif remote_ok and model in factor:
+            tokens = group["local_input"] * factor[model]
+        else:
+            tokens = float(group["local_input"])
+        price = prices.get(model)
+        row = {k: v for k, v in group.items() if k != "local_input"}
+        row["input_tokens"] = round(tokens)
+        row["cost_usd"] = cost_usd(price, input_tokens=row["input_tokens"], output_tokens=group["output_tokens"])
+        row["cost_usd_max"] = cost_usd(price, input_tokens=row["input_tokens"], output_tokens=group["output_tokens_max"])
         result.by_cell.append(row)
         result.input_tokens += row["input_tokens"]
         result.output_tokens += row["output_tokens"]
         result.output_tokens_max += row["output_tokens_max"]
-    result.cost_usd = sum(r["cost_usd"] for r in groups.values())
-    result.cost_usd_max = sum(r["cost_usd_max"] for r in groups.values())
+    result.cost_usd = sum(r["cost_usd"] for r in result.by_cell)
+    result.cost_usd_max = sum(r["cost_usd_max"] for r in result.by_cell)
     result.unpriced = sorted({m for m, p in prices.items() if p is None})
-
     result.limits = {k: v for k, v in (("rpm", rpm), ("itpm", itpm), ("otpm", otpm)) if v}
     if result.limits:
         minutes = [result.requests / rpm if rpm else 0.0]
@@ -173,3 +212,80 @@ async def estimate_plan(
         minutes.append(result.output_tokens / otpm if otpm else 0.0)
         result.wall_time_s = max(minutes) * 60
     return result
+
+
+def power_analysis(
+    plan: Plan,
+    *,
+    observed: Any = None,
+    detect: float | None = None,
+    alpha: float = 0.05,
+    power: float = 0.8,
+) -> dict[str, Any] | None:
+    """For each pair of variants the reports would compare: the smallest accuracy difference
+    the planned rows can detect, and (with `detect`) how many rows that difference needs.
+
+    The spread of the per-row differences comes from `observed` (a finished run's `Report` of
+    the same plan) when it has rows both variants answered, otherwise from the stated assumption
+    `DEFAULT_DISCORDANCE` (share of rows on which exactly one variant is right).
+    """
+    from evalrun.results.power import (
+        DEFAULT_DISCORDANCE,
+        min_detectable_difference,
+        rows_needed,
+        sd_diff_binary,
+        sd_diff_from_data,
+    )
+
+    labels = [m.label for m in plan.models]
+    prompts = list(plan.experiment.prompts)
+    if len(prompts) > 1:
+        by, pairs = "prompt", [(m, a, b) for m in labels for i, a in enumerate(prompts) for b in prompts[i + 1 :]]
+    elif len(labels) > 1:
+        by, pairs = "model", [(prompts[0], a, b) for i, a in enumerate(labels) for b in labels[i + 1 :]]
+    else:
+        return None
+    rows = plan.dataset.count
+    tallies = {(t.model, t.prompt): t for t in observed.tallies} if observed is not None else {}
+    out = []
+    for group, a, b in pairs:
+        key_a, key_b = ((group, a), (group, b)) if by == "prompt" else ((a, group), (b, group))
+        source, sd, deff = "assumed", sd_diff_binary(DEFAULT_DISCORDANCE), 1.0
+        if key_a in tallies and key_b in tallies:
+            rows_a, values_a = tallies[key_a].row_means()
+            rows_b, values_b = tallies[key_b].row_means()
+            import numpy as np
+
+            common, ia, ib = np.intersect1d(rows_a, rows_b, assume_unique=True, return_indices=True)
+            if common.size >= 2:
+                clusters = observed.clusters[common] if observed.clusters is not None else None
+                sd_obs, deff_obs = sd_diff_from_data(values_a[ia], values_b[ib], clusters)
+                if math.isfinite(sd_obs) and sd_obs > 0:
+                    source, sd, deff = f"observed on {common.size} rows of the finished run", sd_obs, deff_obs
+        entry: dict[str, Any] = {
+            "by": by,
+            "group": group,
+            "a": a,
+            "b": b,
+            "sd_diff": sd,
+            "design_effect": deff,
+            "source": source,
+            "min_detectable_difference": min_detectable_difference(
+                rows, sd_diff=sd, alpha=alpha, power=power, design_effect=deff
+            ),
+        }
+        if detect is not None:
+            entry["detect"] = detect
+            entry["rows_needed"] = rows_needed(detect, sd_diff=sd, alpha=alpha, power=power, design_effect=deff)
+        out.append(entry)
+    return {
+        "rows": rows,
+        "alpha": alpha,
+        "power": power,
+        "assumption": (
+            f"where no finished run of this plan exists, {DEFAULT_DISCORDANCE:.0%} of rows are assumed "
+            f"discordant (exactly one variant right) and rows independent (no clustering)"
+        ),
+        "formula": "n = deff · ((z[1−α/2] + z[power]) · sd_diff / δ)²; MDD = (z[1−α/2] + z[power]) · sd_diff · √(deff / n)",
+        "pairs": out,
+    }

@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import secrets
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,25 +16,40 @@ import httpx
 
 from evalrun import __version__
 from evalrun.cost import stored_cost
-from evalrun.errors import BudgetExceeded, EvalrunError, RunInterrupted, RunStopped, SpecError, StoreError
-from evalrun.estimate import Estimate, estimate_plan
+from evalrun.errors import (
+    BudgetExceeded,
+    DeadlineReached,
+    EvalrunError,
+    RunFailed,
+    RunInterrupted,
+    RunStopped,
+    SpecError,
+    StoreError,
+)
 from evalrun.models import ModelTable
-from evalrun.plan.dataset import Dataset, load_dataset
-from evalrun.plan.grid import Learned, ModelPlan, Plan, experiment_table, make_plan, resolve_models
-from evalrun.reports.build import build_reports
-from evalrun.send.client import MessagesClient
-from evalrun.send.runner import Runner, RunStats, backoff_delay
-from evalrun.spec import Experiment, load_spec
-from evalrun.store.run_store import Store
+from evalrun.plan.dataset import Dataset, scan_dataset
+from evalrun.plan.endpoints import ModelPlan, experiment_table, resolve_models
+from evalrun.plan.grid import Plan
+from evalrun.send.client import MessagesClient, check_api_key
+from evalrun.send.clock import Clock
+from evalrun.send.limits import Pacer
+from evalrun.send.realtime import RealtimeSender
+from evalrun.send.runner import Runner, RunStats
+from evalrun.send.sender import backoff_delay
+from evalrun.spec import Experiment, load_spec, parse_duration
+from evalrun.store.cache import ResponseCache
+from evalrun.store.run_store import Learned, Store
 
-__all__ = ["Prepared", "RunResult", "prepare", "run_prepared"]
+__all__ = ["DEFAULT_CONCURRENCY", "Prepared", "RunResult", "api_keys", "prepare", "run_prepared"]
 
 DEFAULT_CONCURRENCY = 512  # a ceiling: the pacer sets the real pace (bench/README.md)
+# Total cells above which a spec is refused: a typo in `repeats` must not plan forever.
+MAX_CELLS = 50_000_000
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated experiment, its dataset and its static plan, and where its run folder is."""
+    """A validated experiment, its checked dataset, its plan, and where its run folder is."""
 
     experiment: Experiment
     dataset: Dataset
@@ -42,9 +58,13 @@ class Prepared:
     plan: Plan
     folder: Path
     sim: bool
+    images_digest: str = ""
 
     def replan(self, learned: Mapping[str, Learned]) -> Plan:
-        return make_plan(self.experiment, self.dataset, self.models, self.table, learned=learned)
+        return Plan(self.experiment, self.dataset, self.models, self.table, learned=learned)
+
+    def fingerprint(self, plan: Plan) -> str:
+        return plan.fingerprint(self.images_digest)
 
 
 @dataclass
@@ -52,6 +72,7 @@ class RunResult:
     folder: Path
     stats: RunStats
     warnings: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 def prepare(
@@ -62,13 +83,15 @@ def prepare(
     sim: bool = False,
     environ: Mapping[str, str] | None = None,
     reports_root: Path = Path("reports"),
+    check: bool = True,
 ) -> Prepared:
-    """Load and check everything that can be checked without sending a request."""
+    """Load and check everything that can be checked without sending a request: the spec, the
+    model table, the dataset (every line), every row's target and images, and the first body."""
     experiment = load_spec(spec_path)
     table = experiment_table(experiment)
     spec = experiment.dataset
     limits = [x for x in (limit, spec.limit) if x is not None]
-    dataset = load_dataset(
+    dataset = scan_dataset(
         experiment.dataset_path,
         id_column=spec.id,
         limit=min(limits) if limits else None,
@@ -76,77 +99,310 @@ def prepare(
         seed=spec.seed,
         encoding=spec.encoding,
     )
+    cells = dataset.count * len(experiment.models) * len(experiment.prompts) * experiment.repeats
+    if cells > MAX_CELLS:
+        raise SpecError(
+            f"{experiment.source}: {cells:,} cells ({dataset.count:,} rows × {len(experiment.models)} models × "
+            f"{len(experiment.prompts)} prompts × {experiment.repeats} repeats) is more than evalrun plans "
+            f"({MAX_CELLS:,}); check `repeats` and `dataset.limit`"
+        )
     models = resolve_models(experiment, table, sim=sim, environ=os.environ if environ is None else environ)
-    plan = make_plan(experiment, dataset, models, table)
-    folder = Path(out) if out else reports_root / experiment.name / plan.fingerprint
-    return Prepared(experiment, dataset, table, models, plan, folder, sim)
+    plan = Plan(experiment, dataset, models, table)
+    images = plan.check() if check else ""
+    folder = Path(out) if out else reports_root / experiment.name / plan.inputs_digest[:12]
+    return Prepared(experiment, dataset, table, models, plan, folder, sim, images)
 
 
-def _api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | None]:
-    """Each model's key, from the environment only (never from a file). Missing → one clear error."""
+def api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | None]:
+    """Each model's key, from the environment only (never from a file). A missing key, or one
+    that cannot be sent, is one clear error before any request."""
     keys: dict[str, str | None] = {}
     for model in prepared.models:
-        variable = model.api_key_env or "ANTHROPIC_API_KEY"
-        key = environ.get(variable)
-        if not key:
-            local = model.base_url.startswith(("http://localhost", "http://127.0.0.1"))
-            if not local:
+        variable = model.key_variable
+        key = (environ.get(variable) or "").strip() or None
+        if key is None:
+            if model.info.needs_key:
                 raise SpecError(
                     f"{variable} is not set: {model.label} at {model.base_url} needs an API key "
-                    f"(export {variable}=..., or run with --sim to use the simulator)"
+                    f"(export {variable}=..., run with --sim to use the simulator, or declare "
+                    f"`needs_key: false` for it under model_table if its server takes no key)"
                 )
-        keys[model.label] = key or None
+        else:
+            problem = check_api_key(key)
+            if problem:
+                raise SpecError(f"{variable}: the key {problem}; it cannot be sent")
+        keys[model.label] = key
     return keys
 
 
-def _settings(prepared: Prepared, plan: Plan, *, concurrency: int, budget: float | None) -> dict[str, Any]:
+def settings_of(prepared: Prepared, plan: Plan, *, concurrency: int, budget: float | None, **extra: Any) -> dict[str, Any]:
     experiment = prepared.experiment
     return {
         "name": experiment.name,
         "spec_path": experiment.source,
         "spec": experiment.model_dump(mode="json", exclude_none=True),
         "dataset": str(prepared.dataset.path),
-        "rows": len(prepared.dataset.rows),
+        "rows": prepared.dataset.count,
+        "cluster": experiment.dataset.cluster,
         "endpoint": "simulator" if prepared.sim else sorted({m.endpoint for m in prepared.models}),
         "models": {m.label: m.spec.name for m in prepared.models},
+        "model_labels": [m.label for m in prepared.models],
         "api_versions": {m.label: m.api_version for m in prepared.models},
         "prompts": list(experiment.prompts),
         "modes": {f"{m}/{p}": mode for (m, p), mode in plan.modes.items()},
         "repeats": experiment.repeats,
+        "reducer": experiment.reducer,
         "scorer": experiment.scorer.model_dump(mode="json"),
-        "prices": {
-            m.label: (vars(m.info.price) if m.info.price is not None else None) for m in prepared.models
-        },
+        "prices": {m.label: (vars(m.info.price) if m.info.price is not None else None) for m in prepared.models},
         "prices_as_of": prepared.table.as_of,
         "budget_usd": budget,
         "concurrency": concurrency,
         "warnings": list(plan.warnings),
         "evalrun_version": __version__,
+        **extra,
     }
 
 
-def _spent(store: Store, prepared: Prepared) -> float:
+def _backfill_costs(store: Store, prepared: Prepared) -> None:
+    """Price stored answers that have no cost yet (an older store, or a price added since)."""
     prices = {m.label: m.info.price for m in prepared.models}
-    total = 0.0
-    for row in store.cell_rows():
-        if row["status"] == "ok":
-            cost = stored_cost(prices.get(row["model"]), row)
-            total += 0.0 if math.isnan(cost) else cost
-    return total
+    updates = []
+    for key, model, usage in store.responses_without_cost():
+        cost = stored_cost(prices.get(model), usage)
+        if not math.isnan(cost):
+            updates.append((cost, key))
+    if updates:
+        store.set_costs(updates)
 
 
 @contextlib.contextmanager
-def _simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
+def simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     from evalrun.sim import AnswerKey, SimConfig, running_server
 
     experiment = prepared.experiment
     answers = AnswerKey.from_rows(
-        [row.values for row in prepared.dataset.rows],
-        experiment.scorer.target,
+        [row.values for row in prepared.dataset.iter_rows()],
+        experiment.scorer.target or "",
         id_column=experiment.dataset.id,
     )
     with running_server(SimConfig(api_key=api_key, answers=answers, model_table=prepared.table)) as url:
         yield url
+
+
+def lane_names(models: tuple[ModelPlan, ...], keys: Mapping[str, str | None]) -> dict[str, str]:
+    """Each model's lane: endpoint × key × model class, named as briefly as stays unambiguous."""
+    key_numbers: dict[str | None, int] = {}
+    idents = {}
+    for m in models:
+        number = key_numbers.setdefault(keys.get(m.label), len(key_numbers) + 1)
+        idents[m.label] = (m.endpoint, number, m.info.family if m.info.known else m.spec.name)
+    endpoints = {e for e, _, _ in idents.values()}
+    several_keys = len({(e, k) for e, k, _ in idents.values()}) > len(endpoints)
+    names = {}
+    for label, (endpoint, number, family) in idents.items():
+        name = family
+        if len(endpoints) > 1:
+            name += f"@{endpoint}"
+        if several_keys:
+            name += f" key{number}"
+        names[label] = name
+    return names
+
+
+async def run_prepared(
+    prepared: Prepared,
+    *,
+    fresh: bool = False,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    concurrency: int | None = None,
+    budget_usd: float | None = None,
+    max_retries: int | None = None,
+    deadline_s: float | None = None,
+    environ: Mapping[str, str] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    on_progress: Callable[[RunStats], None] | None = None,
+    on_runner: Callable[[Runner], None] | None = None,
+    backoff: Callable[[int, float | None], float] | None = None,
+    clock: Clock | None = None,
+) -> RunResult:
+    """Send what the store (and the shared cache) lacks, store it, and rebuild the reports.
+    Resumable at any point. Raises RunFailed (exit 4) when cells are left without an answer."""
+    from evalrun.reports.build import build_reports
+
+    experiment = prepared.experiment
+    env = os.environ if environ is None else environ
+    concurrency = concurrency or experiment.concurrency or DEFAULT_CONCURRENCY
+    budget = budget_usd if budget_usd is not None else experiment.budget_usd
+    if budget is not None and (not math.isfinite(budget) or budget <= 0):
+        raise SpecError(f"budget: {budget!r} is not a positive amount of USD")
+    if deadline_s is None and experiment.deadline is not None:
+        deadline_s = parse_duration(experiment.deadline)
+    if budget is not None:
+        unpriced = [m.label for m in prepared.models if m.info.price is None]
+        if unpriced:
+            raise SpecError(
+                f"{experiment.source}: a budget is set but {unpriced[0]} has no known price; "
+                f"give it one under `model_table` so the budget can be kept"
+            )
+    sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
+    keys = {m.label: sim_key for m in prepared.models} if prepared.sim else api_keys(prepared, env)
+    store = Store.open(prepared.folder, lock=True)
+    run_id: int | None = None
+    status = "failed"
+    stats: RunStats | None = None
+    cache: ResponseCache | None = None
+    error: BaseException | None = None
+    try:
+        if fresh:
+            store.forget_responses()
+        learned = store.learned()
+        plan = prepared.replan(learned) if learned else prepared.plan
+        fingerprint = prepared.fingerprint(plan)
+        stored = store.plan_fingerprint() == fingerprint
+        if not stored:
+            store.clear_plan()
+        settings = settings_of(prepared, plan, concurrency=concurrency, budget=budget)
+        run_id = store.start_run(settings)
+        _backfill_costs(store, prepared)
+        if use_cache and not fresh and not prepared.sim:
+            cache = ResponseCache.open(cache_dir)
+        with contextlib.ExitStack() as stack:
+            base_urls = {m.label: m.base_url for m in prepared.models}
+            if prepared.sim:
+                url = stack.enter_context(simulator(prepared, sim_key or ""))
+                base_urls = dict.fromkeys(base_urls, url)
+            clients: dict[tuple[str, str | None, str], MessagesClient] = {}
+            by_model: dict[str, MessagesClient] = {}
+            for model in prepared.models:
+                ident = (base_urls[model.label], keys[model.label], model.api_version)
+                if ident not in clients:
+                    clients[ident] = MessagesClient(
+                        base_url=ident[0],
+                        api_key=ident[1],
+                        api_version=ident[2],
+                        transport=transport,
+                        max_connections=concurrency,
+                    )
+                by_model[model.label] = clients[ident]
+            pacer = Pacer(max_concurrency=concurrency, clock=clock)
+            sender = RealtimeSender(
+                clients=by_model,
+                lanes=lane_names(prepared.models, keys),
+                pacer=pacer,
+                backoff=backoff or backoff_delay,
+                clock=clock,
+            )
+            runner = Runner(
+                plan=plan,
+                store=store,
+                run_id=run_id,
+                sender=sender,
+                replan=prepared.replan,
+                fingerprint=prepared.fingerprint,
+                plan_stored=stored,
+                cache=cache,
+                max_retries=max_retries if max_retries is not None else experiment.max_retries,
+                budget_usd=budget,
+                deadline_s=deadline_s,
+                clock=clock,
+                on_progress=on_progress,
+            )
+            if on_runner is not None:
+                on_runner(runner)
+            try:
+                stats = await runner.run()
+                status = "complete"
+            except BudgetExceeded:
+                status = "budget"
+                raise
+            except DeadlineReached:
+                status = "deadline"
+                raise
+            except RunInterrupted:
+                status = "interrupted"
+                raise
+            except RunStopped:
+                status = "stopped"
+                raise
+            finally:
+                stats = runner.stats
+                for client in clients.values():
+                    await client.aclose()
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        if run_id is not None:
+            with contextlib.suppress(StoreError):
+                store.finish_run(run_id, status)
+        if cache is not None:
+            cache.close()
+        store.close()
+        if run_id is not None:
+            # Partial or complete, the reports always reflect what the store holds.
+            try:
+                build_reports(prepared.folder, force=stats is None or bool(stats.done) or error is not None)
+            except EvalrunError as report_error:
+                if error is None:
+                    raise
+                error.add_note(f"the reports could not be written: {report_error}")
+    assert stats is not None
+    counts = _final_counts(prepared.folder, run_id)
+    result = RunResult(folder=prepared.folder, stats=stats, warnings=list(plan.warnings), counts=counts)
+    if counts["failed"] or counts["not_sent"] or stats.stopped_models:
+        raise RunFailed(_failure_message(prepared.folder, counts, stats), result=result)
+    return result
+
+
+def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
+    with Store.open(folder, create=False) as store:
+        rows = store.query(
+            "SELECT CASE WHEN r.key IS NULL THEN 'not_sent' WHEN r.status = 'ok' THEN 'answered' ELSE 'failed' END,"
+            " count(*) FROM cells c LEFT JOIN responses r ON r.key = c.request_key GROUP BY 1"
+        )
+        (stored_before,) = store.query(
+            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
+            " WHERE r.status = 'ok' AND coalesce(r.run_id, -1) != ?",
+            (run_id if run_id is not None else -1,),
+        )[0]
+        errors = store.query(
+            "SELECT coalesce(r.error_type, ''), r.http_status, r.error FROM cells c JOIN responses r ON r.key = c.request_key"
+            " WHERE r.status != 'ok'"
+        )
+        (answered_requests,) = store.query(
+            "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
+            " WHERE r.status = 'ok'"
+        )[0]
+    counts: dict[str, Any] = {
+        "answered": 0, "failed": 0, "not_sent": 0, "stored_before": stored_before,
+        "answered_requests": answered_requests,
+    }  # fmt: skip
+    counts.update(dict(rows))
+    kinds: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for error_type, status, message in errors:
+        kind = " ".join(str(p) for p in (status, error_type) if p) or "error"
+        kinds[kind] += 1
+        examples.setdefault(kind, str(message or ""))
+    counts["errors"] = [(kind, n, examples[kind]) for kind, n in kinds.most_common(3)]
+    return counts
+
+
+def _failure_message(folder: Path, counts: Mapping[str, Any], stats: RunStats) -> str:
+    parts = []
+    if counts["failed"]:
+        kind, n, example = counts["errors"][0]
+        parts.append(f"{counts['failed']:,} cells failed (most common: {n:,} × {kind}: {example[:160]})")
+    if stats.stopped_models:
+        for model, reason in stats.stopped_models.items():
+            parts.append(f"{model} was stopped: {reason}")
+    if counts["not_sent"]:
+        parts.append(f"{counts['not_sent']:,} cells were not sent")
+    return (
+        f"finished with failed cells: {'; '.join(parts)}. The report in {folder} shows accuracy over the "
+        f"{counts['answered']:,} answered cells only; run the same command again to retry just the failed ones"
+    )
 
 
 async def estimate_prepared(
@@ -158,144 +414,65 @@ async def estimate_prepared(
     environ: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     local: bool = False,
-) -> Estimate:
+    detect: float | None = None,
+) -> Any:
     """Estimate the run without sending a Messages request (count_tokens is free)."""
+    from evalrun.estimate import estimate_plan, power_analysis
+
     env = os.environ if environ is None else environ
-    choices = list(prepared.experiment.scorer.choices or ())
-    if local:
-        return await estimate_plan(
-            prepared.plan, clients=None, choices=choices, rpm=rpm, itpm=itpm, otpm=otpm
-        )
-    sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
-    if prepared.sim:
-        keys: dict[str, str | None] = {m.label: sim_key for m in prepared.models}
-    else:
-        try:
-            keys = _api_keys(prepared, env)
-        except SpecError:
-            # No key: count locally rather than refuse to estimate.
-            return await estimate_plan(
-                prepared.plan, clients=None, choices=choices, rpm=rpm, itpm=itpm, otpm=otpm
-            )
-    with contextlib.ExitStack() as stack:
-        base_urls = {m.label: m.base_url for m in prepared.models}
+    plan = prepared.plan
+    observed = _observed(prepared)
+    if observed is not None and observed[1]:
+        plan = prepared.replan(observed[1])
+    report = observed[0] if observed is not None else None
+
+    async def counted() -> Any:
+        if local:
+            return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm)
+        sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
         if prepared.sim:
-            url = stack.enter_context(_simulator(prepared, sim_key or ""))
-            base_urls = {label: url for label in base_urls}
-        clients = {
-            m.label: MessagesClient(
-                base_url=base_urls[m.label],
-                api_key=keys[m.label],
-                api_version=m.api_version,
-                transport=transport,
-            )
-            for m in prepared.models
-        }
-        try:
-            return await estimate_plan(
-                prepared.plan, clients=clients, choices=choices, rpm=rpm, itpm=itpm, otpm=otpm
-            )
-        finally:
-            for client in clients.values():
-                await client.aclose()
-
-
-async def run_prepared(
-    prepared: Prepared,
-    *,
-    fresh: bool = False,
-    concurrency: int | None = None,
-    budget_usd: float | None = None,
-    max_retries: int | None = None,
-    environ: Mapping[str, str] | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
-    on_progress: Callable[[RunStats], None] | None = None,
-    on_runner: Callable[[Runner], None] | None = None,
-    backoff: Callable[[int, float | None], float] | None = None,
-) -> RunResult:
-    """Send what the store lacks, store it, and rebuild the reports. Resumable at any point."""
-    experiment = prepared.experiment
-    env = os.environ if environ is None else environ
-    concurrency = concurrency or experiment.concurrency or DEFAULT_CONCURRENCY
-    budget = budget_usd if budget_usd is not None else experiment.budget_usd
-    if budget is not None:
-        unpriced = [m.label for m in prepared.models if m.info.price is None]
-        if unpriced:
-            raise SpecError(
-                f"{experiment.source}: a budget is set but {unpriced[0]} has no known price; "
-                f"give it one under `model_table` so the budget can be kept"
-            )
-    sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
-    keys = {m.label: sim_key for m in prepared.models} if prepared.sim else _api_keys(prepared, env)
-    if prepared.folder.exists() and not prepared.folder.is_dir():
-        raise StoreError(f"{prepared.folder}: exists and is not a folder")
-    store = Store.open(prepared.folder)
-    plan_saved = False
-    try:
-        store.lock()
-        if fresh:
-            store.clear_responses()
-        learned = store.learned()
-        plan = prepared.replan(learned) if learned else prepared.plan
-        store.save_plan(plan.cells)
-        settings = _settings(prepared, plan, concurrency=concurrency, budget=budget)
-        run_id = store.start_run(settings)
-        plan_saved = True
-        status = "failed"
-        try:
-            with contextlib.ExitStack() as stack:
-                base_urls = {m.label: m.base_url for m in prepared.models}
-                if prepared.sim:
-                    url = stack.enter_context(_simulator(prepared, sim_key or ""))
-                    base_urls = {label: url for label in base_urls}
-                clients: dict[tuple[str, str | None, str], MessagesClient] = {}
-                by_model: dict[str, MessagesClient] = {}
-                for model in prepared.models:
-                    ident = (base_urls[model.label], keys[model.label], model.api_version)
-                    if ident not in clients:
-                        clients[ident] = MessagesClient(
-                            base_url=ident[0],
-                            api_key=ident[1],
-                            api_version=ident[2],
-                            transport=transport,
-                            max_connections=concurrency,
-                        )
-                    by_model[model.label] = clients[ident]
-                runner = Runner(
-                    plan=plan,
-                    store=store,
-                    clients=by_model,
-                    replan=prepared.replan,
-                    concurrency=concurrency,
-                    max_retries=max_retries if max_retries is not None else experiment.max_retries,
-                    budget_usd=budget,
-                    spent_before_usd=_spent(store, prepared),
-                    on_progress=on_progress,
-                    backoff=backoff or backoff_delay,
+            keys: dict[str, str | None] = dict.fromkeys((m.label for m in prepared.models), sim_key)
+        else:
+            try:
+                keys = api_keys(prepared, env)
+            except SpecError:
+                # No usable key: count locally rather than refuse to estimate.
+                return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm)
+        with contextlib.ExitStack() as stack:
+            base_urls = {m.label: m.base_url for m in prepared.models}
+            if prepared.sim:
+                url = stack.enter_context(simulator(prepared, sim_key or ""))
+                base_urls = dict.fromkeys(base_urls, url)
+            clients = {
+                m.label: MessagesClient(
+                    base_url=base_urls[m.label], api_key=keys[m.label], api_version=m.api_version, transport=transport
                 )
-                if on_runner is not None:
-                    on_runner(runner)
-                try:
-                    stats = await runner.run()
-                    status = "complete"
-                except BudgetExceeded:
-                    status = "budget"
-                    raise
-                except RunInterrupted:
-                    status = "interrupted"
-                    raise
-                except RunStopped:
-                    status = "stopped"
-                    raise
-                finally:
-                    for client in clients.values():
-                        await client.aclose()
-        finally:
-            store.finish_run(run_id, status)
-    finally:
-        store.close()
-        if plan_saved:
-            # Partial or complete, the reports always reflect what the store holds.
-            with contextlib.suppress(EvalrunError):
-                build_reports(prepared.folder)
-    return RunResult(folder=prepared.folder, stats=stats, warnings=list(plan.warnings))
+                for m in prepared.models
+            }
+            try:
+                return await estimate_plan(plan, clients=clients, rpm=rpm, itpm=itpm, otpm=otpm)
+            except EvalrunError as exc:
+                if "401" in str(exc) or "authentication" in str(exc):
+                    return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm)
+                raise
+            finally:
+                for client in clients.values():
+                    await client.aclose()
+
+    estimate = await counted()
+    estimate.power = power_analysis(plan, observed=report, detect=detect)
+    return estimate
+
+
+def _observed(prepared: Prepared) -> tuple[Any, dict[str, Learned]] | None:
+    """The finished (or partial) run of this plan, if its folder has one: its Report and what it learned."""
+    from evalrun.reports.build import analyze, open_run
+
+    if not (prepared.folder / "store.sqlite").exists():
+        return None
+    try:
+        store, settings = open_run(prepared.folder)
+    except StoreError:
+        return None
+    with store:
+        return analyze(store, settings, folder=prepared.folder), store.learned()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from evalrun.errors import SpecError
+from evalrun.yamlio import load_yaml
 
 __all__ = [
     "SAMPLING_PARAMS",
@@ -26,7 +28,7 @@ SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 _PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _ENTRY_KEYS = {
     "family", "dated_id", "aliases", "prefill", "refuses", "exclusive", "thinking",
-    "cache_min_tokens", "context_window", "price", "retires", "price_note",
+    "cache_min_tokens", "context_window", "price", "retires", "price_note", "needs_key",
 }  # fmt: skip
 
 
@@ -59,6 +61,7 @@ class ModelInfo:
     price: Price | None = None
     retires: str | None = None
     price_note: str | None = None
+    needs_key: bool = True  # False: its server takes no API key (a local server)
 
     @property
     def response_id(self) -> str:
@@ -133,6 +136,8 @@ def _to_raw(info: ModelInfo) -> dict[str, Any]:
         "thinking": info.thinking,
         "aliases": list(info.aliases),
     }
+    if not info.needs_key:
+        raw["needs_key"] = False
     for key in ("dated_id", "cache_min_tokens", "context_window", "retires", "price_note"):
         if getattr(info, key) is not None:
             raw[key] = getattr(info, key)
@@ -157,19 +162,19 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
         bad = set(p) - set(_PRICE_KEYS)
         if bad:
             raise SpecError(f"{where}.price: unknown key {sorted(bad)[0]!r} (known: {', '.join(_PRICE_KEYS)})")
-        try:
-            inp, out = float(p["input"]), float(p["output"])
-            price = Price(
-                input=inp,
-                output=out,
-                # Anthropic's multipliers, used when a custom entry gives only input/output.
-                cache_write_5m=float(p.get("cache_write_5m", inp * 1.25)),
-                cache_write_1h=float(p.get("cache_write_1h", inp * 2)),
-                cache_read=float(p.get("cache_read", inp * 0.1)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise SpecError(f"{where}.price: prices must be numbers (USD per million tokens)") from exc
-    refuses = frozenset(entry.get("refuses") or ())
+        for key, value in p.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise SpecError(f"{where}.price.{key}: expected a number ≥ 0 (USD per million tokens), got {value!r}")
+        inp, out = float(p["input"]), float(p["output"])
+        price = Price(
+            input=inp,
+            output=out,
+            # Anthropic's multipliers, used when a custom entry gives only input/output.
+            cache_write_5m=float(p.get("cache_write_5m", inp * 1.25)),
+            cache_write_1h=float(p.get("cache_write_1h", inp * 2)),
+            cache_read=float(p.get("cache_read", inp * 0.1)),
+        )
+    refuses = frozenset(_strings(entry.get("refuses"), f"{where}.refuses"))
     bad_params = refuses - set(SAMPLING_PARAMS)
     if bad_params:
         raise SpecError(f"{where}.refuses: {sorted(bad_params)[0]!r} is not one of {', '.join(SAMPLING_PARAMS)}")
@@ -179,27 +184,56 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
     prefill = entry.get("prefill")
     if prefill is not None and not isinstance(prefill, bool):
         raise SpecError(f"{where}.prefill: expected true or false, got {prefill!r}")
+    needs_key = entry.get("needs_key", True)
+    if not isinstance(needs_key, bool):
+        raise SpecError(f"{where}.needs_key: expected true or false, got {needs_key!r}")
+    exclusive = entry.get("exclusive") or []
+    if not isinstance(exclusive, list):
+        raise SpecError(f"{where}.exclusive: expected a list of parameter lists, got {exclusive!r}")
+    groups = tuple(frozenset(_strings(group, f"{where}.exclusive.{i}")) for i, group in enumerate(exclusive))
+    for name in ("family", "dated_id", "price_note"):
+        if entry.get(name) is not None and not isinstance(entry[name], str):
+            raise SpecError(f"{where}.{name}: expected text, got {entry[name]!r}")
+    for name in ("cache_min_tokens", "context_window"):
+        value = entry.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SpecError(f"{where}.{name}: expected a whole number of tokens ≥ 1, got {value!r}")
     return ModelInfo(
         id=mid,
         family=str(entry.get("family", "other")),
         dated_id=entry.get("dated_id"),
-        aliases=tuple(entry.get("aliases") or ()),
+        aliases=tuple(_strings(entry.get("aliases"), f"{where}.aliases")),
         prefill=prefill,
         refuses=refuses,
-        exclusive=tuple(frozenset(group) for group in entry.get("exclusive") or ()),
+        exclusive=groups,
         thinking=thinking,
         cache_min_tokens=entry.get("cache_min_tokens"),
         context_window=entry.get("context_window"),
         price=price,
         retires=str(entry["retires"]) if entry.get("retires") else None,
         price_note=entry.get("price_note"),
+        needs_key=needs_key,
     )
 
 
+def _strings(value: Any, where: str) -> list[str]:
+    """A list of strings (None is empty); anything else is a SpecError naming `where`."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise SpecError(f"{where}: expected a list of names, got {value!r}")
+    return list(value)
+
+
 def _parse_table(raw: Mapping[str, Any], *, source: str) -> ModelTable:
-    models = {
-        mid: _parse_entry(mid, entry or {}, source=source) for mid, entry in (raw.get("models") or {}).items()
-    }
+    entries = raw.get("models") or {}
+    if not isinstance(entries, Mapping):
+        raise SpecError(f"{source}: models: expected a mapping of model ids to properties")
+    models = {}
+    for mid, entry in entries.items():
+        if entry is not None and not isinstance(entry, Mapping):
+            raise SpecError(f"{source}: models.{mid}: expected a mapping of model properties, got {entry!r}")
+        models[str(mid)] = _parse_entry(str(mid), entry or {}, source=source)
     versions = {
         str(v): frozenset((rules or {}).get("removed_params") or ())
         for v, rules in (raw.get("api_versions") or {}).items()
@@ -222,11 +256,14 @@ def builtin_table() -> ModelTable:
 def load_table_file(path: Path) -> dict[str, Any]:
     """Raw model entries from a user's table file (a `models:` mapping, or the mapping itself)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such model table file (model_table)") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: the model table is not UTF-8 text (model_table)") from None
     except OSError as exc:
-        raise SpecError(f"{path}: cannot read model table ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc})") from exc
+        raise SpecError(f"{path}: cannot read model table ({exc.strerror})") from None
+    raw = load_yaml(text, source=str(path))
     if isinstance(raw, Mapping) and "models" in raw:
         raw = raw["models"]
     if not isinstance(raw, Mapping):

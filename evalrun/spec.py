@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evalrun.errors import SpecError
+from evalrun.yamlio import load_yaml
 
 __all__ = [
     "AnswerMode",
@@ -39,6 +39,25 @@ MESSAGES_PARAMS = frozenset(
     }
 )  # fmt: skip
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+MAX_REPEATS = 1000
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+
+
+def parse_duration(value: str | float) -> float:
+    """Seconds from `90`, `90s`, `30m`, `2h` or `1d`; ValueError when it is none of those."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (e.g. 90s, 30m, 2h)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[(match.group(2) or "s").lower()]
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{value!r} must be a positive duration")
+    return seconds
 
 
 class _Strict(BaseModel):
@@ -117,6 +136,7 @@ class DatasetSpec(_Strict):
 
     path: str
     id: str | None = None
+    cluster: str | None = None
     limit: int | None = Field(default=None, gt=0)
     sample: int | None = Field(default=None, gt=0)
     seed: int = 0
@@ -164,6 +184,10 @@ class ScorerSpec(_Strict):
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
         return self
 
+    def columns(self) -> list[tuple[str, str]]:
+        """(dataset column, what needs it) for every column this scorer reads."""
+        return [(self.target, "scorer.target")] if self.target else []
+
 
 class Experiment(_Strict):
     """A validated experiment spec. `source` and `base_dir` say where it came from."""
@@ -175,10 +199,12 @@ class Experiment(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     prompts: dict[str, PromptSpec] = Field(min_length=1)
     scorer: ScorerSpec
-    repeats: int = Field(default=1, ge=1)
+    repeats: int = Field(default=1, ge=1, le=MAX_REPEATS)
+    reducer: Literal["mean", "majority"] = "mean"
     answer_mode: AnswerMode = "auto"
     api_version: str | None = None
-    budget_usd: float | None = Field(default=None, gt=0)
+    budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    deadline: str | float | None = None
     concurrency: int | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
     model_table: str | dict[str, Any] | None = None
@@ -191,6 +217,13 @@ class Experiment(_Strict):
     def _folder_name(cls, value: str) -> str:
         if not _NAME_RE.match(value):
             raise ValueError("must be letters, digits, `.`, `_` or `-` (it names the report folder)")
+        return value
+
+    @field_validator("deadline")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration(value)
         return value
 
     @field_validator("dataset", mode="before")
@@ -321,14 +354,7 @@ def load_spec(path: str | Path) -> Experiment:
         raise SpecError(f"{path}: not UTF-8 text") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
-        raise SpecError(f"{path}: YAML syntax error at {where}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML ({exc})") from None
+    raw = load_yaml(text, source=str(path))
     if raw is None:
         raise SpecError(f"{path}: the spec is empty")
     return parse_spec(raw, source=str(path), base_dir=path.parent)

@@ -26,6 +26,7 @@ def anyio_backend() -> str:
 @pytest.fixture(autouse=True)
 def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EVALRUN_CACHE_DIR", str(tmp_path / "response-cache"))
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-secret-key-0123456789")
 
@@ -195,3 +196,31 @@ def write_spec(tmp_path: Path, mc_dataset: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def tallies_from_cells(cells: list[dict[str, Any]]) -> list[Any]:
+    """VariantTally objects (what the reports compute from a store) from plain cell dicts with
+    model, prompt, row_id, status, correct, answer_mode: for testing the statistics directly."""
+    from evalrun.results.tally import VariantTally
+
+    rows = {row_id: i for i, row_id in enumerate(dict.fromkeys(str(c["row_id"]) for c in cells))}
+    tallies: dict[tuple[str, str], VariantTally] = {}
+    for cell in cells:
+        key = (cell["model"], cell["prompt"])
+        tally = tallies.setdefault(key, VariantTally(model=key[0], prompt=key[1], rows=len(rows)))
+        tally.cells += 1
+        tally.modes.add(cell.get("answer_mode", "prefill"))
+        status = cell["status"]
+        if status == "pending":
+            tally.pending += 1
+        elif status == "error":
+            tally.errors += 1
+        else:
+            tally.ok += status == "ok"
+            tally.unparsed += status == "unparsed"
+            correct = bool(cell["correct"]) and status == "ok"
+            tally.correct += correct
+            index = rows[str(cell["row_id"])]
+            tally.row_sum[index] += float(correct)
+            tally.row_n[index] += 1
+    return list(tallies.values())

@@ -5,8 +5,15 @@ import math
 import pandas as pd
 import pytest
 
-from evalrun.results.compare import COMPARISON_COLUMNS, compare
-from evalrun.stats import mcnemar_exact
+from evalrun.results.stats import mcnemar_exact
+from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
+
+from .conftest import tallies_from_cells
+
+
+def compare(frame: pd.DataFrame, **options: object) -> pd.DataFrame:
+    tallies = tallies_from_cells(frame.to_dict("records"))
+    return pd.DataFrame(compare_tallies(tallies, **options), columns=COMPARISON_COLUMNS)  # type: ignore[arg-type]
 
 
 def _cell(model: str, prompt: str, row: int, correct: bool, *, status: str = "ok",
@@ -33,7 +40,7 @@ def _frame() -> pd.DataFrame:
     return pd.DataFrame(cells)
 
 
-def test_columns_and_pairs_sorted() -> None:
+def test_columns_and_pairs_in_spec_order() -> None:
     out = compare(_frame(), by="prompt", n_boot=500)
     assert list(out.columns) == COMPARISON_COLUMNS
     assert list(zip(out["a"], out["b"], strict=True)) == [("p1", "p2"), ("p1", "p3"), ("p2", "p3")]
@@ -90,16 +97,12 @@ def test_deterministic_for_seed_and_ci_contains_diff() -> None:
     assert ((first["diff_ci_low"] <= first["diff"]) & (first["diff"] <= first["diff_ci_high"])).all()
 
 
-def test_by_model_groups_by_prompt_and_reads_csv_style_values() -> None:
+def test_by_model_groups_by_prompt() -> None:
     cells = []
     for row in range(6):
         cells.append(_cell("haiku", "p", row, row < 2))
         cells.append(_cell("sonnet", "p", row, row < 5))
-    frame = pd.DataFrame(cells)
-    # As read back from results.csv: ids as ints, correctness as text.
-    frame["row_id"] = frame["row_id"].astype(int)
-    frame["correct"] = frame["correct"].map({True: "True", False: "False"})
-    out = compare(frame, by="model", n_boot=500)
+    out = compare(pd.DataFrame(cells), by="model", n_boot=500)
     assert len(out) == 1
     row = out.iloc[0]
     assert (row["by"], row["group"], row["a"], row["b"]) == ("model", "p", "haiku", "sonnet")
@@ -113,10 +116,24 @@ def test_no_shared_cells_gives_nan_not_false_confidence() -> None:
     assert math.isnan(out.loc[0, "p_mcnemar"]) and math.isnan(out.loc[0, "diff_ci_low"])
 
 
-def test_single_variant_gives_empty_frame_with_columns() -> None:
+def test_single_variant_gives_nothing_to_compare() -> None:
     frame = pd.DataFrame([_cell("m", "p1", 0, True)])
-    out = compare(frame, by="prompt")
-    assert out.empty and list(out.columns) == COMPARISON_COLUMNS
+    assert compare_tallies(tallies_from_cells(frame.to_dict("records")), by="prompt") == []
+
+
+def test_spec_order_decides_sides_not_the_alphabet() -> None:
+    cells = [_cell("m", name, row, row < k) for name, k in (("zeta", 2), ("alpha", 5)) for row in range(6)]
+    out = compare(pd.DataFrame(cells), by="prompt", n_boot=100)
+    assert (out.loc[0, "a"], out.loc[0, "b"]) == ("zeta", "alpha")
+
+
+def test_repeats_are_reduced_per_row_before_testing() -> None:
+    # Three identical repeats of the same answers: the same evidence as one repeat.
+    one = [_cell("m", p, row, row < k) for p, k in (("a", 3), ("b", 8)) for row in range(40)]
+    three = [{**c, "repeat": r} for c in one for r in range(3)]
+    single, repeated = compare(pd.DataFrame(one), by="prompt"), compare(pd.DataFrame(three), by="prompt")
+    for column in ("n", "acc_a", "acc_b", "diff", "diff_ci_low", "diff_ci_high", "p_value"):
+        assert repeated.loc[0, column] == pytest.approx(single.loc[0, column]), column
 
 
 def test_pending_cells_of_an_unfinished_run_are_not_paired() -> None:

@@ -1,18 +1,24 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from evalrun.errors import SpecError, TemplateError
 from evalrun.execute import prepare
-from evalrun.plan.grid import Learned
+from evalrun.store.run_store import Learned
+
+
+def cells(plan):
+    """(cell, body) of every cell of a plan."""
+    return [(cell, json.loads(request.body_json)) for cell, request in plan.cells()]
 
 
 def test_modes_and_parameters_follow_the_model_table(write_spec) -> None:
     spec = write_spec("models: [claude-haiku-4-5, claude-sonnet-4-6, claude-opus-4-7, claude-opus-5]\n")
     plan = prepare(spec).plan
-    bodies = {c.model: c.body for c in plan.cells if c.row_id == "q1"}
+    bodies = {c.model: body for c, body in cells(plan) if c.row_id == "q1"}
     haiku, sonnet, opus47, opus5 = (bodies[m] for m in ("claude-haiku-4-5", "claude-sonnet-4-6", "claude-opus-4-7", "claude-opus-5"))
     assert haiku["messages"][-1] == {"role": "assistant", "content": "The answer is ("}
     assert haiku["max_tokens"] == 1 and haiku["temperature"] == 0
@@ -25,7 +31,7 @@ def test_modes_and_parameters_follow_the_model_table(write_spec) -> None:
 
 def test_api_version_2026_removes_sampling_parameters(write_spec) -> None:
     plan = prepare(write_spec("api_version: '2026-10-21'\n")).plan
-    assert all("temperature" not in c.body for c in plan.cells)
+    assert all("temperature" not in body for _, body in cells(plan))
 
 
 def test_forced_prefill_on_a_model_that_refuses_it_is_a_spec_error(write_spec) -> None:
@@ -35,24 +41,26 @@ def test_forced_prefill_on_a_model_that_refuses_it_is_a_spec_error(write_spec) -
 
 def test_instruction_mode_appends_the_instruction(write_spec) -> None:
     plan = prepare(write_spec("models: [claude-sonnet-4-6]\nanswer_mode: instruction\n")).plan
-    content = plan.cells[0].body["messages"][-1]["content"]
+    content = cells(plan)[0][1]["messages"][-1]["content"]
     assert content.endswith("Answer with only the letter of the correct option (A, B, C or D).")
 
 
 def test_learned_refusals_replan_an_unknown_model(write_spec) -> None:
     prepared = prepare(write_spec("models: [my-local-model]\n"))
-    assert prepared.plan.cells[0].answer_mode == "prefill"
+    assert cells(prepared.plan)[0][0].answer_mode == "prefill"
     replanned = prepared.replan({"my-local-model": Learned(prefill_refused=True, refused_params=frozenset({"temperature"}))})
-    assert replanned.cells[0].answer_mode == "structured"
-    assert "temperature" not in replanned.cells[0].body
+    cell, body = cells(replanned)[0]
+    assert cell.answer_mode == "structured"
+    assert "temperature" not in body
 
 
 def test_keys_are_stable_and_depend_on_the_body_and_repeat(write_spec) -> None:
-    first = prepare(write_spec("repeats: 2\n")).plan
-    second = prepare(write_spec("repeats: 2\n")).plan
-    assert [c.key for c in first.cells] == [c.key for c in second.cells]
-    assert len({c.key for c in first.cells}) == len(first.cells) == 12
-    assert first.fingerprint == second.fingerprint
+    first = prepare(write_spec("repeats: 2\n"))
+    second = prepare(write_spec("repeats: 2\n"))
+    keys = [c.request_key for c, _ in cells(first.plan)]
+    assert keys == [c.request_key for c, _ in cells(second.plan)]
+    assert len(set(keys)) == len(keys) == 12
+    assert first.folder == second.folder and first.fingerprint(first.plan) == second.fingerprint(second.plan)
 
 
 def test_placeholder_that_is_not_a_column(write_spec) -> None:
@@ -73,8 +81,9 @@ def test_model_table_inline_declares_a_local_model(write_spec) -> None:
         "model_table:\n  my-llama: {prefill: false, refuses: [temperature], price: {input: 0, output: 0}}\n"
     )
     plan = prepare(spec).plan
-    assert plan.cells[0].answer_mode == "structured"
-    assert "temperature" not in plan.cells[0].body
+    cell, body = cells(plan)[0]
+    assert cell.answer_mode == "structured"
+    assert "temperature" not in body
     assert not any("no known price" in w for w in plan.warnings)
 
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evalrun.errors import DatasetError, TemplateError
-from evalrun.plan.render import Template, detect_media_type, render_turns
+from evalrun.plan.render import Template, detect_media_type, key_view, materialize, render_turns
 from evalrun.spec import Turn
 
 PNG = base64.b64decode(
@@ -38,8 +39,21 @@ def test_image_from_a_file_is_base64_with_the_type_from_its_bytes(tmp_path: Path
     (tmp_path / "pic.jpg").write_bytes(PNG)  # the name lies; the bytes say PNG
     turns = [Turn(role="user", content=[{"type": "image", "path": "{img}"}, {"type": "text", "text": "What?"}])]
     messages = render_turns(turns, {"img": "pic.jpg"}, base_dir=tmp_path, where="prompts.p", row_where="d.csv: line 2")
-    source = messages[0]["content"][0]["source"]
+    planned = {"model": "m", "max_tokens": 1, "messages": messages}
+    # Planned bodies refer to the file (read only when sent); the key sees its content, not its path.
+    assert messages[0]["content"][0]["source"]["type"] == "evalrun_file"
+    assert "path" not in json.dumps(key_view(planned)) and "sha256" in json.dumps(key_view(planned))
+    source = materialize(planned)["messages"][0]["content"][0]["source"]
     assert source == {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()}
+
+
+def test_a_changed_image_is_caught_when_sent(tmp_path: Path) -> None:
+    (tmp_path / "pic.png").write_bytes(PNG)
+    turns = [Turn(role="user", content=[{"type": "image", "path": "pic.png"}])]
+    planned = {"messages": render_turns(turns, {}, base_dir=tmp_path, where="p", row_where="r")}
+    (tmp_path / "pic.png").write_bytes(PNG + b"changed")
+    with pytest.raises(DatasetError, match="changed since the run was planned"):
+        materialize(planned)
 
 
 def test_image_url_and_image_errors(tmp_path: Path) -> None:

@@ -11,8 +11,16 @@ import pandas as pd
 import pytest
 
 from evalrun.reports.html import render_html
-from evalrun.results.compare import compare
-from evalrun.stats import wilson_interval
+from evalrun.results.diagnostics import repeat_summary
+from evalrun.results.stats import wilson_interval
+from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
+
+from .conftest import tallies_from_cells
+
+
+def compare(results: pd.DataFrame, **options: object) -> pd.DataFrame:
+    rows = compare_tallies(tallies_from_cells(results.to_dict("records")), **options)  # type: ignore[arg-type]
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
 
 EVIL = "<script>alert(1)</script>"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -58,7 +66,9 @@ def _render(results: pd.DataFrame | None = None, **overrides: object) -> str:
     results = _results() if results is None else results
     kwargs: dict[str, object] = {
         "summary": _summary(results),
-        "results": results,
+        "outcomes": results.assign(count=1),
+        "repeats": repeat_summary(results),
+        "cells": len(results),
         "comparison": compare(results, by="prompt", n_boot=200),
         "settings": SETTINGS,
         "choices": ["A", "B", "C", "D"],
@@ -101,8 +111,8 @@ def test_shows_tables_the_reader_needs() -> None:
         assert f"<h2>{heading}</h2>" in page
     assert "60.0%" in page and "80.0%" in page  # accuracies
     assert "⚠ modes differ" in page  # prefill vs plain must be flagged
-    # Pairs are sorted by name, and "<" sorts before "d": a is the 80% prompt, b is "direct".
-    assert "-20.0 pp" in page  # diff = acc_b - acc_a
+    # Pairs follow the spec's order: a is "direct" (60 %), b the 80 % prompt.
+    assert "+20.0 pp" in page  # diff = acc_b - acc_a
     assert '<th class="text">max_tokens</th><td class="text">16</td>' in page  # run settings
     assert "Repeats" not in page
 
@@ -120,8 +130,7 @@ def test_cost_chart_skipped_when_cost_unknown() -> None:
 
 def test_renders_without_comparison_choices_or_results() -> None:
     results = _results()
-    page = render_html(summary=_summary(results), results=results.iloc[0:0], comparison=None,
-                       settings={"name": "x"})
+    page = render_html(summary=_summary(results), outcomes=None, comparison=None, settings={"name": "x"})
     assert "Comparisons" not in page and "Answer letters" not in page and "<svg" in page
 
 

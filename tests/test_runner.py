@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalrun.errors import RunStopped
+from evalrun.errors import RunFailed, RunStopped
 from evalrun.execute import prepare, run_prepared
 from evalrun.reports.build import load_results
 
@@ -38,7 +38,7 @@ async def test_every_cell_scored_and_a_second_run_sends_nothing(write_spec, fake
     assert sent == 12
     again = await run(spec, fake_api)
     assert len(fake_api.history) == sent  # nothing sent twice
-    assert again.stats.skipped == 12
+    assert again.stats.answered == 0 and again.counts["answered"] == 12
 
 
 async def test_transient_failures_are_retried_and_nothing_is_lost(write_spec, fake_api: FakeAPI) -> None:
@@ -83,7 +83,7 @@ async def test_an_unknown_model_that_refuses_prefill_switches_mode_once(write_sp
     assert results["correct"].all()
     assert api.statuses[400] <= 2  # one prefill refusal, one temperature refusal, not one per row
     again = await run(spec, api)
-    assert again.stats.skipped == 6
+    assert again.stats.answered == 0 and again.counts["answered"] == 6
 
 
 async def test_known_models_never_draw_a_refusal(write_spec) -> None:
@@ -110,8 +110,9 @@ async def test_a_permanent_error_is_recorded_on_its_row_and_the_run_goes_on(writ
         return original(request)
 
     fake_api.handle = handle  # type: ignore[method-assign]
-    result = await run(write_spec(), fake_api)
-    results = load_results(result.folder).set_index("row_id")
+    with pytest.raises(RunFailed, match=r"1 cells failed \(most common: 1 × 400 invalid_request_error") as failed:
+        await run(write_spec(), fake_api)
+    results = load_results(failed.value.result.folder).set_index("row_id")
     assert results.loc["q3", "status"] == "error"
     assert "something about this row" in results.loc["q3", "error"]
     assert (results.drop("q3")["status"] == "ok").all()

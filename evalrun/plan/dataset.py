@@ -1,25 +1,34 @@
-"""CSV → rows: the id column, limit/sample, and column checks that name the file, line and column."""
+"""CSV → rows, streamed: the id column, limit/sample, and checks that name the file, line and column.
+
+A dataset is read twice and never held: `scan_dataset` checks the whole file once (header,
+field counts, ids) and decides which rows are selected; `iter_rows` streams the selected rows
+again whenever they are needed. Memory does not grow with the file beyond a small hash per id.
+"""
 
 from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from evalrun.errors import DatasetError
 
-__all__ = ["Dataset", "Row", "load_dataset"]
+__all__ = ["Dataset", "Row", "load_dataset", "scan_dataset"]
 
 csv.field_size_limit(1 << 27)  # long documents in a cell are legitimate eval inputs
 
 
 @dataclass(frozen=True)
 class Row:
-    """One dataset row: its id, its 1-based line in the file, and its values by column."""
+    """One selected dataset row: its position among the selected rows, its id, its 1-based first
+    line in the file, and its values by column."""
 
+    seq: int
     id: str
     line: int
     values: dict[str, str]
@@ -27,12 +36,16 @@ class Row:
 
 @dataclass(frozen=True)
 class Dataset:
-    """The rows to evaluate, in file order, and the file's header."""
+    """A checked CSV file and the rows selected from it (by `limit` / `sample`), streamed on demand."""
 
     path: Path
     columns: tuple[str, ...]
-    rows: tuple[Row, ...]
-    id_column: str | None = None
+    id_column: str | None
+    encoding: str
+    count: int  # selected rows
+    digest: str  # SHA-256 of the file's bytes
+    limit: int | None = None
+    chosen: frozenset[int] | None = None  # indexes among the file's data rows, when sampled
 
     def require_columns(self, needed: Iterable[str], *, what: str) -> None:
         """Raise DatasetError naming the first column in `needed` the file does not have."""
@@ -43,8 +56,50 @@ class Dataset:
                     f"(columns: {', '.join(self.columns)})"
                 )
 
+    def __iter__(self) -> Iterator[Row]:
+        return self.iter_rows()
 
-def load_dataset(
+    def iter_rows(self) -> Iterator[Row]:
+        """The selected rows, in file order."""
+        seq = 0
+        for index, line, values in _records(self.path, self.columns, self.encoding):
+            if self.chosen is not None and index not in self.chosen:
+                continue
+            if self.limit is not None and seq >= self.limit:
+                return
+            yield Row(seq=seq, id=self._row_id(values, seq), line=line, values=values)
+            seq += 1
+
+    @property
+    def rows(self) -> tuple[Row, ...]:
+        """Every selected row at once (small datasets and tests; a run streams them)."""
+        return tuple(self.iter_rows())
+
+    def _row_id(self, values: dict[str, str], seq: int) -> str:
+        return str(seq + 1) if self.id_column is None else values[self.id_column].strip()
+
+
+def _open(path: Path, encoding: str) -> IO[str]:
+    # utf-8-sig: a spreadsheet's byte-order mark must not end up in the first column's name.
+    return path.open(encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding, newline="")
+
+
+def _records(path: Path, header: tuple[str, ...], encoding: str) -> Iterator[tuple[int, int, dict[str, str]]]:
+    """(data row index, first line, values) of every non-blank data row; the file was checked."""
+    with _open(path, encoding) as f:
+        reader = csv.reader(f, strict=True)
+        next(reader, None)
+        index = 0
+        last_line = reader.line_num
+        for record in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            yield index, first_line, dict(zip(header, record, strict=True))
+            index += 1
+
+
+def scan_dataset(
     path: Path,
     *,
     id_column: str | None = None,
@@ -53,15 +108,18 @@ def load_dataset(
     seed: int = 0,
     encoding: str = "utf-8",
 ) -> Dataset:
-    """Read a CSV with a header row. Every problem is a DatasetError naming file, line and column."""
+    """Check a CSV with a header row, once, and select its rows. Every problem is a DatasetError
+    naming the file, line and column."""
     try:
         codecs.lookup(encoding)
     except LookupError:
         raise DatasetError(f"{path}: unknown encoding {encoding!r} (dataset.encoding)") from None
+    digest = hashlib.sha256()
     try:
-        # utf-8-sig: a spreadsheet's byte-order mark must not end up in the first column's name.
-        with path.open(encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding, newline="") as f:
-            records = list(csv.reader(f, strict=True))
+        with path.open("rb") as raw:
+            while chunk := raw.read(1 << 20):
+                digest.update(chunk)
+        header, count = _check(path, id_column, encoding)
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such dataset file") from None
     except IsADirectoryError:
@@ -75,50 +133,91 @@ def load_dataset(
         raise DatasetError(f"{path}: not a readable CSV file ({exc})") from None
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read ({exc.strerror})") from None
-
-    if not records or not any(cell.strip() for cell in records[0]):
-        raise DatasetError(f"{path}: the file is empty; expected a header row and at least one data row")
-    header = tuple(cell.strip() for cell in records[0])
-    for index, name in enumerate(header):
-        if not name:
-            raise DatasetError(f"{path}: line 1: column {index + 1} has no name")
-        if header.index(name) != index:
-            raise DatasetError(f"{path}: line 1: column name {name!r} appears twice")
-
-    rows: list[Row] = []
-    seen_ids: dict[str, int] = {}
-    for number, record in enumerate(records[1:], start=2):
-        if not record or (len(record) == 1 and not record[0].strip()):
-            continue  # blank line
-        if len(record) != len(header):
-            raise DatasetError(
-                f"{path}: line {number}: {len(record)} fields, but the header has {len(header)} "
-                f"(a stray comma, or a value with a comma that needs quotes?)"
-            )
-        values = dict(zip(header, record, strict=True))
-        if id_column is None:
-            row_id = str(len(rows) + 1)
-        else:
-            if id_column not in values:
-                raise DatasetError(
-                    f"{path}: id column {id_column!r} (dataset.id) is not in the file "
-                    f"(columns: {', '.join(header)})"
-                )
-            row_id = values[id_column].strip()
-            if not row_id:
-                raise DatasetError(f"{path}: line {number}: column {id_column!r} (the id) is empty")
-            if row_id in seen_ids:
-                raise DatasetError(
-                    f"{path}: line {number}: id {row_id!r} in column {id_column!r} repeats line {seen_ids[row_id]}"
-                )
-            seen_ids[row_id] = number
-        rows.append(Row(id=row_id, line=number, values=values))
-    if not rows:
-        raise DatasetError(f"{path}: the file has a header but no data rows")
-
-    if sample is not None and sample < len(rows):
-        chosen = sorted(random.Random(seed).sample(range(len(rows)), sample))
-        rows = [rows[i] for i in chosen]
+    chosen = None
+    if sample is not None and sample < count:
+        chosen = frozenset(random.Random(seed).sample(range(count), sample))
+        count = sample
     if limit is not None:
-        rows = rows[:limit]
-    return Dataset(path=path, columns=header, rows=tuple(rows), id_column=id_column)
+        count = min(count, limit)
+    return Dataset(
+        path=path,
+        columns=header,
+        id_column=id_column,
+        encoding=encoding,
+        count=count,
+        digest=digest.hexdigest(),
+        limit=limit,
+        chosen=chosen,
+    )
+
+
+def _check(path: Path, id_column: str | None, encoding: str) -> tuple[tuple[str, ...], int]:
+    """The header and the number of data rows; raises DatasetError on the first bad line."""
+    with _open(path, encoding) as f:
+        reader = csv.reader(f, strict=True)
+        first = next(reader, None)
+        if first is None or not any(cell.strip() for cell in first):
+            raise DatasetError(f"{path}: the file is empty; expected a header row and at least one data row")
+        header = tuple(cell.strip() for cell in first)
+        for index, name in enumerate(header):
+            if not name:
+                raise DatasetError(f"{path}: line 1: column {index + 1} has no name")
+            if header.index(name) != index:
+                raise DatasetError(f"{path}: line 1: column name {name!r} appears twice")
+        id_index = None
+        if id_column is not None:
+            if id_column not in header:
+                raise DatasetError(
+                    f"{path}: id column {id_column!r} (dataset.id) is not in the file (columns: {', '.join(header)})"
+                )
+            id_index = header.index(id_column)
+        # 64-bit hashes of the ids seen: a few bytes per row instead of the ids themselves.
+        seen: set[int] = set()
+        count = 0
+        last_line = reader.line_num
+        for record in reader:
+            first_line, last_line = last_line + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # blank line
+            if len(record) != len(header):
+                raise DatasetError(
+                    f"{path}: line {first_line}: {len(record)} fields, but the header has {len(header)} "
+                    f"(a stray comma, or a value with a comma that needs quotes?)"
+                )
+            if id_index is not None:
+                row_id = record[id_index].strip()
+                if not row_id:
+                    raise DatasetError(f"{path}: line {first_line}: column {id_column!r} (the id) is empty")
+                fingerprint = int.from_bytes(hashlib.blake2b(row_id.encode(), digest_size=8).digest(), "big")
+                if fingerprint in seen:
+                    earlier = _first_line_of(path, header, encoding, id_index, row_id)
+                    if earlier != first_line:  # else two different ids share a hash: not a repeat
+                        raise DatasetError(
+                            f"{path}: line {first_line}: id {row_id!r} in column {id_column!r} repeats line {earlier}"
+                        )
+                seen.add(fingerprint)
+            count += 1
+    if count == 0:
+        raise DatasetError(f"{path}: the file has a header but no data rows")
+    return header, count
+
+
+def _first_line_of(path: Path, header: tuple[str, ...], encoding: str, id_index: int, row_id: str) -> int:
+    column = header[id_index]
+    for _, line, values in _records(path, header, encoding):
+        if values[column].strip() == row_id:
+            return line
+    return 0
+
+
+def load_dataset(
+    path: Path,
+    *,
+    id_column: str | None = None,
+    limit: int | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    encoding: str = "utf-8",
+) -> Dataset:
+    """`scan_dataset` under its historical name."""
+    return scan_dataset(path, id_column=id_column, limit=limit, sample=sample, seed=seed, encoding=encoding)

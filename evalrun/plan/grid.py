@@ -1,296 +1,81 @@
-"""The grid: models × prompts × rows × repeats → cells, each one Messages request body and a key.
+"""The grid: models × prompts × rows × repeats → a stream of cells and the requests they need.
 
-This is also where each model's answer mode and parameters are decided (from the model table
-and from what earlier responses taught us), so that nothing a model refuses is ever sent.
+Everything that is the same for every row is decided once per model × prompt (a `Variant`):
+the answer mode and the parameters, from the model table and from what earlier responses
+taught us, so that nothing a model refuses is ever sent. Rows are then streamed from the
+dataset and each cell's request body is built, keyed and handed on; nothing is held per cell.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from functools import cached_property
 from typing import Any
 
-from evalrun.errors import DatasetError, SpecError, TemplateError
-from evalrun.models import SAMPLING_PARAMS, ModelInfo, ModelTable, builtin_table, load_table_file
+from evalrun import __version__
+from evalrun.errors import DatasetError, TemplateError
+from evalrun.models import SAMPLING_PARAMS, ModelTable
 from evalrun.plan.dataset import Dataset, Row
-from evalrun.plan.render import fill_template, prompt_placeholders, render_system, render_turns
+from evalrun.plan.endpoints import ModelPlan
+from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
+from evalrun.plan.render import (
+    fill_template,
+    has_image_files,
+    key_view,
+    prompt_placeholders,
+    render_system,
+    render_turns,
+)
 from evalrun.results.scoring import normalize_choice_target
-from evalrun.spec import Experiment, ModelSpec, PromptSpec
+from evalrun.spec import Experiment, ImageBlock, PromptSpec
+from evalrun.store.records import CellRecord, RequestRecord, RowRecord
+from evalrun.store.run_store import Learned
+from evalrun.tokens import estimate_input_tokens
 
-__all__ = [
-    "Cell",
-    "Learned",
-    "ModelPlan",
-    "Plan",
-    "cell_key",
-    "experiment_table",
-    "make_plan",
-    "resolve_models",
-]
+__all__ = ["Plan", "Variant", "canonical_json", "check_columns", "request_key"]
 
-DEFAULT_BASE_URL = "https://api.anthropic.com"
-SIMULATOR = "simulator"
-# max_tokens floors per answer mode: enough room for the answer the mode asks for.
-STRUCTURED_MIN_TOKENS = 32
-INSTRUCTION_MIN_TOKENS = 8
-DEFAULT_MAX_TOKENS = {
-    "prefill": 5,
-    "structured": STRUCTURED_MIN_TOKENS,
-    "instruction": INSTRUCTION_MIN_TOKENS,
-}
-PLAIN_MAX_TOKENS = 1024
-# Always-on thinking spends output tokens before the answer, so tiny budgets cannot work.
-THINKING_MIN_TOKENS = 2048
+# Bumped when the way bodies or keys are built changes, so a stored plan is rebuilt.
+PLAN_FORMAT = 2
 
 
-@dataclass(frozen=True)
-class Learned:
-    """What responses taught us about a model that the table did not say."""
-
-    prefill_refused: bool = False
-    refused_params: frozenset[str] = frozenset()
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-@dataclass(frozen=True)
-class ModelPlan:
-    """One model of the experiment with everything needed to send to it."""
-
-    label: str
-    spec: ModelSpec
-    info: ModelInfo
-    base_url: str
-    api_version: str
-    api_key_env: str | None
-    endpoint: str  # what a stored answer is tied to: the base URL, or "simulator"
-    warnings: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One request of the grid."""
-
-    key: str
-    model: str
-    model_id: str
-    prompt: str
-    row_id: str
-    repeat: int
-    answer_mode: str
-    target: str
-    body: dict[str, Any]
-    endpoint: str
-
-    @property
-    def max_tokens(self) -> int:
-        return int(self.body["max_tokens"])
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Every cell of the experiment, in send order, and per-model decisions."""
-
-    cells: tuple[Cell, ...]
-    models: tuple[ModelPlan, ...]
-    modes: Mapping[tuple[str, str], str]  # (model label, prompt) → answer mode
-    params: Mapping[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def fingerprint(self) -> str:
-        """Names the run folder: the same cells always land in the same folder."""
-        digest = hashlib.sha256()
-        for cell in self.cells:
-            digest.update(cell.key.encode())
-        return digest.hexdigest()[:12]
-
-
-def cell_key(body: Mapping[str, Any], *, repeat: int, endpoint: str, api_version: str) -> str:
-    """A content hash: the same request to the same endpoint is the same cell, whatever its row."""
-    canonical = json.dumps(
-        {"body": body, "repeat": repeat, "endpoint": endpoint, "api_version": api_version},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
+def request_key(body_json: str, *, repeat: int, endpoint: str, api_version: str) -> str:
+    """What is paid for: the same body to the same endpoint under the same API version and
+    repeat index is the same request, whatever cell asks for it. `body_json` is the canonical
+    JSON of the body as the key sees it (image files by content hash)."""
+    text = (
+        f'{{"api_version":{json.dumps(api_version, ensure_ascii=False)},"body":{body_json},'
+        f'"endpoint":{json.dumps(endpoint, ensure_ascii=False)},"repeat":{repeat}}}'
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def experiment_table(experiment: Experiment) -> ModelTable:
-    """The built-in model table with the experiment's `model_table` merged over it."""
-    table = builtin_table()
-    extra = experiment.model_table
-    if extra is None:
-        return table
-    if isinstance(extra, str):
-        path = (Path(experiment.base_dir) / extra).resolve()
-        return table.extended(load_table_file(path), source=str(path))
-    return table.extended(extra, source=f"{experiment.source}: model_table")
+@dataclass
+class PlanChunk:
+    """A piece of the plan, written to the store in one transaction."""
+
+    rows: list[RowRecord] = field(default_factory=list)
+    cells: list[CellRecord] = field(default_factory=list)
+    requests: list[RequestRecord] = field(default_factory=list)
+    last_seq: int = -1
 
 
-def resolve_models(
-    experiment: Experiment, table: ModelTable, *, sim: bool = False, environ: Mapping[str, str] | None = None
-) -> tuple[ModelPlan, ...]:
-    """Where and how each model is reached. `ANTHROPIC_BASE_URL` applies unless a model sets base_url."""
-    env = environ or {}
-    plans = []
-    for spec in experiment.models:
-        info = table.get(spec.name)
-        api_version = spec.api_version or experiment.api_version or table.default_api_version
-        if sim:
-            base_url, endpoint = "", SIMULATOR
-        else:
-            base_url = (spec.base_url or env.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
-            endpoint = base_url
-        warnings = []
-        if not info.known:
-            warnings.append(
-                f"{spec.display}: not in the model table; its prefill and sampling support will be "
-                f"learned from the first response (declare it under `model_table` to skip that)"
-            )
-        if info.retires:
-            warnings.append(f"{spec.display}: retires on {info.retires}")
-        if info.price is None:
-            warnings.append(f"{spec.display}: no known price; costs will be empty, not $0")
-        plans.append(
-            ModelPlan(
-                label=spec.display,
-                spec=spec,
-                info=info,
-                base_url=base_url,
-                api_version=api_version,
-                api_key_env=spec.api_key_env,
-                endpoint=endpoint,
-                warnings=tuple(warnings),
-            )
-        )
-    return tuple(plans)
+@dataclass(frozen=True)
+class Variant:
+    """One model × prompt variant: how every row of it is asked."""
 
-
-def _answer_mode(experiment: Experiment, prompt: PromptSpec, model: ModelPlan, learned: Learned) -> str:
-    """The mode one model is asked one variant in (see README: answer modes)."""
-    forced = model.spec.answer_mode or prompt.answer_mode or experiment.answer_mode
-    has_prefill = prompt.prefill is not None
-    refuses_prefill = model.info.prefill is False or learned.prefill_refused
-    if experiment.scorer.type != "choice":
-        if has_prefill and refuses_prefill:
-            return "plain"  # no letter enum to constrain; the prefill is dropped (warned)
-        return "prefill" if has_prefill else "plain"
-    if forced == "auto":
-        if not has_prefill:
-            return "plain"
-        return "structured" if refuses_prefill else "prefill"
-    if forced == "prefill":
-        if not has_prefill:
-            raise SpecError(
-                f"{experiment.source}: answer_mode prefill needs a `prefill` in every prompt it applies to"
-            )
-        if refuses_prefill:
-            raise SpecError(
-                f"{experiment.source}: answer_mode prefill is forced, but {model.label} does not accept "
-                f"prefill; use answer_mode auto, structured or instruction for it"
-            )
-    return forced
-
-
-def _merged_params(experiment: Experiment, prompt: PromptSpec, model: ModelPlan) -> dict[str, Any]:
-    # Later wins: experiment defaults < prompt variant < model entry.
-    return {**experiment.params, **prompt.params, **model.spec.params}
-
-
-def _adapt_params(
-    params: dict[str, Any], model: ModelPlan, table: ModelTable, learned: Learned, mode: str
-) -> tuple[dict[str, Any], list[str]]:
-    """Drop what the model or API version refuses and size max_tokens for the mode."""
-    params = dict(params)
-    notes: list[str] = []
-    removed = table.removed_params(model.api_version)
-    for name in SAMPLING_PARAMS:
-        if name not in params:
-            continue
-        if name in removed:
-            notes.append(f"`{name}` does not exist under API version {model.api_version}: not sent")
-        elif name in model.info.refuses:
-            notes.append(f"refuses `{name}`: not sent")
-        elif name in learned.refused_params:
-            notes.append(f"refused `{name}` in an earlier response: not sent")
-        else:
-            continue
-        del params[name]
-    for group in model.info.exclusive:
-        present = [p for p in SAMPLING_PARAMS if p in group and p in params]
-        for name in present[1:]:
-            notes.append(f"refuses {' and '.join(present)} together: `{name}` not sent")
-            del params[name]
-    floor = {"structured": STRUCTURED_MIN_TOKENS, "instruction": INSTRUCTION_MIN_TOKENS}.get(mode, 1)
-    if "max_tokens" not in params:
-        params["max_tokens"] = DEFAULT_MAX_TOKENS.get(mode, PLAIN_MAX_TOKENS)
-    elif params["max_tokens"] < floor:
-        params["max_tokens"] = floor
-    if model.info.thinking == "always" and params["max_tokens"] < THINKING_MIN_TOKENS:
-        notes.append(f"thinks before every answer: max_tokens raised to {THINKING_MIN_TOKENS}")
-        params["max_tokens"] = THINKING_MIN_TOKENS
-    return params, notes
-
-
-def _choice_schema(choices: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {"answer": {"type": "string", "enum": list(choices)}},
-        "required": ["answer"],
-        "additionalProperties": False,
-    }
-
-
-def _instruction(choices: list[str]) -> str:
-    listed = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
-    return f"Answer with only the letter of the correct option ({listed})."
-
-
-def _append_to_last_user_turn(messages: list[dict[str, Any]], text: str) -> None:
-    last = messages[-1]
-    if isinstance(last["content"], str):
-        last["content"] = f"{last['content']}\n\n{text}"
-    else:
-        last["content"] = [*last["content"], {"type": "text", "text": text}]
-
-
-def _body(
-    experiment: Experiment,
-    name: str,
-    prompt: PromptSpec,
-    model: ModelPlan,
-    row: Row,
-    mode: str,
-    params: dict[str, Any],
-    image_dir: Path,
-) -> dict[str, Any]:
-    where = f"prompts.{name}"
-    row_where = f"{experiment.dataset_path}: line {row.line}"
-    body: dict[str, Any] = {"model": model.info.id if model.info.known else model.spec.name}
-    body["max_tokens"] = params["max_tokens"]
-    system = render_system(prompt, row.values, where=where)
-    if system is not None:
-        body["system"] = system
-    messages = render_turns(prompt.messages, row.values, base_dir=image_dir, where=where, row_where=row_where)
-    if mode == "prefill" and prompt.prefill is not None:
-        prefill = fill_template(prompt.prefill, row.values, where=f"{where}.prefill").rstrip()
-        if prefill:
-            messages.append({"role": "assistant", "content": prefill})
-    elif mode == "structured":
-        schema = _choice_schema(list(experiment.scorer.choices or ()))
-        config = dict(params.get("output_config") or {})
-        config["format"] = {"type": "json_schema", "schema": schema}
-        params = {**params, "output_config": config}
-    elif mode == "instruction":
-        _append_to_last_user_turn(messages, _instruction(list(experiment.scorer.choices or ())))
-    body["messages"] = messages
-    for key, value in params.items():
-        if key != "max_tokens":
-            body[key] = value
-    return body
+    model: ModelPlan
+    prompt_name: str
+    prompt: PromptSpec
+    mode: AnswerMode
+    params: dict[str, Any]
+    notes: tuple[str, ...] = ()
 
 
 def _normalize_prompt(prompt: PromptSpec) -> PromptSpec:
@@ -302,7 +87,7 @@ def _normalize_prompt(prompt: PromptSpec) -> PromptSpec:
 
 
 def check_columns(experiment: Experiment, dataset: Dataset) -> None:
-    """Every placeholder and the scorer's target must be dataset columns: checked before sending."""
+    """Every placeholder and every column the scorer reads must be in the file: checked first."""
     for name, prompt in experiment.prompts.items():
         for column, where in prompt_placeholders(prompt, where=f"prompts.{name}").items():
             if column not in dataset.columns:
@@ -310,82 +95,329 @@ def check_columns(experiment: Experiment, dataset: Dataset) -> None:
                     f"{experiment.source}: {where}: placeholder {{{column}}} is not a column of "
                     f"{dataset.path.name} (columns: {', '.join(dataset.columns)}); write {{{{ }}}} for literal braces"
                 )
-    if experiment.scorer.target not in dataset.columns:
+    for column, what in experiment.scorer.columns():
+        if column not in dataset.columns:
+            raise DatasetError(
+                f"{dataset.path}: {what} column {column!r} is not in the file (columns: {', '.join(dataset.columns)})"
+            )
+    cluster = experiment.dataset.cluster
+    if cluster is not None and cluster not in dataset.columns:
         raise DatasetError(
-            f"{dataset.path}: scorer.target column {experiment.scorer.target!r} is not in the file "
-            f"(columns: {', '.join(dataset.columns)})"
+            f"{dataset.path}: dataset.cluster column {cluster!r} is not in the file (columns: {', '.join(dataset.columns)})"
         )
 
 
-def make_plan(
-    experiment: Experiment,
-    dataset: Dataset,
-    models: tuple[ModelPlan, ...],
-    table: ModelTable,
-    *,
-    learned: Mapping[str, Learned] | None = None,
-) -> Plan:
-    """Expand the grid, row by row across models and prompts, so that a run stopped part-way
-    (budget, Ctrl-C) has covered the same rows for every model and prompt."""
-    check_columns(experiment, dataset)
-    learned = learned or {}
-    prompts = {name: _normalize_prompt(p) for name, p in experiment.prompts.items()}
-    choices = list(experiment.scorer.choices or ())
-    targets: dict[str, str] = {}
-    for row in dataset.rows:
-        raw = row.values[experiment.scorer.target]
-        if experiment.scorer.type == "choice":
-            target = normalize_choice_target(raw, choices)
-            if target is None:
-                raise DatasetError(
-                    f"{dataset.path}: line {row.line}: column {experiment.scorer.target!r} holds {raw!r}, "
-                    f"which is not one of the choices {', '.join(choices)}"
-                )
-            targets[row.id] = target
-        else:
-            targets[row.id] = raw
-    modes: dict[tuple[str, str], str] = {}
-    params_by: dict[tuple[str, str], dict[str, Any]] = {}
-    warnings: list[str] = []
-    for model in models:
-        warnings.extend(model.warnings)
-        notes_seen: set[str] = set()
-        knowledge = learned.get(model.label, Learned())
-        for name, prompt in prompts.items():
-            mode = _answer_mode(experiment, prompt, model, knowledge)
-            params, notes = _adapt_params(
-                _merged_params(experiment, prompt, model), model, table, knowledge, mode
+@dataclass
+class Plan:
+    """Everything decided before the first row; cells and rows are streamed from the dataset."""
+
+    experiment: Experiment
+    dataset: Dataset
+    models: tuple[ModelPlan, ...]
+    table: ModelTable
+    learned: Mapping[str, Learned] = field(default_factory=dict)
+    variants: tuple[Variant, ...] = field(init=False)
+    warnings: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        check_columns(self.experiment, self.dataset)
+        self.learned = dict(self.learned)
+        self.choices = tuple(self.experiment.scorer.choices or ())
+        self.image_dir = self.experiment.dataset_path.parent
+        self._prompts = {name: _normalize_prompt(p) for name, p in self.experiment.prompts.items()}
+        variants: list[Variant] = []
+        warnings: list[str] = []
+        for model in self.models:
+            warnings.extend(model.warnings)
+            seen: set[str] = set()
+            for name, prompt in self._prompts.items():
+                variant = self._variant(model, name, prompt)
+                variants.append(variant)
+                for note in variant.notes:
+                    if note not in seen:
+                        seen.add(note)
+                        warnings.append(f"{model.label}: {note}")
+        self.variants = tuple(variants)
+        self.warnings = tuple(warnings)
+
+    # -- decisions per model × prompt ---------------------------------------------------------
+    def _variant(self, model: ModelPlan, name: str, prompt: PromptSpec) -> Variant:
+        experiment = self.experiment
+        knowledge = self.learned.get(model.label, Learned())
+        forced = model.spec.answer_mode or prompt.answer_mode or experiment.answer_mode
+        mode = choose_mode(
+            forced=forced,
+            has_prefill=prompt.prefill is not None,
+            refuses_prefill=model.info.prefill is False or knowledge.prefill_refused,
+            multiple_choice=experiment.scorer.type == "choice",
+            model_label=model.label,
+            source=experiment.source,
+        )
+        params = {**experiment.params, **prompt.params, **model.spec.params}  # later wins
+        params, notes = self._adapt_params(params, model, knowledge, mode)
+        if prompt.prefill is not None and mode.name == "plain":
+            notes.append("does not accept prefill and the scorer is not `choice`: the prefill is dropped")
+        return Variant(model=model, prompt_name=name, prompt=prompt, mode=mode, params=params, notes=tuple(notes))
+
+    def _adapt_params(
+        self, params: dict[str, Any], model: ModelPlan, learned: Learned, mode: AnswerMode
+    ) -> tuple[dict[str, Any], list[str]]:
+        """Drop what the model or API version refuses and size max_tokens for the mode."""
+        params = dict(params)
+        notes: list[str] = []
+        removed = self.table.removed_params(model.api_version)
+        for name in SAMPLING_PARAMS:
+            if name not in params:
+                continue
+            if name in removed:
+                notes.append(f"`{name}` does not exist under API version {model.api_version}: not sent")
+            elif name in model.info.refuses:
+                notes.append(f"refuses `{name}`: not sent")
+            elif name in learned.refused_params:
+                notes.append(f"refused `{name}` in an earlier response: not sent")
+            else:
+                continue
+            del params[name]
+        for group in model.info.exclusive:
+            present = [p for p in SAMPLING_PARAMS if p in group and p in params]
+            for name in present[1:]:
+                notes.append(f"refuses {' and '.join(present)} together: `{name}` not sent")
+                del params[name]
+        if "max_tokens" not in params:
+            params["max_tokens"] = mode.default_max_tokens
+        elif params["max_tokens"] < mode.min_max_tokens:
+            params["max_tokens"] = mode.min_max_tokens
+        if model.info.thinking == "always" and params["max_tokens"] < THINKING_MIN_TOKENS:
+            notes.append(f"thinks before every answer: max_tokens raised to {THINKING_MIN_TOKENS}")
+            params["max_tokens"] = THINKING_MIN_TOKENS
+        return params, notes
+
+    @property
+    def modes(self) -> dict[tuple[str, str], str]:
+        """(model label, prompt) → answer mode name."""
+        return {(v.model.label, v.prompt_name): v.mode.name for v in self.variants}
+
+    @property
+    def params(self) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(v.model.label, v.prompt_name): v.params for v in self.variants}
+
+    @property
+    def total_cells(self) -> int:
+        return self.dataset.count * len(self.variants) * self.experiment.repeats
+
+    # -- rows ------------------------------------------------------------------------------
+    def target(self, row: Row) -> str:
+        scorer = self.experiment.scorer
+        if scorer.target is None:
+            return ""
+        raw = row.values[scorer.target]
+        if scorer.type != "choice":
+            return raw
+        target = normalize_choice_target(raw, self.choices)
+        if target is None:
+            raise DatasetError(
+                f"{self.dataset.path}: line {row.line}: column {scorer.target!r} holds {raw!r}, "
+                f"which is not one of the choices {', '.join(self.choices)}"
             )
-            if prompt.prefill is not None and mode == "plain":
-                notes.append("does not accept prefill and the scorer is not `choice`: the prefill is dropped")
-            for note in notes:
-                if note not in notes_seen:
-                    notes_seen.add(note)
-                    warnings.append(f"{model.label}: {note}")
-            modes[(model.label, name)] = mode
-            params_by[(model.label, name)] = params
-    image_dir = experiment.dataset_path.parent
-    cells: list[Cell] = []
-    for repeat in range(experiment.repeats):
-        for row in dataset.rows:
-            for model in models:
-                for name, prompt in prompts.items():
-                    mode, params = modes[(model.label, name)], params_by[(model.label, name)]
-                    body = _body(experiment, name, prompt, model, row, mode, params, image_dir)
-                    cells.append(
-                        Cell(
-                            key=cell_key(
-                                body, repeat=repeat, endpoint=model.endpoint, api_version=model.api_version
-                            ),
-                            model=model.label,
-                            model_id=model.spec.name,
-                            prompt=name,
-                            row_id=row.id,
-                            repeat=repeat,
-                            answer_mode=mode,
-                            target=targets[row.id],
-                            body=body,
-                            endpoint=model.endpoint,
-                        )
-                    )
-    return Plan(cells=tuple(cells), models=models, modes=modes, params=params_by, warnings=tuple(warnings))
+        return target
+
+    def row_record(self, row: Row) -> RowRecord:
+        cluster_column = self.experiment.dataset.cluster
+        cluster = row.values[cluster_column].strip() if cluster_column else None
+        if cluster_column and not cluster:
+            raise DatasetError(f"{self.dataset.path}: line {row.line}: column {cluster_column!r} (the cluster) is empty")
+        return RowRecord(
+            row_seq=row.seq,
+            row_id=row.id,
+            line=row.line,
+            cluster=cluster,
+            target=self.target(row),
+            values_json=json.dumps(row.values, ensure_ascii=False),
+        )
+
+    def check(self) -> str:
+        """Check every selected row before anything is sent (targets, clusters, images) and
+        return a digest of the image files they use, for the fingerprint."""
+        digest = hashlib.sha256()
+        image_prompts = [(v, n) for n, v in self._prompts.items() if _has_image_paths(v)]
+        for row in self.dataset.iter_rows():
+            self.row_record(row)
+            for prompt, name in image_prompts:
+                turns = render_turns(
+                    prompt.messages, row.values, base_dir=self.image_dir, where=f"prompts.{name}",
+                    row_where=f"{self.dataset.path}: line {row.line}",
+                )  # fmt: skip
+                for message in turns:
+                    for block in message["content"] if isinstance(message["content"], list) else ():
+                        source = block.get("source") if isinstance(block, dict) else None
+                        if isinstance(source, dict) and "sha256" in source:
+                            digest.update(source["sha256"].encode())
+        return digest.hexdigest()
+
+    # -- bodies ----------------------------------------------------------------------------
+    def body(self, variant: Variant, row: Row) -> dict[str, Any]:
+        """The request body for one row of one variant (image files as references)."""
+        prompt, where = variant.prompt, f"prompts.{variant.prompt_name}"
+        body: dict[str, Any] = {"model": variant.model.request_model, "max_tokens": variant.params["max_tokens"]}
+        system = render_system(prompt, row.values, where=where)
+        if system is not None:
+            body["system"] = system
+        messages = render_turns(
+            prompt.messages, row.values, base_dir=self.image_dir, where=where,
+            row_where=f"{self.dataset.path}: line {row.line}",
+        )  # fmt: skip
+        prefill = None
+        if prompt.prefill is not None:
+            prefill = fill_template(prompt.prefill, row.values, where=f"{where}.prefill").rstrip() or None
+        messages, params = variant.mode.shape(messages, variant.params, prefill=prefill, choices=self.choices)
+        body["messages"] = messages
+        for key, value in params.items():
+            if key != "max_tokens":
+                body[key] = value
+        return body
+
+    def keyed(self, variant: Variant, body: dict[str, Any], repeat: int) -> tuple[str, str]:
+        """(request key, stored body JSON) of a body."""
+        body_json = canonical_json(body)
+        key_json = canonical_json(key_view(body)) if has_image_files(body) else body_json
+        model = variant.model
+        return request_key(key_json, repeat=repeat, endpoint=model.endpoint, api_version=model.api_version), body_json
+
+    def first_body(self) -> dict[str, Any] | None:
+        row = next(self.dataset.iter_rows(), None)
+        return self.body(self.variants[0], row) if row is not None and self.variants else None
+
+    # -- the stream --------------------------------------------------------------------------
+    def rows(self) -> Iterator[RowRecord]:
+        for row in self.dataset.iter_rows():
+            yield self.row_record(row)
+
+    def cells(self, **options: Any) -> Iterator[tuple[CellRecord, RequestRecord]]:
+        """Every cell with its request, one by one (see `chunks` for the options)."""
+        for chunk in self.chunks(**options):
+            yield from zip(chunk.cells, chunk.requests, strict=True)
+
+    def chunks(
+        self,
+        *,
+        models: set[str] | None = None,
+        after_seq: int = -1,
+        until_seq: int | None = None,
+        size: int = 4096,
+        first_size: int = 64,
+    ) -> Iterator[PlanChunk]:
+        """The plan in chunks, row by row across models and prompts, so that a run stopped
+        part-way has covered the same rows for every model and prompt.
+
+        `seq` is a cell's position in the whole grid. Only cells of `models`, after `after_seq`
+        and up to `until_seq` are built; a chunk also carries the rows it reaches first (with
+        the first repeat). The first chunk is small, so that the first request leaves at once.
+        """
+        variants = self.variants
+        width = len(variants)
+        rows_count = self.dataset.count
+        chunk = PlanChunk()
+        limit = first_size
+        for repeat in range(self.experiment.repeats):
+            if (repeat + 1) * rows_count * width - 1 <= after_seq:
+                continue
+            for row in self.dataset.iter_rows():
+                base = (repeat * rows_count + row.seq) * width
+                if until_seq is not None and base > until_seq:
+                    if chunk.cells or chunk.rows:
+                        yield chunk
+                    return
+                if base + width - 1 <= after_seq:
+                    continue
+                if repeat == 0:
+                    chunk.rows.append(self.row_record(row))
+                for index, variant in enumerate(variants):
+                    seq = base + index
+                    if seq <= after_seq or (until_seq is not None and seq > until_seq):
+                        continue
+                    if models is not None and variant.model.label not in models:
+                        continue
+                    cell, request = self._cell(variant, row, repeat, seq)
+                    chunk.cells.append(cell)
+                    chunk.requests.append(request)
+                    chunk.last_seq = seq
+                if len(chunk.cells) >= limit:
+                    yield chunk
+                    chunk = PlanChunk()
+                    limit = size
+        if chunk.cells or chunk.rows:
+            yield chunk
+
+    def _cell(self, variant: Variant, row: Row, repeat: int, seq: int) -> tuple[CellRecord, RequestRecord]:
+        body = self.body(variant, row)
+        key, body_json = self.keyed(variant, body, repeat)
+        max_tokens = int(body["max_tokens"])
+        model = variant.model
+        return (
+            CellRecord(
+                seq=seq,
+                model=model.label,
+                model_id=model.spec.name,
+                prompt=variant.prompt_name,
+                row_seq=row.seq,
+                row_id=row.id,
+                repeat=repeat,
+                answer_mode=variant.mode.name,
+                request_key=key,
+                max_tokens=max_tokens,
+            ),
+            RequestRecord(
+                key=key,
+                first_seq=seq,
+                model=model.label,
+                max_tokens=max_tokens,
+                input_tokens=estimate_input_tokens(body),
+                body_json=body_json,
+                gate=variant.prompt_name,
+            ),
+        )
+
+    # -- identity ------------------------------------------------------------------------------
+    @cached_property
+    def inputs_digest(self) -> str:
+        """Everything the grid depends on except what was learned: names the run folder, so the
+        same command lands in the same folder and resumes."""
+        experiment = self.experiment
+        digest = hashlib.sha256()
+        digest.update(f"plan-format {PLAN_FORMAT}\n".encode())
+        digest.update(canonical_json(experiment.model_dump(mode="json")).encode())
+        dataset = self.dataset
+        digest.update(
+            canonical_json(
+                {"digest": dataset.digest, "count": dataset.count, "limit": dataset.limit,
+                 "chosen": sorted(dataset.chosen) if dataset.chosen is not None else None}
+            ).encode()
+        )  # fmt: skip
+        for model in self.models:
+            digest.update(
+                canonical_json(
+                    {"label": model.label, "id": model.request_model, "endpoint": model.endpoint,
+                     "api_version": model.api_version, "info": repr(model.info)}
+                ).encode()
+            )  # fmt: skip
+        digest.update(canonical_json({k: sorted(v) for k, v in self.table.api_versions.items()}).encode())
+        return digest.hexdigest()
+
+    def fingerprint(self, images_digest: str) -> str:
+        """The stored plan is this plan: same inputs, images, learned capabilities and evalrun."""
+        learned = {m: [k.prefill_refused, sorted(k.refused_params)] for m, k in sorted(self.learned.items())}
+        text = canonical_json([self.inputs_digest, images_digest, learned, __version__])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _has_image_paths(prompt: PromptSpec) -> bool:
+    return any(
+        isinstance(block, ImageBlock) and block.path is not None
+        for turn in prompt.messages
+        if not isinstance(turn.content, str)
+        for block in turn.content
+    )
+
+
+def folder_name(plan: Plan) -> str:
+    return plan.inputs_digest[:12]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import copy
+import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +16,14 @@ from evalrun.errors import DatasetError, TemplateError
 from evalrun.spec import ImageBlock, PromptSpec, TextBlock, Turn
 
 __all__ = [
+    "FILE_SOURCE",
     "IMAGE_TYPES",
     "Template",
     "detect_media_type",
+    "has_image_files",
+    "image_file_source",
+    "key_view",
+    "materialize",
     "prompt_placeholders",
     "render_system",
     "render_turns",
@@ -123,13 +131,34 @@ def detect_media_type(data: bytes) -> str | None:
     return None
 
 
-@lru_cache(maxsize=256)
-def _image_source(path: Path) -> dict[str, str]:
-    data = path.read_bytes()
-    media_type = detect_media_type(data)
+# An image file in a planned body: read (and base64-encoded) only when the request is sent, so
+# a plan never holds image data. The request key covers the file's content hash, not its path.
+FILE_SOURCE = "evalrun_file"
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # the Messages API's limit per base64 image
+
+
+@lru_cache(maxsize=4096)
+def _image_file(path: Path, size: int, mtime_ns: int) -> dict[str, str]:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        head = f.read(12)
+        digest.update(head)
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    media_type = detect_media_type(head)
     if media_type is None:
         raise ValueError("not a JPEG, PNG, GIF or WebP image")
-    return {"type": "base64", "media_type": media_type, "data": base64.b64encode(data).decode("ascii")}
+    if size > MAX_IMAGE_BYTES:
+        raise ValueError(f"{size / 1e6:.1f} MB; the API takes images of at most 5 MB")
+    return {"type": FILE_SOURCE, "path": str(path), "media_type": media_type, "sha256": digest.hexdigest()}
+
+
+def image_file_source(path: Path) -> dict[str, str]:
+    """A reference to an image file, checked (type from its bytes, size) and content-hashed."""
+    stat = path.stat()
+    if not path.is_file():
+        raise IsADirectoryError(21, "is a folder, not a file")
+    return dict(_image_file(path, stat.st_size, stat.st_mtime_ns))
 
 
 def _image_block(block: ImageBlock, values: dict[str, str], *, base_dir: Path, where: str) -> dict[str, Any]:
@@ -141,11 +170,11 @@ def _image_block(block: ImageBlock, values: dict[str, str], *, base_dir: Path, w
     else:
         assert block.path is not None
         raw = _template(block.path, where).fill(values).strip()
-        path = (base_dir / raw).resolve()
+        path = base_dir / raw
         try:
-            source = _image_source(path)
+            source = image_file_source(path)
         except FileNotFoundError:
-            raise DatasetError(f"{where}: image file {raw!r} not found (looked at {path})") from None
+            raise DatasetError(f"{where}: image file {raw!r} not found (looked at {path.absolute()})") from None
         except (IsADirectoryError, PermissionError, ValueError) as exc:
             reason = str(exc) if isinstance(exc, ValueError) else exc.strerror
             raise DatasetError(f"{where}: image file {raw!r} cannot be used: {reason}") from None
@@ -153,6 +182,53 @@ def _image_block(block: ImageBlock, values: dict[str, str], *, base_dir: Path, w
     if block.cache_control:
         out["cache_control"] = dict(block.cache_control)
     return out
+
+
+def _file_blocks(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for message in body.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "image":
+                    source = block.get("source")
+                    if isinstance(source, dict) and source.get("type") == FILE_SOURCE:
+                        yield block
+
+
+def has_image_files(body: dict[str, Any]) -> bool:
+    return next(_file_blocks(body), None) is not None
+
+
+def key_view(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as the request key sees it: image files by content hash, not by path."""
+    if not has_image_files(body):
+        return body
+    view = copy.deepcopy(body)
+    for block in _file_blocks(view):
+        block["source"] = {k: v for k, v in block["source"].items() if k != "path"}
+    return view
+
+
+def materialize(body: dict[str, Any]) -> dict[str, Any]:
+    """The body as sent: image file references replaced by their base64 data."""
+    if not has_image_files(body):
+        return body
+    sent = copy.deepcopy(body)
+    for block in _file_blocks(sent):
+        source = block["source"]
+        path = Path(source["path"])
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise DatasetError(f"{path}: image file cannot be read any more ({exc.strerror})") from None
+        if hashlib.sha256(data).hexdigest() != source["sha256"]:
+            raise DatasetError(f"{path}: image file changed since the run was planned; run again to re-plan it")
+        block["source"] = {
+            "type": "base64",
+            "media_type": source["media_type"],
+            "data": base64.b64encode(data).decode("ascii"),
+        }
+    return sent
 
 
 def _text_block(block: TextBlock, values: dict[str, str], *, where: str) -> dict[str, Any]:

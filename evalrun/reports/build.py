@@ -1,142 +1,68 @@
-"""Results and summaries as pandas frames, and the report files of a run folder.
+"""The report files of a run folder, always rebuilt from its store in one streaming pass.
 
-Reports are always rebuilt from the store: `build_reports(folder)` is what `evalrun run` calls at
-the end and what `evalrun report` calls on its own.
+`build_reports(folder)` is what `evalrun run` calls at the end and what `evalrun report` calls on
+its own. Cells are read from the store in chunks, scored once, streamed to the results writers
+(CSV, Parquet) and tallied; the report writers (summary and comparison CSVs, Markdown, HTML)
+then get one `Report` built from the tallies. Every file is written beside its final name and
+renamed into place only when all of them were written, so a failed write (a full disk) leaves
+the previous reports and is reported as a failure, never as success.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import numpy as np
 
-from evalrun.cost import stored_cost
+from evalrun import __version__
 from evalrun.errors import StoreError
-from evalrun.models import Price
-from evalrun.reports.html import render_html
-from evalrun.results.compare import compare
-from evalrun.results.scoring import make_scorer
+from evalrun.results.summary import compare_tallies, summarize
+from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
 from evalrun.spec import ScorerSpec
-from evalrun.stats import wilson_interval
 from evalrun.store.run_store import STORE_NAME, Store
 
-__all__ = [
-    "RESULT_COLUMNS",
-    "SUMMARY_COLUMNS",
-    "build_reports",
-    "load_results",
-    "results_frame",
-    "summary_frame",
-]
+__all__ = ["Report", "analyze", "build_reports", "default_comparison_by", "load_results", "open_run"]
 
-RESULT_COLUMNS = [
-    "model", "model_id", "prompt", "row_id", "repeat", "answer_mode", "response_text", "answer", "target",
-    "correct", "status", "stop_reason", "input_tokens", "output_tokens", "cache_creation_input_tokens",
-    "cache_read_input_tokens", "cost_usd", "latency_s", "attempts", "error",
-]  # fmt: skip
-SUMMARY_COLUMNS = [
-    "model", "prompt", "answer_mode", "n", "answered", "unparsed", "errors", "correct", "accuracy", "ci_low",
-    "ci_high", "input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-    "cost_usd", "cost_per_correct_usd", "cost_per_1k_rows_usd", "latency_p50_s", "latency_p95_s", "pending",
-]  # fmt: skip
-# The comparison columns shown in the Markdown report and by `evalrun compare`.
-COMPARISON_TABLE_COLUMNS = [
-    "group", "a", "b", "n", "acc_a", "acc_b", "diff", "diff_ci_low", "diff_ci_high", "p_mcnemar", "p_holm",
-]  # fmt: skip
-_TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
+_CHUNK = 5000
 
 
-def _price(raw: Mapping[str, Any] | None) -> Price | None:
-    return Price(**raw) if raw else None
+@dataclass
+class Report:
+    """Everything the report writers need, built from the tallies (never from all cells at once)."""
+
+    folder: Path
+    settings: Mapping[str, Any]
+    tallies: list[VariantTally]
+    summary: list[dict[str, Any]]
+    comparison: list[dict[str, Any]] | None
+    comparison_by: str | None
+    repeats: dict[tuple[str, str], RepeatTally]
+    columns: list[str]
+    simulated: bool
+    clusters: np.ndarray | None = None
+    choices: list[str] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the run's accuracy cannot be trusted as a whole, or None."""
+        sent = self.totals["answered"] + self.totals["errors"]
+        if self.totals["cells"] and self.totals["answered"] == 0:
+            if self.totals["errors"]:
+                return f"every request failed ({self.totals['errors']} errors): there is no accuracy to report"
+            return "nothing was answered yet: there is no accuracy to report"
+        if sent and self.totals["errors"] / sent > 0.5:
+            return f"most requests failed ({self.totals['errors']} of {sent}): the accuracy rests on the few answered"
+        return None
 
 
-def results_frame(rows: list[dict[str, Any]], settings: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per planned cell, scored. `settings` is what the run stored (scorer, prices)."""
-    scorer = make_scorer(ScorerSpec.model_validate(settings["scorer"]))
-    prices = {label: _price(p) for label, p in (settings.get("prices") or {}).items()}
-    records = []
-    for row in rows:
-        status = row["status"]
-        record: dict[str, Any] = {
-            "model": row["model"],
-            "model_id": row["model_id"],
-            "prompt": row["prompt"],
-            "row_id": row["row_id"],
-            "repeat": row["repeat"],
-            "answer_mode": row["answer_mode"],
-            "response_text": row["text"] or "",
-            "answer": "",
-            "target": row["target"],
-            "correct": False,
-            "stop_reason": row["stop_reason"] or "",
-            "latency_s": row["latency_s"] if row["latency_s"] is not None else math.nan,
-            "attempts": row["attempts"] or 0,
-            "error": row["error"] or "",
-        }
-        for column in _TOKEN_COLUMNS:
-            record[column] = int(row[column] or 0)
-        if status is None:
-            record["status"] = "pending"
-            record["error"] = "not sent yet"
-        elif status == "ok":
-            score = scorer(row["text"] or "", row["target"])
-            record["answer"] = score.answer or ""
-            record["correct"] = score.correct
-            record["status"] = score.status
-        else:
-            record["status"] = "error"
-        record["cost_usd"] = stored_cost(prices.get(row["model"]), row) if status is not None else 0.0
-        records.append(record)
-    frame = pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
-    frame["repeat"] = frame["repeat"].astype("int64")
-    frame["correct"] = frame["correct"].astype(bool)
-    return frame
-
-
-def _modes(series: pd.Series) -> str:
-    return "+".join(sorted(set(series)))
-
-
-def summary_frame(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per model × prompt. accuracy = correct / n over every sent cell; Wilson 95 % CI."""
-    rows = []
-    for (model, prompt), group in results.groupby(["model", "prompt"], sort=False):
-        sent = group[group["status"] != "pending"]
-        n = len(sent)
-        correct = int(sent["correct"].sum())
-        low, high = wilson_interval(correct, n)
-        latency = sent["latency_s"].dropna()
-        cost = sent["cost_usd"].sum(min_count=1) if not sent["cost_usd"].isna().any() else math.nan
-        rows.append(
-            {
-                "model": model,
-                "prompt": prompt,
-                "answer_mode": _modes(group["answer_mode"]),
-                "n": n,
-                "answered": int((sent["status"] != "error").sum()),
-                "unparsed": int((sent["status"] == "unparsed").sum()),
-                "errors": int((sent["status"] == "error").sum()),
-                "correct": correct,
-                "accuracy": correct / n if n else math.nan,
-                "ci_low": low,
-                "ci_high": high,
-                **{column: int(sent[column].sum()) for column in _TOKEN_COLUMNS},
-                "cost_usd": cost if n else 0.0,
-                "cost_per_correct_usd": cost / correct if correct and not math.isnan(cost) else math.nan,
-                "cost_per_1k_rows_usd": cost / n * 1000 if n and not math.isnan(cost) else math.nan,
-                "latency_p50_s": float(latency.quantile(0.5)) if len(latency) else math.nan,
-                "latency_p95_s": float(latency.quantile(0.95)) if len(latency) else math.nan,
-                "pending": int((group["status"] == "pending").sum()),
-            }
-        )
-    return pd.DataFrame.from_records(rows, columns=SUMMARY_COLUMNS)
-
-
-def _open(folder: Path) -> tuple[Store, dict[str, Any]]:
+def open_run(folder: Path) -> tuple[Store, dict[str, Any]]:
+    """A run folder's store and the settings of its last run."""
     if not (folder / STORE_NAME).exists():
         raise StoreError(f"{folder}: no {STORE_NAME} here; give a run folder (reports/<name>/<run>/)")
     store = Store.open(folder, create=False)
@@ -147,165 +73,170 @@ def _open(folder: Path) -> tuple[Store, dict[str, Any]]:
     return store, settings
 
 
-def load_results(folder: str | Path) -> pd.DataFrame:
-    """The per-cell results of a run folder, rebuilt from its store."""
-    store, settings = _open(Path(folder))
-    with store:
-        return results_frame(store.cell_rows(), settings)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
-
-
-def markdown_table(frame: pd.DataFrame, columns: list[str]) -> str:
-    header = "| " + " | ".join(columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = [
-        "| " + " | ".join(_fmt(row[c]).replace("|", "\\|") for c in columns) + " |"
-        for _, row in frame.iterrows()
-    ]
-    return "\n".join([header, rule, *body])
-
-
-def _markdown(
-    summary: pd.DataFrame, results: pd.DataFrame, settings: Mapping[str, Any], comparison: pd.DataFrame | None
-) -> str:
-    sent = results[results["status"] != "pending"]
-    total_cost = sent["cost_usd"].sum(min_count=1) if not sent["cost_usd"].isna().any() else math.nan
-    lines = [f"# {settings.get('name', 'experiment')}", ""]
-    if settings.get("endpoint") == "simulator":
-        lines += [
-            "> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.",
-            "",
-        ]
-    lines += [
-        markdown_table(
-            summary,
-            [
-                "model",
-                "prompt",
-                "answer_mode",
-                "n",
-                "correct",
-                "accuracy",
-                "ci_low",
-                "ci_high",
-                "unparsed",
-                "errors",
-                "cost_usd",
-                "cost_per_correct_usd",
-            ],
-        ),
-        "",
-        "Accuracy is correct / n over every sent cell (errors and unparsed answers count as wrong); "
-        "ci_low–ci_high is the 95 % Wilson interval.",
-        "",
-    ]
-    mixed = sorted(set(summary["answer_mode"]))
-    if len(mixed) > 1:
-        lines += [
-            f"> **Warning:** cells were asked in different answer modes ({', '.join(mixed)}); comparisons across "
-            "modes compare the asking as well as the model or prompt.",
-            "",
-        ]
-    if comparison is not None and not comparison.empty:
-        lines += [
-            f"## Paired comparison by {comparison['by'].iloc[0]}",
-            "",
-            markdown_table(comparison, [*COMPARISON_TABLE_COLUMNS, "modes_differ"]),
-            "",
-            "diff = acc_b − acc_a on the rows both answered; paired bootstrap 95 % interval; exact McNemar "
-            "p-value, Holm-adjusted across the table.",
-            "",
-        ]
-    lines += ["## Totals", ""]
-    lines += [
-        f"- cells: {len(results)} ({len(sent)} sent, {int((results['status'] == 'pending').sum())} pending)",
-        f"- input tokens: {int(sent['input_tokens'].sum()):,}; output tokens: {int(sent['output_tokens'].sum()):,}; "
-        f"cache writes: {int(sent['cache_creation_input_tokens'].sum()):,}; "
-        f"cache reads: {int(sent['cache_read_input_tokens'].sum()):,}",
-        f"- cost: {'unknown (a model has no price)' if math.isnan(total_cost) else f'${total_cost:.4f}'} "
-        f"(prices as of {settings.get('prices_as_of', 'unknown')})",
-        "",
-        "## Settings",
-        "",
-    ]
-    for key in (
-        "name",
-        "spec_path",
-        "dataset",
-        "endpoint",
-        "api_versions",
-        "models",
-        "prompts",
-        "repeats",
-        "scorer",
-        "budget_usd",
-        "concurrency",
-        "evalrun_version",
-    ):
-        if key in settings:
-            value = settings[key]
-            lines.append(f"- {key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
-    for warning in settings.get("warnings") or ():
-        lines.append(f"- warning: {warning}")
-    return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
-def default_comparison(results: pd.DataFrame) -> pd.DataFrame | None:
+def default_comparison_by(tallies: list[VariantTally]) -> str | None:
     """Prompts compared within each model when there are several prompts, else models."""
-    sent = results[results["status"] != "pending"]
-    if sent.empty:
-        return None
-    if sent["prompt"].nunique() > 1:
-        return compare(sent, by="prompt")
-    if sent["model"].nunique() > 1:
-        return compare(sent, by="model")
+    if len({t.prompt for t in tallies}) > 1:
+        return "prompt"
+    if len({t.model for t in tallies}) > 1:
+        return "model"
     return None
 
 
-def write_comparison(folder: Path, comparison: pd.DataFrame) -> Path:
-    path = folder / "comparison.csv"
-    _atomic_write(path, comparison.to_csv(index=False))
-    return path
+def _variants(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    models = settings.get("model_labels") or list(settings.get("models") or {})
+    return [(m, p) for m in models for p in settings.get("prompts") or []]
 
 
-def build_reports(folder: str | Path) -> Path:
-    """Write summary.csv, results.csv, comparison.csv, report.md and report.html into the run folder."""
-    folder = Path(folder)
-    store, settings = _open(folder)
-    with store:
-        results = results_frame(store.cell_rows(), settings)
-    summary = summary_frame(results)
-    comparison = default_comparison(results)
-    choices = (
-        settings.get("scorer", {}).get("choices")
-        if settings.get("scorer", {}).get("type") == "choice"
+def _clusters(store: Store, rows: int) -> np.ndarray | None:
+    codes = np.full(rows, -1, dtype=np.int64)
+    seen: dict[str, int] = {}
+    any_cluster = False
+    for row_seq, cluster in store.query("SELECT row_seq, cluster FROM rows ORDER BY row_seq"):
+        if cluster is None:
+            continue
+        any_cluster = True
+        codes[row_seq] = seen.setdefault(cluster, len(seen))
+    return codes if any_cluster else None
+
+
+def _rows(store: Store) -> int:
+    (count,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
+    return int(count)
+
+
+def analyze(
+    store: Store, settings: Mapping[str, Any], *, folder: Path, sink: Any = None, seed: int = 0
+) -> Report:
+    """Score every cell once (streaming the records to `sink.write(records)`) and build the Report."""
+    rows = _rows(store)
+    results = ResultsPass(settings, rows=rows, variants=_variants(settings))
+    for chunk in store.iter_cells(chunk=_CHUNK):
+        records = list(results.records(chunk))
+        if sink is not None:
+            sink.write(records)
+    tallies = [t for t in results.tallies.values() if t.cells]
+    repeats: dict[tuple[str, str], RepeatTally] = {}
+    if results.max_repeat > 0:
+        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
+    clusters = _clusters(store, rows)
+    reducer = str(settings.get("reducer") or "mean")
+    summary = summarize(tallies, clusters=clusters, reducer=reducer, repeats=repeats)
+    by = default_comparison_by(tallies)
+    comparison = (
+        compare_tallies(tallies, by=by, clusters=clusters, reducer=reducer, repeats=repeats, seed=seed)
+        if by is not None
         else None
     )
-    try:
-        _atomic_write(folder / "results.csv", results.to_csv(index=False))
-        _atomic_write(folder / "summary.csv", summary.to_csv(index=False))
-        if comparison is not None:
-            write_comparison(folder, comparison)
-        _atomic_write(folder / "report.md", _markdown(summary, results, settings, comparison))
-        _atomic_write(
-            folder / "report.html",
-            render_html(
-                summary=summary, results=results, comparison=comparison, settings=settings, choices=choices
-            ),
-        )
-    except OSError as exc:
-        raise StoreError(f"{folder}: cannot write the reports ({exc.strerror})") from None
+    totals: dict[str, Any] = {
+        "cells": sum(t.cells for t in tallies),
+        "answered": sum(t.answered for t in tallies),
+        "errors": sum(t.errors for t in tallies),
+        "pending": sum(t.pending for t in tallies),
+        "from_cache": sum(t.from_cache for t in tallies),
+        "paid_usd": sum(t.paid_usd for t in tallies),
+        "cost_usd": sum(t.cost_usd for t in tallies),
+        "cost_unknown": sum(t.cost_unknown for t in tallies),
+        "rows": rows,
+        "clusters": int(clusters.max() + 1) if clusters is not None else None,
+        "requests": store.plan_counts()["requests"],
+        "spent_usd": store.spent_usd(),
+    }
+    for column in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        totals[column] = sum(t.tokens[column] for t in tallies)
+    scorer = ScorerSpec.model_validate(settings["scorer"])
+    return Report(
+        folder=folder,
+        settings=settings,
+        tallies=tallies,
+        summary=summary,
+        comparison=comparison,
+        comparison_by=by,
+        repeats=repeats,
+        columns=results.columns,
+        simulated=settings.get("endpoint") == "simulator" or results.simulated > 0,
+        clusters=clusters,
+        choices=list(scorer.choices or ()) if scorer.type == "choice" else [],
+        totals=totals,
+    )
+
+
+def _state(store: Store) -> str:
+    """Changes whenever anything a report shows could have changed."""
+    (count, top) = store.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
+    (cells,) = store.query("SELECT count(*) FROM cells")[0]
+    runs = store.runs()
+    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{len(runs)}:{__version__}"
+
+
+def build_reports(folder: str | Path, *, force: bool = True) -> Path:
+    """Write every report file into the run folder. With `force=False` nothing is rewritten
+    when the store has not changed since the reports were last written."""
+    from evalrun.reports.writers import REPORT_WRITERS, RESULTS_WRITERS, Staged
+
+    folder = Path(folder)
+    store, settings = open_run(folder)
+    with store:
+        state = _state(store)
+        names = [w.filename for w in RESULTS_WRITERS if w.available()]
+        names += [w.filename for w in REPORT_WRITERS if w.available() and w.filename != "comparison.csv"]
+        if not force and store.meta().get("reports_state") == state and all((folder / n).exists() for n in names):
+            return folder
+        staged = Staged(folder)
+        try:
+            sinks = [w.open(staged) for w in RESULTS_WRITERS if w.available()]
+            results = ResultsPass(settings, rows=0, variants=[])  # for the columns only
+            columns = results.columns
+            for sink in sinks:
+                sink.begin(columns)
+            report = analyze(store, settings, folder=folder, sink=_Fanout(sinks))
+            for sink in sinks:
+                sink.close()
+            for writer in REPORT_WRITERS:
+                writer.write(staged, report)
+            staged.commit()
+        except OSError as exc:
+            staged.abandon()
+            raise StoreError(f"{folder}: cannot write the reports ({exc.strerror or exc}); nothing was lost: "
+                             f"free space and run `evalrun report {folder}`") from None
+        except BaseException:
+            staged.abandon()
+            raise
+        with contextlib.suppress(StoreError):
+            store.set_meta(reports_state=state)
     return folder
+
+
+class _Fanout:
+    def __init__(self, sinks: list[Any]) -> None:
+        self.sinks = sinks
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for sink in self.sinks:
+            sink.write(records)
+
+
+def iter_records(folder: str | Path) -> Iterator[dict[str, Any]]:
+    """Every cell's result record (a results.csv row as a dict), streamed from the store."""
+    store, settings = open_run(Path(folder))
+    with store:
+        results = ResultsPass(settings, rows=_rows(store), variants=_variants(settings))
+        for chunk in store.iter_cells(chunk=_CHUNK):
+            yield from results.records(chunk)
+
+
+def load_results(folder: str | Path) -> Any:
+    """The per-cell results of a run folder as a pandas DataFrame, rebuilt from its store."""
+    import pandas as pd
+
+    store, settings = open_run(Path(folder))
+    with store:
+        results = ResultsPass(settings, rows=_rows(store), variants=_variants(settings))
+        records = [record for chunk in store.iter_cells(chunk=_CHUNK) for record in results.records(chunk)]
+    frame = pd.DataFrame.from_records(records, columns=results.columns)
+    frame["repeat"] = frame["repeat"].astype("int64")
+    frame["correct"] = frame["correct"].astype(bool)
+    return frame
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not (isinstance(value, float) and math.isnan(value))

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -21,10 +22,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from evalrun.results.diagnostics import letter_distribution, outcome_rates, repeat_summary
-from evalrun.stats import wilson_interval
+from evalrun.results.diagnostics import letter_distribution, outcome_rates
+from evalrun.results.stats import wilson_interval
+from evalrun.results.tally import diagnostics_frame
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "render_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5rem auto;
@@ -32,6 +34,7 @@ max-width:1200px;padding:0 1rem;color:#1f2328;line-height:1.4}
 h1{font-size:1.5rem;margin:0 0 .25rem}h2{font-size:1.1rem;margin:1.75rem 0 .4rem;border-bottom:1px solid #d0d7de}
 p.note{color:#57606a;font-size:.85rem;margin:.2rem 0 .6rem}
 .banner{background:#fff4d6;border:1px solid #d4a72c;padding:.6rem .9rem;border-radius:6px;font-weight:600}
+.banner.failed{background:#ffebe9;border-color:#cf222e;color:#82071e}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:.8rem;font-variant-numeric:tabular-nums}
 th,td{padding:.2rem .55rem;border-bottom:1px solid #eaeef2;text-align:right;white-space:nowrap}
@@ -260,54 +263,101 @@ def _settings_table(settings: Mapping[str, object]) -> str:
     return f'<div class="scroll"><table><tbody>{"".join(rows)}</tbody></table></div>'
 
 
+def render_report(report: Any) -> str:
+    """The report.html of a `Report` (see `evalrun.reports.build`)."""
+    summary = pd.DataFrame(report.summary)
+    comparison = pd.DataFrame(report.comparison) if report.comparison is not None else None
+    repeats = _repeat_frame(report)
+    return render_html(
+        summary=summary,
+        comparison=comparison,
+        settings=report.settings,
+        choices=report.choices or None,
+        outcomes=diagnostics_frame(report.tallies),
+        repeats=repeats,
+        cells=report.totals["cells"],
+        failure=report.failure,
+        simulated=report.simulated,
+    )
+
+
+def _repeat_frame(report: Any) -> pd.DataFrame:
+    rows = []
+    for tally in report.tallies:
+        repeats = report.repeats.get((tally.model, tally.prompt))
+        if repeats is None or repeats.repeats < 2:
+            continue
+        answered, means = tally.row_means()
+        majority = repeats.majority_correct[answered] if repeats.majority_correct is not None else np.array([])
+        rows.append(
+            {
+                "model": tally.model,
+                "prompt": tally.prompt,
+                "rows": repeats.rows,
+                "repeats": repeats.repeats,
+                "mean_accuracy": float(means.mean()) if means.size else math.nan,
+                "majority_accuracy": float(np.nanmean(majority)) if majority.size else math.nan,
+                "consistency_rate": repeats.consistent / repeats.multi if repeats.multi else math.nan,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def render_html(
     *,
     summary: pd.DataFrame,
-    results: pd.DataFrame,
     comparison: pd.DataFrame | None,
     settings: Mapping[str, object],
     choices: Sequence[str] | None = None,
+    outcomes: pd.DataFrame | None = None,
+    repeats: pd.DataFrame | None = None,
+    cells: int = 0,
+    failure: str | None = None,
+    simulated: bool = False,
 ) -> str:
     """Render the whole report as one self-contained HTML document.
 
-    Sections: simulator banner (when ``settings["endpoint"] == "simulator"``),
-    summary table, accuracy chart with CI whiskers, cost vs accuracy (skipped
-    when no cost is known), comparisons, letter distribution (when ``choices``
-    is given), outcome rates, repeat summary (when any cell was repeated), and
-    the run settings. Renders whichever summary columns are present.
+    Sections: simulator banner (a simulated run), failure banner, summary table, accuracy chart
+    with CI whiskers, cost vs accuracy (skipped when no cost is known), comparisons, letter
+    distribution (when ``choices`` is given), outcome rates, repeat summary (when any cell was
+    repeated), and the run settings. ``outcomes`` is the weighted outcome frame of the tallies.
     """
     title = str(settings.get("name") or "evalrun report")
     parts = [f"<h1>{html.escape(title)}</h1>"]
-    if settings.get("endpoint") == "simulator":
+    if simulated or settings.get("endpoint") == "simulator":
         parts.append(
             '<p class="banner" role="alert">Simulated run: these answers came from the built-in simulator, '
             "not from a real model. The scores below are simulated and say nothing about model quality.</p>"
         )
-    n_cells = len(results)
-    parts.append(f'<p class="note">{n_cells:,} cells (model × prompt × row × repeat).</p>')
+    if failure:
+        parts.append(
+            f'<p class="banner failed" role="alert">Failed run: {html.escape(failure)}. '
+            "Run the same command again to retry the failed requests.</p>"
+        )
+    parts.append(f'<p class="note">{cells:,} cells (model × prompt × row × repeat).</p>')
 
     parts.append("<h2>Summary</h2>")
     parts.append(_table(summary))
-    parts.append("<h2>Accuracy</h2>")
-    parts.append(_accuracy_chart(summary))
-    parts.append("<h2>Cost against accuracy</h2>")
-    parts.append(_cost_chart(summary))
+    if failure is None or (not summary.empty and summary["n"].sum() > 0):
+        parts.append("<h2>Accuracy</h2>")
+        parts.append(_accuracy_chart(summary))
+        parts.append("<h2>Cost against accuracy</h2>")
+        parts.append(_cost_chart(summary))
     if comparison is not None:
         parts.append("<h2>Comparisons</h2>")
         parts.append(_comparison_section(comparison) if not comparison.empty
                      else '<p class="note">Nothing to compare (fewer than two variants).</p>')
-    if results.empty:
+    if outcomes is None or outcomes.empty:
         parts.append('<p class="note">No per-cell results, so no diagnostics.</p>')
     else:
         if choices:
             parts.append("<h2>Answer letters</h2>")
-            parts.append(_letters_section(results, choices))
+            parts.append(_letters_section(outcomes, choices))
         parts.append("<h2>Outcomes</h2>")
-        parts.append('<p class="note">Rates over all cells: unparsed replies, refusals, replies cut at '
+        parts.append('<p class="note">Rates over all sent cells: unparsed replies, refusals, replies cut at '
                      "max_tokens, and errors (no reply at all).</p>")
-        parts.append(_table(outcome_rates(results)))
-        repeats = repeat_summary(results)
-        if not repeats.empty:
+        parts.append(_table(outcome_rates(outcomes)))
+        if repeats is not None and not repeats.empty:
             parts.append("<h2>Repeats</h2>")
             parts.append('<p class="note">Majority vote over parsed answers per row (ties go to the answer '
                          "seen in the earliest repeat); consistency is the share of rows whose repeats all "

@@ -5,6 +5,10 @@ prompt × letter). Only cells with status "ok" or "unparsed" answered the
 question, so the answer-based diagnostics (letters, confusion, repeats) use just
 those; ``outcome_rates`` also counts errors. Any other status (e.g. "pending" in
 an unfinished run) is left out everywhere.
+
+The input is either one row per cell (``load_results``) or, for the reports of a
+large run, one row per distinct combination with a ``count`` column: the
+letter, outcome and confusion tables weight each row by it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ def _prepare(results: pd.DataFrame, needed: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in needed if c not in results.columns]
     if missing:
         raise ValueError(f"results is missing column(s): {', '.join(missing)}")
-    frame = results.loc[:, list(dict.fromkeys(needed))].copy()
+    frame = results.loc[:, list(dict.fromkeys([*needed, *(["count"] if "count" in results.columns else [])]))].copy()
+    if "count" not in frame.columns:
+        frame["count"] = 1
     for col in frame.columns:
+        if col == "count":
+            frame[col] = pd.to_numeric(frame[col]).astype("int64")
+            continue
         if col in ("repeat",):
             frame[col] = pd.to_numeric(frame[col]).astype("int64")
         elif col == "correct":
@@ -86,9 +95,9 @@ def letter_distribution(results: pd.DataFrame, choices: Sequence[str]) -> pd.Dat
     rows = []
     for model, prompt in _groups(frame):
         cells = answered[(answered["model"] == model) & (answered["prompt"] == prompt)]
-        total = len(cells)
-        pred_counts = cells["pred"].value_counts()
-        gold_counts = cells["gold"].value_counts()
+        total = int(cells["count"].sum())
+        pred_counts = cells.groupby("pred")["count"].sum()
+        gold_counts = cells.groupby("gold")["count"].sum()
         for letter in labels:
             p = int(pred_counts.get(letter, 0))
             g = int(gold_counts.get(letter, 0))
@@ -107,15 +116,16 @@ def outcome_rates(results: pd.DataFrame) -> pd.DataFrame:
     """
     frame = _prepare(results, [*_GROUP, "status", "stop_reason"])
     frame = frame[frame["status"].isin([*_ANSWERED, "error"])]
+    weight = frame["count"]
     flags = pd.DataFrame(
         {
             "model": frame["model"],
             "prompt": frame["prompt"],
-            "n": 1,
-            "unparsed": (frame["status"] == "unparsed").astype("int64"),
-            "refusals": (frame["stop_reason"] == "refusal").astype("int64"),
-            "max_tokens": (frame["stop_reason"] == "max_tokens").astype("int64"),
-            "errors": (frame["status"] == "error").astype("int64"),
+            "n": weight,
+            "unparsed": (frame["status"] == "unparsed").astype("int64") * weight,
+            "refusals": (frame["stop_reason"] == "refusal").astype("int64") * weight,
+            "max_tokens": (frame["stop_reason"] == "max_tokens").astype("int64") * weight,
+            "errors": (frame["status"] == "error").astype("int64") * weight,
         }
     )
     out = flags.groupby(_GROUP, sort=True, as_index=False).sum()
@@ -140,8 +150,12 @@ def confusion_matrix(results: pd.DataFrame, choices: Sequence[str]) -> pd.DataFr
     columns = _labels(choices, has_other)
     gold_rows = [*choices, *([OTHER] if (gold == OTHER).any() else [])]
     counts = (
-        pd.DataFrame({"model": answered["model"], "prompt": answered["prompt"], "gold": gold, "pred": pred})
-        .value_counts()
+        pd.DataFrame(
+            {"model": answered["model"], "prompt": answered["prompt"], "gold": gold, "pred": pred,
+             "count": answered["count"]}
+        )
+        .groupby(["model", "prompt", "gold", "pred"])["count"]
+        .sum()
         .to_dict()
     )
     rows = []

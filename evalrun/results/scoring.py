@@ -1,15 +1,25 @@
-"""Answer extraction and scorers: pure functions from (reply text, target) to a Score."""
+"""Answer extraction and scorers: pure functions from (the whole reply, the target, the row) to a Score.
+
+The seam: a scorer is a callable `(reply, target, row) -> Score`. `reply` is a `Reply`, which
+carries the reply text (without the prefill), the whole message (content blocks, tool_use
+inputs, usage) and the answer mode it was asked in; `row` is the dataset row by column. The
+built-in scorers are made by the factories in `SCORERS`, keyed by the spec's `type`.
+"""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 from evalrun.spec import ScorerSpec
+from evalrun.store.records import reply_text
 
 __all__ = [
+    "Reply",
     "Score",
     "Scorer",
     "extract_choice",
@@ -19,15 +29,70 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class Reply:
+    """What a scorer sees of one answer."""
+
+    text: str
+    message: Mapping[str, Any] | None = None
+    answer_mode: str = "plain"
+
+    @classmethod
+    def of(cls, message: Mapping[str, Any] | None, *, answer_mode: str = "plain", text: str | None = None) -> Reply:
+        return cls(text=text if text is not None else reply_text(dict(message or {})), message=message, answer_mode=answer_mode)
+
+    @cached_property
+    def tool_uses(self) -> list[Mapping[str, Any]]:
+        """The reply's `tool_use` blocks, in order."""
+        content = (self.message or {}).get("content") or ()
+        return [b for b in content if isinstance(b, Mapping) and b.get("type") == "tool_use"]
+
+    @cached_property
+    def json(self) -> Any:
+        """The reply text parsed as JSON (structured output), or None when it is not JSON."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            return None
+
+    @property
+    def stop_reason(self) -> str | None:
+        value = (self.message or {}).get("stop_reason")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(frozen=True)
 class Score:
-    """`status` is `ok` (an answer was found) or `unparsed` (none was: never counted correct)."""
+    """`status` is `ok` (an answer was found) or `unparsed` (none was: never counted correct).
+
+    `value` is the score in [0, 1] (1 or 0 for a right or wrong answer; the share of fields
+    right for field extraction); `fields` the correctness of each field; `explanation` why.
+    """
 
     answer: str | None
     correct: bool
     status: str
+    explanation: str | None = None
+    fields: Mapping[str, bool] | None = field(default=None)
+
+    @property
+    def value(self) -> float:
+        return 1.0 if self.correct else 0.0
 
 
-Scorer = Callable[[str, str], Score]
+_Score = Callable[[Reply, str, Mapping[str, str]], Score]
+
+
+class Scorer:
+    """A scoring function: `scorer(reply, target, row)`. `reply` may be plain text."""
+
+    def __init__(self, function: _Score, *, needs_message: bool = False) -> None:
+        self._function = function
+        self.needs_message = needs_message  # whether it reads more than the reply text
+
+    def __call__(self, reply: Reply | str, target: str, row: Mapping[str, str] | None = None) -> Score:
+        if isinstance(reply, str):
+            reply = Reply(text=reply)
+        return self._function(reply, target, row or {})
 
 _STRIP = " \t\r\n*_`\"'()[]{}<>.,:;!"
 
@@ -86,9 +151,9 @@ def extract_choice(text: str, choices: Sequence[str]) -> str | None:
     )
     phrase = [p for p in phrase if p in choices or (p.upper() in by_upper and len(p) > 1)]
     if phrase:
-        return by_upper.get(phrase[-1].upper(), phrase[-1])
+        return str(by_upper.get(phrase[-1].upper(), phrase[-1]))
     if len(marked) == 1:
-        return marked.pop()
+        return str(marked.pop())
     return None
 
 
@@ -106,43 +171,43 @@ def _normalize(text: str, case_sensitive: bool) -> str:
 def _choice_scorer(spec: ScorerSpec) -> Scorer:
     choices = tuple(spec.choices or ("A", "B", "C", "D"))
 
-    def score(text: str, target: str) -> Score:
-        answer = extract_choice(text, choices)
+    def score(reply: Reply, target: str, row: Mapping[str, str]) -> Score:
+        answer = extract_choice(reply.text, choices)
         if answer is None:
             return Score(answer=None, correct=False, status="unparsed")
         return Score(answer=answer, correct=answer == normalize_choice_target(target, choices), status="ok")
 
-    return score
+    return Scorer(score)
 
 
 def _exact_scorer(spec: ScorerSpec) -> Scorer:
-    def score(text: str, target: str) -> Score:
-        answer = text.strip()
+    def score(reply: Reply, target: str, row: Mapping[str, str]) -> Score:
+        answer = reply.text.strip()
         if not answer:
             return Score(answer=None, correct=False, status="unparsed")
         same = _normalize(answer, spec.case_sensitive) == _normalize(target, spec.case_sensitive)
         return Score(answer=answer, correct=same, status="ok")
 
-    return score
+    return Scorer(score)
 
 
 def _contains_scorer(spec: ScorerSpec) -> Scorer:
-    def score(text: str, target: str) -> Score:
-        answer = text.strip()
+    def score(reply: Reply, target: str, row: Mapping[str, str]) -> Score:
+        answer = reply.text.strip()
         if not answer:
             return Score(answer=None, correct=False, status="unparsed")
         found = _normalize(target, spec.case_sensitive) in _normalize(answer, spec.case_sensitive)
         return Score(answer=answer, correct=found, status="ok")
 
-    return score
+    return Scorer(score)
 
 
 def _regex_scorer(spec: ScorerSpec) -> Scorer:
     assert spec.pattern is not None
     pattern = re.compile(spec.pattern, 0 if spec.case_sensitive else re.IGNORECASE)
 
-    def score(text: str, target: str) -> Score:
-        match = pattern.search(text)
+    def score(reply: Reply, target: str, row: Mapping[str, str]) -> Score:
+        match = pattern.search(reply.text)
         if match is None:
             return Score(answer=None, correct=False, status="unparsed")
         answer = match.group(1) if pattern.groups else match.group(0)
@@ -150,7 +215,7 @@ def _regex_scorer(spec: ScorerSpec) -> Scorer:
         same = _normalize(answer, spec.case_sensitive) == _normalize(target, spec.case_sensitive)
         return Score(answer=answer, correct=same, status="ok")
 
-    return score
+    return Scorer(score)
 
 
 SCORERS: dict[str, Callable[[ScorerSpec], Scorer]] = {

@@ -577,7 +577,7 @@ def _labels(values: Sequence[Hashable] | ArrayLike, name: str) -> list[Any]:
     arr = np.asarray(values, dtype=object)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one label per row), got shape {arr.shape}")
-    return arr.tolist()
+    return list(arr.tolist())
 
 
 def _label_index(a: list[Any], b: list[Any], labels: Sequence[Hashable] | None) -> list[Hashable]:

@@ -1,31 +1,47 @@
-"""The Messages API over HTTPX: headers, timeouts, response parsing, error mapping.
+"""The Messages API over HTTPX: headers, timeouts, reply validation, error mapping.
 
 This is the only module that sees HTTPX exceptions and status codes; everything above it sees
-`ApiError` kinds (STYLE.md §2).
+`ApiError` kinds. A reply is checked against the shape of the Messages API here, at the
+boundary, so nothing above has to guard against a server that answers 200 with nonsense.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any
 
+import anyio
 import httpx
 
 from evalrun.errors import (
     ApiError,
     AuthError,
+    MalformedReplyError,
     PermanentApiError,
     RateLimitError,
     TransientApiError,
 )
 
-__all__ = ["ApiResponse", "MessagesClient", "RateLimitInfo", "default_transport"]
+__all__ = [
+    "ApiResponse",
+    "MessagesClient",
+    "RateLimitInfo",
+    "attempt_timeout",
+    "check_api_key",
+    "default_transport",
+    "validate_message",
+]
 
-DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=5.0)
+CONNECT_TIMEOUT_S = 5.0
+# A reply must start arriving, and keep arriving, within this many seconds of silence.
+READ_IDLE_TIMEOUT_S = 120.0
+SIMULATOR_HEADER = "x-evalrun-simulator"
 _RETRYABLE_STATUS = {408, 409, 429}
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 # count_tokens takes the prompt-shaping fields of a Messages body, not the sampling ones.
@@ -33,6 +49,30 @@ _COUNT_TOKENS_FIELDS = frozenset(
     {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "mcp_servers",
      "context_management", "cache_control"}
 )  # fmt: skip
+# The status an error `type` stands for, when a server puts an error object in a 200 body.
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
+    "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
+    "timeout_error": 504, "overloaded_error": 529,
+}  # fmt: skip
+_USAGE_COUNTERS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def attempt_timeout(max_tokens: int) -> float:
+    """The most one attempt may take in total: room for the longest reply `max_tokens` allows
+    (at a slow 20 tokens/s) plus a minute, at most the SDK's 10 minutes. A one-token answer does
+    not need 600 s, and a server that trickles a byte at a time cannot hold a request forever."""
+    return min(600.0, 60.0 + max(1, max_tokens) / 20.0)
+
+
+def check_api_key(key: str) -> str | None:
+    """Why `key` cannot be sent in a header, or None when it can (the key itself is never shown)."""
+    for position, char in enumerate(key, start=1):
+        if char.isspace():
+            return f"contains whitespace at character {position} (a stray newline or space?)"
+        if not (33 <= ord(char) <= 126):
+            return f"contains a character that cannot be sent in an HTTP header at character {position}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -71,15 +111,17 @@ class ApiResponse:
     request_id: str | None
     rate_limits: RateLimitInfo
     latency_s: float
+    simulated: bool = False
 
 
 def _number(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         return None
+    return number if math.isfinite(number) else None
 
 
 def _epoch(value: str | None) -> float | None:
@@ -110,35 +152,45 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return None
 
 
-def _error_from_response(response: httpx.Response) -> ApiError:
-    status = response.status_code
-    request_id = response.headers.get("request-id")
-    error_type, message = None, response.reason_phrase or f"HTTP {status}"
-    try:
-        payload = json.loads(response.content)
-        error = payload.get("error") or {}
-        error_type = error.get("type")
-        message = error.get("message") or message
-        request_id = request_id or payload.get("request_id")
-    except (ValueError, AttributeError):
-        text = response.text.strip()
-        if text:
-            message = text[:300]
-    kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "request_id": request_id}
-    retry_after = retry_after_seconds(response.headers)
-    should_retry = response.headers.get("x-should-retry")
-    if status in (401, 403):
-        return AuthError(message, **kwargs)
-    if status == 429 and should_retry != "false" and (retry_after is not None or should_retry == "true"):
-        return RateLimitError(message, retry_after=retry_after, **kwargs)
-    retryable = status in _RETRYABLE_STATUS or status >= 500
-    if status == 429 and retry_after is None:
-        retryable = False  # a spend cap: waiting will not help
-    if should_retry in ("true", "false"):
-        retryable = should_retry == "true"
-    if retryable:
-        return TransientApiError(message, retry_after=retry_after, **kwargs)
-    return PermanentApiError(message, **kwargs)
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def validate_message(payload: Any) -> str | None:
+    """What is wrong with a Messages reply, or None when it has the documented shape."""
+    if not isinstance(payload, dict):
+        return "the reply is not a JSON object"
+    if payload.get("type") not in (None, "message"):
+        return f"the reply's type is {payload.get('type')!r}, not 'message'"
+    content = payload.get("content")
+    if not isinstance(content, list):
+        return "the reply has no `content` list"
+    for index, block in enumerate(content):
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            return f"content[{index}] is not a content block"
+        kind = block["type"]
+        if kind == "text" and not isinstance(block.get("text"), str):
+            return f"content[{index}] is a text block without text"
+        if kind == "tool_use" and (not isinstance(block.get("name"), str) or not isinstance(block.get("input"), dict)):
+            return f"content[{index}] is a tool_use block without a name and an input object"
+    for name in ("stop_reason", "model", "id"):
+        if payload.get(name) is not None and not isinstance(payload.get(name), str):
+            return f"the reply's `{name}` is not a string"
+    usage = payload.get("usage")
+    if usage is not None:
+        if not isinstance(usage, dict):
+            return "the reply's `usage` is not an object"
+        for name in _USAGE_COUNTERS:
+            if usage.get(name) is not None and not _is_count(usage[name]):
+                return f"usage.{name} is not a whole number ≥ 0"
+        creation = usage.get("cache_creation")
+        if creation is not None and (
+            not isinstance(creation, dict) or not all(_is_count(v) for v in creation.values() if v is not None)
+        ):
+            return "usage.cache_creation is not an object of token counts"
+        if usage.get("service_tier") is not None and not isinstance(usage["service_tier"], str):
+            return "usage.service_tier is not a string"
+    return None
 
 
 def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
@@ -160,10 +212,12 @@ class MessagesClient:
         api_key: str | None,
         api_version: str = "2023-06-01",
         transport: httpx.AsyncBaseTransport | None = None,
-        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         max_connections: int = 512,
         beta: str | None = None,
+        read_idle_timeout: float = READ_IDLE_TIMEOUT_S,
     ) -> None:
+        if api_key is not None and check_api_key(api_key):
+            raise ValueError("the API key cannot be sent in a header")
         headers = {"anthropic-version": api_version, "content-type": "application/json"}
         if api_key:
             headers["x-api-key"] = api_key
@@ -171,13 +225,15 @@ class MessagesClient:
             headers["anthropic-beta"] = beta
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
+        self._secret = api_key or None
         self._transport = transport or default_transport(max_connections)
         # Requests go straight to the transport: HTTPX's client layer (URL merging, auth, cookies,
         # redirects, event hooks) is most of the client CPU per request and evalrun needs none of it.
         # The AsyncClient stays only to own the transport's lifetime.
         self._http = httpx.AsyncClient(transport=self._transport)
         self._headers = headers
-        self._urls = {path: httpx.URL(self.base_url + path) for path in ("/v1/messages", "/v1/messages/count_tokens")}
+        self._urls: dict[str, httpx.URL] = {}
+        timeout = httpx.Timeout(read_idle_timeout, connect=CONNECT_TIMEOUT_S)
         self._extensions = {"timeout": timeout.as_dict()}
 
     def __repr__(self) -> str:  # never the key
@@ -194,65 +250,142 @@ class MessagesClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], httpx.Response, float]:
-        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        start = time.monotonic()
+    def scrub(self, text: str) -> str:
+        """`text` with this client's key blanked out: a server that echoes the key back must not
+        get it into the store, the reports or the terminal."""
+        if self._secret and self._secret in text:
+            return text.replace(self._secret, "[redacted key]")
+        return text
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self.base_url + path)
+        return url
+
+    async def request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> httpx.Response:
+        """One HTTP exchange, read completely, mapped to ApiError kinds on failure (any status ≥ 400)."""
+        content = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = self._headers if body is not None else {k: v for k, v in self._headers.items() if k != "content-type"}
         try:
-            request = httpx.Request(
-                "POST", self._urls[path], headers=self._headers, content=content, extensions=self._extensions
-            )
-            response = await self._transport.handle_async_request(request)
-            response.request = request
-            try:
-                await response.aread()
-            except BaseException:
-                await response.aclose()  # give the connection back even when the body broke off
-                raise
+            request = httpx.Request(method, self._url(path), headers=headers, content=content, extensions=self._extensions)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise PermanentApiError(f"cannot send to {self.base_url + path}: {exc}") from None
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else _no_deadline():
+                response = await self._transport.handle_async_request(request)
+                response.request = request
+                try:
+                    await response.aread()
+                except BaseException:
+                    await response.aclose()  # give the connection back even when the body broke off
+                    raise
+        except TimeoutError:
+            raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
         except httpx.TimeoutException as exc:
-            raise TransientApiError(f"timed out ({type(exc).__name__})") from exc
+            raise TransientApiError(f"timed out ({type(exc).__name__})", connection=isinstance(exc, httpx.ConnectTimeout)) from exc
+        except httpx.UnsupportedProtocol as exc:
+            raise PermanentApiError(f"cannot send to {self.base_url}: {exc}") from None
         except httpx.TransportError as exc:
-            raise TransientApiError(f"connection failed ({type(exc).__name__}: {exc})") from exc
-        latency = time.monotonic() - start
+            raise TransientApiError(
+                f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})",
+                connection=isinstance(exc, httpx.ConnectError),
+            ) from exc
         if response.status_code >= 400:
-            raise _error_from_response(response)
+            raise self._error_from(response)
+        return response
+
+    async def _post(self, path: str, body: dict[str, Any], *, timeout: float | None) -> tuple[Any, httpx.Response, float]:
+        start = time.monotonic()
+        response = await self.request("POST", path, body, timeout=timeout)
+        latency = time.monotonic() - start
         try:
             payload = json.loads(response.content)
-        except ValueError as exc:
-            raise TransientApiError(
+        except ValueError:
+            raise MalformedReplyError(
                 f"the server answered {response.status_code} with a body that is not JSON",
+                raw=self.scrub(response.content.decode("utf-8", "replace")),
                 status=response.status_code,
                 request_id=response.headers.get("request-id"),
-            ) from exc
-        if not isinstance(payload, dict):
-            raise TransientApiError("the server answered with JSON that is not an object", status=response.status_code)
+            ) from None
         return payload, response, latency
 
-    async def create(self, body: dict[str, Any]) -> ApiResponse:
-        """POST /v1/messages. Raises an ApiError kind on any failure."""
-        payload, response, latency = await self._post("/v1/messages", body)
-        if payload.get("type") == "error":
-            raise _error_from_response(response)
-        if not isinstance(payload.get("content"), list):
-            raise TransientApiError(
-                "the reply has no `content` list", status=response.status_code, request_id=response.headers.get("request-id")
+    async def create(self, body: dict[str, Any], *, timeout: float | None = None) -> ApiResponse:
+        """POST /v1/messages. Raises an ApiError kind on any failure; a 200 that is not a valid
+        reply raises MalformedReplyError carrying the raw body (it was paid for)."""
+        if timeout is None:
+            timeout = attempt_timeout(int(body.get("max_tokens") or 1))
+        payload, response, latency = await self._post("/v1/messages", body, timeout=timeout)
+        if isinstance(payload, dict) and payload.get("type") == "error":
+            raise self._error_from(response, payload=payload)
+        problem = validate_message(payload)
+        if problem is not None:
+            raise MalformedReplyError(
+                f"malformed reply: {problem}",
+                raw=self.scrub(response.content.decode("utf-8", "replace")),
+                status=response.status_code,
+                request_id=response.headers.get("request-id"),
             )
         return ApiResponse(
             message=payload,
             request_id=response.headers.get("request-id") or payload.get("id"),
             rate_limits=RateLimitInfo.from_headers(response.headers),
             latency_s=latency,
+            simulated=SIMULATOR_HEADER in response.headers,
         )
 
-    async def count_tokens(self, body: dict[str, Any]) -> int:
+    async def count_tokens(self, body: Mapping[str, Any]) -> int:
         """POST /v1/messages/count_tokens with a Messages body (max_tokens is dropped)."""
         request = {k: v for k, v in body.items() if k in _COUNT_TOKENS_FIELDS}
-        payload, _, _ = await self._post("/v1/messages/count_tokens", request)
-        tokens = payload.get("input_tokens")
-        if not isinstance(tokens, int):
-            raise PermanentApiError("count_tokens answered without `input_tokens`")
+        payload, _, _ = await self._post("/v1/messages/count_tokens", request, timeout=60.0)
+        tokens = payload.get("input_tokens") if isinstance(payload, dict) else None
+        if not isinstance(tokens, int) or not _is_count(tokens):
+            raise PermanentApiError("count_tokens answered without a whole-number `input_tokens`")
         return tokens
 
+    def _error_from(self, response: httpx.Response, *, payload: Any = None) -> ApiError:
+        status = response.status_code
+        request_id = response.headers.get("request-id")
+        error_type, message = None, response.reason_phrase or f"HTTP {status}"
+        try:
+            if payload is None:
+                payload = json.loads(response.content)
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if isinstance(error, dict):
+                error_type = error.get("type") if isinstance(error.get("type"), str) else None
+                if isinstance(error.get("message"), str) and error["message"]:
+                    message = error["message"]
+            if isinstance(payload, dict) and isinstance(payload.get("request_id"), str):
+                request_id = request_id or payload["request_id"]
+        except (ValueError, AttributeError):
+            text = response.content.decode("utf-8", "replace").strip()
+            if text:
+                message = text[:300]
+        # An error object in a 200 body is judged by what it says it is.
+        status_for_kind = _ERROR_TYPE_STATUS.get(error_type or "", 500) if status < 400 else status
+        message = self.scrub(message)
+        kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "request_id": request_id}
+        retry_after = retry_after_seconds(response.headers)
+        should_retry = response.headers.get("x-should-retry")
+        if status_for_kind in (401, 403):
+            return AuthError(message, **kwargs)
+        if status_for_kind == 429 and should_retry != "false":
+            # Without retry-after it is still retried, on the back-off schedule; a spend cap
+            # that keeps answering 429 stops the run once its retries run out.
+            return RateLimitError(message, retry_after=retry_after, **kwargs)
+        retryable = status_for_kind in _RETRYABLE_STATUS or status_for_kind >= 500
+        if should_retry in ("true", "false"):
+            retryable = should_retry == "true"
+        if retryable:
+            return TransientApiError(message, retry_after=retry_after, **kwargs)
+        return PermanentApiError(message, **kwargs)
 
-def reply_text(message: dict[str, Any]) -> str:
-    """The text of a reply: its text blocks joined (tool_use and thinking blocks are skipped)."""
-    return "".join(block.get("text", "") for block in message.get("content", []) if block.get("type") == "text")
+
+class _no_deadline:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

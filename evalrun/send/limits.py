@@ -13,13 +13,13 @@ O(1) per request instead of waking every worker on every reply.
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
 import anyio
 
 from evalrun.send.client import RateLimitInfo
+from evalrun.send.clock import Clock, SystemClock
 
 __all__ = ["Lane", "Pacer", "TokenBucket"]
 
@@ -46,7 +46,7 @@ class TokenBucket:
     rate: float
     capacity: float
     level: float
-    updated: float = field(default_factory=time.monotonic)
+    updated: float
 
     def refill(self, now: float) -> None:
         if now > self.updated:
@@ -103,7 +103,7 @@ class Lane:
     last_cut: float = 0.0
     # What was actually sent, for the progress line.
     sent: int = 0
-    window_start: float = field(default_factory=time.monotonic)
+    window_start: float = 0.0
     window_sent: int = 0
     send_rate: float = 0.0
     waiters: deque[_Waiter] = field(default_factory=deque)
@@ -164,25 +164,34 @@ class Pacer:
     lane's concurrency limit grows while latency stays flat and shrinks when it climbs.
     """
 
-    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 32) -> None:
+    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 32, clock: Clock | None = None) -> None:
         self.max_concurrency = max_concurrency
         self.initial_concurrency = max(1, min(initial_concurrency, max_concurrency))
+        self.clock: Clock = clock or SystemClock()
         self._lanes: dict[str, Lane] = {}
 
     def lane(self, name: str) -> Lane:
         lane = self._lanes.get(name)
         if lane is None:
-            lane = Lane(name=name, max_concurrency=self.max_concurrency, concurrency=self.initial_concurrency)
+            lane = Lane(
+                name=name,
+                max_concurrency=self.max_concurrency,
+                concurrency=self.initial_concurrency,
+                window_start=self.clock.now(),
+            )
             self._lanes[name] = lane
         return lane
+
+    def in_flight(self, name: str) -> int:
+        return self.lane(name).in_flight
 
     # -- sending -------------------------------------------------------------------------------
     async def acquire(self, name: str, *, input_tokens: int, max_tokens: int) -> None:
         """Wait until the lane may send one more request of this size, then count it in flight."""
         lane = self.lane(name)
         need = (("requests", 1.0), ("input", float(input_tokens)), ("output", float(max_tokens)))
-        if not lane.waiters and self._wait(lane, need, time.monotonic()) == 0.0:
-            self._grant(lane, need, time.monotonic())
+        if not lane.waiters and self._wait(lane, need, self.clock.now()) == 0.0:
+            self._grant(lane, need, self.clock.now())
             return
         waiter = _Waiter(need)
         lane.waiters.append(waiter)
@@ -192,8 +201,7 @@ class Pacer:
                 if waiter.granted:
                     return
                 if lane.waiters and lane.waiters[0] is waiter and delay > 0.0:
-                    with anyio.move_on_after(delay):
-                        await waiter.event.wait()
+                    await self.clock.wait(waiter.event, delay)
                 else:
                     await waiter.event.wait()
                 if waiter.granted:
@@ -233,7 +241,7 @@ class Pacer:
 
     def _dispatch(self, lane: Lane) -> float:
         """Let through every waiter at the head that may go now; the head's wait, else 0."""
-        now = time.monotonic()
+        now = self.clock.now()
         granted = False
         while lane.waiters:
             head = lane.waiters[0]
@@ -267,7 +275,7 @@ class Pacer:
         """A request of the lane finished (any outcome). Pass what a success reported."""
         lane = self.lane(name)
         lane.in_flight = max(0, lane.in_flight - 1)
-        now = time.monotonic()
+        now = self.clock.now()
         if output_tokens is not None:
             lane.overload_streak = 0
             bucket = lane.buckets.get("output")
@@ -333,7 +341,7 @@ class Pacer:
         """A 429: pause the whole lane until `retry_after` and lower its pace."""
         lane = self.lane(name)
         lane.rate_limited += 1
-        now = time.monotonic()
+        now = self.clock.now()
         pause = retry_after if retry_after is not None else 1.0
         lane.paused_until = max(lane.paused_until, now + pause)
         if lane.has_headers:
@@ -356,8 +364,8 @@ class Pacer:
         """
         lane = self.lane(name)
         lane.overloaded += 1
-        now = time.monotonic()
-        pause = min(OVERLOAD_PAUSE_S * 2**lane.overload_streak, OVERLOAD_PAUSE_MAX_S)
+        now = self.clock.now()
+        pause = min(OVERLOAD_PAUSE_S * 2.0**lane.overload_streak, OVERLOAD_PAUSE_MAX_S)
         pause = max(pause, retry_after or 0.0)
         lane.overload_streak += 1
         lane.paused_until = max(lane.paused_until, now + pause)
@@ -370,7 +378,7 @@ class Pacer:
     # -- progress ------------------------------------------------------------------------------
     def status(self) -> str:
         """One line for the progress display: per lane, the pace against the learned limit."""
-        now = time.monotonic()
+        now = self.clock.now()
         several = len(self._lanes) > 1
         return "; ".join(
             f"{n}: {s}" if several else s
@@ -380,5 +388,5 @@ class Pacer:
 
     def backing_off(self) -> float:
         """The longest pause still running on any lane, in seconds (0 when none)."""
-        now = time.monotonic()
+        now = self.clock.now()
         return max([0.0, *(lane.paused_until - now for lane in self._lanes.values())])

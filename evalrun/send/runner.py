@@ -1,19 +1,29 @@
-"""The worker pool: schedules cells, paces, retries, guards the budget, writes every result.
+"""The run loop, written once against any sender: what may be sent, and what each outcome means.
 
-Flow: cells not yet in the store → one probe per (model, prompt) → everything else through a
-bounded pool. A probe exists so that a model that refuses something (prefill, a sampling
-parameter) refuses it once, not once per row; what it refused is learned, the model's cells are
-re-planned, and the run goes on.
+Flow: the planner streams the plan into the store chunk by chunk while the sender takes
+requests from here, model by model, in plan order. Before a request leaves:
+
+* requests already answered — in this folder, or in the shared response cache — are skipped;
+  identical requests are one row of the store, so they are sent once whatever cells share them;
+* a model the table does not know sends the first request of each prompt alone (a probe), and
+  every model has a small window in flight until its first success, so an error that will hit
+  every row costs a handful of requests, not a concurrency window of them;
+* the budget reserves the request's worst case; the deadline and a stop request are checked.
+
+When an outcome arrives it is committed at once. A refusal of prefill or of a sampling
+parameter is learned and the model re-planned; an error that hits every first request stops
+the run (a wrong key, an unknown model, the same 400) or the model (an unreachable endpoint).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
-import random
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -23,6 +33,9 @@ from evalrun.errors import (
     ApiError,
     AuthError,
     BudgetExceeded,
+    DatasetError,
+    DeadlineReached,
+    EvalrunError,
     PermanentApiError,
     RateLimitError,
     RunInterrupted,
@@ -30,57 +43,76 @@ from evalrun.errors import (
     SpecError,
     TransientApiError,
 )
-from evalrun.models import SAMPLING_PARAMS
-from evalrun.plan.grid import Cell, Learned, Plan
-from evalrun.send.client import ApiResponse, MessagesClient, reply_text
-from evalrun.send.limits import Pacer
-from evalrun.store.run_store import Outcome, Store
-from evalrun.tokens import estimate_input_tokens
+from evalrun.models import SAMPLING_PARAMS, Price
+from evalrun.plan.grid import Plan
+from evalrun.plan.render import materialize
+from evalrun.send.clock import Clock, SystemClock
+from evalrun.send.sender import Request, Sender
+from evalrun.store.cache import ResponseCache
+from evalrun.store.records import Outcome
+from evalrun.store.run_store import Learned, PendingRequest, Store
 
-__all__ = ["RunStats", "Runner"]
+__all__ = ["HOPELESS_AFTER", "RunStats", "Runner"]
 
-# Consecutive identical permanent errors, with no success, after which a model is hopeless.
+# Failures with no success first after which a model is hopeless; also how many requests a model
+# may have in flight before its first success.
 HOPELESS_AFTER = 5
+_PAGE = 256
 _PREFILL_REFUSAL = re.compile(r"prefill", re.IGNORECASE)
 _PARAM_REFUSAL = re.compile(r"deprecated|not supported|not permitted|cannot both|cannot be used|unsupported|may only", re.I)
 
 
 @dataclass
 class RunStats:
-    """Live counters for the progress line; the CLI reads them, the runner writes them."""
+    """Live counters for the progress line; the CLI reads them, the run loop writes them."""
 
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    errors: int = 0
+    cells: int = 0  # cells in the plan
+    requests: int = 0  # requests this run has to answer (grows while the plan is written)
+    answered: int = 0  # of those, answered by the API in this run
+    from_cache: int = 0  # answered from the shared response cache
+    errors: int = 0  # ended in an error in this run
     retries: int = 0
     rate_limited: int = 0
-    spent_usd: float = 0.0
+    spent_usd: float = 0.0  # what the run folder has spent in total
+    spent_before_usd: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    planning: bool = True
     pacing: str = ""
-    backing_off_s: float = 0.0
+    oldest_wait_s: float = 0.0
+    stopped_models: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return self.answered + self.from_cache + self.errors
+
+    @property
+    def total(self) -> int:
+        return self.requests
 
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
-        return (self.done - self.skipped) / elapsed if elapsed > 0 else 0.0
+        return (self.answered + self.errors) / elapsed if elapsed > 0 else 0.0
 
 
-def backoff_delay(attempt: int, retry_after: float | None) -> float:
-    """The official SDK's schedule (0.5·2^n s, at most 8 s, up to 25 % jitter), never below retry-after."""
-    base = min(0.5 * 2 ** max(attempt - 1, 0), 8.0) * (1 - 0.25 * random.random())
-    return max(base, retry_after or 0.0)
+@dataclass
+class _Gate:
+    """The first request of a group goes alone; the rest wait until its outcome is in."""
+
+    open: bool = False
+    opener: str | None = None
 
 
-def _capability_refusal(error: ApiError, cell: Cell) -> tuple[bool, frozenset[str]] | None:
+def capability_refusal(error: ApiError, body: Mapping[str, object]) -> tuple[bool, frozenset[str]] | None:
     """(prefill refused, sampling params refused) if a 400 says the model refuses a feature."""
     if not isinstance(error, PermanentApiError) or error.status != 400:
         return None
     message = error.message
-    ends_with_assistant = cell.body["messages"][-1]["role"] == "assistant"
-    if ends_with_assistant and _PREFILL_REFUSAL.search(message):
+    messages = body.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages else {}
+    if isinstance(last, dict) and last.get("role") == "assistant" and _PREFILL_REFUSAL.search(message):
         return True, frozenset()
-    named = [p for p in SAMPLING_PARAMS if p in cell.body and re.search(rf"\b{p}\b", message)]
+    named = [p for p in SAMPLING_PARAMS if p in body and re.search(rf"\b{p}\b", message)]
     if named and _PARAM_REFUSAL.search(message):
         if len(named) > 1 and "temperature" in named:
             named = [p for p in named if p != "temperature"]  # "cannot both": keep temperature
@@ -89,128 +121,290 @@ def _capability_refusal(error: ApiError, cell: Cell) -> tuple[bool, frozenset[st
 
 
 class Runner:
-    """Runs one plan against its endpoints. `replan(learned)` rebuilds the plan after learning."""
+    """Runs one plan through one sender. Implements `RequestSource` for the sender."""
 
     def __init__(
         self,
         *,
         plan: Plan,
         store: Store,
-        clients: Mapping[str, MessagesClient],
+        run_id: int,
+        sender: Sender,
         replan: Callable[[Mapping[str, Learned]], Plan],
-        concurrency: int = 64,
+        fingerprint: Callable[[Plan], str],
+        plan_stored: bool = False,
+        cache: ResponseCache | None = None,
         max_retries: int = 6,
         budget_usd: float | None = None,
-        spent_before_usd: float = 0.0,
+        deadline_s: float | None = None,
+        clock: Clock | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
-        pacer: Pacer | None = None,
-        backoff: Callable[[int, float | None], float] = backoff_delay,
     ) -> None:
         self.plan = plan
         self.store = store
-        self.clients = clients
+        self.run_id = run_id
+        self.sender = sender
         self.replan = replan
+        self.fingerprint = fingerprint
+        self.cache = cache if cache is not None and cache.usable else None
         self.max_retries = max_retries
-        self.backoff = backoff
         self.budget_usd = budget_usd
-        self.pacer = pacer or Pacer(max_concurrency=concurrency)
-        self.concurrency = concurrency
+        self.clock = clock or SystemClock()
+        self.deadline_at = self.clock.now() + deadline_s if deadline_s else None
+        self.deadline_s = deadline_s
         self.on_progress = on_progress or (lambda stats: None)
-        self.stats = RunStats(spent_usd=spent_before_usd)
-        self.learned: dict[str, Learned] = dict(store.learned())
-        self._models = {m.label: m for m in plan.models}
-        self._pending: deque[Cell] = deque()
-        self._in_flight: dict[str, Cell] = {}
-        self._reserved_usd = 0.0
-        self._stop: BaseException | None = None
-        self._budget_hit = False
-        self._hopeless: dict[str, tuple[str, int]] = {}
+        self.models: tuple[str, ...] = tuple(m.label for m in plan.models)
+        self._plans = {m.label: m for m in plan.models}
+        self._prices: dict[str, Price | None] = {m.label: m.info.price for m in plan.models}
+        self.learned: dict[str, Learned] = dict(plan.learned)
+        spent = store.spent_usd()
+        self.stats = RunStats(spent_usd=spent, spent_before_usd=spent)
+        # Scheduling state.
+        self._buffers: dict[str, deque[PendingRequest]] = {m: deque() for m in self.models}
+        self._cursor: dict[str, int] = dict.fromkeys(self.models, -1)
+        self._exhausted: set[str] = set()
+        self._in_flight: dict[str, tuple[Request, float, float]] = {}  # key → (request, reserved USD, start)
+        self._in_flight_by_model: dict[str, int] = dict.fromkeys(self.models, 0)
+        self._gates: dict[tuple[str, str], _Gate] = {}
+        self._probe_models = {m.label for m in plan.models if not m.info.known}
         self._succeeded: set[str] = set()
+        self._heard: set[str] = set()  # models with at least one outcome
+        self._failures: dict[str, tuple[str, int]] = {}
+        self._reserved_usd = 0.0
+        self._changed = anyio.Event()
+        self.halted = anyio.Event()
+        # Stopping.
         self._stop_requested = False
-        self._probing = False
-        self._lanes = _lane_names(plan, clients)
-        self._status_at = 0.0
-        self._finished = anyio.Event()
+        self._fatal: EvalrunError | None = None
+        self._budget_hit = False
+        self._deadline_hit = False
+        # The planner.
+        self._planning = not plan_stored
+        self._planned_seq = -1 if not plan_stored else math.inf
+        self._planner_scope: anyio.CancelScope | None = None
+        self._replan_pending: str | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
 
     # -- public ------------------------------------------------------------------------------
     def request_stop(self) -> None:
-        """Stop scheduling; requests in flight finish and are stored (Ctrl-C)."""
+        """Stop handing out requests; those in flight finish and are stored (Ctrl-C)."""
         self._stop_requested = True
+        self._notify()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
     async def run(self) -> RunStats:
-        """Send every cell the store lacks. Raises RunStopped or BudgetExceeded when it stops early."""
-        finished = self.store.finished_keys()
-        todo = [c for c in self.plan.cells if c.key not in finished]
-        self.stats.total = len(self.plan.cells)
-        self.stats.done = self.stats.skipped = len(self.plan.cells) - len(todo)
-        self.on_progress(self.stats)
-        probes: dict[tuple[str, str], Cell] = {}
-        for cell in todo:
-            probes.setdefault((cell.model, cell.prompt), cell)
-        self._pending.extend(probes.values())
-        self._probing = True
-        await self._drain(workers=len(probes))
-        self._probing = False
-        if self._stop is None and not self._stop_requested and not self._budget_hit:
-            finished = self.store.finished_keys()
-            self._pending = deque(c for c in self.plan.cells if c.key not in finished)
-            await self._drain(workers=self.concurrency)
-        if self._stop is not None:
-            raise self._stop
+        """Send every request the store lacks. Raises RunStopped, BudgetExceeded, DeadlineReached
+        or RunInterrupted when it stops early."""
+        self.stats.planning = self._planning
+        if not self._planning:
+            self.stats.requests = self.store.count_pending(run_id=self.run_id, stage="answer")
+            self.stats.cells = self.plan.total_cells
+        self._progress()
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            if self._planning:
+                self._start_planner(tg, after_seq=-1)
+            if self.deadline_at is not None:
+                tg.start_soon(self._watch_deadline)
+            await self.sender.run(self)
+            self._planner_cancel()
+            tg.cancel_scope.cancel()
+        self._progress()
+        if self._fatal is not None:
+            raise self._fatal
         if self._stop_requested:
-            finished = self.store.finished_keys()
-            left = sum(1 for c in self.plan.cells if c.key not in finished)
-            raise RunInterrupted(f"interrupted: {left} cells not yet answered; run the same command again to resume")
+            raise RunInterrupted(
+                f"interrupted: {self._left()} requests not yet answered; run the same command again to resume"
+            )
+        if self._deadline_hit:
+            raise DeadlineReached(
+                f"stopped at the deadline ({self.deadline_s:g} s): {self._left()} requests not yet answered; "
+                f"run again to resume"
+            )
         if self._budget_hit:
             raise BudgetExceeded(
                 f"stopped at the budget: ${self.stats.spent_usd:.4f} of ${self.budget_usd:.4f} spent, "
-                f"{self.stats.total - self.stats.done} cells left; run again with a higher budget to finish"
+                f"{self._left()} requests left; run again with a higher budget to finish"
             )
         return self.stats
 
-    # -- scheduling --------------------------------------------------------------------------
-    async def _drain(self, *, workers: int) -> None:
-        async with anyio.create_task_group() as tg:
-            for _ in range(max(1, min(workers, len(self._pending)))):
-                tg.start_soon(self._worker)
+    def _left(self) -> int:
+        return self.store.count_pending(run_id=-1, stage="answer")
 
-    def _next_cell(self) -> Cell | None:
-        if self._stop is not None or self._stop_requested or self._budget_hit:
-            return None
-        # A model that reaches HOPELESS_AFTER stops the run (`_stop`), so there is nothing to filter here.
-        return self._pending.popleft() if self._pending else None
+    # -- the planner ---------------------------------------------------------------------------
+    def _start_planner(self, tg: anyio.abc.TaskGroup, *, after_seq: float, replan: str | None = None) -> None:
+        scope = anyio.CancelScope()
+        self._planner_scope = scope
+        self._planning = self.stats.planning = True
+        tg.start_soon(self._write_plan, scope, after_seq, replan)
 
-    async def _worker(self) -> None:
-        while (cell := self._next_cell()) is not None:
-            worst = self._reserve(cell)
-            while worst is None and self._in_flight:
-                # It may fit once what is in flight has cost what it really costs (usually far
-                # less than its worst case): wait for one to finish, then ask again.
-                await self._finished.wait()
-                worst = self._reserve(cell)
-            if worst is None:
+    def _planner_cancel(self) -> None:
+        if self._planner_scope is not None:
+            self._planner_scope.cancel()
+
+    async def _write_plan(self, scope: anyio.CancelScope, after_seq: float, replan: str | None) -> None:
+        with scope:
+            plan = self.plan
+            if replan is not None and after_seq >= 0:
+                # The re-planned model catches up to where the plan had got, then all go on together.
+                for chunk in plan.chunks(models={replan}, until_seq=int(after_seq)):
+                    self.store.add_rows(chunk.rows)
+                    self.store.add_cells(chunk.cells, chunk.requests)
+                    await anyio.sleep(0)
+            for chunk in plan.chunks(after_seq=int(after_seq) if after_seq >= 0 else -1):
+                if self.stats.cells == 0 and chunk.rows:
+                    self.stats.cells = plan.total_cells
+                self.store.add_rows(chunk.rows)
+                self.store.add_cells(chunk.cells, chunk.requests)
+                self.stats.requests += len(chunk.requests)
+                self._planned_seq = chunk.last_seq
+                self._notify()
+                await anyio.sleep(0)  # let the sender go between chunks
+            self.store.finish_plan(self.fingerprint(plan))
+            self._planned_seq = math.inf
+            self._planning = self.stats.planning = False
+            self.stats.cells = plan.total_cells
+            self._notify()
+
+    # -- RequestSource -------------------------------------------------------------------------
+    def _halted(self, model: str | None = None) -> bool:
+        return (
+            self._stop_requested
+            or self._fatal is not None
+            or self._budget_hit
+            or self._deadline_hit
+            or (model is not None and model in self.stats.stopped_models)
+        )
+
+    async def take(self, model: str) -> Request | None:
+        while True:
+            if self._halted(model):
+                return None
+            pending = await self._peek(model)
+            if pending is None:
+                return None
+            if pending.key in self._in_flight:
+                self._buffers[model].popleft()
+                continue
+            if not self._may_send(model, pending):
+                await self._wait_change()
+                continue
+            reserved = self._reserve(pending)
+            if reserved is None:
+                if self._in_flight:
+                    # It may fit once what is in flight has cost what it really costs (usually far
+                    # less than its worst case): wait for one to finish, then ask again.
+                    await self._wait_change()
+                    continue
                 self._budget_hit = True
-                self._pending.appendleft(cell)
-                return
-            self._in_flight[cell.key] = cell
-            try:
-                await self._send(cell)
-            finally:
-                self._in_flight.pop(cell.key, None)
-                self._reserved_usd -= worst
-                self._finished.set()
-                self._finished = anyio.Event()
+                self._notify()
+                return None
+            self._buffers[model].popleft()
+            request = self._request(pending)
+            if request is None:
+                self._reserved_usd -= reserved
+                continue
+            gate = self._gate_of(model, pending)
+            if gate is not None and not gate.open:
+                gate.opener = pending.key
+            self._in_flight[pending.key] = (request, reserved, time.monotonic())
+            self._in_flight_by_model[model] += 1
+            return request
 
-    def _reserve(self, cell: Cell) -> float | None:
-        """Reserve the cell's worst-case cost against the budget; None if it does not fit."""
+    def take_ready(self, limit: int) -> list[Request]:
+        raise NotImplementedError  # the batch sender's side, added with it
+
+    async def wait_ready(self) -> bool:
+        await self._wait_change()
+        return not self._halted()
+
+    def _request(self, pending: PendingRequest) -> Request | None:
+        try:
+            body = materialize(json.loads(pending.body_json))
+        except DatasetError as exc:
+            # An image changed or vanished since planning: record it on the request, go on.
+            self.store.record(
+                Outcome(key=pending.key, status="error", error=str(exc), error_type="dataset", attempts=0),
+                run_id=self.run_id,
+            )
+            self.stats.errors += 1
+            return None
+        return Request(
+            key=pending.key,
+            model=pending.model,
+            body=body,
+            max_tokens=pending.max_tokens,
+            input_tokens=pending.input_tokens,
+        )
+
+    async def _peek(self, model: str) -> PendingRequest | None:
+        """The next pending request of `model` in plan order, or None when it has no more."""
+        buffer = self._buffers[model]
+        while not buffer:
+            if model in self._exhausted:
+                return None
+            page = self.store.pending(model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id)
+            if page:
+                self._cursor[model] = page[-1].first_seq
+                buffer.extend(self._from_cache(page))
+                continue
+            if not self._planning:
+                self._exhausted.add(model)
+                return None
+            await self._wait_change()
+            if self._halted(model):
+                return None
+        return buffer[0]
+
+    def _from_cache(self, page: list[PendingRequest]) -> list[PendingRequest]:
+        """Record what the shared cache already holds (free); return the rest."""
+        if self.cache is None:
+            return page
+        hits = self.cache.lookup([p.key for p in page])
+        if not hits:
+            return page
+        self.store.record_many(hits.values(), run_id=self.run_id)
+        for pending in page:
+            if pending.key in hits:
+                self._succeeded.add(pending.model)
+                self._open_gate(pending.model, pending)
+        self.stats.from_cache += len(hits)
+        self._progress()
+        return [p for p in page if p.key not in hits]
+
+    def _gate_of(self, model: str, pending: PendingRequest) -> _Gate | None:
+        if model not in self._probe_models or model in self._succeeded:
+            return None
+        return self._gates.setdefault((model, pending.gate), _Gate())
+
+    def _open_gate(self, model: str, pending: PendingRequest | Request) -> None:
+        gate = self._gates.get((model, getattr(pending, "gate", "")))
+        if gate is not None:
+            gate.open = True
+
+    def _may_send(self, model: str, pending: PendingRequest) -> bool:
+        if model in self._succeeded:
+            return True
+        # Until a model has answered once: one request, then a few, so that an error that will hit
+        # every row (a wrong key, an unknown model, an unreachable server) costs a handful.
+        window = HOPELESS_AFTER if model in self._heard else 1
+        if self._in_flight_by_model[model] >= window:
+            return False
+        gate = self._gate_of(model, pending)
+        return gate is None or gate.open or gate.opener is None
+
+    def _reserve(self, pending: PendingRequest) -> float | None:
+        """Reserve the request's worst-case cost against the budget; None if it does not fit."""
         if self.budget_usd is None:
             return 0.0
-        model = self._models[cell.model]
         worst = worst_case_usd(
-            model.info.price,
-            input_tokens=estimate_input_tokens(cell.body),
-            max_tokens=cell.max_tokens,
-            cached=_wants_cache(cell.body),
+            self._prices.get(pending.model),
+            input_tokens=pending.input_tokens,
+            max_tokens=pending.max_tokens,
+            cached='"cache_control"' in pending.body_json,
         )
         if math.isnan(worst):
             worst = 0.0  # unpriced models were refused a budget before the run began
@@ -219,196 +413,175 @@ class Runner:
         self._reserved_usd += worst
         return worst
 
-    # -- one cell ----------------------------------------------------------------------------
-    async def _send(self, cell: Cell) -> None:
-        model = self._models[cell.model]
-        client = self.clients[cell.model]
-        lane = self._lanes[cell.model]
-        input_estimate = estimate_input_tokens(cell.body)
-        attempts = 0
-        try:
-            # A plain loop rather than tenacity: the same schedule, a fraction of the CPU per request.
-            while True:
-                attempts += 1
-                try:
-                    response = await self._attempt(lane, client, cell, input_estimate)
-                    break
-                except TransientApiError as exc:
-                    if attempts > self.max_retries:
-                        raise
-                    self._count_retry()
-                    await anyio.sleep(self.backoff(attempts, exc.retry_after))
-        except AuthError as exc:
-            self._stop = RunStopped(
-                f"{cell.model}: the API refused the key ({exc}); check ANTHROPIC_API_KEY"
-                f"{' or ' + model.api_key_env if model.api_key_env else ''}. Nothing more was sent."
-            )
-            return
-        except PermanentApiError as exc:
-            self._permanent(cell, exc, attempts)
-            return
-        except TransientApiError as exc:
-            # Retries exhausted: recorded, and sent again by the next run.
-            self.store.record(
-                cell.key,
-                Outcome(
-                    status="error",
-                    error=f"gave up after {attempts} attempts: {exc}",
-                    error_type=exc.error_type or "transient",
-                    http_status=exc.status,
-                    retryable=True,
-                    attempts=attempts,
-                    request_id=exc.request_id,
-                ),
-            )
-            self.stats.errors += 1
-            self._progress(cell)
-            return
-        message = response.message
-        cost = usage_cost(model.info.price, message.get("usage") or {})
-        if not math.isnan(cost):
-            self.stats.spent_usd += cost
-        self.store.record(
-            cell.key,
-            Outcome(
-                status="ok",
-                message=message,
-                text=reply_text(message),
-                latency_s=response.latency_s,
-                attempts=attempts,
-                request_id=response.request_id,
-            ),
-        )
-        self._succeeded.add(cell.model)
-        self._progress(cell)
-
-    async def _attempt(self, lane: str, client: MessagesClient, cell: Cell, input_estimate: int) -> ApiResponse:
-        """One paced request: the lane learns from its headers, its latency, or its failure."""
-        await self.pacer.acquire(lane, input_tokens=input_estimate, max_tokens=cell.max_tokens)
-        try:
-            response = await client.create(cell.body)
-        except RateLimitError as exc:
-            self.pacer.release(lane)
-            self.pacer.rate_limited(lane, exc.retry_after)
+    def retry(self, request: Request, error: ApiError, attempts: int) -> bool:
+        if isinstance(error, RateLimitError):
             self.stats.rate_limited += 1
-            raise
-        except TransientApiError as exc:
-            self.pacer.release(lane)
-            if exc.status == 529:
-                self.pacer.overloaded(lane, exc.retry_after)
-            raise
-        except BaseException:
-            self.pacer.release(lane)
-            raise
-        usage = response.message.get("usage") or {}
-        self.pacer.release(
-            lane,
-            rate_limits=response.rate_limits,
-            output_tokens=int(usage.get("output_tokens") or 0),
-            max_tokens=cell.max_tokens,
-            latency_s=response.latency_s,
-        )
-        return response
-
-    def _count_retry(self) -> None:
+        model = request.model
+        if (
+            isinstance(error, TransientApiError)
+            and error.connection
+            and model not in self._succeeded
+            and self._count_failure(model, "connection")
+        ):
+            base = self._plans[model].base_url or "the simulator"
+            self._stop_model(model, f"cannot reach {base}: {error.message} ({HOPELESS_AFTER} attempts, none answered)")
+        if self._halted(model) or attempts > self.max_retries:
+            return False
         self.stats.retries += 1
+        return True
 
-    def _progress(self, cell: Cell) -> None:
-        self.stats.done += 1
-        now = time.monotonic()
-        if now - self._status_at >= 0.2 or self.stats.done >= self.stats.total:
-            # The pacing text is for a human: a few times a second is enough.
-            self._status_at = now
-            self.stats.pacing = self.pacer.status()
-        self.stats.backing_off_s = self.pacer.backing_off()
-        self.on_progress(self.stats)
+    async def deliver(self, request: Request, outcome: Outcome, error: ApiError | None) -> None:
+        entry = self._in_flight.pop(request.key, None)
+        reserved = entry[1] if entry else 0.0
+        self._reserved_usd -= reserved
+        self._in_flight_by_model[request.model] -= 1 if entry else 0
+        try:
+            if outcome.status == "unsent":
+                return
+            self._heard.add(request.model)
+            if error is not None and self._fatal_or_learned(request, error):
+                return
+            if outcome.status == "ok":
+                outcome = self._priced(request, outcome)
+                self.store.record(outcome, run_id=self.run_id)
+                if self.cache is not None:
+                    self.cache.put([outcome])
+                if outcome.cost_usd is not None:
+                    self.stats.spent_usd += outcome.cost_usd
+                self.stats.answered += 1
+                self._succeeded.add(request.model)
+                self._failures.pop(request.model, None)
+            else:
+                self.store.record(outcome, run_id=self.run_id)
+                self.stats.errors += 1
+                if request.model not in self._succeeded and outcome.retryable:
+                    kind = error.message if error is not None else outcome.error or ""
+                    if self._count_failure(request.model, f"gave up: {kind}"):
+                        self._stop_model(
+                            request.model,
+                            f"its first {HOPELESS_AFTER} requests all failed ({outcome.error}); none answered",
+                        )
+            for gate in self._gates.values():
+                if gate.opener == request.key:
+                    gate.open = True
+        finally:
+            self._notify()
+            self._progress()
 
-    def _permanent(self, cell: Cell, exc: PermanentApiError, attempts: int) -> None:
-        if exc.status == 404 and exc.error_type == "not_found_error":
-            self._stop = RunStopped(
-                f"{cell.model}: the API does not know model {cell.model_id!r} (404: {exc.message}); "
-                f"check the name in the spec. Nothing more was sent."
+    def _priced(self, request: Request, outcome: Outcome) -> Outcome:
+        usage = (outcome.message or {}).get("usage")
+        if not isinstance(usage, dict) or not isinstance(usage.get("input_tokens"), int):
+            return outcome  # no usage: the cost is unknown, never a silent $0
+        cost = usage_cost(self._prices.get(request.model), usage)
+        if math.isnan(cost):
+            return outcome
+        return dataclasses.replace(outcome, cost_usd=cost)
+
+    def _fatal_or_learned(self, request: Request, error: ApiError) -> bool:
+        """Handle an error that says something about the model rather than the row. True when
+        the outcome must not be recorded (the run stops, or the model is re-planned)."""
+        model = self._plans[request.model]
+        if isinstance(error, AuthError):
+            self._fatal = RunStopped(
+                f"{model.label}: the API refused the key ({error}); check {model.key_variable}. "
+                f"{self._sent_note()}"
             )
-            return
-        refusal = _capability_refusal(exc, cell)
+            return True
+        if not isinstance(error, PermanentApiError):
+            return False
+        if error.status == 404 and error.error_type == "not_found_error":
+            self._fatal = RunStopped(
+                f"{model.label}: the API does not know model {request.body.get('model')!r} (404 from "
+                f"{model.base_url or 'the simulator'}: {error.message}); check the model name in the spec "
+                f"(and base_url). {self._sent_note()}"
+            )
+            return True
+        refusal = capability_refusal(error, request.body)
         if refusal is not None:
-            self._adapt(cell, exc, prefill=refusal[0], params=refusal[1])
-            return
-        self.store.record(
-            cell.key,
-            Outcome(
-                status="error",
-                error=str(exc),
-                error_type=exc.error_type,
-                http_status=exc.status,
-                attempts=attempts,
-                request_id=exc.request_id,
-            ),
-        )
-        self.stats.errors += 1
-        if cell.model not in self._succeeded:
-            last, count = self._hopeless.get(cell.model, ("", 0))
-            self._hopeless[cell.model] = (exc.message, count + 1 if exc.message == last else 1)
-            if self._hopeless[cell.model][1] >= HOPELESS_AFTER:
-                self._stop = RunStopped(
-                    f"{cell.model}: the first {HOPELESS_AFTER} requests all failed with the same error "
-                    f"({exc}); fix the spec and run again. Nothing more was sent."
-                )
-        self._progress(cell)
+            self._learn(request, error, prefill=refusal[0], params=refusal[1])
+            return True
+        if request.model not in self._succeeded and self._count_failure(request.model, error.message):
+            self._fatal = RunStopped(
+                f"{model.label}: its first {HOPELESS_AFTER} requests all failed with the same error ({error}); "
+                f"fix the spec and run again. {self._sent_note()}"
+            )
+        return False
 
-    def _adapt(self, cell: Cell, exc: ApiError, *, prefill: bool, params: frozenset[str]) -> None:
-        """A model refused a feature: remember it, re-plan its cells, queue the replacements."""
-        old = self.learned.get(cell.model, Learned())
-        new = Learned(
-            prefill_refused=old.prefill_refused or prefill, refused_params=old.refused_params | params
-        )
+    def _sent_note(self) -> str:
+        sent = self.stats.answered + self.stats.errors + len(self._in_flight) + 1
+        return "Nothing more was sent." if sent <= 1 else f"{sent} requests were sent in all; nothing more will be."
+
+    def _count_failure(self, model: str, kind: str) -> bool:
+        last, count = self._failures.get(model, ("", 0))
+        count = count + 1 if kind == last else 1
+        self._failures[model] = (kind, count)
+        return count >= HOPELESS_AFTER
+
+    def _stop_model(self, model: str, reason: str) -> None:
+        if model not in self.stats.stopped_models:
+            self.stats.stopped_models[model] = reason
+            self._notify()
+
+    def _learn(self, request: Request, error: ApiError, *, prefill: bool, params: frozenset[str]) -> None:
+        """A model refused a feature: remember it, re-plan its cells, send again."""
+        label = request.model
+        old = self.learned.get(label, Learned())
+        new = Learned(prefill_refused=old.prefill_refused or prefill, refused_params=old.refused_params | params)
         if new == old:
-            # Already adapted (a request sent before we learned): its replacement is queued.
-            return
-        self.learned[cell.model] = new
+            return  # sent before we learned: its replacement is already planned
+        self.learned[label] = new
         try:
             plan = self.replan(self.learned)
-        except SpecError as error:
-            self._stop = RunStopped(f"{cell.model}: refused the request ({exc.message}); {error}")
+        except SpecError as spec_error:
+            self._fatal = RunStopped(f"{label}: refused the request ({error.message}); {spec_error}")
             return
-        self.store.save_learned(cell.model, new)
-        self.store.save_plan(plan.cells)
+        self.store.save_learned(label, new)
         self.plan = plan
-        finished = self.store.finished_keys()
-        busy = set(self._in_flight)
-        replacements = [c for c in plan.cells if c.model == cell.model and c.key not in finished and c.key not in busy]
-        if self._probing:
-            # Still probing: send one new probe per prompt of this model, not the whole model.
-            firsts: dict[str, Cell] = {}
-            for c in replacements:
-                firsts.setdefault(c.prompt, c)
-            replacements = list(firsts.values())
-        self._pending = deque(c for c in self._pending if c.model != cell.model)
-        self._pending.extendleft(reversed(replacements))
+        self._planner_cancel()
+        written = self._planned_seq
+        self.store.drop_model_plan(label)
+        self._buffers[label].clear()
+        self._cursor[label] = -1
+        self._exhausted.discard(label)
+        for key in [k for k in self._gates if k[0] == label]:
+            del self._gates[key]
+        assert self._task_group is not None
+        self._start_planner(
+            self._task_group, after_seq=written if written != math.inf else self._last_seq(), replan=label
+        )
 
+    def _last_seq(self) -> int:
+        return self.plan.total_cells - 1
 
-def _lane_names(plan: Plan, clients: Mapping[str, MessagesClient]) -> dict[str, str]:
-    """Each model's lane: endpoint × key × model class, named as briefly as stays unambiguous."""
-    keys: dict[int, int] = {}
-    idents = {}
-    for m in plan.models:
-        client = clients.get(m.label)
-        key = keys.setdefault(id(client), len(keys) + 1)
-        idents[m.label] = (m.endpoint, key, m.info.family if m.info.known else m.spec.name)
-    endpoints = {e for e, _, _ in idents.values()}
-    several_keys = len({(e, k) for e, k, _ in idents.values()}) > len(endpoints)
-    names = {}
-    for label, (endpoint, key, family) in idents.items():
-        name = family
-        if len(endpoints) > 1:
-            name += f"@{endpoint}"
-        if several_keys:
-            name += f" key{key}"
-        names[label] = name
-    return names
+    # -- waiting -------------------------------------------------------------------------------
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+        if self._halted() and not self.halted.is_set():
+            self.halted.set()
 
+    async def _wait_change(self) -> None:
+        event = self._changed
+        if self.deadline_at is not None:
+            await self.clock.wait(event, max(0.0, self.deadline_at - self.clock.now()))
+        else:
+            await event.wait()
 
-def _wants_cache(body: Mapping[str, object]) -> bool:
-    return "cache_control" in body or '"cache_control"' in repr(body.get("messages")) or "cache_control" in repr(
-        body.get("system")
-    )
+    async def _watch_deadline(self) -> None:
+        assert self.deadline_at is not None
+        await self.clock.sleep(max(0.0, self.deadline_at - self.clock.now()))
+        if self._planning or self._in_flight or any(self._buffers.values()) or len(self._exhausted) < len(self.models):
+            self._deadline_hit = True
+            self._notify()
+
+    def _progress(self) -> None:
+        self.stats.pacing = self.sender.status()
+        now = time.monotonic()
+        self.stats.oldest_wait_s = max((now - start for _, _, start in self._in_flight.values()), default=0.0)
+        self.on_progress(self.stats)
+
+    def waiting_requests(self) -> Iterator[tuple[str, float]]:
+        now = time.monotonic()
+        for key, (_, _, start) in self._in_flight.items():
+            yield key, now - start
+

@@ -1,4 +1,5 @@
-"""The ASGI app: `POST /v1/messages` and `POST /v1/messages/count_tokens`."""
+"""The ASGI app: `POST /v1/messages`, `POST /v1/messages/count_tokens` and the Message Batches
+endpoints under `/v1/messages/batches`. Every response carries `x-evalrun-simulator: 1`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from starlette.applications import Starlette
@@ -14,16 +16,20 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive as StarletteReceive
+from starlette.types import Scope as StarletteScope
+from starlette.types import Send as StarletteSend
 
 from evalrun.models import ModelInfo
-from evalrun.sim._cache import PromptCache, TooManyBreakpoints
+from evalrun.sim._batches import MAX_BATCH_BYTES, BatchStore
+from evalrun.sim._cache import CachePlan, PromptCache, TooManyBreakpoints
 from evalrun.sim._errors import ConnectionDropped, SimError, invalid
 from evalrun.sim._jsonio import dumps, loads
-from evalrun.sim._reply import generate_reply
+from evalrun.sim._reply import Reply, generate_reply
 from evalrun.sim._validate import check_model_rules, validate_request
 from evalrun.sim.config import SimConfig
 from evalrun.sim.ratelimit import RateLimiter, retry_after
-from evalrun.sim.tokens import count_request_tokens, request_units
+from evalrun.tokens import count_request_tokens, request_units
 
 __all__ = ["create_app"]
 
@@ -35,6 +41,9 @@ Headers = list[tuple[bytes, bytes]]
 _MAX_BODY = 32 * 1024 * 1024  # the real API's per-request limit
 _DEFAULT_CACHE_MIN = 1024
 _JSON = (b"content-type", b"application/json")
+_JSONL = (b"content-type", b"application/binary")
+_ANNOUNCE = (b"x-evalrun-simulator", b"1")
+_MAX_PAGE = 1000
 
 
 def _request_id() -> str:
@@ -59,6 +68,7 @@ class _Simulator:
         self.fault_rng = random.Random(f"{config.seed}:faults")
         self.latency_rng = random.Random(f"{config.seed}:latency")
         self.known_versions = frozenset(self.table.api_versions)
+        self.batches = BatchStore(config, self.process)
 
     # -- the request's envelope -------------------------------------------------------------
 
@@ -86,9 +96,9 @@ class _Simulator:
             raise invalid(f"anthropic-version: unknown version '{version}'")
         return version
 
-    async def _body(self, scope: Scope, receive: Receive, headers: Mapping[bytes, bytes]) -> Any:
+    async def _body(self, receive: Receive, headers: Mapping[bytes, bytes], limit: int = _MAX_BODY) -> Any:
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > _MAX_BODY:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise SimError(413, "request_too_large", "Request exceeds the maximum allowed number of bytes.")
         chunks = []
         size = 0
@@ -98,7 +108,7 @@ class _Simulator:
                 raise SimError(400, "invalid_request_error", "client disconnected")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > _MAX_BODY:
+            if size > limit:
                 raise SimError(
                     413, "request_too_large", "Request exceeds the maximum allowed number of bytes."
                 )
@@ -112,29 +122,29 @@ class _Simulator:
                 "There was an error parsing the body of your request: it is not valid JSON"
             ) from None
 
-    async def _parse(
-        self, scope: Scope, receive: Receive, *, count_tokens: bool
-    ) -> tuple[dict[str, Any], ModelInfo]:
+    async def _envelope(
+        self, scope: Scope, receive: Receive, *, limit: int | None = _MAX_BODY
+    ) -> tuple[str, Any]:
+        """Authenticate, check the version header and read the JSON body (None when `limit` is)."""
         headers = dict(scope["headers"])
         self._authenticate(headers)
         version = self._version(headers)
-        body = await self._body(scope, receive, headers)
+        body = await self._body(receive, headers, limit) if limit is not None else None
+        return version, body
+
+    # -- one Messages request, real-time or in a batch ------------------------------------------
+
+    def check(self, body: Any, version: str, *, count_tokens: bool = False) -> ModelInfo:
+        """Validate a Messages (or count_tokens) body under `version`; the model it names."""
         validate_request(body, removed=self.table.removed_params(version), count_tokens=count_tokens)
         info = self.table.get(body["model"])
         check_model_rules(body, info)
-        scope["evalrun.family"] = info.family  # from here on, responses carry rate-limit headers
-        return body, info
+        return info
 
-    # -- endpoints ------------------------------------------------------------------------
-
-    async def count_tokens(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
-        body, _ = await self._parse(scope, receive, count_tokens=True)
-        return 200, dumps({"input_tokens": count_request_tokens(body)}), []
-
-    async def messages(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
-        body, info = await self._parse(scope, receive, count_tokens=False)
+    def plan(self, body: Mapping[str, Any], info: ModelInfo) -> CachePlan:
+        """What the request reads from and writes to the prompt cache."""
         try:
-            plan = self.cache.plan(
+            return self.cache.plan(
                 info.id,
                 request_units(body),
                 top_level=body.get("cache_control"),
@@ -142,25 +152,16 @@ class _Simulator:
             )
         except TooManyBreakpoints as exc:
             raise invalid(str(exc)) from None
-        family = info.family
-        wait = self.limiter.admit(family, plan.uncached + plan.write)
-        if wait is not None:
-            raise SimError(
-                429,
-                "rate_limit_error",
-                "This request would exceed the rate limit for your organization of "
-                f"{self._limits_text()} for {family} models. Please retry after the time in the retry-after header.",
-                headers={"retry-after": str(retry_after(wait))},
-            )
-        self._fault()
-        reply = generate_reply(
+
+    def reply(self, body: Mapping[str, Any], info: ModelInfo) -> Reply:
+        """What the simulated model answers."""
+        return generate_reply(
             body, info, seed=self.config.seed, skill=self.config.skill_for(info), key=self.config.answers
         )
-        delay = self._latency(reply.output_tokens)
-        if delay > 0:
-            await anyio.sleep(delay)
+
+    def finish(self, info: ModelInfo, plan: CachePlan, reply: Reply, *, tier: str) -> dict[str, Any]:
+        """Commit the cache writes and build the Message."""
         self.cache.commit(plan)
-        self.limiter.charge_output(family, reply.output_tokens)
         content: list[dict[str, Any]] = []
         if reply.thinking is not None:
             content.append(
@@ -168,7 +169,16 @@ class _Simulator:
             )
         if reply.text:
             content.append({"type": "text", "text": reply.text})
-        message = {
+        if reply.tool_call is not None:
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": "toolu_" + uuid.uuid4().hex[:24],
+                    "name": reply.tool_call.name,
+                    "input": reply.tool_call.input,
+                }
+            )
+        return {
             "id": "msg_" + uuid.uuid4().hex[:24],
             "type": "message",
             "role": "assistant",
@@ -185,10 +195,92 @@ class _Simulator:
                     "ephemeral_5m_input_tokens": plan.write_5m,
                     "ephemeral_1h_input_tokens": plan.write_1h,
                 },
-                "service_tier": "standard",
+                "service_tier": tier,
             },
         }
+
+    def process(self, body: Any, version: str) -> dict[str, Any]:
+        """One batch request: the Message it gets, or the SimError a real-time request would."""
+        info = self.check(body, version)
+        plan = self.plan(body, info)
+        return self.finish(info, plan, self.reply(body, info), tier="batch")
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    async def count_tokens(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        version, body = await self._envelope(scope, receive)
+        self.check(body, version, count_tokens=True)
+        return 200, dumps({"input_tokens": count_request_tokens(body)}), []
+
+    async def messages(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        version, body = await self._envelope(scope, receive)
+        info = self.check(body, version)
+        family = info.family
+        scope["evalrun.family"] = family  # from here on, responses carry rate-limit headers
+        plan = self.plan(body, info)
+        wait = self.limiter.admit(family, plan.uncached + plan.write)
+        if wait is not None:
+            raise SimError(
+                429,
+                "rate_limit_error",
+                "This request would exceed the rate limit for your organization of "
+                f"{self._limits_text()} for {family} models. Please retry after the time in the retry-after header.",
+                headers={"retry-after": str(retry_after(wait))},
+            )
+        self._fault()
+        reply = self.reply(body, info)
+        delay = self._latency(reply.output_tokens)
+        if delay > 0:
+            await anyio.sleep(delay)
+        message = self.finish(info, plan, reply, tier="standard")
+        self.limiter.charge_output(family, reply.output_tokens)
         return 200, dumps(message), []
+
+    # -- Message Batches ------------------------------------------------------------------
+
+    async def create_batch(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        version, body = await self._envelope(scope, receive, limit=MAX_BATCH_BYTES)
+        batch = self.batches.create(body, version)
+        return 200, dumps(self.batches.view(batch, _base_url(scope))), []
+
+    async def list_batches(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        await self._envelope(scope, receive, limit=None)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        limit = 20
+        if "limit" in query:
+            raw = query["limit"][-1]
+            if not raw.lstrip("-").isdigit():
+                raise invalid("limit: Input should be a valid integer, unable to parse string as an integer")
+            limit = int(raw)
+            if limit < 1:
+                raise invalid("limit: Input should be greater than or equal to 1")
+            if limit > _MAX_PAGE:
+                raise invalid(f"limit: Input should be less than or equal to {_MAX_PAGE}")
+        page = self.batches.page(
+            _base_url(scope),
+            limit=limit,
+            after_id=query.get("after_id", [None])[-1],
+            before_id=query.get("before_id", [None])[-1],
+        )
+        return 200, dumps(page), []
+
+    async def get_batch(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        await self._envelope(scope, receive, limit=None)
+        batch = self.batches.get(scope["path_params"]["batch_id"])
+        return 200, dumps(self.batches.view(batch, _base_url(scope))), []
+
+    async def cancel_batch(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        await self._envelope(scope, receive, limit=None)
+        batch = self.batches.cancel(scope["path_params"]["batch_id"])
+        return 200, dumps(self.batches.view(batch, _base_url(scope))), []
+
+    async def delete_batch(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        await self._envelope(scope, receive, limit=None)
+        return 200, dumps(self.batches.delete(scope["path_params"]["batch_id"])), []
+
+    async def batch_results(self, scope: Scope, receive: Receive) -> tuple[int, bytes, Headers]:
+        await self._envelope(scope, receive, limit=None)
+        return 200, self.batches.results(scope["path_params"]["batch_id"]), [_JSONL]
 
     def _limits_text(self) -> str:
         parts = []
@@ -261,11 +353,8 @@ class _Endpoint:
                 }
             )
             raise ConnectionDropped() from None
-        headers: Headers = [
-            _JSON,
-            (b"request-id", request_id.encode()),
-            (b"content-length", str(len(payload)).encode()),
-        ]
+        headers: Headers = [] if any(k == b"content-type" for k, _ in extra) else [_JSON]
+        headers += [(b"request-id", request_id.encode()), (b"content-length", str(len(payload)).encode())]
         headers.extend(extra)
         if self.rate_limited:
             family = self._family(scope)
@@ -279,9 +368,41 @@ class _Endpoint:
         return scope.get("evalrun.family")
 
 
+def _base_url(scope: Scope) -> str:
+    """scheme://host[:port] the client used to reach this request (for absolute URLs)."""
+    scheme = str(scope.get("scheme", "http"))
+    host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", None)
+        name, port = server[0], server[1]
+        name = f"[{name}]" if ":" in str(name) else str(name)
+        host = name if port is None else f"{name}:{port}"
+    return f"{scheme}://{host}"
+
+
+class _SimulatorApp(Starlette):
+    """Starlette, with `x-evalrun-simulator: 1` on every response (errors and 404s included),
+    so that a client can tell it is talking to the simulator."""
+
+    async def __call__(self, scope: StarletteScope, receive: StarletteReceive, send: StarletteSend) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+
+        async def announce(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), _ANNOUNCE]}
+            await send(message)
+
+        await super().__call__(scope, receive, announce)
+
+
 def create_app(config: SimConfig) -> Starlette:
     """The simulator as a Starlette app, for uvicorn or `httpx.ASGITransport`."""
     sim = _Simulator(config)
+
+    def endpoint(handler: Callable[[Scope, Receive], Awaitable[tuple[int, bytes, Headers]]]) -> _Endpoint:
+        return _Endpoint(sim, handler, rate_limited=False)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
@@ -295,14 +416,17 @@ def create_app(config: SimConfig) -> Starlette:
             headers={"request-id": rid},
         )
 
+    batch = "/v1/messages/batches/{batch_id}"
     routes = [
         Route("/v1/messages", _Endpoint(sim, sim.messages, rate_limited=True), methods=["POST"]),
-        Route(
-            "/v1/messages/count_tokens",
-            _Endpoint(sim, sim.count_tokens, rate_limited=False),
-            methods=["POST"],
-        ),
+        Route("/v1/messages/count_tokens", endpoint(sim.count_tokens), methods=["POST"]),
+        Route("/v1/messages/batches", endpoint(sim.create_batch), methods=["POST"]),
+        Route("/v1/messages/batches", endpoint(sim.list_batches), methods=["GET"]),
+        Route(batch, endpoint(sim.get_batch), methods=["GET"]),
+        Route(batch, endpoint(sim.delete_batch), methods=["DELETE"]),
+        Route(batch + "/cancel", endpoint(sim.cancel_batch), methods=["POST"]),
+        Route(batch + "/results", endpoint(sim.batch_results), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app = _SimulatorApp(routes=routes, exception_handlers={404: not_found, 405: not_found})
     app.state.simulator = sim
     return app

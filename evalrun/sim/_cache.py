@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalrun.sim.tokens import Unit
+from evalrun.tokens import Unit
 
 __all__ = ["CachePlan", "PromptCache", "TooManyBreakpoints"]
 

@@ -16,7 +16,7 @@ __all__ = ["dumps", "loads"]
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON bytes."""
     if orjson is not None:
-        return orjson.dumps(value)
+        return bytes(orjson.dumps(value))
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 

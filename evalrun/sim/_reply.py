@@ -1,4 +1,5 @@
-"""What the simulated model says: the answer it picks and the text it writes around it."""
+"""What the simulated model says: the answer it picks and the text, JSON or tool call it
+writes around it."""
 
 from __future__ import annotations
 
@@ -10,17 +11,27 @@ from dataclasses import dataclass
 from typing import Any
 
 from evalrun.models import ModelInfo
-from evalrun.sim._schema import first_enum, instance_for
-from evalrun.sim.answers import AnswerKey, letter_of
-from evalrun.sim.tokens import count_text_tokens, cut_to_tokens
+from evalrun.sim._fields import field_provider
+from evalrun.sim._grader import grade, grade_text, grading_provider, grading_request
+from evalrun.sim._schema import first_enum, instance_for, property_paths
+from evalrun.sim.answers import AnswerKey, KeyRow, letter_of
+from evalrun.tokens import count_text_tokens, cut_to_tokens
 
-__all__ = ["Reply", "generate_reply"]
+__all__ = ["Reply", "ToolCall", "forced_tool", "generate_reply"]
 
 # An option on its own line: "(A) ...", "A) ...", "A. ...", "A: ...".
 _OPTION = re.compile(r"(?m)^[ \t]*(?:\(([A-Z])\)|([A-Z])[).:])[ \t]+\S")
 _DEFAULT_LETTERS = ("A", "B", "C", "D")
 _THINKING = "Reading the question, weighing each option against it, and settling on one answer."
 _UNSURE = "I don't know."
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool the reply calls, with its input."""
+
+    name: str
+    input: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,7 @@ class Reply:
     stop_reason: str
     stop_sequence: str | None
     output_tokens: int
+    tool_call: ToolCall | None = None
 
 
 def _texts(content: Any) -> list[str]:
@@ -67,20 +79,24 @@ def _pick(choices: Sequence[str], correct: str | None, skill: float, u: float, n
     return others[n % len(others)] if others else correct
 
 
-def _answer(
-    body: Mapping[str, Any],
-    info: ModelInfo,
-    *,
-    seed: int,
-    skill: float,
-    key: AnswerKey | None,
-    schema: Mapping[str, Any] | None,
-) -> str:
-    users = [t for m in body["messages"] if m["role"] == "user" for t in _texts(m["content"])]
-    u, n = _draws(seed, info, body)
+def _match(body: Mapping[str, Any], key: AnswerKey | None, users: Sequence[str]) -> KeyRow | None:
+    if key is None:
+        return None
     metadata = body.get("metadata")
     row_id = metadata.get("user_id") if isinstance(metadata, Mapping) else None
-    row = key.match("\n".join(users), row_id if isinstance(row_id, str) else None) if key else None
+    return key.match("\n".join(users), row_id if isinstance(row_id, str) else None)
+
+
+def _answer(
+    row: KeyRow | None,
+    key: AnswerKey | None,
+    users: Sequence[str],
+    schema: Mapping[str, Any] | None,
+    *,
+    skill: float,
+    u: float,
+    n: int,
+) -> str:
     enum = first_enum(schema) if schema is not None else None
     target_letter = letter_of(row.target) if row else None
     if enum:
@@ -116,23 +132,76 @@ def _continue(prefill: str, answer: str, is_letter: bool) -> str:
     return answer if is_letter else f" {answer}"
 
 
-def generate_reply(
-    body: Mapping[str, Any], info: ModelInfo, *, seed: int, skill: float, key: AnswerKey | None
-) -> Reply:
-    """The reply to a validated request, cut at its first stop sequence or at max_tokens."""
+def forced_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The tool a (validated) request forces: `tool_choice` `tool` names it, `any` takes the
+    first; None when the model may answer in text."""
+    choice = body.get("tool_choice")
+    tools = [t for t in body.get("tools") or () if isinstance(t, Mapping)]
+    if not isinstance(choice, Mapping) or not tools:
+        return None
+    if choice.get("type") == "tool":
+        return next((t for t in tools if t.get("name") == choice.get("name")), None)
+    if choice.get("type") == "any":
+        return tools[0]
+    return None
+
+
+def _output_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
     output_config = body.get("output_config") or {}
     fmt = output_config.get("format") if isinstance(output_config, Mapping) else None
     schema = fmt.get("schema") if isinstance(fmt, Mapping) else None
-    answer = _answer(body, info, seed=seed, skill=skill, key=key, schema=schema)
+    return schema if isinstance(schema, Mapping) else None
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _content(
+    body: Mapping[str, Any],
+    info: ModelInfo,
+    schema: Mapping[str, Any] | None,
+    prefill: str,
+    *,
+    seed: int,
+    skill: float,
+    key: AnswerKey | None,
+) -> Any:
+    """The reply before any cutting: a JSON value when `schema` is set, else the text."""
+    users = [t for m in body["messages"] if m["role"] == "user" for t in _texts(m["content"])]
+    grading = grading_request(body, schema)
+    if grading is not None:
+        label, why = grade(grading)
+        if schema is not None:
+            return instance_for(schema, None, provider=grading_provider(label, why))
+        return grade_text(label, why, prefill)
+    u, n = _draws(seed, info, body)
+    row = _match(body, key, users)
+    answer = _answer(row, key, users, schema, skill=skill, u=u, n=n)
+    if schema is not None:
+        provider = field_provider(row, key, skill=skill, base=n) if row and key else None
+        # Once the row's fields fill the object, a free-text target has no string of its own.
+        fields_used = bool(row and set(row.field_values()) & set(property_paths(schema)))
+        return instance_for(schema, answer, provider=provider, answer_in_strings=not fields_used)
     is_letter = len(answer) == 1 and answer.isalpha()
+    if prefill:
+        return _continue(prefill, answer, is_letter)
+    return f"The answer is ({answer})." if is_letter else answer
+
+
+def generate_reply(
+    body: Mapping[str, Any], info: ModelInfo, *, seed: int, skill: float, key: AnswerKey | None
+) -> Reply:
+    """The reply to a validated request, cut at its first stop sequence or at max_tokens.
+
+    A forced tool (`tool_choice` `tool` or `any`) makes the reply one tool call whose input is
+    valid under the tool's `input_schema`; a structured-output format makes it JSON text."""
+    tool = forced_tool(body)
+    schema = tool.get("input_schema") if tool is not None else _output_schema(body)
+    schema = schema if isinstance(schema, Mapping) else None
     last = body["messages"][-1]
     prefill = "".join(_texts(last["content"])) if last["role"] == "assistant" else ""
-    if schema is not None:
-        text = json.dumps(instance_for(schema, answer), ensure_ascii=False, separators=(",", ":"))
-    elif prefill:
-        text = _continue(prefill, answer, is_letter)
-    else:
-        text = f"The answer is ({answer})." if is_letter else answer
+    content = _content(body, info, schema, prefill, seed=seed, skill=skill, key=key)
 
     budget = int(body["max_tokens"])
     thinking = None
@@ -145,6 +214,15 @@ def generate_reply(
         if cut or budget <= 0:
             return Reply("", thinking, "max_tokens", None, used)
 
+    if tool is not None:
+        # A call cut short by max_tokens is no call: the reply then ends without it.
+        tokens = count_text_tokens(_compact(content))
+        if tokens > budget:
+            return Reply("", thinking, "max_tokens", None, used + budget)
+        call = ToolCall(str(tool["name"]), content if isinstance(content, dict) else {})
+        return Reply("", thinking, "tool_use", None, used + tokens, call)
+
+    text = _compact(content) if schema is not None else str(content)
     stop_reason, stop_sequence = "end_turn", None
     hits = [(text.find(s), s) for s in body.get("stop_sequences") or () if s and s in text]
     if hits:

@@ -75,6 +75,9 @@ def running_server(config: SimConfig, host: str = "127.0.0.1", port: int = 0) ->
         sock.close()
 
 
-def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the simulator in the foreground until interrupted (the `evalrun sim` command)."""
-    uvicorn.Server(_uvicorn_config(config, host, port)).run()
+def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 8000, *, sock: socket.socket | None = None) -> None:
+    """Run the simulator in the foreground until interrupted (the `evalrun sim` command).
+
+    `sock`: an already bound socket (so the caller can report a busy port before anything starts)."""
+    server = uvicorn.Server(_uvicorn_config(config, host, port))
+    server.run(sockets=[sock] if sock is not None else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,12 @@ _MAGIC = {
     "image/webp": (b"RIFF",),
 }
 _TTLS = ("5m", "1h")
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+_TOOL_FIELDS = frozenset({
+    "type", "name", "description", "input_schema", "cache_control", "strict", "input_examples",
+    "allowed_callers", "defer_loading", "eager_input_streaming",
+})  # fmt: skip
+_TOOL_CHOICES = ("auto", "any", "tool", "none")
 
 
 def _is_int(value: Any) -> bool:
@@ -193,6 +200,83 @@ def _check_output_config(value: Any) -> None:
         )
 
 
+def _check_tools(tools: Any) -> list[str]:
+    """Validate custom tool definitions; returns their names."""
+    if not isinstance(tools, list):
+        raise invalid("tools: Input should be a valid list")
+    names: list[str] = []
+    for i, tool in enumerate(tools):
+        loc = f"tools.{i}"
+        if not isinstance(tool, Mapping):
+            raise invalid(f"{loc}: Input should be a valid dictionary or object to extract fields from")
+        kind = tool.get("type")
+        if kind not in (None, "custom"):
+            raise invalid(
+                f"{loc}.type: only custom tools are supported by the evalrun simulator, got '{kind}'"
+            )
+        loc += ".custom"
+        for key in ("name", "input_schema"):
+            if key not in tool:
+                raise invalid(f"{loc}.{key}: Field required")
+        extra = set(tool) - _TOOL_FIELDS
+        if extra:
+            raise invalid(f"{loc}.{sorted(extra)[0]}: Extra inputs are not permitted")
+        name = tool["name"]
+        if not isinstance(name, str):
+            raise invalid(f"{loc}.name: Input should be a valid string")
+        if not _TOOL_NAME.fullmatch(name):
+            raise invalid(f"{loc}.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'")
+        if "description" in tool and not isinstance(tool["description"], str):
+            raise invalid(f"{loc}.description: Input should be a valid string")
+        schema = tool["input_schema"]
+        if not isinstance(schema, Mapping):
+            raise invalid(f"{loc}.input_schema: Input should be a valid dictionary")
+        if "type" not in schema:
+            raise invalid(f"{loc}.input_schema.type: Field required")
+        if schema["type"] != "object":
+            raise invalid(f"{loc}.input_schema.type: Input should be 'object'")
+        if tool.get("cache_control") is not None:
+            _check_cache_control(f"{loc}.cache_control", tool["cache_control"])
+        names.append(name)
+    if len(set(names)) != len(names):
+        raise invalid("tools: Tool names must be unique.")
+    return names
+
+
+def _check_tool_choice(choice: Any, names: list[str], thinking: Any) -> None:
+    if not isinstance(choice, Mapping):
+        raise invalid("tool_choice: Input should be a valid dictionary or object to extract fields from")
+    kind = choice.get("type")
+    if kind is None:
+        raise invalid("tool_choice: Unable to extract tag using discriminator 'type'")
+    if kind not in _TOOL_CHOICES:
+        tags = ", ".join(f"'{t}'" for t in _TOOL_CHOICES)
+        raise invalid(
+            f"tool_choice: Input tag '{kind}' found using 'type' does not match any of the expected tags: {tags}"
+        )
+    allowed = {"type", "name", "disable_parallel_tool_use"} if kind == "tool" else {"type"}
+    if kind in ("auto", "any"):
+        allowed.add("disable_parallel_tool_use")
+    extra = set(choice) - allowed
+    if extra:
+        raise invalid(f"tool_choice.{kind}.{sorted(extra)[0]}: Extra inputs are not permitted")
+    flag = choice.get("disable_parallel_tool_use")
+    if flag is not None and not isinstance(flag, bool):
+        raise invalid(f"tool_choice.{kind}.disable_parallel_tool_use: Input should be a valid boolean")
+    if kind == "tool":
+        if "name" not in choice:
+            raise invalid("tool_choice.tool.name: Field required")
+        if not isinstance(choice["name"], str):
+            raise invalid("tool_choice.tool.name: Input should be a valid string")
+    if kind != "none" and not names:
+        raise invalid("tool_choice may only be specified while providing tools.")
+    if kind == "tool" and choice["name"] not in names:
+        raise invalid(f"tool_choice.tool.name: Tool '{choice['name']}' not found in the provided tools.")
+    thinking_on = isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive")
+    if thinking_on and kind in ("any", "tool"):
+        raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
+
+
 def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool = False) -> None:
     """Raise a 400 `SimError` for the first problem in a Messages (or count_tokens) body.
 
@@ -234,9 +318,9 @@ def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool =
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise invalid("metadata: Input should be a valid dictionary")
-    tools = body.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        raise invalid("tools: Input should be a valid list")
+    names = _check_tools(body["tools"]) if body.get("tools") is not None else []
+    if body.get("tool_choice") is not None:
+        _check_tool_choice(body["tool_choice"], names, body.get("thinking"))
     if body.get("output_config") is not None:
         _check_output_config(body["output_config"])
     if body.get("cache_control") is not None:

@@ -26,6 +26,11 @@ class SimConfig:
     request bucket's capacity (see `evalrun.sim.ratelimit`). Fault probabilities are per
     admitted request. `skills` maps a model id, dated id or family to the probability of a
     right answer; unlisted models fall back to `DEFAULT_SKILLS`, then `DEFAULT_SKILL`.
+
+    Message Batches take `batch_seconds` to process (their results are ready when that has
+    elapsed); each of their requests ends `errored` (api_error or overloaded_error) with
+    probability `batch_error_rate` and `expired` with probability `batch_expire_rate`.
+    Batches draw on none of the rate limits above, and the p500/p529/pdrop faults spare them.
     """
 
     api_key: str | None = None
@@ -39,6 +44,9 @@ class SimConfig:
     p500: float = 0
     p529: float = 0
     pdrop: float = 0
+    batch_seconds: float = 0.2
+    batch_error_rate: float = 0
+    batch_expire_rate: float = 0
     seed: int = 0
     answers: AnswerKey | None = None
     skills: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SKILLS)
@@ -51,6 +59,16 @@ class SimConfig:
                 raise ValueError(f"{name} must be a probability between 0 and 1, got {value}")
         if self.p500 + self.p529 + self.pdrop > 1:
             raise ValueError("p500 + p529 + pdrop must not exceed 1")
+        for name in ("batch_error_rate", "batch_expire_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a probability between 0 and 1, got {value}")
+        if self.batch_error_rate + self.batch_expire_rate > 1:
+            raise ValueError("batch_error_rate + batch_expire_rate must not exceed 1")
+        if not 0 <= self.batch_seconds < float("inf"):
+            raise ValueError(
+                f"batch_seconds must be a finite number of seconds, at least 0, got {self.batch_seconds}"
+            )
         for name in ("rpm", "itpm", "otpm"):
             value = getattr(self, name)
             if value is not None and value <= 0:

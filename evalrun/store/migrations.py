@@ -66,11 +66,120 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial]
+def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
+    """A cell is what the user asked for (model, prompt, row, repeat); a request is what is paid for.
+
+    Many cells may share one request. The old `cells` table was keyed by the request, so cells
+    with identical bodies collapsed into one; it held only the current plan, which is rebuilt
+    on the next run, so it is dropped here. Stored responses are all kept.
+    """
+    db.executescript(
+        """
+        DROP TABLE cells;
+        CREATE TABLE cells (
+            seq INTEGER PRIMARY KEY,          -- plan order
+            model TEXT NOT NULL,              -- the model's label
+            model_id TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            row_seq INTEGER NOT NULL,
+            row_id TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            answer_mode TEXT NOT NULL,
+            request_key TEXT NOT NULL,
+            max_tokens INTEGER NOT NULL,
+            judge_key TEXT                    -- the grading request of a model-graded cell
+        );
+        CREATE UNIQUE INDEX cells_identity ON cells (model, prompt, row_seq, repeat);
+        CREATE INDEX cells_request ON cells (request_key);
+        -- Every distinct request of the current plan, with the body that is sent.
+        CREATE TABLE requests (
+            key TEXT PRIMARY KEY,
+            first_seq INTEGER NOT NULL,       -- the first cell that asks for it (send order)
+            model TEXT NOT NULL,
+            stage TEXT NOT NULL DEFAULT 'answer',   -- answer | judge
+            gate TEXT NOT NULL DEFAULT '',    -- the group whose first request goes alone (a probe)
+            max_tokens INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,    -- the local estimate, for pacing and the budget
+            body_json TEXT NOT NULL           -- image files as references, read when sent
+        );
+        CREATE INDEX requests_order ON requests (model, stage, first_seq);
+        -- The dataset rows, as the scorers and reports need them.
+        CREATE TABLE rows (
+            row_seq INTEGER PRIMARY KEY,
+            row_id TEXT NOT NULL UNIQUE,
+            line INTEGER NOT NULL,
+            cluster TEXT,
+            target TEXT NOT NULL,
+            values_json TEXT NOT NULL
+        );
+        CREATE TABLE responses_new (
+            key TEXT PRIMARY KEY,
+            status TEXT NOT NULL,             -- ok | error
+            retryable INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER,
+            error_type TEXT,
+            error TEXT,
+            message_json TEXT,
+            raw TEXT,                         -- the body of a reply that was not a valid message
+            text TEXT,
+            stop_reason TEXT,
+            response_model TEXT,
+            input_tokens INTEGER,             -- NULL: the reply reported no usage
+            output_tokens INTEGER,
+            cache_creation_input_tokens INTEGER,
+            cache_read_input_tokens INTEGER,
+            cache_creation_1h_input_tokens INTEGER,
+            service_tier TEXT,
+            cost_usd REAL,                    -- NULL: no price or no usage, never a silent 0
+            source TEXT NOT NULL DEFAULT 'realtime',  -- realtime | batch | cache (not paid by this folder)
+            simulated INTEGER NOT NULL DEFAULT 0,
+            latency_s REAL,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            request_id TEXT,
+            run_id INTEGER,
+            created_at TEXT NOT NULL
+        );
+        INSERT INTO responses_new (key, status, retryable, http_status, error_type, error, message_json, text,
+            stop_reason, response_model, input_tokens, output_tokens, cache_creation_input_tokens,
+            cache_read_input_tokens, cache_creation_1h_input_tokens, service_tier, latency_s, attempts,
+            request_id, created_at)
+        SELECT key, status, retryable, http_status, error_type, error, message_json, text, stop_reason,
+            response_model, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens,
+            cache_creation_1h_input_tokens, service_tier, latency_s, attempts, request_id, created_at
+        FROM responses;
+        DROP TABLE responses;
+        ALTER TABLE responses_new RENAME TO responses;
+        -- Message Batches this folder created: committed before anything else, so a killed run
+        -- re-attaches to them instead of paying for them twice.
+        CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            model TEXT NOT NULL,
+            status TEXT NOT NULL,             -- submitting | in_progress | ended | collected
+            created_at TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            reserved_usd REAL NOT NULL DEFAULT 0
+        );
+        CREATE TABLE batch_requests (
+            custom_id TEXT NOT NULL,
+            batch_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            PRIMARY KEY (batch_id, custom_id)
+        );
+        CREATE INDEX batch_requests_key ON batch_requests (key);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
 
 
 def apply_migrations(db: sqlite3.Connection) -> list[str]:
-    """Apply what is missing, each in its own transaction; returns the names applied."""
+    """Apply what is missing, each in its own transaction; returns the names applied.
+
+    The caller holds the folder's migration lock, so two processes opening a new store at once
+    apply each step once.
+    """
     db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
     done = {name for (name,) in db.execute("SELECT name FROM _migrations")}
     applied = []

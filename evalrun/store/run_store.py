@@ -1,50 +1,64 @@
-"""The run store: SQLite in WAL mode, one file per run folder, every response committed on arrival."""
+"""The run store: SQLite in WAL mode, one file per run folder, every response committed on arrival.
+
+Tables (see `migrations.py`): `cells` (what the user asked for), `requests` (what is paid for;
+many cells may share one), `rows` (the dataset rows the reports need), `responses` (keyed by
+request, never deleted except by `--fresh`), `learned`, `runs`, `meta`, and the batches a
+folder created. Every multi-row write is one transaction.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import json
+import math
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from evalrun.errors import StoreError
-from evalrun.plan.grid import Cell, Learned
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
+from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 
-__all__ = ["STORE_NAME", "Outcome", "Store"]
+__all__ = ["STORE_NAME", "Learned", "PendingRequest", "Store"]
 
 STORE_NAME = "store.sqlite"
+_FINAL = "(r.status = 'ok' OR r.retryable = 0)"
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """How one cell ended: a reply (`status="ok"`) or an error."""
+class Learned:
+    """What responses taught us about a model that the table did not say."""
 
-    status: str
-    message: dict[str, Any] | None = None
-    text: str | None = None
-    error: str | None = None
-    error_type: str | None = None
-    http_status: int | None = None
-    retryable: bool = False
-    latency_s: float | None = None
-    attempts: int = 1
-    request_id: str | None = None
+    prefill_refused: bool = False
+    refused_params: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A request of the plan with no final answer yet."""
+
+    key: str
+    first_seq: int
+    model: str
+    max_tokens: int
+    input_tokens: int
+    body_json: str
+    gate: str = ""
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
+def translate_sqlite_error(exc: sqlite3.Error | OSError, path: Path) -> StoreError:
+    """One clear line for a failed store operation."""
     text = str(exc)
-    if "full" in text:
+    if "full" in text or getattr(exc, "errno", None) == 28:
         return StoreError(f"{path}: the disk is full; free space and run again to resume (nothing stored is lost)")
     if "readonly" in text or "unable to open" in text:
         return StoreError(f"{path}: cannot write the run store ({text}); check the folder's permissions")
@@ -55,48 +69,102 @@ def _translate(exc: sqlite3.Error, path: Path) -> StoreError:
     return StoreError(f"{path}: store error: {text}")
 
 
+def _flock(path: Path, *, blocking: bool) -> IO[str]:
+    handle = path.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
 class Store:
     """A run folder's `store.sqlite`."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
         self.path = path
         self._db = db
-        self._lock_file: Any = None
+        self._lock_file = lock_file
 
     @classmethod
-    def open(cls, folder: Path, *, create: bool = True) -> Store:
+    def open(cls, folder: Path, *, create: bool = True, lock: bool = False) -> Store:
+        """Open (and migrate) a folder's store. `lock=True` takes the folder's one-writer lock
+        first, before anything is created, so a second run on the folder gets the lock message."""
         path = folder / STORE_NAME
         if not create and not path.exists():
             raise StoreError(f"{folder}: no {STORE_NAME} here; is this a run folder (reports/<name>/<run>/)?")
+        if folder.exists() and not folder.is_dir():
+            raise StoreError(f"{folder}: exists and is not a folder")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{folder}: cannot create the run folder ({exc.strerror})") from None
-        if not os.access(folder, os.W_OK):
+        if create and not os.access(folder, os.W_OK):
             raise StoreError(f"{folder}: the run folder is not writable")
+        lock_file = cls._take_lock(folder) if lock else None
         try:
-            db = sqlite3.connect(path, isolation_level=None, timeout=5.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            known = {m.__name__ for m in MIGRATIONS}
-            has_table = db.execute("SELECT 1 FROM sqlite_master WHERE name='_migrations'").fetchone()
-            if has_table:
-                newer = [n for (n,) in db.execute("SELECT name FROM _migrations") if n not in known]
-                if newer:
+            with contextlib.closing(_flock(folder / ".migrate.lock", blocking=True)):
+                db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    # NORMAL in WAL mode survives a killed process; only a power cut can lose the last commits.
+                    db.execute("PRAGMA synchronous=NORMAL")
+                    known = {m.__name__ for m in MIGRATIONS}
+                    if db.execute("SELECT 1 FROM sqlite_master WHERE name='_migrations'").fetchone():
+                        newer = [n for (n,) in db.execute("SELECT name FROM _migrations") if n not in known]
+                        if newer:
+                            raise StoreError(
+                                f"{path}: written by a newer evalrun (schema step {newer[-1]}); upgrade evalrun to read it"
+                            )
+                    apply_migrations(db)
+                except BaseException:
                     db.close()
-                    raise StoreError(
-                        f"{path}: written by a newer evalrun (schema step {newer[-1]}); upgrade evalrun to read it"
-                    )
-            apply_migrations(db)
+                    raise
         except sqlite3.Error as exc:
-            raise _translate(exc, path) from None
-        return cls(path, db)
+            if lock_file is not None:
+                lock_file.close()
+            raise translate_sqlite_error(exc, path) from None
+        except BaseException:
+            if lock_file is not None:
+                lock_file.close()
+            raise
+        store = cls(path, db, lock_file)
+        if lock:
+            store._end_stale_runs()
+        return store
+
+    @staticmethod
+    def _take_lock(folder: Path) -> IO[str]:
+        lock_path = folder / ".lock"
+        try:
+            handle = _flock(lock_path, blocking=False)
+        except BlockingIOError:
+            try:
+                holder = lock_path.read_text().strip()
+            except OSError:
+                holder = ""
+            raise StoreError(
+                f"{folder}: another evalrun is running on this folder{f' (pid {holder})' if holder else ''}; "
+                f"wait for it to finish, or use --out for a separate folder"
+            ) from None
+        except OSError as exc:
+            raise StoreError(f"{folder}: cannot take the folder's lock ({exc.strerror})") from None
+        with contextlib.suppress(OSError):
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+        return handle
 
     def close(self) -> None:
-        self.unlock()
-        self._db.close()
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        if self._lock_file is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            self._lock_file = None
 
     def __enter__(self) -> Store:
         return self
@@ -104,52 +172,40 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- locking: one writer per run folder --------------------------------------------------
-    def lock(self) -> None:
-        """Take the folder's lock or raise StoreError: two runs on one store would pay twice."""
-        lock_path = self.path.with_name(".lock")
-        handle = lock_path.open("a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            raise StoreError(
-                f"{self.path.parent}: another evalrun is running on this folder{f' (pid {holder})' if holder else ''}; "
-                f"wait for it to finish, or use --out for a separate folder"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock_file = handle
-
-    def unlock(self) -> None:
-        if self._lock_file is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
-
-    # -- writes ------------------------------------------------------------------------------
+    # -- transactions ------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One real transaction (the connection runs in autocommit otherwise)."""
         try:
-            with self._db:
+            self._db.execute("BEGIN")
+            try:
                 yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from None
+            with contextlib.suppress(sqlite3.Error):
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+            raise translate_sqlite_error(exc, self.path) from None
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path) from None
+
+    # -- meta and runs -----------------------------------------------------------------------
     def set_meta(self, **values: str) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
 
     def meta(self) -> dict[str, str]:
-        return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return dict(self.query("SELECT key, value FROM meta"))
 
     def start_run(self, settings: dict[str, Any]) -> int:
-        with self._write() as db:
+        with self.transaction() as db:
             cursor = db.execute(
                 "INSERT INTO runs (started_at, status, settings_json) VALUES (?, 'running', ?)",
                 (_now(), json.dumps(settings, sort_keys=True)),
@@ -157,80 +213,182 @@ class Store:
         return int(cursor.lastrowid or 0)
 
     def finish_run(self, run_id: int, status: str) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute("UPDATE runs SET finished_at = ?, status = ? WHERE id = ?", (_now(), status, run_id))
 
+    def update_settings(self, run_id: int, settings: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET settings_json = ? WHERE id = ?", (json.dumps(settings, sort_keys=True), run_id))
+
+    def _end_stale_runs(self) -> None:
+        # We hold the folder's lock, so a run still marked `running` was killed (or its last
+        # write failed, e.g. a full disk): say so instead of leaving it running forever.
+        with contextlib.suppress(StoreError), self.transaction() as db:
+            db.execute("UPDATE runs SET status = 'aborted' WHERE status = 'running'")
+
     def last_settings(self) -> dict[str, Any]:
-        row = self._db.execute("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1").fetchone()
-        return json.loads(row[0]) if row else {}
+        rows = self.query("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1")
+        return json.loads(rows[0][0]) if rows else {}
 
     def runs(self) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT id, started_at, finished_at, status FROM runs ORDER BY id").fetchall()
+        rows = self.query("SELECT id, started_at, finished_at, status FROM runs ORDER BY id")
         return [dict(zip(("id", "started_at", "finished_at", "status"), r, strict=True)) for r in rows]
 
-    def save_plan(self, cells: Iterable[Cell]) -> None:
-        """Replace the planned cells in one transaction (responses are kept, keyed by content)."""
-        with self._write() as db:
+    # -- the plan ----------------------------------------------------------------------------
+    def plan_fingerprint(self) -> str | None:
+        """The fingerprint of the stored plan when it was written completely, else None."""
+        meta = self.meta()
+        return meta.get("plan_fingerprint") if meta.get("plan_complete") == "1" else None
+
+    def clear_plan(self) -> None:
+        """Forget the planned cells, requests and rows (responses are kept: they were paid for)."""
+        with self.transaction() as db:
             db.execute("DELETE FROM cells")
+            db.execute("DELETE FROM requests")
+            db.execute("DELETE FROM rows")
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('plan_complete', '0')")
+
+    def add_rows(self, rows: Iterable[RowRecord]) -> None:
+        with self.transaction() as db:
             db.executemany(
-                "INSERT OR REPLACE INTO cells (key, seq, model, model_id, prompt, row_id, repeat, answer_mode,"
-                " target, max_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO rows (row_seq, row_id, line, cluster, target, values_json) VALUES (?, ?, ?, ?, ?, ?)",
+                ((r.row_seq, r.row_id, r.line, r.cluster, r.target, r.values_json) for r in rows),
+            )
+
+    def add_cells(self, cells: Sequence[CellRecord], requests: Sequence[RequestRecord]) -> None:
+        """Write a chunk of the plan in one transaction. A request already stored keeps its
+        first (earliest) position."""
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO cells (seq, model, model_id, prompt, row_seq, row_id, repeat, answer_mode,"
+                " request_key, max_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (c.key, i, c.model, c.model_id, c.prompt, c.row_id, c.repeat, c.answer_mode, c.target, c.max_tokens)
-                    for i, c in enumerate(cells)
+                    (c.seq, c.model, c.model_id, c.prompt, c.row_seq, c.row_id, c.repeat, c.answer_mode,
+                     c.request_key, c.max_tokens)
+                    for c in cells
+                ),
+            )  # fmt: skip
+            db.executemany(
+                "INSERT OR IGNORE INTO requests (key, first_seq, model, stage, gate, max_tokens, input_tokens,"
+                " body_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (r.key, r.first_seq, r.model, r.stage, r.gate, r.max_tokens, r.input_tokens, r.body_json)
+                    for r in requests
                 ),
             )
 
-    def record(self, key: str, outcome: Outcome) -> None:
-        """Commit one cell's outcome now: a killed run loses at most what is in flight."""
-        message = outcome.message or {}
-        usage = message.get("usage") or {}
-        creation = usage.get("cache_creation") or {}
-        with self._write() as db:
-            db.execute(
+    def finish_plan(self, fingerprint: str) -> None:
+        self.set_meta(plan_fingerprint=fingerprint, plan_complete="1")
+
+    def drop_model_plan(self, model: str) -> None:
+        """Forget one model's cells and requests before it is re-planned (after learning)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM cells WHERE model = ?", (model,))
+            db.execute("DELETE FROM requests WHERE model = ? AND stage = 'answer'", (model,))
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('plan_complete', '0')")
+
+    def pending(self, model: str, *, after_seq: int, limit: int, run_id: int, stage: str = "answer") -> list[PendingRequest]:
+        """The next requests of `model` with no final answer, in plan order. A request whose
+        retries ran out in this run (`run_id`) is not handed out again until the next run."""
+        rows = self.query(
+            "SELECT q.key, q.first_seq, q.model, q.max_tokens, q.input_tokens, q.body_json, q.gate FROM requests q"
+            " LEFT JOIN responses r ON r.key = q.key"
+            " WHERE q.model = ? AND q.stage = ? AND q.first_seq > ?"
+            " AND (r.key IS NULL OR (r.status != 'ok' AND r.retryable = 1 AND coalesce(r.run_id, -1) != ?))"
+            " ORDER BY q.first_seq LIMIT ?",
+            (model, stage, after_seq, run_id, limit),
+        )
+        return [PendingRequest(*row) for row in rows]
+
+    def count_pending(self, *, run_id: int, stage: str | None = None) -> int:
+        rows = self.query(
+            "SELECT count(*) FROM requests q LEFT JOIN responses r ON r.key = q.key"
+            " WHERE (r.key IS NULL OR (r.status != 'ok' AND r.retryable = 1 AND coalesce(r.run_id, -1) != ?))"
+            + (" AND q.stage = ?" if stage else ""),
+            (run_id, stage) if stage else (run_id,),
+        )
+        return int(rows[0][0])
+
+    def plan_counts(self) -> dict[str, int]:
+        """Cells, distinct requests, and how many of each have a final answer."""
+        cells, cells_done = self.query(
+            f"SELECT count(*), coalesce(sum(CASE WHEN r.key IS NOT NULL AND {_FINAL} THEN 1 ELSE 0 END), 0)"
+            " FROM cells c LEFT JOIN responses r ON r.key = c.request_key"
+        )[0]
+        requests, requests_done = self.query(
+            f"SELECT count(*), coalesce(sum(CASE WHEN r.key IS NOT NULL AND {_FINAL} THEN 1 ELSE 0 END), 0)"
+            " FROM requests q LEFT JOIN responses r ON r.key = q.key WHERE q.stage = 'answer'"
+        )[0]
+        return {"cells": cells, "cells_done": cells_done, "requests": requests, "requests_done": requests_done}
+
+    def request_body(self, key: str) -> str | None:
+        rows = self.query("SELECT body_json FROM requests WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    # -- responses ---------------------------------------------------------------------------
+    def record(self, outcome: Outcome, *, run_id: int | None = None) -> None:
+        """Commit one request's outcome now: a killed run loses at most what is in flight."""
+        self.record_many([outcome], run_id=run_id)
+
+    def record_many(self, outcomes: Iterable[Outcome], *, run_id: int | None = None) -> None:
+        with self.transaction() as db:
+            db.executemany(
                 "INSERT OR REPLACE INTO responses (key, status, retryable, http_status, error_type, error,"
-                " message_json, text, stop_reason, response_model, input_tokens, output_tokens,"
+                " message_json, raw, text, stop_reason, response_model, input_tokens, output_tokens,"
                 " cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens,"
-                " service_tier, latency_s, attempts, request_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    key,
-                    outcome.status,
-                    int(outcome.retryable),
-                    outcome.http_status,
-                    outcome.error_type,
-                    outcome.error,
-                    json.dumps(message, ensure_ascii=False) if outcome.message is not None else None,
-                    outcome.text,
-                    message.get("stop_reason"),
-                    message.get("model"),
-                    int(usage.get("input_tokens") or 0),
-                    int(usage.get("output_tokens") or 0),
-                    int(usage.get("cache_creation_input_tokens") or 0),
-                    int(usage.get("cache_read_input_tokens") or 0),
-                    int(creation.get("ephemeral_1h_input_tokens") or 0),
-                    usage.get("service_tier"),
-                    outcome.latency_s,
-                    outcome.attempts,
-                    outcome.request_id,
-                    _now(),
-                ),
+                " service_tier, cost_usd, source, simulated, latency_s, attempts, request_id, run_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (_response_row(o, run_id) for o in outcomes),
             )
 
-    def clear_responses(self) -> None:
-        with self._write() as db:
+    def spent_usd(self) -> float:
+        """Everything this folder ever paid for (answers copied from the shared cache are free)."""
+        (total,) = self.query(
+            "SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE source != 'cache' AND cost_usd IS NOT NULL"
+        )[0]
+        before = float(self.meta().get("spent_before_fresh_usd", "0") or 0)
+        return float(total) + before
+
+    def forget_responses(self) -> None:
+        """`--fresh`: forget the stored answers (what they cost still counts against the budget)."""
+        spent = self.spent_usd()
+        with self.transaction() as db:
             db.execute("DELETE FROM responses")
             db.execute("DELETE FROM learned")
+            db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('spent_before_fresh_usd', ?)", (repr(spent),)
+            )
 
-    # -- reads -------------------------------------------------------------------------------
-    def finished_keys(self) -> set[str]:
-        """Cells that need no request: answered, or failed in a way a retry cannot fix."""
-        rows = self._db.execute("SELECT key FROM responses WHERE status = 'ok' OR retryable = 0")
-        return {key for (key,) in rows}
+    def final_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of `keys` already have a final answer (answered, or failed for good)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                k for (k,) in self.query(f"SELECT r.key FROM responses r WHERE r.key IN ({marks}) AND {_FINAL}", chunk)
+            )
+        return found
 
+    def responses_without_cost(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(key, model label, usage) of answers stored without a cost (older stores, late prices)."""
+        rows = self.query(
+            "SELECT r.key, q.model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
+            " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier FROM responses r"
+            " JOIN requests q ON q.key = r.key WHERE r.status = 'ok' AND r.cost_usd IS NULL AND r.input_tokens IS NOT NULL"
+        )
+        names = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
+                 "cache_creation_1h_input_tokens", "service_tier")  # fmt: skip
+        return [(key, model, dict(zip(names, rest, strict=True))) for key, model, *rest in rows]
+
+    def set_costs(self, costs: Iterable[tuple[float, str]]) -> None:
+        with self.transaction() as db:
+            db.executemany("UPDATE responses SET cost_usd = ? WHERE key = ?", costs)
+
+    # -- learned capabilities ----------------------------------------------------------------
     def learned(self) -> dict[str, Learned]:
         found: dict[str, dict[str, str]] = {}
-        for model, capability, value in self._db.execute("SELECT model, capability, value FROM learned"):
+        for model, capability, value in self.query("SELECT model, capability, value FROM learned"):
             found.setdefault(model, {})[capability] = value
         return {
             model: Learned(
@@ -241,7 +399,7 @@ class Store:
         }
 
     def save_learned(self, model: str, learned: Learned) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO learned (model, capability, value) VALUES (?, 'prefill', ?)",
                 (model, "refused" if learned.prefill_refused else "unknown"),
@@ -251,14 +409,82 @@ class Store:
                 (model, json.dumps(sorted(learned.refused_params))),
             )
 
-    def cell_rows(self) -> list[dict[str, Any]]:
-        """Every planned cell with its response (if any), in plan order."""
+    # -- reading for reports -----------------------------------------------------------------
+    def iter_cells(self, *, chunk: int = 5000, order: str = "seq") -> Iterator[list[dict[str, Any]]]:
+        """Every planned cell with its row and response, in chunks of dicts.
+
+        `order="seq"` is plan order; `order="row"` groups each model × prompt's repeats of a row.
+        """
+        order_by = "c.seq" if order == "seq" else "c.model, c.prompt, c.row_seq, c.repeat"
         cursor = self._db.execute(
-            "SELECT c.model, c.model_id, c.prompt, c.row_id, c.repeat, c.answer_mode, c.target, c.max_tokens,"
-            " r.status, r.retryable, r.http_status, r.error_type, r.error, r.text, r.stop_reason, r.response_model,"
-            " r.input_tokens, r.output_tokens, r.cache_creation_input_tokens, r.cache_read_input_tokens,"
-            " r.cache_creation_1h_input_tokens, r.service_tier, r.latency_s, r.attempts, r.request_id, c.key"
-            " FROM cells c LEFT JOIN responses r ON r.key = c.key ORDER BY c.seq"
+            "SELECT c.seq, c.model, c.model_id, c.prompt, c.row_seq, c.row_id, c.repeat, c.answer_mode,"
+            " c.max_tokens, c.request_key, w.target, w.cluster, w.values_json, w.line,"
+            " r.status, r.retryable, r.http_status, r.error_type, r.error, r.message_json, r.raw, r.text,"
+            " r.stop_reason, r.response_model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
+            " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier, r.cost_usd, r.source,"
+            " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key"
+            " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
+            f" ORDER BY {order_by}"
         )
         names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor]
+        try:
+            while batch := cursor.fetchmany(chunk):
+                yield [dict(zip(names, row, strict=True)) for row in batch]
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path) from None
+
+    def cell_rows(self) -> list[dict[str, Any]]:
+        """Every planned cell with its row and response, in plan order (small runs and tests)."""
+        return [row for chunk in self.iter_cells() for row in chunk]
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int(value)
+
+
+def _response_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
+    message = outcome.message or {}
+    usage = message.get("usage") if isinstance(message.get("usage"), dict) else None
+    creation = (usage or {}).get("cache_creation")
+    creation = creation if isinstance(creation, dict) else {}
+
+    def tokens(name: str) -> int | None:
+        if usage is None:
+            return None
+        value = _int_or_none(usage.get(name))
+        return value if value is not None else 0
+
+    cost = outcome.cost_usd
+    if cost is not None and not math.isfinite(cost):
+        cost = None
+    return (
+        outcome.key,
+        outcome.status,
+        int(outcome.retryable),
+        outcome.http_status,
+        outcome.error_type,
+        outcome.error,
+        json.dumps(message, ensure_ascii=False) if outcome.message is not None else None,
+        outcome.raw,
+        reply_text(message) if outcome.message is not None else None,
+        message.get("stop_reason") if isinstance(message.get("stop_reason"), str) else None,
+        message.get("model") if isinstance(message.get("model"), str) else None,
+        tokens("input_tokens"),
+        tokens("output_tokens"),
+        tokens("cache_creation_input_tokens"),
+        tokens("cache_read_input_tokens"),
+        _int_or_none(creation.get("ephemeral_1h_input_tokens")) if usage is not None else None,
+        (usage or {}).get("service_tier") if isinstance((usage or {}).get("service_tier"), str) else None,
+        cost,
+        outcome.source,
+        int(outcome.simulated),
+        outcome.latency_s,
+        outcome.attempts,
+        outcome.request_id,
+        run_id,
+        _now(),
+    )

@@ -1,0 +1,119 @@
+"""Where and how each model of an experiment is reached: model table entry, base URL, API
+version, key variable, and the endpoint a stored answer is tied to."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from evalrun.errors import SpecError
+from evalrun.models import ModelInfo, ModelTable, builtin_table, load_table_file
+from evalrun.spec import Experiment, ModelSpec
+
+__all__ = ["DEFAULT_BASE_URL", "SIMULATOR", "ModelPlan", "experiment_table", "resolve_models"]
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+SIMULATOR = "simulator"
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """One model of the experiment with everything needed to send to it."""
+
+    label: str
+    spec: ModelSpec
+    info: ModelInfo
+    base_url: str
+    api_version: str
+    api_key_env: str | None
+    endpoint: str  # what a stored answer is tied to: the base URL, or "simulator"
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def request_model(self) -> str:
+        """The `model` sent in the body: the table's id for a known model, else the spec's name."""
+        return self.info.id if self.info.known else self.spec.name
+
+    @property
+    def key_variable(self) -> str:
+        return self.api_key_env or "ANTHROPIC_API_KEY"
+
+
+def experiment_table(experiment: Experiment) -> ModelTable:
+    """The built-in model table with the experiment's `model_table` merged over it."""
+    table = builtin_table()
+    extra = experiment.model_table
+    if extra is None:
+        return table
+    if isinstance(extra, str):
+        path = Path(experiment.base_dir) / extra
+        return table.extended(load_table_file(path), source=str(path))
+    return table.extended(extra, source=f"{experiment.source}: model_table")
+
+
+def check_base_url(url: str, *, where: str) -> tuple[str, str | None]:
+    """A usable base URL (no trailing slash, no trailing `/v1`) and a warning when it was changed."""
+    cleaned = url.strip().rstrip("/")
+    parts = urlsplit(cleaned)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SpecError(f"{where}: {url!r} is not an http(s) URL (e.g. http://localhost:4000)")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise SpecError(f"{where}: {url!r} has an invalid port") from None
+    if parts.query or parts.fragment:
+        raise SpecError(f"{where}: {url!r} must not have a query or fragment")
+    if cleaned.endswith("/v1"):
+        # evalrun adds /v1/messages itself, as the official SDK does; /v1/v1/messages would
+        # answer 404 and look like an unknown model.
+        return cleaned.removesuffix("/v1"), f"{where}: base URL ends in /v1; evalrun adds /v1/messages itself, so it uses {cleaned.removesuffix('/v1')}"
+    return cleaned, None
+
+
+def resolve_models(
+    experiment: Experiment, table: ModelTable, *, sim: bool = False, environ: Mapping[str, str] | None = None
+) -> tuple[ModelPlan, ...]:
+    """Where and how each model is reached. `ANTHROPIC_BASE_URL` applies unless a model sets base_url."""
+    env = environ or {}
+    plans = []
+    for index, spec in enumerate(experiment.models):
+        info = table.get(spec.name)
+        api_version = spec.api_version or experiment.api_version or table.default_api_version
+        warnings = []
+        if sim:
+            base_url, endpoint = "", SIMULATOR
+        else:
+            if spec.base_url:
+                raw, where = spec.base_url, f"{experiment.source}: models.{index}.base_url"
+            elif env.get("ANTHROPIC_BASE_URL"):
+                raw, where = env["ANTHROPIC_BASE_URL"], "ANTHROPIC_BASE_URL"
+            else:
+                raw, where = DEFAULT_BASE_URL, "base URL"
+            base_url, note = check_base_url(raw, where=where)
+            if note:
+                warnings.append(note)
+            endpoint = base_url
+        if not info.known:
+            warnings.append(
+                f"{spec.display}: not in the model table; its prefill and sampling support will be "
+                f"learned from the first response (declare it under `model_table` to skip that)"
+            )
+        if info.retires:
+            warnings.append(f"{spec.display}: retires on {info.retires}")
+        if info.price is None:
+            warnings.append(f"{spec.display}: no known price; costs will be empty, not $0")
+        plans.append(
+            ModelPlan(
+                label=spec.display,
+                spec=spec,
+                info=info,
+                base_url=base_url,
+                api_version=api_version,
+                api_key_env=spec.api_key_env,
+                endpoint=endpoint,
+                warnings=tuple(dict.fromkeys(warnings)),
+            )
+        )
+    return tuple(plans)

@@ -1,0 +1,135 @@
+"""report.md: the summary, the paired comparison, totals, errors and settings, as Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from evalrun.reports.build import Report
+from evalrun.results.summary import UNRELIABLE_ERROR_RATE
+
+__all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
+
+SUMMARY_TABLE_COLUMNS = [
+    "model", "prompt", "answer_mode", "n", "cells", "correct", "accuracy", "ci_low", "ci_high", "ci_method",
+    "unparsed", "errors", "error_rate", "cost_usd", "cost_per_correct_usd",
+]  # fmt: skip
+# The comparison columns shown in the Markdown report and by `evalrun compare`.
+COMPARISON_TABLE_COLUMNS = [
+    "group", "a", "b", "n", "acc_a", "acc_b", "diff", "diff_ci_low", "diff_ci_high", "p_value", "test", "p_holm",
+]  # fmt: skip
+CI_METHODS = {
+    "wilson": "Wilson interval (one 0/1 answer per row)",
+    "clt": "t interval over per-row means",
+    "clt-cluster": "cluster-robust t interval",
+}
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        if value.is_integer() and abs(value) >= 1:
+            return f"{value:,.0f}"
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    header = "| " + " | ".join(columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(_fmt(row.get(c)).replace("|", "\\|") for c in columns) + " |" for row in rows]
+    return "\n".join([header, rule, *body])
+
+
+def _summary_rows(report: Report) -> list[dict[str, Any]]:
+    rows = []
+    for row in report.summary:
+        shown = dict(row)
+        if not row["reliable"] and row["n"]:
+            shown["accuracy"] = f"⚠ {_fmt(row['accuracy'])} (unreliable: {row['error_rate']:.0%} errors)"
+        rows.append(shown)
+    return rows
+
+
+def render_markdown(report: Report) -> str:
+    settings = report.settings
+    totals = report.totals
+    lines = [f"# {settings.get('name', 'experiment')}", ""]
+    if report.simulated:
+        lines += ["> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.", ""]
+    if report.failure:
+        lines += [f"> **FAILED RUN:** {report.failure}. Run the same command again to retry the failed requests.", ""]
+    lines += [markdown_table(_summary_rows(report), SUMMARY_TABLE_COLUMNS), ""]
+    methods = sorted({row["ci_method"] for row in report.summary if row["ci_method"]})
+    reducer = settings.get("reducer") or "mean"
+    lines += [
+        "n is the number of dataset rows with at least one answer (the unit of evidence); cells counts the "
+        "answered cells behind them. Accuracy is over answered cells only: a failed request is never counted "
+        f"as a wrong answer. Repeats of a row are reduced to one value per row first (reducer: {reducer}). "
+        "ci_low–ci_high is the 95 % interval: " + "; ".join(CI_METHODS.get(m, m) for m in methods) + ".",
+        f"A model × prompt with more than {UNRELIABLE_ERROR_RATE:.0%} of its requests failed is marked unreliable.",
+        "",
+    ]
+    if report.clusters is not None:
+        lines += [
+            f"Rows are grouped into {totals['clusters']} clusters (dataset.cluster): intervals and tests are "
+            "cluster-robust and the bootstrap resamples whole clusters.",
+            "",
+        ]
+    mixed = sorted({row["answer_mode"] for row in report.summary})
+    if len(mixed) > 1:
+        lines += [
+            f"> **Warning:** cells were asked in different answer modes ({', '.join(mixed)}); comparisons across "
+            "modes compare the asking as well as the model or prompt.",
+            "",
+        ]
+    if report.comparison:
+        lines += [
+            f"## Paired comparison by {report.comparison_by}",
+            "",
+            markdown_table(report.comparison, [*COMPARISON_TABLE_COLUMNS, "modes_differ"]),
+            "",
+            "diff = acc_b − acc_a over the rows both answered (n rows); 95 % paired bootstrap interval over rows "
+            "(or clusters), or the t interval when there are too many to resample; the test is exact McNemar "
+            "where each row is one 0/1 answer, a paired t-test on per-row means otherwise (cluster-robust with "
+            "clusters); p_holm adjusts across the table.",
+            "",
+        ]
+    lines += ["## Totals", ""]
+    cost = totals["cost_usd"]
+    unknown = totals["cost_unknown"]
+    lines += [
+        f"- rows: {totals['rows']:,}; cells: {totals['cells']:,} ({totals['answered']:,} answered, "
+        f"{totals['errors']:,} failed, {totals['pending']:,} not sent); distinct requests: {totals['requests']:,}",
+        f"- answered from the shared response cache (not paid again): {totals['from_cache']:,}",
+        f"- input tokens: {totals['input_tokens']:,}; output tokens: {totals['output_tokens']:,}; "
+        f"cache writes: {totals['cache_creation_input_tokens']:,}; cache reads: {totals['cache_read_input_tokens']:,}",
+        f"- cost of the answers: ${cost:.4f}"
+        + (f" (plus {unknown:,} answers of unknown cost)" if unknown else "")
+        + f"; paid by this run folder in all: ${totals['spent_usd']:.4f} (prices as of {settings.get('prices_as_of', 'unknown')})",
+        "",
+    ]
+    kinds: Counter[str] = Counter()
+    for tally in report.tallies:
+        kinds.update(tally.error_kinds)
+    if kinds:
+        lines += ["## Errors", ""]
+        lines += [f"- {count:,} × {kind}" for kind, count in kinds.most_common(10)]
+        lines += ["", "Failed requests are sent again by the next run of the same command.", ""]
+    lines += ["## Settings", ""]
+    for key in ("name", "spec_path", "dataset", "endpoint", "api_versions", "models", "prompts", "repeats",
+                "reducer", "scorer", "budget_usd", "concurrency", "evalrun_version"):  # fmt: skip
+        if key in settings:
+            value = settings[key]
+            lines.append(f"- {key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    for warning in settings.get("warnings") or ():
+        lines.append(f"- warning: {warning}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,235 @@
+"""The report writers, as two lists: a new format is one class and one entry here.
+
+Results writers get every cell's record, chunk by chunk (results.csv, results.parquet); report
+writers get the finished `Report` (summary.csv, comparison.csv, report.md, report.html). All
+write into a `Staged` folder: temporary files renamed into place together at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import importlib.util
+import math
+from pathlib import Path
+from typing import IO, Any, ClassVar, Protocol
+
+from evalrun.reports.build import Report
+from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
+
+__all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter", "Staged"]
+
+
+class Staged:
+    """Files written beside their final names, renamed into place only when all succeeded."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._files: list[tuple[Path, Path]] = []
+
+    def path(self, name: str) -> Path:
+        final = self.folder / name
+        temporary = self.folder / f".{name}.tmp"
+        self._files.append((temporary, final))
+        return temporary
+
+    def write_text(self, name: str, text: str) -> None:
+        self.path(name).write_text(text, encoding="utf-8")
+
+    def commit(self) -> None:
+        for temporary, final in self._files:
+            temporary.replace(final)
+        self._files = []
+
+    def abandon(self) -> None:
+        for temporary, _ in self._files:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+        self._files = []
+
+
+class ResultsSink(Protocol):
+    def begin(self, columns: list[str]) -> None: ...
+    def write(self, records: list[dict[str, Any]]) -> None: ...
+    def close(self) -> None: ...
+
+
+class ResultsWriter(Protocol):
+    filename: str
+
+    def available(self) -> bool: ...
+    def open(self, staged: Staged) -> ResultsSink: ...
+
+
+class ReportWriter(Protocol):
+    filename: str
+
+    def available(self) -> bool: ...
+    def write(self, staged: Staged, report: Report) -> None: ...
+
+
+def csv_value(value: Any) -> Any:
+    """A value as results.csv spells it: NaN and None are empty."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+def write_csv(handle: IO[str], columns: list[str], rows: list[dict[str, Any]]) -> None:
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_value(row.get(c)) for c in columns])
+
+
+class _CsvSink:
+    def __init__(self, path: Path) -> None:
+        self.handle = path.open("w", encoding="utf-8", newline="")
+        self.writer = csv.writer(self.handle, lineterminator="\n")
+        self.columns: list[str] = []
+
+    def begin(self, columns: list[str]) -> None:
+        self.columns = columns
+        self.writer.writerow(columns)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        columns = self.columns
+        self.writer.writerows([csv_value(r.get(c)) for c in columns] for r in records)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class CsvResults:
+    """results.csv: one row per cell, streamed."""
+
+    filename = "results.csv"
+
+    def available(self) -> bool:
+        return True
+
+    def open(self, staged: Staged) -> ResultsSink:
+        return _CsvSink(staged.path(self.filename))
+
+
+class _ParquetSink:
+    _INTS: ClassVar[set[str]] = {"repeat", "attempts"}
+    _BOOLS: ClassVar[set[str]] = {"correct"}
+    _FLOATS: ClassVar[set[str]] = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
+               "cache_read_input_tokens"}  # fmt: skip
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: Any = None
+        self.schema: Any = None
+        self.columns: list[str] = []
+
+    def begin(self, columns: list[str]) -> None:
+        import pyarrow as pa
+
+        self.columns = columns
+        fields = []
+        for name in columns:
+            if name in self._INTS:
+                kind = pa.int64()
+            elif name in self._BOOLS:
+                kind = pa.bool_()
+            elif name in self._FLOATS or name.startswith("correct_"):
+                kind = pa.float64()
+            else:
+                kind = pa.string()
+            fields.append(pa.field(name, kind))
+        self.schema = pa.schema(fields)
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, self.schema)
+        arrays = []
+        for field_ in self.schema:
+            values = [r.get(field_.name) for r in records]
+            if pa.types.is_floating(field_.type):
+                values = [None if v is None or v == "" else float(v) for v in values]
+            elif pa.types.is_string(field_.type):
+                values = [None if v is None else str(v) for v in values]
+            arrays.append(pa.array(values, type=field_.type))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def close(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            pq.ParquetWriter(self.path, self.schema).close()
+        else:
+            self.writer.close()
+
+
+class ParquetResults:
+    """results.parquet: the same rows typed, for pandas, DuckDB and Spark (needs pyarrow)."""
+
+    filename = "results.parquet"
+
+    def available(self) -> bool:
+        return importlib.util.find_spec("pyarrow") is not None
+
+    def open(self, staged: Staged) -> ResultsSink:
+        return _ParquetSink(staged.path(self.filename))
+
+
+class SummaryCsv:
+    filename = "summary.csv"
+
+    def available(self) -> bool:
+        return True
+
+    def write(self, staged: Staged, report: Report) -> None:
+        with staged.path(self.filename).open("w", encoding="utf-8", newline="") as handle:
+            write_csv(handle, summary_columns(report), report.summary)
+
+
+def summary_columns(report: Report) -> list[str]:
+    extra = [c for row in report.summary for c in row if c not in SUMMARY_COLUMNS]
+    return SUMMARY_COLUMNS + list(dict.fromkeys(extra))
+
+
+class ComparisonCsv:
+    filename = "comparison.csv"
+
+    def available(self) -> bool:
+        return True
+
+    def write(self, staged: Staged, report: Report) -> None:
+        if report.comparison is None:
+            return
+        with staged.path(self.filename).open("w", encoding="utf-8", newline="") as handle:
+            write_csv(handle, COMPARISON_COLUMNS, report.comparison)
+
+
+class MarkdownReport:
+    filename = "report.md"
+
+    def available(self) -> bool:
+        return True
+
+    def write(self, staged: Staged, report: Report) -> None:
+        from evalrun.reports.markdown import render_markdown
+
+        staged.write_text(self.filename, render_markdown(report))
+
+
+class HtmlReport:
+    filename = "report.html"
+
+    def available(self) -> bool:
+        return True
+
+    def write(self, staged: Staged, report: Report) -> None:
+        from evalrun.reports.html import render_report
+
+        staged.write_text(self.filename, render_report(report))
+
+
+RESULTS_WRITERS: list[ResultsWriter] = [CsvResults(), ParquetResults()]
+REPORT_WRITERS: list[ReportWriter] = [SummaryCsv(), ComparisonCsv(), MarkdownReport(), HtmlReport()]

@@ -1,0 +1,305 @@
+"""One streaming pass over a run's cells: score each one, and tally what the reports need.
+
+Nothing here holds the cells: each chunk read from the store is scored, turned into result
+records for the writers, and folded into per-variant tallies (counts, tokens, cost, latencies)
+and per-row arrays (the sum and count of correct answers per dataset row), which is all the
+statistics need. A second pass, grouped by row, runs only when there are repeats (majority
+vote and repeat consistency).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from evalrun.results.scoring import Reply, Score, Scorer, make_scorer
+from evalrun.spec import ScorerSpec
+
+__all__ = ["RESULT_COLUMNS", "ResultsPass", "VariantTally", "diagnostics_frame", "repeat_pass", "result_columns"]
+
+RESULT_COLUMNS = [
+    "model", "model_id", "prompt", "row_id", "repeat", "cluster", "answer_mode", "response_text", "answer",
+    "target", "correct", "score", "status", "stop_reason", "input_tokens", "output_tokens",
+    "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "source", "latency_s", "attempts",
+    "error",
+]  # fmt: skip
+TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
+ANSWERED = ("ok", "unparsed")
+
+
+def result_columns(scorer: ScorerSpec, extra: Sequence[str] = ()) -> list[str]:
+    """The results.csv columns for a scorer (field scorers add one column per field)."""
+    columns = list(RESULT_COLUMNS)
+    at = columns.index("score") + 1
+    return columns[:at] + list(extra) + columns[at:]
+
+
+@dataclass
+class VariantTally:
+    """Everything the summary needs about one model × prompt, without holding its cells."""
+
+    model: str
+    prompt: str
+    rows: int
+    modes: set[str] = field(default_factory=set)
+    cells: int = 0
+    ok: int = 0
+    unparsed: int = 0
+    errors: int = 0
+    pending: int = 0
+    correct: int = 0
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
+    usage_missing: int = 0
+    cost_usd: float = 0.0
+    cost_unknown: int = 0
+    paid_usd: float = 0.0
+    from_cache: int = 0
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    error_kinds: Counter[str] = field(default_factory=Counter)
+    # (status, answer, target, stop_reason) → cells: the diagnostics tables, weighted. Answers and
+    # targets are kept for multiple choice only, so the counter stays small.
+    outcomes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    field_correct: Counter[str] = field(default_factory=Counter)
+    field_answered: Counter[str] = field(default_factory=Counter)
+    row_sum: np.ndarray = field(init=False)
+    row_n: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.row_sum = np.zeros(self.rows, dtype=np.float64)
+        self.row_n = np.zeros(self.rows, dtype=np.int32)
+
+    @property
+    def answered(self) -> int:
+        return self.ok + self.unparsed
+
+    @property
+    def sent(self) -> int:
+        return self.answered + self.errors
+
+    def row_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row indexes with at least one answer, their mean score): the unit of evidence."""
+        answered = np.flatnonzero(self.row_n > 0)
+        return answered, self.row_sum[answered] / self.row_n[answered]
+
+
+@dataclass
+class RepeatTally:
+    """Per-row agreement across repeats (second pass)."""
+
+    rows: int = 0
+    repeats: int = 0
+    consistent: int = 0
+    multi: int = 0
+    majority_correct: np.ndarray | None = None  # per row: 1/0, NaN when the row has no parsed answer
+
+
+def _float(value: Any) -> float:
+    return float(value) if value is not None else math.nan
+
+
+class ResultsPass:
+    """Scores cells chunk by chunk and keeps the tallies (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Mapping[str, Any],
+        *,
+        rows: int,
+        variants: Iterable[tuple[str, str]],
+        scorer: Scorer | None = None,
+        field_names: Sequence[str] = (),
+    ) -> None:
+        self.settings = settings
+        self.scorer_spec = ScorerSpec.model_validate(settings["scorer"])
+        self.scorer = scorer or make_scorer(self.scorer_spec)
+        self.field_names = list(field_names)
+        self.columns = result_columns(self.scorer_spec, [f"correct_{name}" for name in self.field_names])
+        self.rows = rows
+        self.tallies: dict[tuple[str, str], VariantTally] = {
+            key: VariantTally(model=key[0], prompt=key[1], rows=rows) for key in variants
+        }
+        self.choices = list(self.scorer_spec.choices or ()) if self.scorer_spec.type == "choice" else []
+        self.simulated = 0
+        self.max_repeat = 0
+
+    def tally(self, model: str, prompt: str) -> VariantTally:
+        key = (model, prompt)
+        if key not in self.tallies:
+            self.tallies[key] = VariantTally(model=model, prompt=prompt, rows=self.rows)
+        return self.tallies[key]
+
+    def score(self, cell: Mapping[str, Any]) -> Score | None:
+        """The score of one stored cell, or None when it has no answer."""
+        if cell["status"] != "ok":
+            return None
+        message = json.loads(cell["message_json"]) if self.scorer.needs_message and cell["message_json"] else None
+        reply = Reply(text=cell["text"] or "", message=message, answer_mode=cell["answer_mode"])
+        values = json.loads(cell["values_json"]) if self.scorer.needs_message or self.field_names else {}
+        return self.scorer(reply, cell["target"], values)
+
+    def records(self, chunk: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Result records (results.csv rows) of a chunk of stored cells, tallied on the way."""
+        for cell in chunk:
+            yield self._record(cell)
+
+    def _record(self, cell: Mapping[str, Any]) -> dict[str, Any]:
+        tally = self.tally(cell["model"], cell["prompt"])
+        tally.cells += 1
+        tally.modes.add(cell["answer_mode"])
+        self.max_repeat = max(self.max_repeat, int(cell["repeat"]))
+        status = cell["status"]
+        record: dict[str, Any] = {
+            "model": cell["model"],
+            "model_id": cell["model_id"],
+            "prompt": cell["prompt"],
+            "row_id": cell["row_id"],
+            "repeat": cell["repeat"],
+            "cluster": cell["cluster"] or "",
+            "answer_mode": cell["answer_mode"],
+            "response_text": cell["text"] or "",
+            "answer": "",
+            "target": cell["target"],
+            "correct": False,
+            "score": math.nan,
+            "stop_reason": cell["stop_reason"] or "",
+            "cost_usd": _float(cell["cost_usd"]) if status is not None else math.nan,
+            "source": cell["source"] or "",
+            "latency_s": _float(cell["latency_s"]),
+            "attempts": cell["attempts"] or 0,
+            "error": cell["error"] or "",
+        }
+        for column in TOKEN_COLUMNS:
+            record[column] = cell[column] if cell[column] is not None else (0 if status is None else math.nan)
+        for name in self.field_names:
+            record[f"correct_{name}"] = math.nan
+        if status is None:
+            record["status"] = "pending"
+            record["error"] = "not sent yet"
+            tally.pending += 1
+            return record
+        if cell["simulated"]:
+            self.simulated += 1
+        if status != "ok":
+            record["status"] = "error"
+            tally.errors += 1
+            tally.error_kinds[_error_kind(cell)] += 1
+            tally.outcomes[("error", "", cell["target"] if self.choices else "", "")] += 1
+            return record
+        score = self.score(cell)
+        assert score is not None
+        record["answer"] = score.answer or ""
+        record["correct"] = score.correct
+        record["score"] = score.value if score.status == "ok" else 0.0
+        record["status"] = score.status
+        if score.fields is not None:
+            for name, right in score.fields.items():
+                record[f"correct_{name}"] = right
+                tally.field_answered[name] += 1
+                tally.field_correct[name] += int(right)
+        tally.ok += score.status == "ok"
+        tally.unparsed += score.status == "unparsed"
+        tally.correct += int(score.correct)
+        row = int(cell["row_seq"])
+        tally.row_sum[row] += record["score"]
+        tally.row_n[row] += 1
+        tally.stop_reasons[cell["stop_reason"] or ""] += 1
+        if cell["input_tokens"] is None:
+            tally.usage_missing += 1
+        for column in TOKEN_COLUMNS:
+            tally.tokens[column] += int(cell[column] or 0)
+        if cell["cost_usd"] is None:
+            tally.cost_unknown += 1
+        else:
+            tally.cost_usd += float(cell["cost_usd"])
+            if cell["source"] != "cache":
+                tally.paid_usd += float(cell["cost_usd"])
+        if cell["source"] == "cache":
+            tally.from_cache += 1
+        if cell["latency_s"] is not None and cell["source"] != "cache":
+            tally.latencies.append(float(cell["latency_s"]))
+        letters = bool(self.choices)
+        tally.outcomes[
+            (score.status, (score.answer or "") if letters else "", cell["target"] if letters else "", cell["stop_reason"] or "")
+        ] += 1
+        return record
+
+
+def diagnostics_frame(tallies: Iterable[VariantTally]) -> Any:
+    """The tallies' outcome counts as a weighted frame for `evalrun.results.diagnostics`."""
+    import pandas as pd
+
+    rows = [
+        (t.model, t.prompt, status, answer, target, stop, count)
+        for t in tallies
+        for (status, answer, target, stop), count in t.outcomes.items()
+    ]
+    return pd.DataFrame(rows, columns=["model", "prompt", "status", "answer", "target", "stop_reason", "count"])
+
+
+def _error_kind(cell: Mapping[str, Any]) -> str:
+    """A short, groupable description of an error: its status and type, or its first words."""
+    parts = [str(cell["http_status"])] if cell["http_status"] else []
+    if cell["error_type"]:
+        parts.append(str(cell["error_type"]))
+    if parts:
+        return " ".join(parts)
+    text = str(cell["error"] or "error")
+    return text.split(":")[0][:80]
+
+
+def repeat_pass(
+    cells: Iterator[list[dict[str, Any]]],
+    score: Callable[[Mapping[str, Any]], Score | None],
+    *,
+    rows: int,
+) -> dict[tuple[str, str], RepeatTally]:
+    """Majority vote and repeat consistency, from cells grouped by model, prompt and row."""
+    out: dict[tuple[str, str], RepeatTally] = {}
+    group: list[tuple[int, str | None, bool]] = []
+    current: tuple[str, str, int] | None = None
+
+    def close() -> None:
+        if current is None or not group:
+            return
+        tally = out.setdefault(current[:2], RepeatTally(majority_correct=np.full(rows, np.nan)))
+        tally.rows += 1
+        tally.repeats = max(tally.repeats, len(group))
+        if len(group) > 1:
+            tally.multi += 1
+            outcomes = {answer if answer is not None else "\x00unparsed" for _, answer, _ in group}
+            tally.consistent += len(outcomes) == 1
+        votes: Counter[str] = Counter(answer for _, answer, _ in group if answer is not None)
+        assert tally.majority_correct is not None
+        if votes:
+            # The most votes; ties go to the answer given in the earliest repeat.
+            first: dict[str, int] = {}
+            for repeat, answer, _ in group:
+                if answer is not None:
+                    first.setdefault(answer, repeat)
+            winner = min(votes, key=lambda a: (-votes[a], first[a]))
+            correct = next(c for r, a, c in group if a == winner and r == first[winner])
+            tally.majority_correct[current[2]] = float(correct)
+        else:
+            tally.majority_correct[current[2]] = 0.0  # no parsed answer: the vote is wrong
+
+    for chunk in cells:
+        for cell in chunk:
+            key = (cell["model"], cell["prompt"], int(cell["row_seq"]))
+            if key != current:
+                close()
+                current, group = key, []
+            result = score(cell)
+            if result is None:
+                continue
+            answer = result.answer if result.status == "ok" and result.answer else None
+            group.append((int(cell["repeat"]), answer, result.correct))
+    close()
+    return out
