@@ -105,15 +105,22 @@ def _rows(store: Store) -> int:
 
 
 def analyze(
-    store: Store, settings: Mapping[str, Any], *, folder: Path, sink: Any = None, seed: int = 0
+    store: Store,
+    settings: Mapping[str, Any],
+    *,
+    folder: Path,
+    sink: Any = None,
+    seed: int = 0,
+    with_requests: bool = False,
 ) -> Report:
-    """Score every cell once (streaming the records to `sink.write(records)`) and build the Report."""
+    """Score every cell once (streaming records and cells to `sink.write(records, cells)`) and
+    build the Report."""
     rows = _rows(store)
     results = ResultsPass(settings, rows=rows, variants=_variants(settings))
-    for chunk in store.iter_cells(chunk=_CHUNK):
+    for chunk in store.iter_cells(chunk=_CHUNK, with_requests=with_requests):
         records = list(results.records(chunk))
         if sink is not None:
-            sink.write(records)
+            sink.write(records, chunk)
     tallies = [t for t in results.tallies.values() if t.cells]
     repeats: dict[tuple[str, str], RepeatTally] = {}
     if results.max_repeat > 0:
@@ -183,12 +190,16 @@ def build_reports(folder: str | Path, *, force: bool = True) -> Path:
             return folder
         staged = Staged(folder)
         try:
-            sinks = [w.open(staged) for w in RESULTS_WRITERS if w.available()]
+            writers = [w for w in RESULTS_WRITERS if w.available()]
+            sinks = [w.open(staged) for w in writers]
             results = ResultsPass(settings, rows=0, variants=[])  # for the columns only
             columns = results.columns
             for sink in sinks:
                 sink.begin(columns)
-            report = analyze(store, settings, folder=folder, sink=_Fanout(sinks))
+            report = analyze(
+                store, settings, folder=folder, sink=_Fanout(sinks),
+                with_requests=any(w.needs_requests for w in writers),
+            )  # fmt: skip
             for sink in sinks:
                 sink.close()
             for writer in REPORT_WRITERS:
@@ -210,9 +221,9 @@ class _Fanout:
     def __init__(self, sinks: list[Any]) -> None:
         self.sinks = sinks
 
-    def write(self, records: list[dict[str, Any]]) -> None:
+    def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         for sink in self.sinks:
-            sink.write(records)
+            sink.write(records, cells)
 
 
 def iter_records(folder: str | Path) -> Iterator[dict[str, Any]]:

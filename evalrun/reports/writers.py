@@ -49,13 +49,17 @@ class Staged:
 
 
 class ResultsSink(Protocol):
+    """Gets every cell: `records` are the results.csv rows, `cells` the stored cells they were
+    scored from (with the row's values, the request body and the whole reply), in the same order."""
+
     def begin(self, columns: list[str]) -> None: ...
-    def write(self, records: list[dict[str, Any]]) -> None: ...
+    def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None: ...
     def close(self) -> None: ...
 
 
 class ResultsWriter(Protocol):
     filename: str
+    needs_requests: bool  # whether its sink reads `request_json` from the cells
 
     def available(self) -> bool: ...
     def open(self, staged: Staged) -> ResultsSink: ...
@@ -92,7 +96,7 @@ class _CsvSink:
         self.columns = columns
         self.writer.writerow(columns)
 
-    def write(self, records: list[dict[str, Any]]) -> None:
+    def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         columns = self.columns
         self.writer.writerows([csv_value(r.get(c)) for c in columns] for r in records)
 
@@ -104,6 +108,7 @@ class CsvResults:
     """results.csv: one row per cell, streamed."""
 
     filename = "results.csv"
+    needs_requests = False
 
     def available(self) -> bool:
         return True
@@ -141,7 +146,7 @@ class _ParquetSink:
             fields.append(pa.field(name, kind))
         self.schema = pa.schema(fields)
 
-    def write(self, records: list[dict[str, Any]]) -> None:
+    def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -170,6 +175,7 @@ class ParquetResults:
     """results.parquet: the same rows typed, for pandas, DuckDB and Spark (needs pyarrow)."""
 
     filename = "results.parquet"
+    needs_requests = False
 
     def available(self) -> bool:
         return importlib.util.find_spec("pyarrow") is not None

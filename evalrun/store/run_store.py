@@ -410,10 +410,13 @@ class Store:
             )
 
     # -- reading for reports -----------------------------------------------------------------
-    def iter_cells(self, *, chunk: int = 5000, order: str = "seq") -> Iterator[list[dict[str, Any]]]:
+    def iter_cells(
+        self, *, chunk: int = 5000, order: str = "seq", with_requests: bool = False
+    ) -> Iterator[list[dict[str, Any]]]:
         """Every planned cell with its row and response, in chunks of dicts.
 
         `order="seq"` is plan order; `order="row"` groups each model × prompt's repeats of a row.
+        `with_requests` adds `request_json`, the body that was sent (image files as references).
         """
         order_by = "c.seq" if order == "seq" else "c.model, c.prompt, c.row_seq, c.repeat"
         cursor = self._db.execute(
@@ -423,7 +426,10 @@ class Store:
             " r.stop_reason, r.response_model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
             " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier, r.cost_usd, r.source,"
             " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key"
-            " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
+            + (", q.body_json AS request_json" if with_requests else "")
+            + " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
+            + (" LEFT JOIN requests q ON q.key = c.request_key" if with_requests else "")
+            +
             f" ORDER BY {order_by}"
         )
         names = [d[0] for d in cursor.description]
