@@ -268,6 +268,8 @@ class _ProgressLine:
 @click.option("--concurrency", type=click.IntRange(min=1, max=100_000), help="Most requests in flight at once.")
 @click.option("--budget", type=float, callback=_positive_finite, help="Spend cap in USD for the run folder (exit code 3).")
 @click.option("--deadline", callback=_duration, help="Stop sending after this long (e.g. 30m, 2h; exit code 5).")
+@click.option("--request-timeout", callback=_duration,
+              help="Most one attempt may take (default: sized to max_tokens, at most 10 min).")  # fmt: skip
 @click.option("--fresh", is_flag=True, help="Forget stored answers and send everything again.")
 @click.option("--no-cache", is_flag=True, help="Do not take answers from the shared response cache.")
 @click.option("--max-retries", type=click.IntRange(min=0, max=100), help="Retries per request for transient failures.")
@@ -279,6 +281,7 @@ def run(
     concurrency: int | None,
     budget: float | None,
     deadline: float | None,
+    request_timeout: float | None,
     fresh: bool,
     no_cache: bool,
     max_retries: int | None,
@@ -306,6 +309,7 @@ def run(
                         concurrency=concurrency,
                         budget_usd=budget,
                         deadline_s=deadline,
+                        request_timeout_s=request_timeout,
                         max_retries=max_retries,
                         on_progress=line.update,
                         on_runner=lambda runner: holder.__setitem__("runner", runner),

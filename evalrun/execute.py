@@ -219,6 +219,7 @@ async def run_prepared(
     budget_usd: float | None = None,
     max_retries: int | None = None,
     deadline_s: float | None = None,
+    request_timeout_s: float | None = None,
     environ: Mapping[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     on_progress: Callable[[RunStats], None] | None = None,
@@ -238,6 +239,8 @@ async def run_prepared(
         raise SpecError(f"budget: {budget!r} is not a positive amount of USD")
     if deadline_s is None and experiment.deadline is not None:
         deadline_s = parse_duration(experiment.deadline)
+    if request_timeout_s is None and experiment.request_timeout is not None:
+        request_timeout_s = parse_duration(experiment.request_timeout)
     if budget is not None:
         unpriced = [m.label for m in prepared.models if m.info.price is None]
         if unpriced:
@@ -292,6 +295,7 @@ async def run_prepared(
                 pacer=pacer,
                 backoff=backoff or backoff_delay,
                 clock=clock,
+                attempt_timeout=request_timeout_s,
             )
             runner = Runner(
                 plan=plan,

@@ -205,6 +205,7 @@ class Experiment(_Strict):
     api_version: str | None = None
     budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     deadline: str | float | None = None
+    request_timeout: str | float | None = None
     concurrency: int | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
     model_table: str | dict[str, Any] | None = None
@@ -219,7 +220,7 @@ class Experiment(_Strict):
             raise ValueError("must be letters, digits, `.`, `_` or `-` (it names the report folder)")
         return value
 
-    @field_validator("deadline")
+    @field_validator("deadline", "request_timeout")
     @classmethod
     def _duration(cls, value: str | float | None) -> str | float | None:
         if value is not None:

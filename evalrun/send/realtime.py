@@ -36,12 +36,14 @@ class RealtimeSender:
         pacer: Pacer,
         backoff: Callable[[int, float | None], float] = backoff_delay,
         clock: Clock | None = None,
+        attempt_timeout: float | None = None,
     ) -> None:
         self.clients = clients
         self.lanes = lanes
         self.pacer = pacer
         self.backoff = backoff
         self.clock = clock or SystemClock()
+        self.attempt_timeout = attempt_timeout  # None: sized to each request's max_tokens
         self._status = ""
         self._status_at = 0.0
 
@@ -89,7 +91,7 @@ class RealtimeSender:
             acquired = False
             started = time.monotonic()
             try:
-                response = await client.create(request.body)
+                response = await client.create(request.body, timeout=self.attempt_timeout)
             except RateLimitError as exc:
                 self.pacer.release(lane)
                 self.pacer.rate_limited(lane, exc.retry_after)
