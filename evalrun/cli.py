@@ -141,6 +141,14 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None) -> None
     if body is not None:
         click.echo("\nfirst request body:")
         click.echo(json.dumps(body, indent=2, ensure_ascii=False)[:20000])
+    judge = prepared.judge_plan(None)
+    first_row = next(prepared.dataset.iter_rows(), None)
+    if judge is not None and first_row is not None:
+        _echo_warnings([f"{judge.model.label}: {note}" for note in judge.notes])
+        click.echo(f"\ngrader {judge.model.label} ({judge.model.spec.name}; answer_mode={judge.mode_name}); "
+                   "first grading request body:")  # fmt: skip
+        stand_in = "<the reply of the graded model>"
+        click.echo(json.dumps(judge.body(first_row.values, stand_in), indent=2, ensure_ascii=False)[:20000])
     click.echo(f"\nrun folder: {prepared.folder}")
 
 
@@ -343,6 +351,8 @@ def _echo_done(result: Any) -> None:
         f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
         f"not sent; {stats.retries} retries; ${stats.spent_usd:.4f} spent in this folder in total"
     )
+    if counts.get("graded_requests"):
+        line += f"; graded by {counts['graded_requests']} grading requests ({counts.get('ungraded', 0)} cells ungraded)"
     click.echo(line, err=True)
 
 

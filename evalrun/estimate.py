@@ -26,6 +26,7 @@ from evalrun.errors import ApiError, AuthError
 from evalrun.plan.grid import Plan
 from evalrun.plan.modes import MODES
 from evalrun.send.client import MessagesClient
+from evalrun.tokens import estimate_input_tokens
 
 __all__ = ["Estimate", "estimate_plan"]
 
@@ -105,8 +106,10 @@ async def estimate_plan(
     itpm: float | None = None,
     otpm: float | None = None,
     seed: int = 0,
+    judge: Any = None,
 ) -> Estimate:
-    """Estimate the whole plan. `clients` by model label; None counts locally."""
+    """Estimate the whole plan (and its grading stage, with a `judge` plan). `clients` by model
+    label; None counts locally."""
     from evalrun.plan.render import materialize
 
     prices = {m.label: m.info.price for m in plan.models}
@@ -202,6 +205,14 @@ async def estimate_plan(
         result.input_tokens += row["input_tokens"]
         result.output_tokens += row["output_tokens"]
         result.output_tokens_max += row["output_tokens_max"]
+    if judge is not None:
+        grading = judge_estimate(plan, judge, seed=seed)
+        result.by_cell.append(grading)
+        result.requests += grading["requests"]
+        result.input_tokens += grading["input_tokens"]
+        result.output_tokens += grading["output_tokens"]
+        result.output_tokens_max += grading["output_tokens_max"]
+        prices[judge.model.label] = judge.model.info.price
     result.cost_usd = sum(r["cost_usd"] for r in result.by_cell)
     result.cost_usd_max = sum(r["cost_usd_max"] for r in result.by_cell)
     result.unpriced = sorted({m for m, p in prices.items() if p is None})
@@ -288,4 +299,45 @@ def power_analysis(
         ),
         "formula": "n = deff · ((z[1−α/2] + z[power]) · sd_diff / δ)²; MDD = (z[1−α/2] + z[power]) · sd_diff · √(deff / n)",
         "pairs": out,
+    }
+
+
+def judge_estimate(plan: Plan, judge: Any, *, sample: int = 400, seed: int = 0) -> dict[str, Any]:
+    """The grading stage of a judge scorer, estimated locally: one grading request per cell, each
+    showing the rubric, the row and a reply as long as the graded mode is expected to write."""
+    from evalrun.tokens import count_text_tokens
+
+    rows = plan.dataset.count
+    chosen = set(random.Random(seed).sample(range(rows), min(sample, rows)))
+    variants = plan.variants
+    stand_ins = {
+        v.prompt_name + "\x00" + v.model.label: " ".join(["word"] * v.mode.expected_output_tokens(
+            int(v.params["max_tokens"]), plan.choices
+        ))
+        for v in variants
+    }  # fmt: skip
+    tokens: list[float] = []
+    for row in plan.dataset.iter_rows():
+        if row.seq not in chosen:
+            continue
+        per_row = [estimate_input_tokens(judge.body(row.values, reply)) for reply in stand_ins.values()]
+        tokens.append(sum(per_row) / len(per_row))
+    cells = rows * len(variants) * plan.experiment.repeats
+    mean_input = statistics.fmean(tokens) if tokens else 0.0
+    max_tokens = int(judge.params["max_tokens"])
+    expected_output = min(max_tokens, count_text_tokens('{"explanation":"' + "word " * 30 + '","grade":"pass"}'))
+    price = judge.model.info.price
+    input_tokens = round(mean_input * cells)
+    return {
+        "model": judge.model.label,
+        "prompt": "(grading)",
+        "answer_mode": judge.mode_name,
+        "cells": cells,
+        "requests": cells,
+        "input_tokens": input_tokens,
+        "output_tokens": expected_output * cells,
+        "output_tokens_max": max_tokens * cells,
+        "cost_usd": cost_usd(price, input_tokens=input_tokens, output_tokens=expected_output * cells),
+        "cost_usd_max": cost_usd(price, input_tokens=input_tokens, output_tokens=max_tokens * cells),
+        "input_source": "local approximation (sampled rows)",
     }

@@ -28,8 +28,9 @@ from evalrun.errors import (
 )
 from evalrun.models import ModelTable
 from evalrun.plan.dataset import Dataset, scan_dataset
-from evalrun.plan.endpoints import ModelPlan, experiment_table, resolve_models
+from evalrun.plan.endpoints import ModelPlan, experiment_table, resolve_judge, resolve_models
 from evalrun.plan.grid import Plan
+from evalrun.plan.judge import JudgePlan, judge_mode
 from evalrun.send.client import MessagesClient, check_api_key
 from evalrun.send.clock import Clock
 from evalrun.send.limits import Pacer
@@ -59,6 +60,17 @@ class Prepared:
     folder: Path
     sim: bool
     images_digest: str = ""
+    judge: ModelPlan | None = None
+
+    @property
+    def all_models(self) -> tuple[ModelPlan, ...]:
+        """The graded models and the grader, if there is one."""
+        return (*self.models, self.judge) if self.judge is not None else self.models
+
+    def judge_plan(self, store: Store | None) -> JudgePlan | None:
+        if self.judge is None:
+            return None
+        return JudgePlan(self.experiment, self.judge, self.table, store)
 
     def replan(self, learned: Mapping[str, Learned]) -> Plan:
         return Plan(self.experiment, self.dataset, self.models, self.table, learned=learned)
@@ -106,18 +118,20 @@ def prepare(
             f"{len(experiment.prompts)} prompts × {experiment.repeats} repeats) is more than evalrun plans "
             f"({MAX_CELLS:,}); check `repeats` and `dataset.limit`"
         )
-    models = resolve_models(experiment, table, sim=sim, environ=os.environ if environ is None else environ)
+    env = os.environ if environ is None else environ
+    models = resolve_models(experiment, table, sim=sim, environ=env)
+    judge = resolve_judge(experiment, table, sim=sim, environ=env)
     plan = Plan(experiment, dataset, models, table)
     images = plan.check() if check else ""
     folder = Path(out) if out else reports_root / experiment.name / plan.inputs_digest[:12]
-    return Prepared(experiment, dataset, table, models, plan, folder, sim, images)
+    return Prepared(experiment, dataset, table, models, plan, folder, sim, images, judge)
 
 
 def api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | None]:
     """Each model's key, from the environment only (never from a file). A missing key, or one
     that cannot be sent, is one clear error before any request."""
     keys: dict[str, str | None] = {}
-    for model in prepared.models:
+    for model in prepared.all_models:
         variable = model.key_variable
         key = (environ.get(variable) or "").strip() or None
         if key is None:
@@ -153,7 +167,12 @@ def settings_of(prepared: Prepared, plan: Plan, *, concurrency: int, budget: flo
         "repeats": experiment.repeats,
         "reducer": experiment.reducer,
         "scorer": experiment.scorer.model_dump(mode="json"),
-        "prices": {m.label: (vars(m.info.price) if m.info.price is not None else None) for m in prepared.models},
+        "prices": {m.label: (vars(m.info.price) if m.info.price is not None else None) for m in prepared.all_models},
+        "judge": (
+            {"label": prepared.judge.label, "model": prepared.judge.spec.name,
+             "mode": judge_mode(experiment.scorer, prepared.judge)}
+            if prepared.judge is not None else None
+        ),
         "prices_as_of": prepared.table.as_of,
         "budget_usd": budget,
         "concurrency": concurrency,
@@ -165,7 +184,7 @@ def settings_of(prepared: Prepared, plan: Plan, *, concurrency: int, budget: flo
 
 def _backfill_costs(store: Store, prepared: Prepared) -> None:
     """Price stored answers that have no cost yet (an older store, or a price added since)."""
-    prices = {m.label: m.info.price for m in prepared.models}
+    prices = {m.label: m.info.price for m in prepared.all_models}
     updates = []
     for key, model, usage in store.responses_without_cost():
         cost = stored_cost(prices.get(model), usage)
@@ -180,11 +199,14 @@ def simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     from evalrun.sim import AnswerKey, SimConfig, running_server
 
     experiment = prepared.experiment
-    answers = AnswerKey.from_rows(
-        [row.values for row in prepared.dataset.iter_rows()],
-        experiment.scorer.target or "",
-        id_column=experiment.dataset.id,
-    )
+    scorer = experiment.scorer
+    fields = {path: spec.column for path, spec in scorer.field_specs.items()} if scorer.type == "fields" else None
+    rows = [row.values for row in prepared.dataset.iter_rows()]
+    target = scorer.target or ""
+    if not target:
+        # A field scorer has no single target: the key still needs a column to match rows by.
+        target = next(iter(fields.values())) if fields else prepared.dataset.columns[0]
+    answers = AnswerKey.from_rows(rows, target, id_column=experiment.dataset.id, fields=fields)
     with running_server(SimConfig(api_key=api_key, answers=answers, model_table=prepared.table)) as url:
         yield url
 
@@ -249,7 +271,7 @@ async def run_prepared(
                 f"give it one under `model_table` so the budget can be kept"
             )
     sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
-    keys = {m.label: sim_key for m in prepared.models} if prepared.sim else api_keys(prepared, env)
+    keys = {m.label: sim_key for m in prepared.all_models} if prepared.sim else api_keys(prepared, env)
     store = Store.open(prepared.folder, lock=True)
     run_id: int | None = None
     status = "failed"
@@ -259,6 +281,7 @@ async def run_prepared(
     try:
         if fresh:
             store.forget_responses()
+            store.clear_judges()
         learned = store.learned()
         plan = prepared.replan(learned) if learned else prepared.plan
         fingerprint = prepared.fingerprint(plan)
@@ -271,13 +294,13 @@ async def run_prepared(
         if use_cache and not fresh and not prepared.sim:
             cache = ResponseCache.open(cache_dir)
         with contextlib.ExitStack() as stack:
-            base_urls = {m.label: m.base_url for m in prepared.models}
+            base_urls = {m.label: m.base_url for m in prepared.all_models}
             if prepared.sim:
                 url = stack.enter_context(simulator(prepared, sim_key or ""))
                 base_urls = dict.fromkeys(base_urls, url)
             clients: dict[tuple[str, str | None, str], MessagesClient] = {}
             by_model: dict[str, MessagesClient] = {}
-            for model in prepared.models:
+            for model in prepared.all_models:
                 ident = (base_urls[model.label], keys[model.label], model.api_version)
                 if ident not in clients:
                     clients[ident] = MessagesClient(
@@ -291,7 +314,7 @@ async def run_prepared(
             pacer = Pacer(max_concurrency=concurrency, clock=clock)
             sender = RealtimeSender(
                 clients=by_model,
-                lanes=lane_names(prepared.models, keys),
+                lanes=lane_names(prepared.all_models, keys),
                 pacer=pacer,
                 backoff=backoff or backoff_delay,
                 clock=clock,
@@ -316,6 +339,29 @@ async def run_prepared(
                 on_runner(runner)
             try:
                 stats = await runner.run()
+                judge_plan = prepared.judge_plan(store)
+                if judge_plan is not None:
+                    # The grading stage: one request to the grader per answered cell, same loop.
+                    spent = stats
+                    runner = Runner(
+                        plan=judge_plan,
+                        store=store,
+                        run_id=run_id,
+                        sender=sender,
+                        replan=None,
+                        fingerprint=None,
+                        stage="judge",
+                        cache=cache,
+                        max_retries=max_retries if max_retries is not None else experiment.max_retries,
+                        budget_usd=budget,
+                        deadline_s=deadline_s,
+                        clock=clock,
+                        on_progress=on_progress,
+                    )
+                    if on_runner is not None:
+                        on_runner(runner)
+                    graded = await runner.run()
+                    stats = _combined(spent, graded)
                 status = "complete"
             except BudgetExceeded:
                 status = "budget"
@@ -330,7 +376,8 @@ async def run_prepared(
                 status = "stopped"
                 raise
             finally:
-                stats = runner.stats
+                if stats is None:
+                    stats = runner.stats
                 for client in clients.values():
                     await client.aclose()
     except BaseException as exc:
@@ -354,9 +401,27 @@ async def run_prepared(
     assert stats is not None
     counts = _final_counts(prepared.folder, run_id)
     result = RunResult(folder=prepared.folder, stats=stats, warnings=list(plan.warnings), counts=counts)
-    if counts["failed"] or counts["not_sent"] or stats.stopped_models:
+    if counts["failed"] or counts["not_sent"] or counts["ungraded"] or stats.stopped_models:
         raise RunFailed(_failure_message(prepared.folder, counts, stats), result=result)
     return result
+
+
+def _combined(answer: RunStats, judge: RunStats) -> RunStats:
+    """One set of counters for both stages of a judged run."""
+    return RunStats(
+        cells=answer.cells,
+        requests=answer.requests + judge.requests,
+        answered=answer.answered + judge.answered,
+        from_cache=answer.from_cache + judge.from_cache,
+        errors=answer.errors + judge.errors,
+        retries=answer.retries + judge.retries,
+        rate_limited=answer.rate_limited + judge.rate_limited,
+        spent_usd=judge.spent_usd,
+        spent_before_usd=answer.spent_before_usd,
+        started=answer.started,
+        planning=False,
+        stopped_models={**answer.stopped_models, **judge.stopped_models},
+    )
 
 
 def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
@@ -374,13 +439,19 @@ def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
             "SELECT coalesce(r.error_type, ''), r.http_status, r.error FROM cells c JOIN responses r ON r.key = c.request_key"
             " WHERE r.status != 'ok'"
         )
+        (ungraded,) = store.query(
+            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
+            " LEFT JOIN responses j ON j.key = c.judge_key WHERE r.status = 'ok'"
+            " AND (SELECT count(*) FROM requests WHERE stage = 'judge') > 0 AND coalesce(j.status, '') != 'ok'"
+        )[0]
+        (graded_requests,) = store.query("SELECT count(*) FROM requests WHERE stage = 'judge'")[0]
         (answered_requests,) = store.query(
             "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
             " WHERE r.status = 'ok'"
         )[0]
     counts: dict[str, Any] = {
         "answered": 0, "failed": 0, "not_sent": 0, "stored_before": stored_before,
-        "answered_requests": answered_requests,
+        "answered_requests": answered_requests, "ungraded": ungraded, "graded_requests": graded_requests,
     }  # fmt: skip
     counts.update(dict(rows))
     kinds: Counter[str] = Counter()
@@ -403,6 +474,8 @@ def _failure_message(folder: Path, counts: Mapping[str, Any], stats: RunStats) -
             parts.append(f"{model} was stopped: {reason}")
     if counts["not_sent"]:
         parts.append(f"{counts['not_sent']:,} cells were not sent")
+    if counts.get("ungraded"):
+        parts.append(f"{counts['ungraded']:,} answered cells have no grade (their grading request failed)")
     return (
         f"finished with failed cells: {'; '.join(parts)}. The report in {folder} shows accuracy over the "
         f"{counts['answered']:,} answered cells only; run the same command again to retry just the failed ones"
@@ -429,10 +502,11 @@ async def estimate_prepared(
     if observed is not None and observed[1]:
         plan = prepared.replan(observed[1])
     report = observed[0] if observed is not None else None
+    judge = prepared.judge_plan(None)
 
     async def counted() -> Any:
         if local:
-            return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm)
+            return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm, judge=judge)
         sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
         if prepared.sim:
             keys: dict[str, str | None] = dict.fromkeys((m.label for m in prepared.models), sim_key)
@@ -441,7 +515,7 @@ async def estimate_prepared(
                 keys = api_keys(prepared, env)
             except SpecError:
                 # No usable key: count locally rather than refuse to estimate.
-                return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm)
+                return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm, judge=judge)
         with contextlib.ExitStack() as stack:
             base_urls = {m.label: m.base_url for m in prepared.models}
             if prepared.sim:
@@ -454,10 +528,10 @@ async def estimate_prepared(
                 for m in prepared.models
             }
             try:
-                return await estimate_plan(plan, clients=clients, rpm=rpm, itpm=itpm, otpm=otpm)
+                return await estimate_plan(plan, clients=clients, rpm=rpm, itpm=itpm, otpm=otpm, judge=judge)
             except EvalrunError as exc:
                 if "401" in str(exc) or "authentication" in str(exc):
-                    return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm)
+                    return await estimate_plan(plan, clients=None, rpm=rpm, itpm=itpm, otpm=otpm, judge=judge)
                 raise
             finally:
                 for client in clients.values():

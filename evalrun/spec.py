@@ -17,7 +17,9 @@ __all__ = [
     "AnswerMode",
     "DatasetSpec",
     "Experiment",
+    "FieldSpec",
     "ImageBlock",
+    "JudgeModelSpec",
     "ModelSpec",
     "PromptSpec",
     "ScorerSpec",
@@ -159,17 +161,73 @@ class ModelSpec(_Strict):
         return self.label or self.name
 
 
-class ScorerSpec(_Strict):
-    """How a reply is scored against the dataset's `target` column."""
+class FieldSpec(_Strict):
+    """One field of a `fields` scorer: the dataset column with its gold value, and how to compare."""
 
-    type: Literal["choice", "exact", "contains", "regex"]
-    target: str
+    column: str
+    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # relative, for numbers
+    case_sensitive: bool | None = None
+
+
+class JudgeModelSpec(_Strict):
+    """The grader model of a `judge` scorer, with the same overrides a graded model may have."""
+
+    name: str = Field(min_length=1)
+    label: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_version: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def display(self) -> str:
+        return self.label or f"judge:{self.name}"
+
+
+_SCORER_KEYS = {
+    "choice": {"target", "choices", "case_sensitive"},
+    "exact": {"target", "case_sensitive"},
+    "contains": {"target", "case_sensitive"},
+    "regex": {"target", "pattern", "case_sensitive"},
+    "fields": {"from_", "tool", "fields", "case_sensitive"},
+    "judge": {"model", "rubric", "target", "grades", "scale", "human", "pass_grade", "answer_mode"},
+}
+
+
+class ScorerSpec(_Strict):
+    """How a reply is scored: against the dataset's `target` column (choice, exact, contains,
+    regex), field by field against several columns (fields), or by a grader model (judge)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True)
+
+    type: Literal["choice", "exact", "contains", "regex", "fields", "judge"]
+    target: str | None = None
     choices: list[str] | None = None
     pattern: str | None = None
     case_sensitive: bool = False
+    # fields
+    from_: Literal["tool", "json", "text"] | None = Field(default=None, alias="from")
+    tool: str | None = None
+    fields: dict[str, str | FieldSpec] | None = None
+    # judge
+    model: str | JudgeModelSpec | None = None
+    rubric: str | None = None
+    grades: list[str] | None = None
+    scale: int | None = Field(default=None, ge=2, le=100)
+    human: str | None = None
+    pass_grade: str | None = None
+    answer_mode: Literal["auto", "prefill", "structured", "instruction"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> ScorerSpec:
+        allowed = _SCORER_KEYS[self.type] | {"type"}
+        for name in sorted(self.model_fields_set - allowed):
+            if getattr(self, name) == type(self).model_fields[name].default:
+                continue  # a full dump (the stored settings) names every key
+            shown = "from" if name == "from_" else name
+            raise ValueError(f"`{shown}` does not apply to a {self.type} scorer (it takes {', '.join(sorted(k.rstrip('_') for k in allowed))})")
+        if self.type in ("choice", "exact", "contains", "regex") and not self.target:
+            raise ValueError(f"a {self.type} scorer needs `target`: the column with the right answer")
         if self.type == "choice":
             choices = self.choices or ["A", "B", "C", "D"]
             if len(set(choices)) != len(choices) or any(not c.strip() for c in choices):
@@ -182,11 +240,58 @@ class ScorerSpec(_Strict):
                 re.compile(self.pattern)
             except re.error as exc:
                 raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
+        if self.type == "fields":
+            if not self.fields:
+                raise ValueError("a fields scorer needs `fields`: answer path → dataset column")
+            for path in self.fields:
+                if not path or any(not part for part in path.split(".")):
+                    raise ValueError(f"fields: {path!r} is not a path (names joined by dots, e.g. address.zip)")
+            if self.from_ is None:
+                object.__setattr__(self, "from_", "tool" if self.tool else "json")
+            if self.from_ != "tool" and self.tool:
+                raise ValueError("`tool` applies only with `from: tool`")
+        if self.type == "judge":
+            if self.model is None or not self.rubric:
+                raise ValueError("a judge scorer needs `model` (the grader) and `rubric`")
+            if self.grades is not None and self.scale is not None:
+                raise ValueError("give `grades` (labels, best first) or `scale` (1–N), not both")
+            if self.grades is not None and (
+                len(self.grades) < 2 or len(set(self.grades)) != len(self.grades) or any(not g.strip() for g in self.grades)
+            ):
+                raise ValueError("grades must be two or more distinct labels, best first")
+            if self.grades is None and self.scale is None:
+                object.__setattr__(self, "grades", ["pass", "fail"])
+            if self.pass_grade is not None and self.pass_grade not in self.grade_labels:
+                raise ValueError(f"pass_grade {self.pass_grade!r} is not one of the grades {', '.join(self.grade_labels)}")
         return self
+
+    @property
+    def grade_labels(self) -> list[str]:
+        """A judge's grades, best first (a scale of N is N, N−1, …, 1)."""
+        if self.scale is not None:
+            return [str(g) for g in range(self.scale, 0, -1)]
+        return list(self.grades or ())
+
+    @property
+    def field_specs(self) -> dict[str, FieldSpec]:
+        return {
+            path: spec if isinstance(spec, FieldSpec) else FieldSpec(column=spec)
+            for path, spec in (self.fields or {}).items()
+        }
+
+    @property
+    def judge_model(self) -> JudgeModelSpec | None:
+        if self.model is None:
+            return None
+        return self.model if isinstance(self.model, JudgeModelSpec) else JudgeModelSpec(name=self.model)
 
     def columns(self) -> list[tuple[str, str]]:
         """(dataset column, what needs it) for every column this scorer reads."""
-        return [(self.target, "scorer.target")] if self.target else []
+        found = [(self.target, "scorer.target")] if self.target else []
+        found += [(spec.column, f"scorer.fields.{path}") for path, spec in self.field_specs.items()]
+        if self.human:
+            found.append((self.human, "scorer.human"))
+        return found
 
 
 class Experiment(_Strict):

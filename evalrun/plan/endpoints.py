@@ -12,7 +12,7 @@ from evalrun.errors import SpecError
 from evalrun.models import ModelInfo, ModelTable, builtin_table, load_table_file
 from evalrun.spec import Experiment, ModelSpec
 
-__all__ = ["DEFAULT_BASE_URL", "SIMULATOR", "ModelPlan", "experiment_table", "resolve_models"]
+__all__ = ["DEFAULT_BASE_URL", "SIMULATOR", "ModelPlan", "experiment_table", "resolve_judge", "resolve_model", "resolve_models"]
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 SIMULATOR = "simulator"
@@ -76,44 +76,70 @@ def resolve_models(
     experiment: Experiment, table: ModelTable, *, sim: bool = False, environ: Mapping[str, str] | None = None
 ) -> tuple[ModelPlan, ...]:
     """Where and how each model is reached. `ANTHROPIC_BASE_URL` applies unless a model sets base_url."""
+    return tuple(
+        resolve_model(spec, table, experiment=experiment, where=f"models.{index}", sim=sim, environ=environ)
+        for index, spec in enumerate(experiment.models)
+    )
+
+
+def resolve_judge(
+    experiment: Experiment, table: ModelTable, *, sim: bool = False, environ: Mapping[str, str] | None = None
+) -> ModelPlan | None:
+    """The grader model of a `judge` scorer, resolved like a graded model (None for other scorers)."""
+    judge = experiment.scorer.judge_model
+    if judge is None:
+        return None
+    spec = ModelSpec(
+        name=judge.name, label=judge.display, base_url=judge.base_url, api_key_env=judge.api_key_env,
+        api_version=judge.api_version, params=judge.params,
+    )  # fmt: skip
+    if spec.display in {m.display for m in experiment.models}:
+        raise SpecError(f"{experiment.source}: scorer.model: label {spec.display!r} is also a graded model's label")
+    return resolve_model(spec, table, experiment=experiment, where="scorer.model", sim=sim, environ=environ)
+
+
+def resolve_model(
+    spec: ModelSpec,
+    table: ModelTable,
+    *,
+    experiment: Experiment,
+    where: str,
+    sim: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> ModelPlan:
     env = environ or {}
-    plans = []
-    for index, spec in enumerate(experiment.models):
-        info = table.get(spec.name)
-        api_version = spec.api_version or experiment.api_version or table.default_api_version
-        warnings = []
-        if sim:
-            base_url, endpoint = "", SIMULATOR
+    info = table.get(spec.name)
+    api_version = spec.api_version or experiment.api_version or table.default_api_version
+    warnings = []
+    if sim:
+        base_url, endpoint = "", SIMULATOR
+    else:
+        if spec.base_url:
+            raw, key_where = spec.base_url, f"{experiment.source}: {where}.base_url"
+        elif env.get("ANTHROPIC_BASE_URL"):
+            raw, key_where = env["ANTHROPIC_BASE_URL"], "ANTHROPIC_BASE_URL"
         else:
-            if spec.base_url:
-                raw, where = spec.base_url, f"{experiment.source}: models.{index}.base_url"
-            elif env.get("ANTHROPIC_BASE_URL"):
-                raw, where = env["ANTHROPIC_BASE_URL"], "ANTHROPIC_BASE_URL"
-            else:
-                raw, where = DEFAULT_BASE_URL, "base URL"
-            base_url, note = check_base_url(raw, where=where)
-            if note:
-                warnings.append(note)
-            endpoint = base_url
-        if not info.known:
-            warnings.append(
-                f"{spec.display}: not in the model table; its prefill and sampling support will be "
-                f"learned from the first response (declare it under `model_table` to skip that)"
-            )
-        if info.retires:
-            warnings.append(f"{spec.display}: retires on {info.retires}")
-        if info.price is None:
-            warnings.append(f"{spec.display}: no known price; costs will be empty, not $0")
-        plans.append(
-            ModelPlan(
-                label=spec.display,
-                spec=spec,
-                info=info,
-                base_url=base_url,
-                api_version=api_version,
-                api_key_env=spec.api_key_env,
-                endpoint=endpoint,
-                warnings=tuple(dict.fromkeys(warnings)),
-            )
+            raw, key_where = DEFAULT_BASE_URL, "base URL"
+        base_url, note = check_base_url(raw, where=key_where)
+        if note:
+            warnings.append(note)
+        endpoint = base_url
+    if not info.known:
+        warnings.append(
+            f"{spec.display}: not in the model table; its prefill and sampling support will be "
+            f"learned from the first response (declare it under `model_table` to skip that)"
         )
-    return tuple(plans)
+    if info.retires:
+        warnings.append(f"{spec.display}: retires on {info.retires}")
+    if info.price is None:
+        warnings.append(f"{spec.display}: no known price; costs will be empty, not $0")
+    return ModelPlan(
+        label=spec.display,
+        spec=spec,
+        info=info,
+        base_url=base_url,
+        api_version=api_version,
+        api_key_env=spec.api_key_env,
+        endpoint=endpoint,
+        warnings=tuple(dict.fromkeys(warnings)),
+    )

@@ -22,6 +22,7 @@ from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
 from evalrun.plan.render import (
+    Template,
     fill_template,
     has_image_files,
     key_view,
@@ -35,7 +36,7 @@ from evalrun.store.records import CellRecord, RequestRecord, RowRecord
 from evalrun.store.run_store import Learned
 from evalrun.tokens import estimate_input_tokens
 
-__all__ = ["Plan", "Variant", "canonical_json", "check_columns", "request_key"]
+__all__ = ["Plan", "PlanChunk", "Variant", "adapt_params", "canonical_json", "check_columns", "request_key"]
 
 # Bumped when the way bodies or keys are built changes, so a stored plan is rebuilt.
 PLAN_FORMAT = 2
@@ -63,6 +64,7 @@ class PlanChunk:
     rows: list[RowRecord] = field(default_factory=list)
     cells: list[CellRecord] = field(default_factory=list)
     requests: list[RequestRecord] = field(default_factory=list)
+    links: list[tuple[int, str]] = field(default_factory=list)  # (cell seq, its grading request)
     last_seq: int = -1
 
 
@@ -76,6 +78,40 @@ class Variant:
     mode: AnswerMode
     params: dict[str, Any]
     notes: tuple[str, ...] = ()
+
+
+def adapt_params(
+    params: dict[str, Any], model: ModelPlan, table: ModelTable, learned: Learned, mode: AnswerMode
+) -> tuple[dict[str, Any], list[str]]:
+    """Drop what the model or API version refuses and size max_tokens for the mode."""
+    params = dict(params)
+    notes: list[str] = []
+    removed = table.removed_params(model.api_version)
+    for name in SAMPLING_PARAMS:
+        if name not in params:
+            continue
+        if name in removed:
+            notes.append(f"`{name}` does not exist under API version {model.api_version}: not sent")
+        elif name in model.info.refuses:
+            notes.append(f"refuses `{name}`: not sent")
+        elif name in learned.refused_params:
+            notes.append(f"refused `{name}` in an earlier response: not sent")
+        else:
+            continue
+        del params[name]
+    for group in model.info.exclusive:
+        present = [p for p in SAMPLING_PARAMS if p in group and p in params]
+        for name in present[1:]:
+            notes.append(f"refuses {' and '.join(present)} together: `{name}` not sent")
+            del params[name]
+    if "max_tokens" not in params:
+        params["max_tokens"] = mode.default_max_tokens
+    elif params["max_tokens"] < mode.min_max_tokens:
+        params["max_tokens"] = mode.min_max_tokens
+    if model.info.thinking == "always" and params["max_tokens"] < THINKING_MIN_TOKENS:
+        notes.append(f"thinks before every answer: max_tokens raised to {THINKING_MIN_TOKENS}")
+        params["max_tokens"] = THINKING_MIN_TOKENS
+    return params, notes
 
 
 def _normalize_prompt(prompt: PromptSpec) -> PromptSpec:
@@ -100,6 +136,14 @@ def check_columns(experiment: Experiment, dataset: Dataset) -> None:
             raise DatasetError(
                 f"{dataset.path}: {what} column {column!r} is not in the file (columns: {', '.join(dataset.columns)})"
             )
+    if experiment.scorer.type == "judge":
+        rubric = Template.parse(experiment.scorer.rubric or "", where=f"{experiment.source}: scorer.rubric")
+        for column in rubric.columns:
+            if column not in dataset.columns and column not in ("response", "target"):
+                raise TemplateError(
+                    f"{experiment.source}: scorer.rubric: placeholder {{{column}}} is neither {{response}}, "
+                    f"{{target}} nor a column of {dataset.path.name} (columns: {', '.join(dataset.columns)})"
+                )
     cluster = experiment.dataset.cluster
     if cluster is not None and cluster not in dataset.columns:
         raise DatasetError(
@@ -154,43 +198,10 @@ class Plan:
             source=experiment.source,
         )
         params = {**experiment.params, **prompt.params, **model.spec.params}  # later wins
-        params, notes = self._adapt_params(params, model, knowledge, mode)
+        params, notes = adapt_params(params, model, self.table, knowledge, mode)
         if prompt.prefill is not None and mode.name == "plain":
             notes.append("does not accept prefill and the scorer is not `choice`: the prefill is dropped")
         return Variant(model=model, prompt_name=name, prompt=prompt, mode=mode, params=params, notes=tuple(notes))
-
-    def _adapt_params(
-        self, params: dict[str, Any], model: ModelPlan, learned: Learned, mode: AnswerMode
-    ) -> tuple[dict[str, Any], list[str]]:
-        """Drop what the model or API version refuses and size max_tokens for the mode."""
-        params = dict(params)
-        notes: list[str] = []
-        removed = self.table.removed_params(model.api_version)
-        for name in SAMPLING_PARAMS:
-            if name not in params:
-                continue
-            if name in removed:
-                notes.append(f"`{name}` does not exist under API version {model.api_version}: not sent")
-            elif name in model.info.refuses:
-                notes.append(f"refuses `{name}`: not sent")
-            elif name in learned.refused_params:
-                notes.append(f"refused `{name}` in an earlier response: not sent")
-            else:
-                continue
-            del params[name]
-        for group in model.info.exclusive:
-            present = [p for p in SAMPLING_PARAMS if p in group and p in params]
-            for name in present[1:]:
-                notes.append(f"refuses {' and '.join(present)} together: `{name}` not sent")
-                del params[name]
-        if "max_tokens" not in params:
-            params["max_tokens"] = mode.default_max_tokens
-        elif params["max_tokens"] < mode.min_max_tokens:
-            params["max_tokens"] = mode.min_max_tokens
-        if model.info.thinking == "always" and params["max_tokens"] < THINKING_MIN_TOKENS:
-            notes.append(f"thinks before every answer: max_tokens raised to {THINKING_MIN_TOKENS}")
-            params["max_tokens"] = THINKING_MIN_TOKENS
-        return params, notes
 
     @property
     def modes(self) -> dict[tuple[str, str], str]:
@@ -208,6 +219,9 @@ class Plan:
     # -- rows ------------------------------------------------------------------------------
     def target(self, row: Row) -> str:
         scorer = self.experiment.scorer
+        if scorer.type == "fields":
+            gold = {path: row.values[spec.column] for path, spec in scorer.field_specs.items()}
+            return json.dumps(gold, ensure_ascii=False, sort_keys=True)
         if scorer.target is None:
             return ""
         raw = row.values[scorer.target]

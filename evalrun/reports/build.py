@@ -127,7 +127,8 @@ def analyze(
         repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
-    summary = summarize(tallies, clusters=clusters, reducer=reducer, repeats=repeats)
+    scorer = ScorerSpec.model_validate(settings["scorer"])
+    summary = summarize(tallies, clusters=clusters, reducer=reducer, repeats=repeats, scorer=scorer)
     by = default_comparison_by(tallies)
     comparison = (
         compare_tallies(tallies, by=by, clusters=clusters, reducer=reducer, repeats=repeats, seed=seed)
@@ -149,8 +150,7 @@ def analyze(
         "spent_usd": store.spent_usd(),
     }
     for column in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-        totals[column] = sum(t.tokens[column] for t in tallies)
-    scorer = ScorerSpec.model_validate(settings["scorer"])
+        totals[column] = round(sum(t.tokens[column] for t in tallies))
     return Report(
         folder=folder,
         settings=settings,

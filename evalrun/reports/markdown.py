@@ -117,6 +117,38 @@ def render_markdown(report: Report) -> str:
         + f"; paid by this run folder in all: ${totals['spent_usd']:.4f} (prices as of {settings.get('prices_as_of', 'unknown')})",
         "",
     ]
+    judge = settings.get("judge")
+    if judge:
+        judge_cost = sum(t.judge_cost_usd for t in report.tallies)
+        judge_in = sum(t.judge_tokens["input"] for t in report.tallies)
+        judge_out = sum(t.judge_tokens["output"] for t in report.tallies)
+        lines[-1:-1] = [
+            f"- grader {judge['label']} ({judge['model']}, asked in {judge['mode']} mode): input tokens {round(judge_in):,}; "
+            f"output tokens {round(judge_out):,}; cost ${judge_cost:.4f} (in the folder's total above, not in the answers' cost)"
+        ]
+        if any("judge_kappa" in row for row in report.summary):
+            lines += [
+                "Agreement of the grader with the human grades (`human` column): judge_agreement is the share of "
+                "cells graded alike (95 % Wilson interval); judge_kappa is Cohen's κ with its 95 % interval.",
+                "",
+                markdown_table(
+                    report.summary,
+                    ["model", "prompt", "judge_agreement_n", "judge_agreement", "judge_agreement_low",
+                     "judge_agreement_high", "judge_kappa", "judge_kappa_low", "judge_kappa_high"],
+                ),  # fmt: skip
+                "",
+            ]
+    fields = [c for c in (report.summary[0] if report.summary else {}) if c.startswith("accuracy_")]
+    if fields:
+        lines += [
+            "## Accuracy by field",
+            "",
+            markdown_table(report.summary, ["model", "prompt", "accuracy", *fields]),
+            "",
+            "accuracy counts a cell right when every field is right; accuracy_<field> is each field's share of "
+            "the answered cells (a reply without the expected tool call or JSON counts as wrong there).",
+            "",
+        ]
     kinds: Counter[str] = Counter()
     for tally in report.tallies:
         kinds.update(tally.error_kinds)

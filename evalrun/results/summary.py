@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.results.stats import holm, mean_interval, paired_compare
+from evalrun.results.stats import cohen_kappa, holm, mean_interval, paired_compare
 from evalrun.results.tally import TOKEN_COLUMNS, RepeatTally, VariantTally
+from evalrun.spec import ScorerSpec
 
 __all__ = [
     "COMPARISON_COLUMNS",
@@ -63,8 +64,11 @@ def summarize(
     reducer: str = "mean",
     repeats: Mapping[tuple[str, str], RepeatTally] | None = None,
     confidence: float = 0.95,
+    scorer: ScorerSpec | None = None,
 ) -> list[dict[str, Any]]:
-    """One summary row per model × prompt (see the README for every column)."""
+    """One summary row per model × prompt (see the README for every column). A fields scorer adds
+    `accuracy_<field>`; a judge scorer the grader's tokens and cost, and its agreement with a
+    human grade column."""
     out = []
     for tally in tallies:
         rows, values = row_values(tally, reducer=reducer, repeats=(repeats or {}).get((tally.model, tally.prompt)))
@@ -95,7 +99,7 @@ def summarize(
                 "ci_method": estimate.method if n else "",
                 "clusters": estimate.clusters if estimate.clusters is not None else math.nan,
                 "reliable": bool(n) and not error_rate > UNRELIABLE_ERROR_RATE,
-                **{column: tally.tokens[column] for column in TOKEN_COLUMNS},
+                **{column: round(tally.tokens[column]) for column in TOKEN_COLUMNS},
                 "cost_usd": cost,
                 "paid_usd": tally.paid_usd,
                 "from_cache": tally.from_cache,
@@ -103,8 +107,37 @@ def summarize(
                 "cost_per_1k_rows_usd": cost / n * 1000 if n and not math.isnan(cost) else math.nan,
                 "latency_p50_s": float(np.quantile(latency, 0.5)) if latency.size else math.nan,
                 "latency_p95_s": float(np.quantile(latency, 0.95)) if latency.size else math.nan,
+                **_scorer_columns(tally, scorer, confidence),
             }
         )
+    return out
+
+
+def _scorer_columns(tally: VariantTally, scorer: ScorerSpec | None, confidence: float) -> dict[str, Any]:
+    if scorer is None:
+        return {}
+    out: dict[str, Any] = {}
+    if scorer.type == "fields":
+        for path in scorer.field_specs:
+            out[f"accuracy_{path}"] = tally.field_correct[path] / tally.answered if tally.answered else math.nan
+    if scorer.type == "judge":
+        out["judge_input_tokens"] = round(tally.judge_tokens["input"])
+        out["judge_output_tokens"] = round(tally.judge_tokens["output"])
+        out["judge_cost_usd"] = tally.judge_cost_usd
+        if scorer.human:
+            pairs = [(judge, human) for (judge, human), count in tally.agreement.items() for _ in range(count)]
+            agreement = cohen_kappa(
+                [p[0] for p in pairs], [p[1] for p in pairs], labels=scorer.grade_labels, confidence=confidence
+            )
+            out.update(
+                judge_agreement_n=agreement.n,
+                judge_agreement=agreement.agreement,
+                judge_agreement_low=agreement.agreement_low,
+                judge_agreement_high=agreement.agreement_high,
+                judge_kappa=agreement.kappa,
+                judge_kappa_low=agreement.kappa_low,
+                judge_kappa_high=agreement.kappa_high,
+            )
     return out
 
 

@@ -19,16 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.results.scoring import Reply, Score, Scorer, make_scorer
+from evalrun.results.judge import match_grade
+from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
 from evalrun.spec import ScorerSpec
+from evalrun.store.records import reply_shown
 
 __all__ = ["RESULT_COLUMNS", "ResultsPass", "VariantTally", "diagnostics_frame", "repeat_pass", "result_columns"]
 
 RESULT_COLUMNS = [
     "model", "model_id", "prompt", "row_id", "repeat", "cluster", "answer_mode", "response_text", "answer",
     "target", "correct", "score", "status", "stop_reason", "input_tokens", "output_tokens",
-    "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "source", "latency_s", "attempts",
-    "error",
+    "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "shared_by", "source", "latency_s",
+    "attempts", "error",
 ]  # fmt: skip
 TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
 ANSWERED = ("ok", "unparsed")
@@ -55,7 +57,9 @@ class VariantTally:
     errors: int = 0
     pending: int = 0
     correct: int = 0
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0))
+    # Tokens and cost of the requests behind the cells; a request shared by k cells counts 1/k
+    # in each, so sums over cells or variants add up to what was paid.
+    tokens: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TOKEN_COLUMNS, 0.0))
     usage_missing: int = 0
     cost_usd: float = 0.0
     cost_unknown: int = 0
@@ -68,7 +72,10 @@ class VariantTally:
     # targets are kept for multiple choice only, so the counter stays small.
     outcomes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     field_correct: Counter[str] = field(default_factory=Counter)
-    field_answered: Counter[str] = field(default_factory=Counter)
+    # A judge scorer: the grader's tokens and cost, and (judge grade, human grade) pairs.
+    judge_tokens: dict[str, float] = field(default_factory=lambda: {"input": 0.0, "output": 0.0})
+    judge_cost_usd: float = 0.0
+    agreement: Counter[tuple[str, str]] = field(default_factory=Counter)
     row_sum: np.ndarray = field(init=False)
     row_n: np.ndarray = field(init=False)
 
@@ -115,13 +122,16 @@ class ResultsPass:
         rows: int,
         variants: Iterable[tuple[str, str]],
         scorer: Scorer | None = None,
-        field_names: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         self.scorer_spec = ScorerSpec.model_validate(settings["scorer"])
         self.scorer = scorer or make_scorer(self.scorer_spec)
-        self.field_names = list(field_names)
-        self.columns = result_columns(self.scorer_spec, [f"correct_{name}" for name in self.field_names])
+        self.field_names = list(self.scorer_spec.field_specs) if self.scorer_spec.type == "fields" else []
+        self.judged = self.scorer_spec.type == "judge"
+        self.labels = self.scorer_spec.grade_labels if self.judged else []
+        self.human = self.scorer_spec.human
+        self.needs_values = self.scorer.needs_message or bool(self.field_names) or bool(self.human)
+        self.columns = result_columns(self.scorer_spec, self.scorer.columns)
         self.rows = rows
         self.tallies: dict[tuple[str, str], VariantTally] = {
             key: VariantTally(model=key[0], prompt=key[1], rows=rows) for key in variants
@@ -141,8 +151,18 @@ class ResultsPass:
         if cell["status"] != "ok":
             return None
         message = json.loads(cell["message_json"]) if self.scorer.needs_message and cell["message_json"] else None
-        reply = Reply(text=cell["text"] or "", message=message, answer_mode=cell["answer_mode"])
-        values = json.loads(cell["values_json"]) if self.scorer.needs_message or self.field_names else {}
+        grader = None
+        if self.judged:
+            grader = Grader(
+                status=cell.get("judge_status"),
+                text=cell.get("judge_text") or "",
+                error=cell.get("judge_error"),
+                input_tokens=cell.get("judge_input_tokens"),
+                output_tokens=cell.get("judge_output_tokens"),
+                cost_usd=cell.get("judge_cost_usd"),
+            )
+        reply = Reply(text=cell["text"] or "", message=message, answer_mode=cell["answer_mode"], grader=grader)
+        values = json.loads(cell["values_json"]) if self.needs_values else {}
         return self.scorer(reply, cell["target"], values)
 
     def records(self, chunk: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -164,13 +184,14 @@ class ResultsPass:
             "repeat": cell["repeat"],
             "cluster": cell["cluster"] or "",
             "answer_mode": cell["answer_mode"],
-            "response_text": cell["text"] or "",
+            "response_text": reply_shown(cell["text"], cell["message_json"]),
             "answer": "",
             "target": cell["target"],
             "correct": False,
             "score": math.nan,
             "stop_reason": cell["stop_reason"] or "",
-            "cost_usd": _float(cell["cost_usd"]) if status is not None else math.nan,
+            "cost_usd": _float(cell["cost_usd"]) / _sharing(cell) if status is not None else math.nan,
+            "shared_by": _sharing(cell),
             "source": cell["source"] or "",
             "latency_s": _float(cell["latency_s"]),
             "attempts": cell["attempts"] or 0,
@@ -199,10 +220,24 @@ class ResultsPass:
         record["correct"] = score.correct
         record["score"] = score.value if score.status == "ok" else 0.0
         record["status"] = score.status
+        for column, value in (score.extra or {}).items():
+            record[column] = value
+        if self.judged:
+            self._tally_grading(tally, cell, score)
+            if score.status in ("error", "pending"):
+                # The grader failed or has not graded yet: no score, never a wrong one.
+                record["score"] = math.nan
+                record["error"] = score.explanation or ""
+                if score.status == "error":
+                    tally.errors += 1
+                    tally.error_kinds["judge: " + (cell.get("judge_error") or "error").split(":")[0][:60]] += 1
+                else:
+                    tally.pending += 1
+                self._tally_usage(tally, cell)
+                return record
         if score.fields is not None:
             for name, right in score.fields.items():
                 record[f"correct_{name}"] = right
-                tally.field_answered[name] += 1
                 tally.field_correct[name] += int(right)
         tally.ok += score.status == "ok"
         tally.unparsed += score.status == "unparsed"
@@ -211,25 +246,44 @@ class ResultsPass:
         tally.row_sum[row] += record["score"]
         tally.row_n[row] += 1
         tally.stop_reasons[cell["stop_reason"] or ""] += 1
-        if cell["input_tokens"] is None:
-            tally.usage_missing += 1
-        for column in TOKEN_COLUMNS:
-            tally.tokens[column] += int(cell[column] or 0)
-        if cell["cost_usd"] is None:
-            tally.cost_unknown += 1
-        else:
-            tally.cost_usd += float(cell["cost_usd"])
-            if cell["source"] != "cache":
-                tally.paid_usd += float(cell["cost_usd"])
-        if cell["source"] == "cache":
-            tally.from_cache += 1
-        if cell["latency_s"] is not None and cell["source"] != "cache":
-            tally.latencies.append(float(cell["latency_s"]))
+        self._tally_usage(tally, cell)
         letters = bool(self.choices)
         tally.outcomes[
             (score.status, (score.answer or "") if letters else "", cell["target"] if letters else "", cell["stop_reason"] or "")
         ] += 1
         return record
+
+    def _tally_grading(self, tally: VariantTally, cell: Mapping[str, Any], score: Score) -> None:
+        share = max(int(cell.get("judge_sharing") or 1), 1)
+        tally.judge_tokens["input"] += int(cell.get("judge_input_tokens") or 0) / share
+        tally.judge_tokens["output"] += int(cell.get("judge_output_tokens") or 0) / share
+        tally.judge_cost_usd += float(cell.get("judge_cost_usd") or 0.0) / share
+        if self.human and score.status == "ok" and score.answer:
+            values = json.loads(cell["values_json"])
+            human = match_grade(values.get(self.human), self.labels)
+            if human is not None:
+                tally.agreement[(score.answer, human)] += 1
+
+    def _tally_usage(self, tally: VariantTally, cell: Mapping[str, Any]) -> None:
+        share = _sharing(cell)
+        if cell["input_tokens"] is None:
+            tally.usage_missing += 1
+        for column in TOKEN_COLUMNS:
+            tally.tokens[column] += int(cell[column] or 0) / share
+        if cell["cost_usd"] is None:
+            tally.cost_unknown += 1
+        else:
+            tally.cost_usd += float(cell["cost_usd"]) / share
+            if cell["source"] != "cache":
+                tally.paid_usd += float(cell["cost_usd"]) / share
+        if cell["source"] == "cache":
+            tally.from_cache += 1
+        if cell["latency_s"] is not None and cell["source"] != "cache":
+            tally.latencies.append(float(cell["latency_s"]))
+
+
+def _sharing(cell: Mapping[str, Any]) -> int:
+    return max(int(cell.get("sharing") or 1), 1)
 
 
 def diagnostics_frame(tallies: Iterable[VariantTally]) -> Any:

@@ -44,7 +44,8 @@ from evalrun.errors import (
     TransientApiError,
 )
 from evalrun.models import SAMPLING_PARAMS, Price
-from evalrun.plan.grid import Plan
+from evalrun.plan.grid import Plan, PlanChunk
+from evalrun.plan.judge import JudgePlan
 from evalrun.plan.render import materialize
 from evalrun.send.clock import Clock, SystemClock
 from evalrun.send.sender import Request, Sender
@@ -126,12 +127,13 @@ class Runner:
     def __init__(
         self,
         *,
-        plan: Plan,
+        plan: Plan | JudgePlan,
         store: Store,
         run_id: int,
         sender: Sender,
-        replan: Callable[[Mapping[str, Learned]], Plan],
-        fingerprint: Callable[[Plan], str],
+        replan: Callable[[Mapping[str, Learned]], Plan] | None,
+        fingerprint: Callable[[Plan], str] | None,
+        stage: str = "answer",
         plan_stored: bool = False,
         cache: ResponseCache | None = None,
         max_retries: int = 6,
@@ -146,6 +148,7 @@ class Runner:
         self.sender = sender
         self.replan = replan
         self.fingerprint = fingerprint
+        self.stage = stage
         self.cache = cache if cache is not None and cache.usable else None
         self.max_retries = max_retries
         self.budget_usd = budget_usd
@@ -166,7 +169,7 @@ class Runner:
         self._in_flight: dict[str, tuple[Request, float, float]] = {}  # key → (request, reserved USD, start)
         self._in_flight_by_model: dict[str, int] = dict.fromkeys(self.models, 0)
         self._gates: dict[tuple[str, str], _Gate] = {}
-        self._probe_models = {m.label for m in plan.models if not m.info.known}
+        self._probe_models = {m.label for m in plan.models if not m.info.known} if replan is not None else set()
         self._succeeded: set[str] = set()
         self._heard: set[str] = set()  # models with at least one outcome
         self._failures: dict[str, tuple[str, int]] = {}
@@ -200,7 +203,7 @@ class Runner:
         or RunInterrupted when it stops early."""
         self.stats.planning = self._planning
         if not self._planning:
-            self.stats.requests = self.store.count_pending(run_id=self.run_id, stage="answer")
+            self.stats.requests = self.store.count_pending(run_id=self.run_id, stage=self.stage)
             self.stats.cells = self.plan.total_cells
         self._progress()
         async with anyio.create_task_group() as tg:
@@ -232,7 +235,7 @@ class Runner:
         return self.stats
 
     def _left(self) -> int:
-        return self.store.count_pending(run_id=-1, stage="answer")
+        return self.store.count_pending(run_id=-1, stage=self.stage)
 
     # -- the planner ---------------------------------------------------------------------------
     def _start_planner(self, tg: anyio.abc.TaskGroup, *, after_seq: float, replan: str | None = None) -> None:
@@ -251,23 +254,29 @@ class Runner:
             if replan is not None and after_seq >= 0:
                 # The re-planned model catches up to where the plan had got, then all go on together.
                 for chunk in plan.chunks(models={replan}, until_seq=int(after_seq)):
-                    self.store.add_rows(chunk.rows)
-                    self.store.add_cells(chunk.cells, chunk.requests)
+                    self._write_chunk(chunk)
                     await anyio.sleep(0)
             for chunk in plan.chunks(after_seq=int(after_seq) if after_seq >= 0 else -1):
                 if self.stats.cells == 0 and chunk.rows:
                     self.stats.cells = plan.total_cells
-                self.store.add_rows(chunk.rows)
-                self.store.add_cells(chunk.cells, chunk.requests)
-                self.stats.requests += len(chunk.requests)
+                self._write_chunk(chunk)
+                self.stats.requests += len({r.key for r in chunk.requests})
                 self._planned_seq = chunk.last_seq
                 self._notify()
                 await anyio.sleep(0)  # let the sender go between chunks
-            self.store.finish_plan(self.fingerprint(plan))
+            if self.fingerprint is not None and isinstance(plan, Plan):
+                self.store.finish_plan(self.fingerprint(plan))
             self._planned_seq = math.inf
             self._planning = self.stats.planning = False
             self.stats.cells = plan.total_cells
             self._notify()
+
+    def _write_chunk(self, chunk: PlanChunk) -> None:
+        if chunk.rows:
+            self.store.add_rows(chunk.rows)
+        self.store.add_cells(chunk.cells, chunk.requests)
+        if chunk.links:
+            self.store.link_judges(chunk.links)
 
     # -- RequestSource -------------------------------------------------------------------------
     def _halted(self, model: str | None = None) -> bool:
@@ -346,7 +355,9 @@ class Runner:
         while not buffer:
             if model in self._exhausted:
                 return None
-            page = self.store.pending(model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id)
+            page = self.store.pending(
+                model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id, stage=self.stage
+            )
             if page:
                 self._cursor[model] = page[-1].first_seq
                 buffer.extend(self._from_cache(page))
@@ -496,7 +507,7 @@ class Runner:
                 f"(and base_url). {self._sent_note()}"
             )
             return True
-        refusal = capability_refusal(error, request.body)
+        refusal = capability_refusal(error, request.body) if self.replan is not None else None
         if refusal is not None:
             self._learn(request, error, prefill=refusal[0], params=refusal[1])
             return True
@@ -530,6 +541,7 @@ class Runner:
         if new == old:
             return  # sent before we learned: its replacement is already planned
         self.learned[label] = new
+        assert self.replan is not None
         try:
             plan = self.replan(self.learned)
         except SpecError as spec_error:

@@ -91,6 +91,7 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
         );
         CREATE UNIQUE INDEX cells_identity ON cells (model, prompt, row_seq, repeat);
         CREATE INDEX cells_request ON cells (request_key);
+        CREATE INDEX cells_judge ON cells (judge_key);
         -- Every distinct request of the current plan, with the body that is sent.
         CREATE TABLE requests (
             key TEXT PRIMARY KEY,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CellRecord", "Outcome", "RequestRecord", "RowRecord", "reply_text"]
+__all__ = ["CellRecord", "Outcome", "RequestRecord", "RowRecord", "reply_shown", "reply_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +88,18 @@ def reply_text(message: dict[str, Any] | None) -> str:
         for block in message.get("content") or ()
         if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
     )
+
+
+def reply_shown(text: str | None, message_json: str | None) -> str:
+    """A reply as a person (or a grader) reads it: its text, or its tool calls when it has no text."""
+    if text:
+        return text
+    if not message_json:
+        return ""
+    import json
+
+    message = json.loads(message_json)
+    calls = [b for b in message.get("content") or () if isinstance(b, dict) and b.get("type") == "tool_use"]
+    if calls:
+        return json.dumps([{"tool": c.get("name"), "input": c.get("input")} for c in calls], ensure_ascii=False)
+    return reply_text(message)

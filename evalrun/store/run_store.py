@@ -277,6 +277,27 @@ class Store:
                 ),
             )
 
+    def link_judges(self, links: Sequence[tuple[int, str]]) -> None:
+        """Record which grading request grades which cell."""
+        with self.transaction() as db:
+            db.executemany("UPDATE cells SET judge_key = ? WHERE seq = ?", ((key, seq) for seq, key in links))
+
+    def clear_judges(self) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE cells SET judge_key = NULL")
+            db.execute("DELETE FROM requests WHERE stage = 'judge'")
+
+    def answered_cells(self, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
+        """Answered cells not yet linked to a grading request, in plan order."""
+        cursor = self._db.execute(
+            "SELECT c.seq, c.row_seq, w.values_json, w.target, r.text, r.message_json FROM cells c"
+            " JOIN rows w ON w.row_seq = c.row_seq JOIN responses r ON r.key = c.request_key"
+            " WHERE r.status = 'ok' AND c.judge_key IS NULL AND c.seq > ? ORDER BY c.seq LIMIT ?",
+            (after_seq, limit),
+        )
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def finish_plan(self, fingerprint: str) -> None:
         self.set_meta(plan_fingerprint=fingerprint, plan_complete="1")
 
@@ -425,9 +446,16 @@ class Store:
             " r.status, r.retryable, r.http_status, r.error_type, r.error, r.message_json, r.raw, r.text,"
             " r.stop_reason, r.response_model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
             " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier, r.cost_usd, r.source,"
-            " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key"
+            " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key,"
+            " j.status AS judge_status, j.text AS judge_text, j.error AS judge_error,"
+            " j.input_tokens AS judge_input_tokens, j.output_tokens AS judge_output_tokens,"
+            " j.cost_usd AS judge_cost_usd,"
+            " (SELECT count(*) FROM cells s WHERE s.request_key = c.request_key) AS sharing,"
+            " CASE WHEN c.judge_key IS NULL THEN 1 ELSE"
+            " (SELECT count(*) FROM cells s WHERE s.judge_key = c.judge_key) END AS judge_sharing"
             + (", q.body_json AS request_json" if with_requests else "")
             + " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
+            + " LEFT JOIN responses j ON j.key = c.judge_key"
             + (" LEFT JOIN requests q ON q.key = c.request_key" if with_requests else "")
             +
             f" ORDER BY {order_by}"
