@@ -201,7 +201,14 @@ def simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     experiment = prepared.experiment
     scorer = experiment.scorer
     fields = {path: spec.column for path, spec in scorer.field_specs.items()} if scorer.type == "fields" else None
-    rows = [row.values for row in prepared.dataset.iter_rows()]
+    # The simulator finds a request's row by the row's text in the user turns: offer it only the
+    # columns every prompt puts in a user turn (an assistant turn or a column some prompt leaves
+    # out would hide the match), plus what it answers with.
+    keep = _user_turn_columns(experiment) | {c for c, _ in scorer.columns()} | {experiment.dataset.id or ""}
+    rows = [
+        {k: v for k, v in row.values.items() if k in keep} if keep - {""} else row.values
+        for row in prepared.dataset.iter_rows()
+    ]
     target = scorer.target or ""
     if not target:
         # A field scorer has no single target: the key still needs a column to match rows by.
@@ -209,6 +216,24 @@ def simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     answers = AnswerKey.from_rows(rows, target, id_column=experiment.dataset.id, fields=fields)
     with running_server(SimConfig(api_key=api_key, answers=answers, model_table=prepared.table)) as url:
         yield url
+
+
+def _user_turn_columns(experiment: Experiment) -> set[str]:
+    from evalrun.plan.render import Template
+    from evalrun.spec import TextBlock
+
+    per_prompt = []
+    for prompt in experiment.prompts.values():
+        columns: set[str] = set()
+        for turn in prompt.messages:
+            if turn.role != "user":
+                continue
+            texts = [turn.content] if isinstance(turn.content, str) else [b.text for b in turn.content if isinstance(b, TextBlock)]
+            for text in texts:
+                columns.update(Template.parse(text, where="prompt").columns)
+        per_prompt.append(columns)
+    common = set.intersection(*per_prompt) if per_prompt else set()
+    return common or set().union(*per_prompt)
 
 
 def lane_names(models: tuple[ModelPlan, ...], keys: Mapping[str, str | None]) -> dict[str, str]:

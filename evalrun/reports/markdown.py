@@ -21,6 +21,10 @@ SUMMARY_TABLE_COLUMNS = [
 COMPARISON_TABLE_COLUMNS = [
     "group", "a", "b", "n", "acc_a", "acc_b", "diff", "diff_ci_low", "diff_ci_high", "p_value", "test", "p_holm",
 ]  # fmt: skip
+AGREEMENT_COLUMNS = [
+    "model", "prompt", "judge_agreement_n", "judge_agreement", "judge_agreement_low", "judge_agreement_high",
+    "judge_kappa", "judge_kappa_low", "judge_kappa_high",
+]  # fmt: skip
 CI_METHODS = {
     "wilson": "Wilson interval (one 0/1 answer per row)",
     "clt": "t interval over per-row means",
@@ -131,11 +135,7 @@ def render_markdown(report: Report) -> str:
                 "Agreement of the grader with the human grades (`human` column): judge_agreement is the share of "
                 "cells graded alike (95 % Wilson interval); judge_kappa is Cohen's κ with its 95 % interval.",
                 "",
-                markdown_table(
-                    report.summary,
-                    ["model", "prompt", "judge_agreement_n", "judge_agreement", "judge_agreement_low",
-                     "judge_agreement_high", "judge_kappa", "judge_kappa_low", "judge_kappa_high"],
-                ),  # fmt: skip
+                markdown_table(report.summary, AGREEMENT_COLUMNS),
                 "",
             ]
     fields = [c for c in (report.summary[0] if report.summary else {}) if c.startswith("accuracy_")]

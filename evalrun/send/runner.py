@@ -428,6 +428,11 @@ class Runner:
         if isinstance(error, RateLimitError):
             self.stats.rate_limited += 1
         model = request.model
+        if model not in self._heard:
+            # A failed attempt is news too: open the small window, so that an endpoint refusing
+            # every connection is found out in one round instead of one back-off schedule.
+            self._heard.add(model)
+            self._notify()
         if (
             isinstance(error, TransientApiError)
             and error.connection
