@@ -161,6 +161,7 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None) -> None
 @click.option("--otpm", type=float, callback=_positive_finite, help="Output tokens per minute allowed.")
 @click.option("--detect", type=click.FloatRange(min=0, max=1, min_open=True), help="An accuracy difference "
               "(e.g. 0.03): how many rows a paired comparison needs to detect it.")  # fmt: skip
+@click.option("--batch", "batch", flag_value=True, default=None, help="Price the run as `run --batch` sends it.")
 def estimate(
     spec: Path,
     limit: int | None,
@@ -172,13 +173,14 @@ def estimate(
     itpm: float | None,
     otpm: float | None,
     detect: float | None,
+    batch: bool | None,
 ) -> None:
     """Requests, tokens, USD, wall time and statistical power, before spending anything."""
     import anyio
 
     from evalrun.execute import estimate_prepared, prepare
 
-    prepared = prepare(spec, out=out, limit=limit, sim=sim)
+    prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     result = anyio.run(
         lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local, detect=detect)
     )
@@ -199,10 +201,20 @@ def estimate(
     click.echo(f"\ncells: {result.cells:,}; requests: {result.requests:,} (identical requests are sent once)")
     click.echo(f"input tokens: {result.input_tokens:,}{error} ({result.input_source})")
     click.echo(f"output tokens: {result.output_tokens:,} expected, {result.output_tokens_max:,} at most (max_tokens)")
+    if result.cache_write_tokens or result.cache_read_tokens:
+        click.echo(
+            f"prompt caching: {result.cache_write_tokens:,} tokens written, {result.cache_read_tokens:,} read from the "
+            "cache (part of the input above)"
+        )
     if result.unpriced:
         click.echo(f"cost: unknown — no price for {', '.join(result.unpriced)}")
     else:
-        click.echo(f"cost: ${result.cost_usd:.4f} expected, ${result.cost_usd_max:.4f} at most")
+        sent = "with --batch" if result.sent_as == "batch" else "in real time"
+        click.echo(f"cost {sent}: ${result.cost_usd:.4f} expected, ${result.cost_usd_max:.4f} at most")
+        click.echo(
+            f"  real time ${result.cost_usd_realtime:.4f} · batch ${result.cost_usd_batch:.4f} · "
+            f"real time without caching ${result.cost_usd_uncached:.4f}"
+        )
     if result.wall_time_s is not None:
         click.echo(f"wall time: about {result.wall_time_s:,.0f} s at {result.limits}")
     else:
@@ -278,6 +290,12 @@ class _ProgressLine:
 @click.option("--deadline", callback=_duration, help="Stop sending after this long (e.g. 30m, 2h; exit code 5).")
 @click.option("--request-timeout", callback=_duration,
               help="Most one attempt may take (default: sized to max_tokens, at most 10 min).")  # fmt: skip
+@click.option("--batch", "batch", flag_value=True, default=None,
+              help="Send through the Message Batches API (half the price; also `batch: true` in the spec).")
+@click.option("--batch-fallback", type=click.Choice(["batch", "realtime"]), default="batch", show_default=True,
+              help="Send again what a batch could not answer (errored, expired) in a new batch or in real time.")
+@click.option("--cancel-on-exit", is_flag=True, help="Cancel the open batches on Ctrl-C (default: they keep "
+              "running and the next run collects them).")
 @click.option("--fresh", is_flag=True, help="Forget stored answers and send everything again.")
 @click.option("--no-cache", is_flag=True, help="Do not take answers from the shared response cache.")
 @click.option("--max-retries", type=click.IntRange(min=0, max=100), help="Retries per request for transient failures.")
@@ -290,6 +308,9 @@ def run(
     budget: float | None,
     deadline: float | None,
     request_timeout: float | None,
+    batch: bool | None,
+    batch_fallback: str,
+    cancel_on_exit: bool,
     fresh: bool,
     no_cache: bool,
     max_retries: int | None,
@@ -299,7 +320,7 @@ def run(
 
     from evalrun.execute import prepare, run_prepared
 
-    prepared = prepare(spec, out=out, limit=limit, sim=sim)
+    prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     _echo_warnings(prepared.plan.warnings)
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
@@ -318,6 +339,8 @@ def run(
                         budget_usd=budget,
                         deadline_s=deadline,
                         request_timeout_s=request_timeout,
+                        batch_fallback=batch_fallback,
+                        cancel_on_exit=cancel_on_exit,
                         max_retries=max_retries,
                         on_progress=line.update,
                         on_runner=lambda runner: holder.__setitem__("runner", runner),

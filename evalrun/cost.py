@@ -11,6 +11,7 @@ from evalrun.models import Price
 __all__ = ["cost_usd", "stored_cost", "usage_cost", "worst_case_usd"]
 
 _MILLION = 1_000_000
+BATCH_DISCOUNT = 0.5
 
 
 def cost_usd(
@@ -28,15 +29,16 @@ def cost_usd(
         return math.nan
     write_1h = min(cache_creation_1h_input_tokens, cache_creation_input_tokens)
     write_5m = cache_creation_input_tokens - write_1h
-    discount = 0.5 if service_tier == "batch" else 1.0
+    # The Message Batches API charges every kind of usage at half the standard price.
+    discount = BATCH_DISCOUNT if service_tier == "batch" else 1.0
     total = (
-        input_tokens * price.input * discount
-        + output_tokens * price.output * discount
+        input_tokens * price.input
+        + output_tokens * price.output
         + write_5m * price.cache_write_5m
         + write_1h * price.cache_write_1h
         + cache_read_input_tokens * price.cache_read
     )
-    return total / _MILLION
+    return total * discount / _MILLION
 
 
 def usage_cost(price: Price | None, usage: Mapping[str, Any]) -> float:

@@ -44,6 +44,12 @@ class Estimate:
     output_tokens_max: int = 0
     cost_usd: float = 0.0
     cost_usd_max: float = 0.0
+    sent_as: str = "realtime"  # how `cost_usd` is priced: as `run` (or `run --batch`) will send it
+    cost_usd_realtime: float = 0.0
+    cost_usd_batch: float = 0.0
+    cost_usd_uncached: float = 0.0  # real time and no prompt caching: the naive price
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
     input_source: str = "local approximation"
     input_error_tokens: int = 0  # ± bound (95 %) when input tokens were extrapolated from a sample
     wall_time_s: float | None = None
@@ -189,6 +195,9 @@ async def estimate_plan(
     if remote_ok:
         result.input_source = "count_tokens endpoint" + (" (sampled)" if factor else "")
     result.input_error_tokens = round(sampled_error) if remote_ok else 0
+    variants = {(v.model.label, v.prompt_name): v for v in plan.variants}
+    written: set[str] = set()  # cache prefixes whose first request (the write) is counted
+    tier = "batch" if plan.batch else None
     for (model, prompt), group in groups.items():
         if remote_ok and (model, prompt) in exact:
             tokens = exact[(model, prompt)]
@@ -199,8 +208,31 @@ async def estimate_plan(
         price = prices.get(model)
         row = {k: v for k, v in group.items() if k != "local_input"}
         row["input_tokens"] = round(tokens)
-        row["cost_usd"] = cost_usd(price, input_tokens=row["input_tokens"], output_tokens=group["output_tokens"])
-        row["cost_usd_max"] = cost_usd(price, input_tokens=row["input_tokens"], output_tokens=group["output_tokens_max"])
+        # A cached prefix: the first request writes it, every later one reads it (the run loop
+        # sends the first alone, so parallel first requests do not all miss).
+        point = variants[(model, prompt)].cache if (model, prompt) in variants else None
+        writes = reads = 0
+        write_1h = 0
+        if point is not None and group["requests"]:
+            scale = tokens / group["local_input"] if group["local_input"] else 1.0
+            prefix = round(point.prefix_tokens * scale)
+            first = point.key not in written
+            written.add(point.key)
+            writes = prefix if first else 0
+            reads = prefix * (group["requests"] - (1 if first else 0))
+            write_1h = writes if point.ttl == "1h" else 0
+        uncached = max(row["input_tokens"] - writes - reads, 0)
+        row["cache_write_tokens"] = writes
+        row["cache_read_tokens"] = reads
+
+        usage = {"input_tokens": uncached, "cache_creation_input_tokens": writes, "cache_read_input_tokens": reads,
+                 "cache_creation_1h_input_tokens": write_1h}  # fmt: skip
+        expected, most = group["output_tokens"], group["output_tokens_max"]
+        row["cost_usd_realtime"] = cost_usd(price, **usage, output_tokens=expected)
+        row["cost_usd_batch"] = cost_usd(price, **usage, output_tokens=expected, service_tier="batch")
+        row["cost_usd_uncached"] = cost_usd(price, input_tokens=row["input_tokens"], output_tokens=expected)
+        row["cost_usd"] = cost_usd(price, **usage, output_tokens=expected, service_tier=tier)
+        row["cost_usd_max"] = cost_usd(price, **usage, output_tokens=most, service_tier=tier)
         result.by_cell.append(row)
         result.input_tokens += row["input_tokens"]
         result.output_tokens += row["output_tokens"]
@@ -215,6 +247,11 @@ async def estimate_plan(
         prices[judge.model.label] = judge.model.info.price
     result.cost_usd = sum(r["cost_usd"] for r in result.by_cell)
     result.cost_usd_max = sum(r["cost_usd_max"] for r in result.by_cell)
+    for name in ("cost_usd_realtime", "cost_usd_batch", "cost_usd_uncached"):
+        setattr(result, name, sum(r.get(name, r["cost_usd"]) for r in result.by_cell))
+    result.cache_write_tokens = sum(r.get("cache_write_tokens", 0) for r in result.by_cell)
+    result.cache_read_tokens = sum(r.get("cache_read_tokens", 0) for r in result.by_cell)
+    result.sent_as = "batch" if plan.batch else "realtime"
     result.unpriced = sorted({m for m, p in prices.items() if p is None})
     result.limits = {k: v for k, v in (("rpm", rpm), ("itpm", itpm), ("otpm", otpm)) if v}
     if result.limits:
@@ -327,6 +364,7 @@ def judge_estimate(plan: Plan, judge: Any, *, sample: int = 400, seed: int = 0) 
     max_tokens = int(judge.params["max_tokens"])
     expected_output = min(max_tokens, count_text_tokens('{"explanation":"' + "word " * 30 + '","grade":"pass"}'))
     price = judge.model.info.price
+    tier = "batch" if plan.batch else None
     input_tokens = round(mean_input * cells)
     return {
         "model": judge.model.label,
@@ -337,7 +375,12 @@ def judge_estimate(plan: Plan, judge: Any, *, sample: int = 400, seed: int = 0) 
         "input_tokens": input_tokens,
         "output_tokens": expected_output * cells,
         "output_tokens_max": max_tokens * cells,
-        "cost_usd": cost_usd(price, input_tokens=input_tokens, output_tokens=expected_output * cells),
-        "cost_usd_max": cost_usd(price, input_tokens=input_tokens, output_tokens=max_tokens * cells),
+        "cost_usd": cost_usd(price, input_tokens=input_tokens, output_tokens=expected_output * cells, service_tier=tier),
+        "cost_usd_max": cost_usd(price, input_tokens=input_tokens, output_tokens=max_tokens * cells, service_tier=tier),
+        "cost_usd_realtime": cost_usd(price, input_tokens=input_tokens, output_tokens=expected_output * cells),
+        "cost_usd_batch": cost_usd(
+            price, input_tokens=input_tokens, output_tokens=expected_output * cells, service_tier="batch"
+        ),
+        "cost_usd_uncached": cost_usd(price, input_tokens=input_tokens, output_tokens=expected_output * cells),
         "input_source": "local approximation (sampled rows)",
     }

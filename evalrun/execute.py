@@ -31,6 +31,7 @@ from evalrun.plan.dataset import Dataset, scan_dataset
 from evalrun.plan.endpoints import ModelPlan, experiment_table, resolve_judge, resolve_models
 from evalrun.plan.grid import Plan
 from evalrun.plan.judge import JudgePlan, judge_mode
+from evalrun.send.batch import BatchSender
 from evalrun.send.client import MessagesClient, check_api_key
 from evalrun.send.clock import Clock
 from evalrun.send.limits import Pacer
@@ -61,6 +62,7 @@ class Prepared:
     sim: bool
     images_digest: str = ""
     judge: ModelPlan | None = None
+    batch: bool = False
 
     @property
     def all_models(self) -> tuple[ModelPlan, ...]:
@@ -73,7 +75,7 @@ class Prepared:
         return JudgePlan(self.experiment, self.judge, self.table, store)
 
     def replan(self, learned: Mapping[str, Learned]) -> Plan:
-        return Plan(self.experiment, self.dataset, self.models, self.table, learned=learned)
+        return Plan(self.experiment, self.dataset, self.models, self.table, learned=learned, batch=self.batch)
 
     def fingerprint(self, plan: Plan) -> str:
         return plan.fingerprint(self.images_digest)
@@ -96,6 +98,7 @@ def prepare(
     environ: Mapping[str, str] | None = None,
     reports_root: Path = Path("reports"),
     check: bool = True,
+    batch: bool | None = None,
 ) -> Prepared:
     """Load and check everything that can be checked without sending a request: the spec, the
     model table, the dataset (every line), every row's target and images, and the first body."""
@@ -121,10 +124,11 @@ def prepare(
     env = os.environ if environ is None else environ
     models = resolve_models(experiment, table, sim=sim, environ=env)
     judge = resolve_judge(experiment, table, sim=sim, environ=env)
-    plan = Plan(experiment, dataset, models, table)
+    batch = experiment.batch if batch is None else batch
+    plan = Plan(experiment, dataset, models, table, batch=batch)
     images = plan.check() if check else ""
     folder = Path(out) if out else reports_root / experiment.name / plan.inputs_digest[:12]
-    return Prepared(experiment, dataset, table, models, plan, folder, sim, images, judge)
+    return Prepared(experiment, dataset, table, models, plan, folder, sim, images, judge, batch)
 
 
 def api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | None]:
@@ -175,6 +179,7 @@ def settings_of(prepared: Prepared, plan: Plan, *, concurrency: int, budget: flo
         ),
         "prices_as_of": prepared.table.as_of,
         "budget_usd": budget,
+        "batch": prepared.batch,
         "concurrency": concurrency,
         "warnings": list(plan.warnings),
         "evalrun_version": __version__,
@@ -273,6 +278,9 @@ async def run_prepared(
     on_runner: Callable[[Runner], None] | None = None,
     backoff: Callable[[int, float | None], float] | None = None,
     clock: Clock | None = None,
+    batch_fallback: str = "batch",
+    cancel_on_exit: bool = False,
+    batch_poll_s: float = 0.5,
 ) -> RunResult:
     """Send what the store (and the shared cache) lacks, store it, and rebuild the reports.
     Resumable at any point. Raises RunFailed (exit 4) when cells are left without an answer."""
@@ -337,7 +345,7 @@ async def run_prepared(
                     )
                 by_model[model.label] = clients[ident]
             pacer = Pacer(max_concurrency=concurrency, clock=clock)
-            sender = RealtimeSender(
+            realtime = RealtimeSender(
                 clients=by_model,
                 lanes=lane_names(prepared.all_models, keys),
                 pacer=pacer,
@@ -345,6 +353,16 @@ async def run_prepared(
                 clock=clock,
                 attempt_timeout=request_timeout_s,
             )
+            sender: RealtimeSender | BatchSender = realtime
+            if prepared.batch:
+                sender = BatchSender(
+                    clients=by_model,
+                    store=store,
+                    fallback=realtime if batch_fallback == "realtime" else None,
+                    cancel_on_exit=cancel_on_exit,
+                    poll_s=batch_poll_s,
+                    clock=clock,
+                )
             runner = Runner(
                 plan=plan,
                 store=store,
@@ -359,6 +377,7 @@ async def run_prepared(
                 deadline_s=deadline_s,
                 clock=clock,
                 on_progress=on_progress,
+                warmup=not prepared.batch,
             )
             if on_runner is not None:
                 on_runner(runner)
@@ -382,6 +401,7 @@ async def run_prepared(
                         deadline_s=deadline_s,
                         clock=clock,
                         on_progress=on_progress,
+                        warmup=not prepared.batch,
                     )
                     if on_runner is not None:
                         on_runner(runner)

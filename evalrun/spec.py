@@ -15,6 +15,7 @@ from evalrun.yamlio import load_yaml
 
 __all__ = [
     "AnswerMode",
+    "CacheMode",
     "DatasetSpec",
     "Experiment",
     "FieldSpec",
@@ -30,6 +31,16 @@ __all__ = [
 ]
 
 AnswerMode = Literal["auto", "prefill", "structured", "instruction"]
+CacheMode = Literal["auto", "off", "5m", "1h"]
+
+
+def _cache_word(value: Any) -> Any:
+    """YAML reads a bare `off` as false (and `on` as true): take them as the words meant."""
+    if value is False:
+        return "off"
+    if value is True:
+        return "auto"
+    return value
 
 # Top-level Messages body fields a spec may set under `params`; `model`, `messages` and
 # `system` come from the spec's own keys, so they are not parameters.
@@ -107,6 +118,9 @@ class PromptSpec(_Strict):
     prefill: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     answer_mode: AnswerMode | None = None
+    cache: CacheMode | None = None
+
+    _cache = field_validator("cache", mode="before")(classmethod(lambda cls, v: _cache_word(v)))
 
     @field_validator("prefill")
     @classmethod
@@ -307,6 +321,8 @@ class Experiment(_Strict):
     repeats: int = Field(default=1, ge=1, le=MAX_REPEATS)
     reducer: Literal["mean", "majority"] = "mean"
     answer_mode: AnswerMode = "auto"
+    cache: CacheMode = "auto"
+    batch: bool = False
     api_version: str | None = None
     budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     deadline: str | float | None = None
@@ -324,6 +340,8 @@ class Experiment(_Strict):
         if not _NAME_RE.match(value):
             raise ValueError("must be letters, digits, `.`, `_` or `-` (it names the report folder)")
         return value
+
+    _cache = field_validator("cache", mode="before")(classmethod(lambda cls, v: _cache_word(v)))
 
     @field_validator("deadline", "request_timeout")
     @classmethod

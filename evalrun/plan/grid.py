@@ -8,6 +8,7 @@ dataset and each cell's request body is built, keyed and handed on; nothing is h
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 from evalrun import __version__
 from evalrun.errors import DatasetError, TemplateError
 from evalrun.models import SAMPLING_PARAMS, ModelTable
+from evalrun.plan.caching import CachePoint, apply_cache_point, plan_cache_point
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
@@ -78,6 +80,12 @@ class Variant:
     mode: AnswerMode
     params: dict[str, Any]
     notes: tuple[str, ...] = ()
+    cache: CachePoint | None = None
+
+    @property
+    def gate(self) -> str:
+        """The group whose first request goes alone: the cached prefix, or the prompt (a probe)."""
+        return self.cache.key if self.cache is not None else self.prompt_name
 
 
 def adapt_params(
@@ -160,6 +168,7 @@ class Plan:
     models: tuple[ModelPlan, ...]
     table: ModelTable
     learned: Mapping[str, Learned] = field(default_factory=dict)
+    batch: bool = False
     variants: tuple[Variant, ...] = field(init=False)
     warnings: tuple[str, ...] = field(init=False)
 
@@ -181,8 +190,19 @@ class Plan:
                     if note not in seen:
                         seen.add(note)
                         warnings.append(f"{model.label}: {note}")
+        first = next(self.dataset.iter_rows(), None)
+        if first is not None:
+            variants = [self._with_cache(v, first) for v in variants]
         self.variants = tuple(variants)
         self.warnings = tuple(warnings)
+
+    def _with_cache(self, variant: Variant, first: Row) -> Variant:
+        mode = variant.prompt.cache or self.experiment.cache
+        point = plan_cache_point(
+            mode, variant.prompt, variant.params, self.body(variant, first),
+            min_tokens=variant.model.info.cache_min_tokens, batch=self.batch, model=variant.model.label,
+        )  # fmt: skip
+        return dataclasses.replace(variant, cache=point) if point is not None else variant
 
     # -- decisions per model × prompt ---------------------------------------------------------
     def _variant(self, model: ModelPlan, name: str, prompt: PromptSpec) -> Variant:
@@ -288,6 +308,8 @@ class Plan:
         for key, value in params.items():
             if key != "max_tokens":
                 body[key] = value
+        if variant.cache is not None:
+            body = apply_cache_point(body, variant.cache)
         return body
 
     def keyed(self, variant: Variant, body: dict[str, Any], repeat: int) -> tuple[str, str]:
@@ -387,7 +409,7 @@ class Plan:
                 max_tokens=max_tokens,
                 input_tokens=estimate_input_tokens(body),
                 body_json=body_json,
-                gate=variant.prompt_name,
+                gate=variant.gate,
             ),
         )
 
@@ -415,6 +437,7 @@ class Plan:
                 ).encode()
             )  # fmt: skip
         digest.update(canonical_json({k: sorted(v) for k, v in self.table.api_versions.items()}).encode())
+        digest.update(b"batch" if self.batch else b"realtime")
         return digest.hexdigest()
 
     def fingerprint(self, images_digest: str) -> str:

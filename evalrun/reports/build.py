@@ -144,6 +144,8 @@ def analyze(
         "paid_usd": sum(t.paid_usd for t in tallies),
         "cost_usd": sum(t.cost_usd for t in tallies),
         "cost_unknown": sum(t.cost_unknown for t in tallies),
+        "uncached_usd": sum(t.uncached_usd for t in tallies),
+        "realtime_usd": sum(t.realtime_usd for t in tallies),
         "rows": rows,
         "clusters": int(clusters.max() + 1) if clusters is not None else None,
         "requests": store.plan_counts()["requests"],

@@ -116,6 +116,7 @@ def render_markdown(report: Report) -> str:
         f"- answered from the shared response cache (not paid again): {totals['from_cache']:,}",
         f"- input tokens: {totals['input_tokens']:,}; output tokens: {totals['output_tokens']:,}; "
         f"cache writes: {totals['cache_creation_input_tokens']:,}; cache reads: {totals['cache_read_input_tokens']:,}",
+        *_savings(totals),
         f"- cost of the answers: ${cost:.4f}"
         + (f" (plus {unknown:,} answers of unknown cost)" if unknown else "")
         + f"; paid by this run folder in all: ${totals['spent_usd']:.4f} (prices as of {settings.get('prices_as_of', 'unknown')})",
@@ -165,3 +166,20 @@ def render_markdown(report: Report) -> str:
     for warning in settings.get("warnings") or ():
         lines.append(f"- warning: {warning}")
     return "\n".join(lines) + "\n"
+
+
+def _savings(totals: Mapping[str, Any]) -> list[str]:
+    """What prompt caching and the batch tier saved, against the same usage without them."""
+    lines = []
+    cost = totals["cost_usd"]
+    uncached = totals.get("uncached_usd", 0.0)
+    if uncached - cost > 1e-9:
+        lines.append(
+            f"- saved by prompt caching: ${uncached - cost:.4f} ({(uncached - cost) / uncached:.0%} of ${uncached:.4f}, "
+            f"the same run with every cached token paid as input); cache writes cost 1.25× (5 m) or 2× (1 h) the "
+            "input price, reads 0.1×"
+        )
+    realtime = totals.get("realtime_usd", 0.0)
+    if realtime - cost > 1e-9 and realtime > 0:
+        lines.append(f"- paid at the batch tier: ${cost:.4f} instead of ${realtime:.4f} in real time (half price)")
+    return lines

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from evalrun.cost import cost_usd, stored_cost
+from evalrun.models import Price
 from evalrun.results.judge import match_grade
 from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
 from evalrun.spec import ScorerSpec
@@ -64,6 +66,10 @@ class VariantTally:
     cost_usd: float = 0.0
     cost_unknown: int = 0
     paid_usd: float = 0.0
+    # The same usage priced without prompt caching (every cached token at the input price), and
+    # in real time instead of a batch: what caching and batches saved.
+    uncached_usd: float = 0.0
+    realtime_usd: float = 0.0
     from_cache: int = 0
     latencies: array[float] = field(default_factory=lambda: array("d"))
     stop_reasons: Counter[str] = field(default_factory=Counter)
@@ -132,6 +138,9 @@ class ResultsPass:
         self.human = self.scorer_spec.human
         self.needs_values = self.scorer.needs_message or bool(self.field_names) or bool(self.human)
         self.columns = result_columns(self.scorer_spec, self.scorer.columns)
+        self.prices = {
+            label: Price(**raw) if raw else None for label, raw in (settings.get("prices") or {}).items()
+        }
         self.rows = rows
         self.tallies: dict[tuple[str, str], VariantTally] = {
             key: VariantTally(model=key[0], prompt=key[1], rows=rows) for key in variants
@@ -274,6 +283,13 @@ class ResultsPass:
             tally.cost_unknown += 1
         else:
             tally.cost_usd += float(cell["cost_usd"]) / share
+            price = self.prices.get(cell["model"])
+            if price is not None:
+                cached = int(cell["cache_creation_input_tokens"] or 0) + int(cell["cache_read_input_tokens"] or 0)
+                tokens = {"input_tokens": int(cell["input_tokens"] or 0) + cached,
+                          "output_tokens": int(cell["output_tokens"] or 0)}  # fmt: skip
+                tally.uncached_usd += cost_usd(price, **tokens, service_tier=cell["service_tier"]) / share
+                tally.realtime_usd += stored_cost(price, {**cell, "service_tier": None}) / share
             if cell["source"] != "cache":
                 tally.paid_usd += float(cell["cost_usd"]) / share
         if cell["source"] == "cache":

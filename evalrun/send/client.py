@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -42,6 +42,7 @@ CONNECT_TIMEOUT_S = 5.0
 # A reply must start arriving, and keep arriving, within this many seconds of silence.
 READ_IDLE_TIMEOUT_S = 120.0
 SIMULATOR_HEADER = "x-evalrun-simulator"
+_STREAM_ABOVE = 512 * 1024  # bytes of request body sent in one piece
 _RETRYABLE_STATUS = {408, 409, 429}
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 # count_tokens takes the prompt-shaping fields of a Messages body, not the sampling ones.
@@ -233,6 +234,7 @@ class MessagesClient:
         self._http = httpx.AsyncClient(transport=self._transport)
         self._headers = headers
         self._urls: dict[str, httpx.URL] = {}
+        self.talks_to_simulator = False  # set once any response announced evalrun's simulator
         timeout = httpx.Timeout(read_idle_timeout, connect=CONNECT_TIMEOUT_S)
         self._extensions = {"timeout": timeout.as_dict()}
 
@@ -269,8 +271,13 @@ class MessagesClient:
         """One HTTP exchange, read completely, mapped to ApiError kinds on failure (any status ≥ 400)."""
         content = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         headers = self._headers if body is not None else {k: v for k, v in self._headers.items() if k != "content-type"}
+        payload: bytes | AsyncIterator[bytes] = content
+        if len(content) > _STREAM_ABOVE:
+            # A large body (a batch) goes in chunks, so sending it does not hold the event loop.
+            headers = {**headers, "content-length": str(len(content))}
+            payload = _chunks(content)
         try:
-            request = httpx.Request(method, self._url(path), headers=headers, content=content, extensions=self._extensions)
+            request = httpx.Request(method, self._url(path), headers=headers, content=payload, extensions=self._extensions)
         except (httpx.InvalidURL, ValueError) as exc:
             raise PermanentApiError(f"cannot send to {self.base_url + path}: {exc}") from None
         try:
@@ -293,6 +300,8 @@ class MessagesClient:
                 f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})",
                 connection=isinstance(exc, httpx.ConnectError),
             ) from exc
+        if SIMULATOR_HEADER in response.headers:
+            self.talks_to_simulator = True
         if response.status_code >= 400:
             raise self._error_from(response)
         return response
@@ -336,6 +345,66 @@ class MessagesClient:
             simulated=SIMULATOR_HEADER in response.headers,
         )
 
+    # -- Message Batches ---------------------------------------------------------------------
+    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        response = await self.request(method, path, body, timeout=120.0)
+        try:
+            payload = json.loads(response.content)
+        except ValueError:
+            raise TransientApiError(f"{method} {path}: the server answered with a body that is not JSON") from None
+        if not isinstance(payload, dict):
+            raise TransientApiError(f"{method} {path}: the server answered with JSON that is not an object")
+        return payload
+
+    async def create_batch(self, requests: list[dict[str, Any]]) -> dict[str, Any]:
+        """POST /v1/messages/batches: `requests` are `{custom_id, params}`; returns the batch object."""
+        batch = await self._json("POST", "/v1/messages/batches", {"requests": requests})
+        if not isinstance(batch.get("id"), str):
+            raise TransientApiError("the batch was created but the reply has no `id`")
+        return batch
+
+    async def get_batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._json("GET", f"/v1/messages/batches/{batch_id}")
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/v1/messages/batches/{batch_id}/cancel")
+
+    async def list_batches(self, *, after_id: str | None = None, limit: int = 100) -> dict[str, Any]:
+        query = f"?limit={limit}" + (f"&after_id={after_id}" if after_id else "")
+        return await self._json("GET", f"/v1/messages/batches{query}")
+
+    async def batch_results(self, results_url: str) -> AsyncIterator[dict[str, Any]]:
+        """The lines of a batch's results file, parsed, streamed (a results file can be large).
+        A line that is not a JSON object is yielded as `{"raw": line}`."""
+        url = results_url if "://" in results_url else self.base_url + results_url
+        headers = {k: v for k, v in self._headers.items() if k != "content-type"}
+        try:
+            request = httpx.Request("GET", httpx.URL(url), headers=headers, extensions=self._extensions)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise PermanentApiError(f"cannot read the batch results at {url}: {exc}") from None
+        try:
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+        except httpx.TransportError as exc:
+            raise TransientApiError(f"reading batch results failed ({type(exc).__name__}: {exc})") from exc
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                raise self._error_from(response)
+            pending = b""
+            async for chunk in response.aiter_bytes():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _result_line(line)
+            if pending.strip():
+                yield _result_line(pending)
+        except httpx.TransportError as exc:
+            raise TransientApiError(f"reading batch results broke off ({type(exc).__name__})") from exc
+        finally:
+            await response.aclose()
+
     async def count_tokens(self, body: Mapping[str, Any]) -> int:
         """POST /v1/messages/count_tokens with a Messages body (max_tokens is dropped)."""
         request = {k: v for k, v in body.items() if k in _COUNT_TOKENS_FIELDS}
@@ -365,22 +434,67 @@ class MessagesClient:
                 message = text[:300]
         # An error object in a 200 body is judged by what it says it is.
         status_for_kind = _ERROR_TYPE_STATUS.get(error_type or "", 500) if status < 400 else status
-        message = self.scrub(message)
-        kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "request_id": request_id}
-        retry_after = retry_after_seconds(response.headers)
-        should_retry = response.headers.get("x-should-retry")
-        if status_for_kind in (401, 403):
-            return AuthError(message, **kwargs)
-        if status_for_kind == 429 and should_retry != "false":
-            # Without retry-after it is still retried, on the back-off schedule; a spend cap
-            # that keeps answering 429 stops the run once its retries run out.
-            return RateLimitError(message, retry_after=retry_after, **kwargs)
-        retryable = status_for_kind in _RETRYABLE_STATUS or status_for_kind >= 500
-        if should_retry in ("true", "false"):
-            retryable = should_retry == "true"
-        if retryable:
-            return TransientApiError(message, retry_after=retry_after, **kwargs)
-        return PermanentApiError(message, **kwargs)
+        return classify_error(
+            self.scrub(message),
+            status=status,
+            kind_status=status_for_kind,
+            error_type=error_type,
+            request_id=request_id,
+            retry_after=retry_after_seconds(response.headers),
+            should_retry=response.headers.get("x-should-retry"),
+        )
+
+    def error_from_object(self, error: Any) -> ApiError:
+        """The ApiError kind of an error object in a batch result (`{"type": "error", "error": {...}}`)."""
+        inner = error.get("error") if isinstance(error, dict) and isinstance(error.get("error"), dict) else error
+        error_type = inner.get("type") if isinstance(inner, dict) and isinstance(inner.get("type"), str) else None
+        message = inner.get("message") if isinstance(inner, dict) and isinstance(inner.get("message"), str) else None
+        status = _ERROR_TYPE_STATUS.get(error_type or "", 500)
+        return classify_error(
+            self.scrub(message or error_type or "the batch request failed"),
+            status=status, kind_status=status, error_type=error_type, request_id=None,
+            retry_after=None, should_retry=None,
+        )  # fmt: skip
+
+
+def classify_error(
+    message: str,
+    *,
+    status: int,
+    kind_status: int,
+    error_type: str | None,
+    request_id: str | None,
+    retry_after: float | None,
+    should_retry: str | None,
+) -> ApiError:
+    """Retryability as a type: AuthError, RateLimitError, TransientApiError or PermanentApiError."""
+    status_for_kind = kind_status
+    kwargs: dict[str, Any] = {"status": status, "error_type": error_type, "request_id": request_id}
+    if status_for_kind in (401, 403):
+        return AuthError(message, **kwargs)
+    if status_for_kind == 429 and should_retry != "false":
+        # Without retry-after it is still retried, on the back-off schedule; a spend cap
+        # that keeps answering 429 stops the run once its retries run out.
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    retryable = status_for_kind in _RETRYABLE_STATUS or status_for_kind >= 500
+    if should_retry in ("true", "false"):
+        retryable = should_retry == "true"
+    if retryable:
+        return TransientApiError(message, retry_after=retry_after, **kwargs)
+    return PermanentApiError(message, **kwargs)
+
+
+async def _chunks(content: bytes, size: int = 1 << 18) -> AsyncIterator[bytes]:
+    for start in range(0, len(content), size):
+        yield content[start : start + size]
+
+
+def _result_line(line: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {"raw": line.decode("utf-8", "replace")}
+    return value if isinstance(value, dict) else {"raw": line.decode("utf-8", "replace")}
 
 
 class _no_deadline:

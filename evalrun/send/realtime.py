@@ -80,6 +80,10 @@ class RealtimeSender:
                 raise
             tg.start_soon(self._send, request, source, True)
 
+    async def send_one(self, request: Request, source: RequestSource) -> None:
+        """Send one request now, paced and retried (the batch sender's real-time fallback)."""
+        await self._send(request, source, False)
+
     async def _send(self, request: Request, source: RequestSource, acquired: bool) -> None:
         lane = self.lanes[request.model]
         client = self.clients[request.model]

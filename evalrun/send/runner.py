@@ -141,8 +141,12 @@ class Runner:
         deadline_s: float | None = None,
         clock: Clock | None = None,
         on_progress: Callable[[RunStats], None] | None = None,
+        warmup: bool = True,
     ) -> None:
         self.plan = plan
+        # Real time: one request, then a small window, until a model first answers. A batch
+        # sender cannot pace that way (an error in a batch is not billed anyway).
+        self.warmup = warmup
         self.store = store
         self.run_id = run_id
         self.sender = sender
@@ -324,11 +328,82 @@ class Runner:
             return request
 
     def take_ready(self, limit: int) -> list[Request]:
-        raise NotImplementedError  # the batch sender's side, added with it
+        taken: list[Request] = []
+        for model in self.models:
+            while len(taken) < limit and not self._halted(model):
+                pending = self._peek_now(model)
+                if pending is None:
+                    break
+                if pending.key in self._in_flight:
+                    self._buffers[model].popleft()
+                    continue
+                if not self._may_send(model, pending):
+                    break
+                reserved = self._reserve(pending)
+                if reserved is None:
+                    if not self._in_flight and not taken:
+                        self._budget_hit = True
+                        self._notify()
+                    break
+                self._buffers[model].popleft()
+                request = self._request(pending)
+                if request is None:
+                    self._reserved_usd -= reserved
+                    continue
+                gate = self._gate_of(model, pending)
+                if gate is not None and not gate.open:
+                    gate.opener = pending.key
+                self._in_flight[pending.key] = (request, reserved, time.monotonic())
+                self._in_flight_by_model[model] += 1
+                taken.append(request)
+        return taken
+
+    def _peek_now(self, model: str) -> PendingRequest | None:
+        """Like `_peek`, without waiting for the planner."""
+        buffer = self._buffers[model]
+        while not buffer:
+            if model in self._exhausted:
+                return None
+            page = self.store.pending(
+                model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id, stage=self.stage
+            )
+            if page:
+                self._cursor[model] = page[-1].first_seq
+                buffer.extend(self._from_cache(page))
+                continue
+            if not self._planning:
+                self._exhausted.add(model)
+            return None
+        return buffer[0]
+
+    def finished(self) -> bool:
+        """Nothing will be handed out any more and nothing is in flight."""
+        if self._in_flight:
+            return False
+        if self._halted():
+            return True
+        return not self._planning and all(
+            m in self._exhausted and not self._buffers[m] for m in self.models if m not in self.stats.stopped_models
+        )
 
     async def wait_ready(self) -> bool:
+        if self.finished():
+            return False
         await self._wait_change()
-        return not self._halted()
+        return not self.finished()
+
+    def hold(self, usd: float) -> None:
+        """Count money already committed elsewhere (a batch submitted by an earlier run) against the budget."""
+        self._reserved_usd += usd
+
+    def release_hold(self, usd: float) -> None:
+        self._reserved_usd -= usd
+        self._notify()
+
+    @property
+    def stopping(self) -> bool:
+        """A stop was asked for (Ctrl-C), not a budget or deadline: batches may be cancelled."""
+        return self._stop_requested
 
     def _request(self, pending: PendingRequest) -> Request | None:
         try:
@@ -387,7 +462,10 @@ class Runner:
         return [p for p in page if p.key not in hits]
 
     def _gate_of(self, model: str, pending: PendingRequest) -> _Gate | None:
-        if model not in self._probe_models or model in self._succeeded:
+        """The first request of a cached prefix goes alone (parallel first requests would all
+        miss the cache); so does the first of each prompt of a model the table does not know."""
+        cached = pending.gate.startswith("cache:")
+        if not cached and (model not in self._probe_models or model in self._succeeded):
             return None
         return self._gates.setdefault((model, pending.gate), _Gate())
 
@@ -397,7 +475,10 @@ class Runner:
             gate.open = True
 
     def _may_send(self, model: str, pending: PendingRequest) -> bool:
-        if model in self._succeeded:
+        gate = self._gate_of(model, pending)
+        if gate is not None and not gate.open and gate.opener is not None:
+            return False
+        if model in self._succeeded or not self.warmup:
             return True
         # Until a model has answered once: one request, then a few, so that an error that will hit
         # every row (a wrong key, an unknown model, an unreachable server) costs a handful.
@@ -407,18 +488,22 @@ class Runner:
         gate = self._gate_of(model, pending)
         return gate is None or gate.open or gate.opener is None
 
+    def worst_case(self, request: Request | PendingRequest) -> float:
+        """The most a request can cost (0 for an unpriced model: those cannot have a budget)."""
+        body = request.body_json if isinstance(request, PendingRequest) else json.dumps(request.body)
+        worst = worst_case_usd(
+            self._prices.get(request.model),
+            input_tokens=request.input_tokens,
+            max_tokens=request.max_tokens,
+            cached='"cache_control"' in body,
+        )
+        return 0.0 if math.isnan(worst) else worst
+
     def _reserve(self, pending: PendingRequest) -> float | None:
         """Reserve the request's worst-case cost against the budget; None if it does not fit."""
         if self.budget_usd is None:
             return 0.0
-        worst = worst_case_usd(
-            self._prices.get(pending.model),
-            input_tokens=pending.input_tokens,
-            max_tokens=pending.max_tokens,
-            cached='"cache_control"' in pending.body_json,
-        )
-        if math.isnan(worst):
-            worst = 0.0  # unpriced models were refused a budget before the run began
+        worst = self.worst_case(pending)
         if self.stats.spent_usd + self._reserved_usd + worst > self.budget_usd:
             return None
         self._reserved_usd += worst

@@ -50,6 +50,25 @@ class RequestSource(Protocol):
         """Wait until something may have become ready; False when nothing more will be."""
         ...
 
+    def finished(self) -> bool:
+        """Nothing will be handed out any more and nothing is in flight."""
+        ...
+
+    def worst_case(self, request: Request) -> float:
+        """The most a request can cost, in USD (what the budget reserves for it)."""
+        ...
+
+    def hold(self, usd: float) -> None:
+        """Count money committed outside this run (an earlier run's batch) against the budget."""
+        ...
+
+    def release_hold(self, usd: float) -> None: ...
+
+    @property
+    def stopping(self) -> bool:
+        """The user asked to stop (as opposed to the budget or the deadline stopping the run)."""
+        ...
+
     def retry(self, request: Request, error: ApiError, attempts: int) -> bool:
         """Whether a transient failure after `attempts` attempts may be tried again."""
         ...

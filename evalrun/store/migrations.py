@@ -161,10 +161,13 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
             requests INTEGER NOT NULL,
             reserved_usd REAL NOT NULL DEFAULT 0
         );
-        CREATE TABLE batch_requests (
+        CREATE TABLE batch_requests (   -- enough to collect a batch whatever became of the plan
             custom_id TEXT NOT NULL,
             batch_id TEXT NOT NULL,
             key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            max_tokens INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL,
             PRIMARY KEY (batch_id, custom_id)
         );
         CREATE INDEX batch_requests_key ON batch_requests (key);

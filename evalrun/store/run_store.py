@@ -316,6 +316,8 @@ class Store:
             " LEFT JOIN responses r ON r.key = q.key"
             " WHERE q.model = ? AND q.stage = ? AND q.first_seq > ?"
             " AND (r.key IS NULL OR (r.status != 'ok' AND r.retryable = 1 AND coalesce(r.run_id, -1) != ?))"
+            " AND NOT EXISTS (SELECT 1 FROM batch_requests b JOIN batches t ON t.id = b.batch_id"
+            " WHERE b.key = q.key AND t.status != 'collected')"
             " ORDER BY q.first_seq LIMIT ?",
             (model, stage, after_seq, run_id, limit),
         )
@@ -405,6 +407,58 @@ class Store:
     def set_costs(self, costs: Iterable[tuple[float, str]]) -> None:
         with self.transaction() as db:
             db.executemany("UPDATE responses SET cost_usd = ? WHERE key = ?", costs)
+
+    # -- Message Batches ---------------------------------------------------------------------
+    def add_batch(
+        self, local_id: str, *, endpoint: str, models: str, requests: Sequence[tuple[str, str, int, int]],
+        reserved_usd: float,
+    ) -> None:  # fmt: skip
+        """Commit a batch before it is submitted: a killed run finds it again instead of paying twice.
+        `requests` are (key, model label, max_tokens, input token estimate)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO batches (id, endpoint, model, status, created_at, requests, reserved_usd)"
+                " VALUES (?, ?, ?, 'submitting', ?, ?, ?)",
+                (local_id, endpoint, models, _now(), len(requests), reserved_usd),
+            )
+            db.executemany(
+                "INSERT INTO batch_requests (custom_id, batch_id, key, model, max_tokens, input_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                ((key, local_id, key, model, max_tokens, tokens) for key, model, max_tokens, tokens in requests),
+            )
+
+    def set_batch_id(self, local_id: str, batch_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE batches SET id = ?, status = 'in_progress' WHERE id = ?", (batch_id, local_id))
+            db.execute("UPDATE batch_requests SET batch_id = ? WHERE batch_id = ?", (batch_id, local_id))
+
+    def drop_batch(self, batch_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM batch_requests WHERE batch_id = ?", (batch_id,))
+            db.execute("DELETE FROM batches WHERE id = ?", (batch_id,))
+
+    def set_batch_status(self, batch_id: str, status: str) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE batches SET status = ? WHERE id = ?", (status, batch_id))
+
+    def open_batches(self) -> list[dict[str, Any]]:
+        """Batches this folder created whose results are not all stored yet."""
+        rows = self.query(
+            "SELECT id, endpoint, model, status, created_at, requests, reserved_usd FROM batches"
+            " WHERE status != 'collected' ORDER BY created_at"
+        )
+        names = ("id", "endpoint", "models", "status", "created_at", "requests", "reserved_usd")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def batch_requests(self, batch_id: str) -> list[PendingRequest]:
+        """The requests of a batch (for re-attaching after a restart)."""
+        rows = self.query(
+            "SELECT b.key, coalesce(q.first_seq, -1), b.model, b.max_tokens, b.input_tokens,"
+            " coalesce(q.body_json, '{}'), coalesce(q.gate, '') FROM batch_requests b"
+            " LEFT JOIN requests q ON q.key = b.key WHERE b.batch_id = ?",
+            (batch_id,),
+        )
+        return [PendingRequest(*row) for row in rows]
 
     # -- learned capabilities ----------------------------------------------------------------
     def learned(self) -> dict[str, Learned]:
