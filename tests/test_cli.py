@@ -150,7 +150,7 @@ def _stored(folder: Path) -> int:
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_runs_resume_to_the_same_results(tmp_path: Path, sig: int) -> None:
-    write_mc_csv(tmp_path / "big.csv", 400)
+    write_mc_csv(tmp_path / "big.csv", 200)
     spec = write_mc_spec(tmp_path / "big.yaml", name="big", dataset="big.csv")
     process = _run_subprocess(spec, "killed")
     deadline = time.monotonic() + 60
@@ -171,4 +171,4 @@ def test_killed_runs_resume_to_the_same_results(tmp_path: Path, sig: int) -> Non
     columns = ["model", "prompt", "row_id", "answer", "correct", "input_tokens", "output_tokens"]
     killed = pd.read_csv(tmp_path / "killed" / "results.csv")[columns]
     assert killed.equals(pd.read_csv(tmp_path / "clean" / "results.csv")[columns])
-    assert len(killed) == 400
+    assert len(killed) == 200

@@ -34,7 +34,7 @@ import math
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from evalrun.results.stats import _cluster_codes, _cluster_se, _cluster_sums, _values
 
@@ -68,7 +68,7 @@ def _z_sum(alpha: float, power: float) -> float:
         raise ValueError(f"alpha must be strictly between 0 and 1, got {alpha!r}")
     if not 0.0 < power < 1.0:
         raise ValueError(f"power must be strictly between 0 and 1, got {power!r}")
-    return float(norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power))
+    return float(ndtri(1.0 - alpha / 2.0) + ndtri(power))
 
 
 def _check_spread(sd_diff: float, design_effect: float) -> None:

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import binom, norm
-from scipy.stats import t as student_t
+# scipy.special holds the distribution functions themselves and loads in a third of the time
+# of scipy.stats: the normal and Student t quantiles, the t tail, the binomial CDF.
+from scipy.special import bdtr, ndtri, stdtr, stdtrit
 
 __all__ = [
     "BOOTSTRAP_MAX_UNITS",
@@ -159,12 +160,12 @@ def _check_confidence(confidence: float) -> None:
 
 def _z(confidence: float) -> float:
     _check_confidence(confidence)
-    return float(norm.ppf(1.0 - (1.0 - confidence) / 2.0))
+    return float(ndtri(1.0 - (1.0 - confidence) / 2.0))
 
 
 def _t(confidence: float, df: int) -> float:
     _check_confidence(confidence)
-    return float(student_t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
+    return float(stdtrit(df, 1.0 - (1.0 - confidence) / 2.0))
 
 
 def _values(values: ArrayLike, name: str) -> FloatArray:
@@ -285,7 +286,7 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     total = only_a + only_b
     if total == 0:
         return 1.0
-    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), total, 0.5)))
+    return float(min(1.0, 2.0 * bdtr(min(only_a, only_b), total, 0.5)))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
@@ -443,7 +444,7 @@ def _t_pvalue(diff: float, se: float, df: int) -> tuple[float, str]:
         if diff == 0.0:
             return 1.0, "every row's difference is 0: no evidence of a difference (p = 1)"
         return math.nan, "every row's difference is the same non-zero value: the t-test is undefined"
-    return float(2.0 * student_t.sf(abs(diff / se), df)), ""
+    return float(2.0 * stdtr(df, -abs(diff / se))), ""
 
 
 def paired_compare(
