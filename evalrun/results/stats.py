@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
 # scipy.special holds the distribution functions themselves and loads in a third of the time
 # of scipy.stats: the normal and Student t quantiles, the t tail, the binomial CDF.
 from scipy.special import bdtr, ndtri, stdtr, stdtrit
