@@ -117,11 +117,12 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 
 @cli.command()
 @_common
-def validate(spec: Path, limit: int | None, sim: bool, out: Path | None) -> None:
+@click.option("--batch", "batch", flag_value=True, default=None, help="As `run --batch` would send it.")
+def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: bool | None) -> None:
     """Check a spec: schema, dataset columns, modes and parameters, first request body."""
     from evalrun.execute import prepare
 
-    prepared = prepare(spec, out=out, limit=limit, sim=sim)
+    prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     plan = prepared.plan
     experiment = prepared.experiment
     click.echo(
