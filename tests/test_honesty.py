@@ -140,7 +140,7 @@ def test_one_ctrl_c_waits_only_for_the_requests_in_flight(tmp_path: Path, write_
         time.sleep(2.5)
         start = time.monotonic()
         run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=30)
+        _, err = run.communicate(timeout=30)
         waited = time.monotonic() - start
     finally:
         server.send_signal(signal.SIGTERM)
