@@ -367,6 +367,7 @@ def run(
 
 
 def _echo_done(result: Any) -> None:
+    _echo_warnings(result.warnings)
     stats, counts = result.stats, result.counts
     cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
     line = (

@@ -305,6 +305,7 @@ async def run_prepared(
             )
     sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
     keys = {m.label: sim_key for m in prepared.all_models} if prepared.sim else api_keys(prepared, env)
+    notes: list[str] = []
     store = Store.open(prepared.folder, lock=True)
     run_id: int | None = None
     status = "failed"
@@ -326,6 +327,8 @@ async def run_prepared(
         _backfill_costs(store, prepared)
         if use_cache and not fresh and not prepared.sim:
             cache = ResponseCache.open(cache_dir)
+            if cache.problem:
+                notes.append(cache.problem)
         with contextlib.ExitStack() as stack:
             base_urls = {m.label: m.base_url for m in prepared.all_models}
             if prepared.sim:
@@ -445,7 +448,9 @@ async def run_prepared(
                 error.add_note(f"the reports could not be written: {report_error}")
     assert stats is not None
     counts = _final_counts(prepared.folder, run_id)
-    result = RunResult(folder=prepared.folder, stats=stats, warnings=list(plan.warnings), counts=counts)
+    if cache is not None and cache.problem and cache.problem not in notes:
+        notes.append(cache.problem)
+    result = RunResult(folder=prepared.folder, stats=stats, warnings=notes, counts=counts)
     if counts["failed"] or counts["not_sent"] or counts["ungraded"] or stats.stopped_models:
         raise RunFailed(_failure_message(prepared.folder, counts, stats), result=result)
     return result
