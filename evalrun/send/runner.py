@@ -59,6 +59,8 @@ __all__ = ["HOPELESS_AFTER", "RunStats", "Runner"]
 # may have in flight before its first success.
 HOPELESS_AFTER = 5
 _PAGE = 256
+_CACHE_FLUSH = 64
+_PROGRESS_EVERY_S = 0.2
 _PREFILL_REFUSAL = re.compile(r"prefill", re.IGNORECASE)
 _PARAM_REFUSAL = re.compile(r"deprecated|not supported|not permitted|cannot both|cannot be used|unsupported|may only", re.I)
 
@@ -180,6 +182,8 @@ class Runner:
         self._reserved_usd = 0.0
         self._changed = anyio.Event()
         self.halted = anyio.Event()
+        self._to_cache: list[Outcome] = []
+        self._progress_at = 0.0
         # Stopping.
         self._stop_requested = False
         self._fatal: EvalrunError | None = None
@@ -216,10 +220,13 @@ class Runner:
                 self._start_planner(tg, after_seq=-1)
             if self.deadline_at is not None:
                 tg.start_soon(self._watch_deadline)
-            await self.sender.run(self)
+            try:
+                await self.sender.run(self)
+            finally:
+                self._flush_cache()
             self._planner_cancel()
             tg.cancel_scope.cancel()
-        self._progress()
+        self._progress(force=True)
         if self._fatal is not None:
             raise self._fatal
         if self._stop_requested:
@@ -545,8 +552,11 @@ class Runner:
             if outcome.status == "ok":
                 outcome = self._priced(request, outcome)
                 self.store.record(outcome, run_id=self.run_id)
-                if self.cache is not None:
-                    self.cache.put([outcome])
+                if self.cache is not None and not outcome.simulated:
+                    # The folder's store is the record; the shared cache is written in batches.
+                    self._to_cache.append(outcome)
+                    if len(self._to_cache) >= _CACHE_FLUSH:
+                        self._flush_cache()
                 if outcome.cost_usd is not None:
                     self.stats.spent_usd += outcome.cost_usd
                 self.stats.answered += 1
@@ -676,10 +686,18 @@ class Runner:
             self._deadline_hit = True
             self._notify()
 
-    def _progress(self) -> None:
-        self.stats.pacing = self.sender.status()
+    def _flush_cache(self) -> None:
+        if self.cache is not None and self._to_cache:
+            self.cache.put(self._to_cache)
+        self._to_cache = []
+
+    def _progress(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        self.stats.oldest_wait_s = max((now - start for _, _, start in self._in_flight.values()), default=0.0)
+        if force or now - self._progress_at >= _PROGRESS_EVERY_S:
+            # What only a person reads is refreshed a few times a second, not per request.
+            self._progress_at = now
+            self.stats.pacing = self.sender.status()
+            self.stats.oldest_wait_s = max((now - start for _, _, start in self._in_flight.values()), default=0.0)
         self.on_progress(self.stats)
 
     def waiting_requests(self) -> Iterator[tuple[str, float]]:
