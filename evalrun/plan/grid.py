@@ -32,7 +32,7 @@ from evalrun.plan.render import (
     render_system,
     render_turns,
 )
-from evalrun.results.scoring import normalize_choice_target
+from evalrun.results.scoring import STRIP as _TARGET_STRIP
 from evalrun.spec import Experiment, ImageBlock, PromptSpec
 from evalrun.store.records import CellRecord, RequestRecord, RowRecord
 from evalrun.store.run_store import Learned
@@ -176,6 +176,7 @@ class Plan:
         check_columns(self.experiment, self.dataset)
         self.learned = dict(self.learned)
         self.choices = tuple(self.experiment.scorer.choices or ())
+        self._labels = {c.upper(): c for c in self.choices}
         self.image_dir = self.experiment.dataset_path.parent
         self._prompts = {name: _normalize_prompt(p) for name, p in self.experiment.prompts.items()}
         variants: list[Variant] = []
@@ -247,7 +248,7 @@ class Plan:
         raw = row.values[scorer.target]
         if scorer.type != "choice":
             return raw
-        target = normalize_choice_target(raw, self.choices)
+        target = self._labels.get(raw.strip(_TARGET_STRIP).upper())
         if target is None:
             raise DatasetError(
                 f"{self.dataset.path}: line {row.line}: column {scorer.target!r} holds {raw!r}, "
@@ -255,16 +256,21 @@ class Plan:
             )
         return target
 
+    def cluster(self, row: Row) -> str | None:
+        column = self.experiment.dataset.cluster
+        if not column:
+            return None
+        cluster = row.values[column].strip()
+        if not cluster:
+            raise DatasetError(f"{self.dataset.path}: line {row.line}: column {column!r} (the cluster) is empty")
+        return cluster
+
     def row_record(self, row: Row) -> RowRecord:
-        cluster_column = self.experiment.dataset.cluster
-        cluster = row.values[cluster_column].strip() if cluster_column else None
-        if cluster_column and not cluster:
-            raise DatasetError(f"{self.dataset.path}: line {row.line}: column {cluster_column!r} (the cluster) is empty")
         return RowRecord(
             row_seq=row.seq,
             row_id=row.id,
             line=row.line,
-            cluster=cluster,
+            cluster=self.cluster(row),
             target=self.target(row),
             values_json=json.dumps(row.values, ensure_ascii=False),
         )
@@ -275,7 +281,8 @@ class Plan:
         digest = hashlib.sha256()
         image_prompts = [(v, n) for n, v in self._prompts.items() if _has_image_paths(v)]
         for row in self.dataset.iter_rows():
-            self.row_record(row)
+            self.target(row)
+            self.cluster(row)
             for prompt, name in image_prompts:
                 turns = render_turns(
                     prompt.messages, row.values, base_dir=self.image_dir, where=f"prompts.{name}",

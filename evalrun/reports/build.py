@@ -173,8 +173,7 @@ def _state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
     (count, top) = store.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
     (cells,) = store.query("SELECT count(*) FROM cells")[0]
-    runs = store.runs()
-    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{len(runs)}:{__version__}"
+    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{__version__}"
 
 
 def build_reports(folder: str | Path, *, force: bool = True) -> Path:

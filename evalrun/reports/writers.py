@@ -11,6 +11,7 @@ import contextlib
 import csv
 import importlib.util
 import math
+import operator
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
@@ -73,10 +74,10 @@ class ReportWriter(Protocol):
 
 
 def csv_value(value: Any) -> Any:
-    """A value as results.csv spells it: NaN and None are empty."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """A value as a CSV spells it: NaN and None are empty."""
+    if isinstance(value, float) and math.isnan(value):
         return ""
-    return value
+    return value  # the csv module writes None as an empty field
 
 
 def write_csv(handle: IO[str], columns: list[str], rows: list[dict[str, Any]]) -> None:
@@ -94,11 +95,12 @@ class _CsvSink:
 
     def begin(self, columns: list[str]) -> None:
         self.columns = columns
+        self._row = operator.itemgetter(*columns)
         self.writer.writerow(columns)
 
     def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
-        columns = self.columns
-        self.writer.writerows([csv_value(r.get(c)) for c in columns] for r in records)
+        # Records carry every column, missing values as None (written empty): take them by position.
+        self.writer.writerows(map(self._row, records))
 
     def close(self) -> None:
         self.handle.close()
@@ -154,12 +156,12 @@ class _ParquetSink:
             self.writer = pq.ParquetWriter(self.path, self.schema)
         arrays = []
         for field_ in self.schema:
-            values = [r.get(field_.name) for r in records]
-            if pa.types.is_floating(field_.type):
-                values = [None if v is None or v == "" else float(v) for v in values]
-            elif pa.types.is_string(field_.type):
-                values = [None if v is None else str(v) for v in values]
-            arrays.append(pa.array(values, type=field_.type))
+            values = [r[field_.name] for r in records]
+            if pa.types.is_string(field_.type):
+                values = [v if v is None or isinstance(v, str) else str(v) for v in values]
+            elif pa.types.is_floating(field_.type):
+                values = [v if v is None or isinstance(v, float) else float(v) for v in values]
+            arrays.append(pa.array(values, type=field_.type, from_pandas=True))
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def close(self) -> None:

@@ -120,6 +120,7 @@ class Scorer:
         return self._function(reply, target, row or {})
 
 _STRIP = " \t\r\n*_`\"'()[]{}<>.,:;!"
+STRIP = _STRIP  # what is stripped around a label (`(C)`, `**C**`, `C.`)
 
 
 def _choice_pattern(choices: Sequence[str]) -> str:

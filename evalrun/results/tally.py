@@ -10,7 +10,6 @@ vote and repeat consistency).
 from __future__ import annotations
 
 import json
-import math
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -114,8 +113,8 @@ class RepeatTally:
     majority_correct: np.ndarray | None = None  # per row: 1/0, NaN when the row has no parsed answer
 
 
-def _float(value: Any) -> float:
-    return float(value) if value is not None else math.nan
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
 
 
 class ResultsPass:
@@ -138,6 +137,7 @@ class ResultsPass:
         self.human = self.scorer_spec.human
         self.needs_values = self.scorer.needs_message or bool(self.field_names) or bool(self.human)
         self.columns = result_columns(self.scorer_spec, self.scorer.columns)
+        self.extra_columns = list(self.scorer.columns)
         self.prices = {
             label: Price(**raw) if raw else None for label, raw in (settings.get("prices") or {}).items()
         }
@@ -197,9 +197,9 @@ class ResultsPass:
             "answer": "",
             "target": cell["target"],
             "correct": False,
-            "score": math.nan,
+            "score": None,
             "stop_reason": cell["stop_reason"] or "",
-            "cost_usd": _float(cell["cost_usd"]) / _sharing(cell) if status is not None else math.nan,
+            "cost_usd": cell["cost_usd"] / _sharing(cell) if cell["cost_usd"] is not None else None,
             "shared_by": _sharing(cell),
             "source": cell["source"] or "",
             "latency_s": _float(cell["latency_s"]),
@@ -207,9 +207,9 @@ class ResultsPass:
             "error": cell["error"] or "",
         }
         for column in TOKEN_COLUMNS:
-            record[column] = cell[column] if cell[column] is not None else (0 if status is None else math.nan)
-        for name in self.field_names:
-            record[f"correct_{name}"] = math.nan
+            record[column] = cell[column] if cell[column] is not None else (0 if status is None else None)
+        for name in self.extra_columns:
+            record[name] = None
         if status is None:
             record["status"] = "pending"
             record["error"] = "not sent yet"
@@ -235,7 +235,7 @@ class ResultsPass:
             self._tally_grading(tally, cell, score)
             if score.status in ("error", "pending"):
                 # The grader failed or has not graded yet: no score, never a wrong one.
-                record["score"] = math.nan
+                record["score"] = None
                 record["error"] = score.explanation or ""
                 if score.status == "error":
                     tally.errors += 1
