@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import secrets
@@ -366,14 +367,12 @@ async def run_prepared(
                     poll_s=batch_poll_s,
                     clock=clock,
                 )
-            runner = Runner(
-                plan=plan,
+            # Both stages (answers, then grading) run through the same loop, sender and budget.
+            stage_runner = functools.partial(
+                Runner,
                 store=store,
                 run_id=run_id,
                 sender=sender,
-                replan=prepared.replan,
-                fingerprint=prepared.fingerprint,
-                plan_stored=stored,
                 cache=cache,
                 max_retries=max_retries if max_retries is not None else experiment.max_retries,
                 budget_usd=budget,
@@ -381,6 +380,9 @@ async def run_prepared(
                 clock=clock,
                 on_progress=on_progress,
                 warmup=not prepared.batch,
+            )
+            runner = stage_runner(
+                plan=plan, replan=prepared.replan, fingerprint=prepared.fingerprint, plan_stored=stored
             )
             if on_runner is not None:
                 on_runner(runner)
@@ -390,22 +392,7 @@ async def run_prepared(
                 if judge_plan is not None:
                     # The grading stage: one request to the grader per answered cell, same loop.
                     spent = stats
-                    runner = Runner(
-                        plan=judge_plan,
-                        store=store,
-                        run_id=run_id,
-                        sender=sender,
-                        replan=None,
-                        fingerprint=None,
-                        stage="judge",
-                        cache=cache,
-                        max_retries=max_retries if max_retries is not None else experiment.max_retries,
-                        budget_usd=budget,
-                        deadline_s=deadline_s,
-                        clock=clock,
-                        on_progress=on_progress,
-                        warmup=not prepared.batch,
-                    )
+                    runner = stage_runner(plan=judge_plan, replan=None, fingerprint=None, stage="judge")
                     if on_runner is not None:
                         on_runner(runner)
                     graded = await runner.run()

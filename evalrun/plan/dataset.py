@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from evalrun.errors import DatasetError
 
@@ -84,19 +84,22 @@ def _open(path: Path, encoding: str) -> IO[str]:
     return path.open(encoding="utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding, newline="")
 
 
+def _lines(reader: Any) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of every non-blank record after the header; a quoted field may span lines."""
+    last_line = reader.line_num
+    for record in reader:
+        first_line, last_line = last_line + 1, reader.line_num
+        if record and not (len(record) == 1 and not record[0].strip()):
+            yield first_line, record
+
+
 def _records(path: Path, header: tuple[str, ...], encoding: str) -> Iterator[tuple[int, int, dict[str, str]]]:
     """(data row index, first line, values) of every non-blank data row; the file was checked."""
     with _open(path, encoding) as f:
         reader = csv.reader(f, strict=True)
         next(reader, None)
-        index = 0
-        last_line = reader.line_num
-        for record in reader:
-            first_line, last_line = last_line + 1, reader.line_num
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue
+        for index, (first_line, record) in enumerate(_lines(reader)):
             yield index, first_line, dict(zip(header, record, strict=True))
-            index += 1
 
 
 def scan_dataset(
@@ -174,11 +177,7 @@ def _check(path: Path, id_column: str | None, encoding: str) -> tuple[tuple[str,
         # 64-bit hashes of the ids seen: a few bytes per row instead of the ids themselves.
         seen: set[int] = set()
         count = 0
-        last_line = reader.line_num
-        for record in reader:
-            first_line, last_line = last_line + 1, reader.line_num
-            if not record or (len(record) == 1 and not record[0].strip()):
-                continue  # blank line
+        for first_line, record in _lines(reader):
             if len(record) != len(header):
                 raise DatasetError(
                     f"{path}: line {first_line}: {len(record)} fields, but the header has {len(header)} "

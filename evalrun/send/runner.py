@@ -322,17 +322,23 @@ class Runner:
                 self._budget_hit = True
                 self._notify()
                 return None
-            self._buffers[model].popleft()
-            request = self._request(pending)
-            if request is None:
-                self._reserved_usd -= reserved
-                continue
-            gate = self._gate_of(model, pending)
-            if gate is not None and not gate.open:
-                gate.opener = pending.key
-            self._in_flight[pending.key] = (request, reserved, time.monotonic())
-            self._in_flight_by_model[model] += 1
-            return request
+            request = self._hand_out(model, pending, reserved)
+            if request is not None:
+                return request
+
+    def _hand_out(self, model: str, pending: PendingRequest, reserved: float) -> Request | None:
+        """Take `pending` off the buffer and count it in flight (None: it could not be built)."""
+        self._buffers[model].popleft()
+        request = self._request(pending)
+        if request is None:
+            self._reserved_usd -= reserved
+            return None
+        gate = self._gate_of(model, pending)
+        if gate is not None and not gate.open:
+            gate.opener = pending.key
+        self._in_flight[pending.key] = (request, reserved, time.monotonic())
+        self._in_flight_by_model[model] += 1
+        return request
 
     def take_ready(self, limit: int) -> list[Request]:
         taken: list[Request] = []
@@ -352,17 +358,9 @@ class Runner:
                         self._budget_hit = True
                         self._notify()
                     break
-                self._buffers[model].popleft()
-                request = self._request(pending)
-                if request is None:
-                    self._reserved_usd -= reserved
-                    continue
-                gate = self._gate_of(model, pending)
-                if gate is not None and not gate.open:
-                    gate.opener = pending.key
-                self._in_flight[pending.key] = (request, reserved, time.monotonic())
-                self._in_flight_by_model[model] += 1
-                taken.append(request)
+                request = self._hand_out(model, pending, reserved)
+                if request is not None:
+                    taken.append(request)
         return taken
 
     def _peek_now(self, model: str) -> PendingRequest | None:
