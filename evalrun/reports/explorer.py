@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import weakref
+from array import array
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,12 @@ OUTCOMES = ("correct", "wrong", "unparsed", "error", "pending")
 _CODE = {name: i for i, name in enumerate(OUTCOMES)}
 _TOP = 1 << 64
 
-# Numeric columns of the payload, by the results record field they come from.
-_NUMBERS = {"it": "input_tokens", "ot": "output_tokens", "cw": "cache_creation_input_tokens",
-            "cr": "cache_read_input_tokens", "n": "attempts"}  # fmt: skip
+# The payload's cell columns: ints (-1: missing), floats (NaN: missing, null in the JSON), and
+# string ids (0 is the empty string).
+_INTS = ("m", "p", "k", "o", "q", "it", "ot", "cw", "cr", "n")
+_FLOATS = ("c", "l", "sc")
 _STRINGS = ("r", "a", "t", "y", "e", "s", "d", "x", "f", "u")
-_COLUMNS = ("m", "p", "k", "o", "q", "c", "l", "sc", *_NUMBERS, *_STRINGS)
+_COLUMNS = (*_INTS, *_FLOATS, *_STRINGS)
 
 
 def clip(text: str, cap: int) -> tuple[str, bool]:
@@ -115,17 +117,24 @@ Part = str | tuple[str, ...]
 Turn = tuple[str, tuple[Part, ...]]
 
 
-def _block_parts(content: Any) -> list[Part]:
+_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= PART_CHARS else clip(text, PART_CHARS)[0]
+
+
+def _block_parts(content: Any) -> tuple[Part, ...]:
     if isinstance(content, str):
-        return [clip(content, PART_CHARS)[0]]
+        return (_clip(content),)
     parts: list[Part] = []
     for block in content if isinstance(content, list) else [content]:
         if not isinstance(block, Mapping):
-            parts.append(clip(json.dumps(block, ensure_ascii=False, default=str), PART_CHARS)[0])
+            parts.append(_clip(_ENCODE(block)))
             continue
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
-            parts.append(clip(block["text"], PART_CHARS)[0])
+            parts.append(_clip(block["text"]))
         elif kind == "image":
             source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
             if source.get("type") == "evalrun_file":
@@ -136,12 +145,16 @@ def _block_parts(content: Any) -> list[Part]:
             else:
                 parts.append(f"[image: {source.get('type', 'unknown')} source, not embedded]")
         else:
-            parts.append(clip(f"[{kind}] " + json.dumps({k: v for k, v in block.items() if k != "type"},
-                                                       ensure_ascii=False, default=str), PART_CHARS)[0])  # fmt: skip
-    return parts
+            parts.append(_clip(f"[{kind}] " + _ENCODE({k: v for k, v in block.items() if k != "type"})))
+    return tuple(parts)
 
 
 _NOTE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "thinking")
+
+
+def _scalar(value: Any) -> str:
+    kind = type(value)
+    return repr(value) if kind is int or kind is float else _ENCODE(value)
 
 
 def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
@@ -149,27 +162,29 @@ def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
     turns: list[Turn] = []
     system = body.get("system")
     if system:
-        turns.append(("system", tuple(_block_parts(system))))
-    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            continue
-        role = str(message.get("role") or "user")
-        if role == "assistant" and i == len(messages) - 1:
-            role = "prefill"
-        turns.append((role, tuple(_block_parts(message.get("content", "")))))
-    notes = [f"{k}={json.dumps(body[k], ensure_ascii=False)}" for k in _NOTE_PARAMS if k in body]
+        turns.append(("system", _block_parts(system)))
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        last = len(messages) - 1
+        for i, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                continue
+            role = str(message.get("role") or "user")
+            if i == last and role == "assistant":
+                role = "prefill"
+            turns.append((role, _block_parts(message.get("content", ""))))
+    notes = [f"{k}={_scalar(body[k])}" for k in _NOTE_PARAMS if k in body]
     output = body.get("output_config")
     if isinstance(output, Mapping) and output.get("format") is not None:
-        notes.append("output format: " + json.dumps(output["format"], ensure_ascii=False, sort_keys=True))
+        notes.append("output format: " + _ENCODE(output["format"]))
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
         names = [str(t.get("name")) for t in tools if isinstance(t, Mapping)]
         notes.append("tools: " + ", ".join(names))
         if body.get("tool_choice") is not None:
-            notes.append("tool_choice: " + json.dumps(body["tool_choice"], ensure_ascii=False, sort_keys=True))
+            notes.append("tool_choice: " + _ENCODE(body["tool_choice"]))
     if notes:
-        turns.append(("note", (clip(" · ".join(notes), PART_CHARS)[0],)))
+        turns.append(("note", (_clip(" · ".join(notes)),)))
     return tuple(turns)
 
 
@@ -208,19 +223,40 @@ def _error(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
     return f"{head}: {error}" if head and not error.startswith(head) else error
 
 
-def _fields(record: Mapping[str, Any]) -> str:
+def _fields(record: Mapping[str, Any], columns: Sequence[str]) -> str:
+    """A field scorer's per-field correctness, as "name:1,name:0"."""
     found = []
-    for key, value in record.items():
-        if key.startswith("correct_") and isinstance(value, bool | int | float) and not (
-            isinstance(value, float) and math.isnan(value)
-        ):
+    for key in columns:
+        value = record.get(key)
+        if isinstance(value, bool | int | float) and not (isinstance(value, float) and math.isnan(value)):
             found.append(f"{key[len('correct_'):]}:{int(bool(value))}")
     return ",".join(found)
 
 
 # -- the sink ----------------------------------------------------------------------------------
+_ROLE_CODES = {"system": "s", "user": "u", "assistant": "a", "prefill": "p", "note": "n"}
+
+
+def _int(value: Any) -> int:
+    """An int column's value; -1 when missing."""
+    if type(value) is int:
+        return value
+    number = _number(value)
+    return int(number) if number is not None else -1
+
+
+def _float(value: Any) -> float:
+    """A float column's value; NaN when missing."""
+    if type(value) is float:
+        return value
+    number = _number(value)
+    return float(number) if number is not None else math.nan
+
+
 class ExplorerSink:
-    """Collects the cells the explorer embeds (see the module docstring for the caps)."""
+    """Collects the cells the explorer embeds (see the module docstring for the caps).
+
+    Columns are compact arrays (ints, floats, string ids); every distinct text is held once."""
 
     def __init__(self, *, max_cells: int = MAX_CELLS, max_text_chars: int = MAX_TEXT_CHARS) -> None:
         self.max_cells = max_cells
@@ -228,44 +264,63 @@ class ExplorerSink:
         self.threshold = _TOP
         self.models: dict[str, int] = {}
         self.prompts: dict[str, int] = {}
-        self.cols: dict[str, list[Any]] = {name: [] for name in (*_COLUMNS, "_seq", "_row", "_h")}
-        self.requests: list[tuple[Turn, ...]] = []
-        self._request_ids: dict[tuple[Turn, ...], int] = {}
-        self._by_key: dict[str, int] = {}
-        self._texts: set[str] = set()
+        self.ints: dict[str, array[int]] = {name: array("q") for name in (*_INTS, *_STRINGS, "_row")}
+        self.floats: dict[str, array[float]] = {name: array("d") for name in _FLOATS}
+        self.hashes: array[int] = array("Q")
+        self.strings: list[str] = [""]
+        self._ids: dict[str, int] = {"": 0}
+        self.turns: list[tuple[str, tuple[Any, ...]]] = []  # (role code, parts: string ids or media tuples)
+        self._turn_ids: dict[tuple[str, tuple[Any, ...]], int] = {}
+        self.requests: list[tuple[int, ...]] = []  # turn ids
+        self._request_ids: dict[tuple[int, ...], int] = {}
+        self._recent: dict[str, int] = {}
+        self.field_columns: list[str] = []
         self.text_chars = 0
         self.seen_cells = 0
         self.dropped_cells = 0
         self.truncated = 0
+        self.repeats = False
+        self.media = False
         self.payload: dict[str, Any] | None = None
 
     # ResultsSink
     def begin(self, columns: list[str]) -> None:
-        pass
+        self.field_columns = [c for c in columns if c.startswith("correct_")]
 
     def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         for record, cell in zip(records, cells, strict=True):
             self._add(record, cell)
-            if len(self.cols["m"]) > self.max_cells or self.text_chars > self.max_text_chars:
+            if len(self.hashes) > self.max_cells or self.text_chars > self.max_text_chars:
                 self._shrink()
 
     def close(self) -> None:
         self.payload = self._payload()
 
     # internals
-    def _text(self, value: Any, cap: int | None = None) -> str:
-        text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-        if cap is not None:
-            text, cut = clip(text, cap)
-            self.truncated += cut
-        if text not in self._texts:
-            self._texts.add(text)
+    def _sid(self, text: str) -> int:
+        found = self._ids.get(text)
+        if found is None:
+            found = self._ids[text] = len(self.strings)
+            self.strings.append(text)
             self.text_chars += len(text)
-        return text
+        return found
+
+    def _text(self, value: Any, cap: int) -> int:
+        if value is None or value == "":
+            return 0
+        if type(value) is not str:
+            if isinstance(value, float) and math.isnan(value):
+                return 0
+            value = str(value)
+        text: str = value
+        if len(text) > cap:
+            text = clip(text, cap)[0]
+            self.truncated += 1
+        return self._sid(text)
 
     def _request(self, cell: Mapping[str, Any]) -> int:
         key = str(cell.get("request_key") or "")
-        found = self._by_key.get(key)
+        found = self._recent.get(key)
         if found is not None:
             return found
         raw = cell.get("request_json")
@@ -275,16 +330,29 @@ class ExplorerSink:
             body = json.loads(raw)
         except ValueError:
             return -1
-        rendered = render_request(body) if isinstance(body, Mapping) else ()
+        turn_ids = []
+        for role, parts in render_request(body) if isinstance(body, Mapping) else ():
+            ids: list[Any] = []
+            for part in parts:
+                if isinstance(part, str):
+                    ids.append(self._sid(part))
+                else:
+                    self.media = True
+                    ids.append((part[0], *(self._sid(p) for p in part[1:])))
+            turn = (_ROLE_CODES.get(role, "n"), tuple(ids))
+            found = self._turn_ids.get(turn)
+            if found is None:
+                found = self._turn_ids[turn] = len(self.turns)
+                self.turns.append(turn)
+            turn_ids.append(found)
+        rendered = tuple(turn_ids)
         index = self._request_ids.get(rendered)
         if index is None:
             index = self._request_ids[rendered] = len(self.requests)
             self.requests.append(rendered)
-            for _, parts in rendered:
-                for part in parts:
-                    for text in (part,) if isinstance(part, str) else part[1:]:
-                        self._text(text)
-        self._by_key[key] = index
+        if len(self._recent) > 4096:  # repeats of a request come together: a short memory is enough
+            self._recent.clear()
+        self._recent[key] = index
         return index
 
     def _add(self, record: Mapping[str, Any], cell: Mapping[str, Any]) -> None:
@@ -294,106 +362,126 @@ class ExplorerSink:
         if digest >= self.threshold:
             self.dropped_cells += 1
             return
-        cols = self.cols
-        cols["_seq"].append(int(cell.get("seq") or 0))
-        cols["_row"].append(int(cell.get("row_seq") or 0))
-        cols["_h"].append(digest)
-        cols["m"].append(self.models.setdefault(str(record["model"]), len(self.models)))
-        cols["p"].append(self.prompts.setdefault(str(record["prompt"]), len(self.prompts)))
-        cols["k"].append(int(record.get("repeat") or 0))
-        cols["o"].append(_outcome(record))
-        cols["q"].append(self._request(cell))
-        cols["c"].append(_number(record.get("cost_usd"), 6))
-        cols["l"].append(_number(record.get("latency_s"), 4))
-        score = _number(record.get("score"), 4)
-        cols["sc"].append(score if score is not None and 0 < score < 1 else None)
-        for name, source in _NUMBERS.items():
-            cols[name].append(_number(record.get(source)))
-        cols["r"].append(self._text(row_id))
-        cols["a"].append(self._text(record.get("answer"), PART_CHARS))
-        cols["t"].append(self._text(record.get("target"), PART_CHARS))
-        cols["y"].append(self._text(_reply(record, cell), REPLY_CHARS))
-        cols["e"].append(self._text(_error(record, cell), PART_CHARS))
-        cols["s"].append(self._text(record.get("stop_reason")))
-        cols["d"].append(self._text(record.get("answer_mode")))
-        cols["x"].append(self._text(record.get("explanation"), REPLY_CHARS))
-        cols["f"].append(self._text(_fields(record)))
-        cols["u"].append(self._text(record.get("source")))
+        ints, floats = self.ints, self.floats
+        self.hashes.append(digest)
+        ints["_row"].append(_int(cell.get("row_seq")))
+        model, prompt = str(record["model"]), str(record["prompt"])
+        m = self.models.get(model)
+        if m is None:
+            m = self.models[model] = len(self.models)
+        p = self.prompts.get(prompt)
+        if p is None:
+            p = self.prompts[prompt] = len(self.prompts)
+        ints["m"].append(m)
+        ints["p"].append(p)
+        repeat = _int(record.get("repeat"))
+        self.repeats = self.repeats or repeat > 0
+        ints["k"].append(repeat)
+        ints["o"].append(_outcome(record))
+        ints["q"].append(self._request(cell))
+        ints["it"].append(_int(record.get("input_tokens")))
+        ints["ot"].append(_int(record.get("output_tokens")))
+        ints["cw"].append(_int(record.get("cache_creation_input_tokens")))
+        ints["cr"].append(_int(record.get("cache_read_input_tokens")))
+        ints["n"].append(_int(record.get("attempts")))
+        floats["c"].append(_float(record.get("cost_usd")))
+        floats["l"].append(_float(record.get("latency_s")))
+        score = _float(record.get("score"))
+        floats["sc"].append(score if 0 < score < 1 else math.nan)
+        ints["r"].append(self._sid(row_id))
+        ints["a"].append(self._text(record.get("answer"), PART_CHARS))
+        ints["t"].append(self._text(record.get("target"), PART_CHARS))
+        ints["y"].append(self._text(_reply(record, cell), REPLY_CHARS))
+        ints["e"].append(self._text(_error(record, cell), PART_CHARS))
+        ints["s"].append(self._text(record.get("stop_reason"), PART_CHARS))
+        ints["d"].append(self._text(record.get("answer_mode"), PART_CHARS))
+        ints["x"].append(self._text(record.get("explanation"), REPLY_CHARS))
+        ints["f"].append(self._text(_fields(record, self.field_columns), PART_CHARS) if self.field_columns else 0)
+        ints["u"].append(self._text(record.get("source"), PART_CHARS))
 
     def _shrink(self) -> None:
-        """Keep the half of the sampled rows with the lowest hashes; recount what is held."""
-        hashes = sorted(set(self.cols["_h"]))
-        if len(hashes) < 2:
-            self.threshold = hashes[0] if hashes else 0
-        else:
-            self.threshold = hashes[len(hashes) // 2]
-        keep = [i for i, h in enumerate(self.cols["_h"]) if h < self.threshold]
-        self.dropped_cells += len(self.cols["_h"]) - len(keep)
-        for name, values in self.cols.items():
-            self.cols[name] = [values[i] for i in keep]
-        used = sorted(set(self.cols["q"]) - {-1})
+        """Keep the half of the sampled rows with the lowest hashes; drop what only the others used."""
+        distinct = sorted(set(self.hashes))
+        self.threshold = distinct[len(distinct) // 2] if len(distinct) > 1 else 0
+        keep = [i for i, h in enumerate(self.hashes) if h < self.threshold]
+        self.dropped_cells += len(self.hashes) - len(keep)
+        self.hashes = array("Q", (self.hashes[i] for i in keep))
+        for name, ivalues in self.ints.items():
+            self.ints[name] = array("q", (ivalues[i] for i in keep))
+        for name, fvalues in self.floats.items():
+            self.floats[name] = array("d", (fvalues[i] for i in keep))
+        used = sorted(set(self.ints["q"]) - {-1})
         renumber = {old: new for new, old in enumerate(used)}
-        self.requests = [self.requests[i] for i in used]
-        self._request_ids = {rendered: i for i, rendered in enumerate(self.requests)}
-        self._by_key = {k: renumber[v] for k, v in self._by_key.items() if v in renumber}
-        self.cols["q"] = [renumber.get(q, -1) for q in self.cols["q"]]
-        self._texts = set()
-        self.text_chars = 0
+        self.ints["q"] = array("q", (renumber.get(q, -1) for q in self.ints["q"]))
+        self._recent = {}
+        requests = [self.requests[i] for i in used]
+        used_turns = sorted({t for rendered in requests for t in rendered})
+        turn_map = {old: new for new, old in enumerate(used_turns)}
+        turns = [self.turns[i] for i in used_turns]
+        # Keep only the texts still used, renumbered.
+        alive = {0}
         for name in _STRINGS:
-            for text in self.cols[name]:
-                self._text(text)
-        for rendered in self.requests:
-            for _, parts in rendered:
-                for part in parts:
-                    for text in (part,) if isinstance(part, str) else part[1:]:
-                        self._text(text)
+            alive.update(self.ints[name])
+        for _, parts in turns:
+            for part in parts:
+                if isinstance(part, int):
+                    alive.add(part)
+                else:
+                    alive.update(part[1:])
+        order = sorted(alive)
+        remap = {old: new for new, old in enumerate(order)}
+        self.strings = [self.strings[i] for i in order]
+        self._ids = {text: i for i, text in enumerate(self.strings)}
+        self.text_chars = sum(len(text) for text in self.strings)
+        for name in _STRINGS:
+            self.ints[name] = array("q", (remap[i] for i in self.ints[name]))
+        self.turns = [
+            (role, tuple(remap[x] if isinstance(x, int) else (x[0], *(remap[y] for y in x[1:])) for x in parts))
+            for role, parts in turns
+        ]
+        self._turn_ids = {turn: i for i, turn in enumerate(self.turns)}
+        self.requests = [tuple(turn_map[t] for t in rendered) for rendered in requests]
+        self._request_ids = {rendered: i for i, rendered in enumerate(self.requests)}
+
+    def _media(self, part: Any, images: dict[str, dict[str, str]]) -> Any:
+        if isinstance(part, int):
+            return part
+        if part[0] == "img":
+            _, sha, path, media = part
+            images.setdefault(self.strings[sha], {"path": self.strings[path], "media_type": self.strings[media]})
+            return {"img": self.strings[sha], "path": path}
+        return {"url": part[1]}
 
     def _payload(self) -> dict[str, Any]:
-        cols = self.cols
-        count = len(cols["m"])
+        import numpy as np
+
+        count = len(self.hashes)
+        ints = {name: np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
+                for name, values in self.ints.items()}  # fmt: skip
+        floats = {name: np.frombuffer(values, dtype=np.float64) if len(values) else np.zeros(0, np.float64)
+                  for name, values in self.floats.items()}  # fmt: skip
         # Reading order: dataset row, repeat, then the variants in the spec's order.
-        order = sorted(range(count), key=lambda i: (cols["_row"][i], cols["k"][i], cols["m"][i], cols["p"][i]))
-        strings: dict[str, int] = {"": 0}
-
-        def sid(text: str) -> int:
-            return strings.setdefault(text, len(strings))
-
-        out: dict[str, list[Any]] = {}
+        order = np.lexsort((ints["p"], ints["m"], ints["k"], ints["_row"])) if count else np.zeros(0, np.int64)
+        cells: dict[str, Any] = {}
         for name in _COLUMNS:
-            values = cols[name]
-            if name in _STRINGS:
-                out[name] = [sid(values[i]) for i in order]
-            else:
-                out[name] = [values[i] for i in order]
+            cells[name] = floats[name][order] if name in self.floats else ints[name][order]
         images: dict[str, dict[str, str]] = {}
-        requests = []
-        for rendered in self.requests:
-            turns = []
-            for role, parts in rendered:
-                encoded: list[Any] = []
-                for part in parts:
-                    if isinstance(part, str):
-                        encoded.append(sid(part))
-                    elif part[0] == "img":
-                        _, sha, path, media = part
-                        images.setdefault(sha, {"path": path, "media_type": media})
-                        encoded.append({"img": sha, "path": sid(path)})
-                    else:
-                        encoded.append({"url": sid(part[1])})
-                turns.append([role, encoded])
-            requests.append(turns)
-        rows = len(set(cols["_row"]))
+        turns: list[Any] = self.turns
+        if self.media:
+            turns = [(role, tuple(self._media(part, images) for part in parts)) for role, parts in self.turns]
         return {
             "version": 1,
             "models": list(self.models),
             "prompts": list(self.prompts),
             "outcomes": list(OUTCOMES),
-            "strings": list(strings),
-            "requests": requests,
+            "strings": self.strings,
+            "turns": turns,
+            "requests": self.requests,
             "images": _embed_images(images),
-            "cells": out,
+            "cells": cells,
             "count": count,
-            "rows": rows,
+            "rows": int(np.unique(ints["_row"]).size),
+            "repeats": self.repeats,
             "seen_cells": self.seen_cells,
             "sampled": self.dropped_cells > 0,
             "sample_seed": SAMPLE_SEED,
@@ -426,10 +514,31 @@ def _embed_images(images: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
     return out
 
 
+def _json(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _float_text(value: float) -> str:
+    return "null" if value != value else f"{value:.6g}"
+
+
 def payload_json(payload: Mapping[str, Any]) -> str:
-    """The payload as JSON safe inside a `<script type="application/json">` element."""
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    """The payload as JSON safe inside a `<script type="application/json">` element (no `<`, `>`
+    or `&` in it). The cell columns, most of its size, are written directly: ints as they are,
+    floats to six significant digits, NaN as null."""
+    pieces = []
+    for key, value in payload.items():
+        if key == "cells":
+            columns = []
+            for name, values in value.items():
+                items = values.tolist() if hasattr(values, "tolist") else list(values)
+                body = ",".join(map(_float_text if name in _FLOATS else str, items))
+                columns.append(f'"{name}":[{body}]')
+            pieces.append(f'"cells":{{{",".join(columns)}}}')
+        else:
+            pieces.append(f"{_json(key)}:{_json(value)}")
+    text = "{" + ",".join(pieces) + "}"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate from a reply: keep the page writable

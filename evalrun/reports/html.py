@@ -103,6 +103,7 @@ def explore_link(**state: str) -> str:
 
 # -- tables ------------------------------------------------------------------------------------
 Cell = Callable[[Mapping[str, Any]], str]
+_NOWRAP = 24
 
 
 def _grid(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str | Cell]], *,
@@ -116,8 +117,13 @@ def _grid(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, s
         cls = row_class(row) if row_class else ""
         tds = []
         for _, kind, how in columns:
-            content = how(row) if callable(how) else _esc(_fmt(how, row.get(how)))
-            tds.append(f'<td class="{kind}">{content}</td>')
+            if callable(how):
+                content, cls_ = how(row), kind
+            else:
+                text = _fmt(how, row.get(how))
+                # Short names stay on one line (a browser would break "few-shot" at its hyphen).
+                content, cls_ = _esc(text), f"{kind} nw" if kind == "text" and len(text) <= _NOWRAP else kind
+            tds.append(f'<td class="{cls_}">{content}</td>')
         body.append(f'<tr{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}>{"".join(tds)}</tr>')
     cap = f"<caption class=\"note\">{caption}</caption>" if caption else ""
     return f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
@@ -754,11 +760,11 @@ def render_html(
                  "over answered cells (a failed request is never a wrong answer) with its 95 % interval below it; "
                  "“—” means nothing was answered. Latency is per request, cached answers left out.</p></section>")
     if not withheld:
-        parts.append('<section id="accuracy"><h2>Accuracy</h2>')
-        parts.append(_accuracy_chart(summary))
-        parts.append("<h3>Accuracy against cost</h3>")
-        parts.append(_cost_chart(summary))
-        parts.append("</section>")
+        parts.append('<section id="accuracy"><h2>Accuracy</h2><div class="charts">')
+        parts.append(f"<figure>{_accuracy_chart(summary)}<figcaption>Accuracy by model and prompt</figcaption></figure>")
+        parts.append(f"<figure>{_cost_chart(summary)}<figcaption>Accuracy against the total cost of the answers"
+                     "</figcaption></figure>")  # fmt: skip
+        parts.append("</div></section>")
     if comparison is not None:
         parts.append('<section id="comparisons"><h2>Comparisons</h2>')
         records = _records(comparison)

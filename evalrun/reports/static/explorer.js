@@ -30,7 +30,7 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function fmtInt(v) { return v === null || v === undefined ? "—" : Number(v).toLocaleString("en-US"); }
+  function fmtInt(v) { return v === null || v === undefined || v < 0 ? "—" : Number(v).toLocaleString("en-US"); }
   function fmtCost(v) {
     if (v === null || v === undefined) return "—";
     return "$" + (v < 0.01 ? v.toPrecision(2) : v.toFixed(4));
@@ -156,6 +156,10 @@
       fillRight();
       selRight.value = state.right;
     }
+    // With a disagreement filter the compared dimension is fixed by A and B.
+    var comparing = !!(state.a && state.b);
+    selPrompt.disabled = comparing && state.by === "prompt";
+    selModel.disabled = comparing && state.by === "model";
   }
   function fromControls() {
     state.model = selModel.value; state.prompt = selPrompt.value; state.status = selStatus.value; state.q = txt.value;
@@ -179,23 +183,26 @@
   clear.addEventListener("click", function () { state = blank(); update(true); });
 
   // ---- matching -----------------------------------------------------------------------------
-  var lowered = null, reqTexts = null;
+  var lowered = null, turnTexts = null;
   function textHits(q) {
     q = q.toLowerCase();
     if (!lowered) lowered = S.map(function (s) { return s.toLowerCase(); });
     var hit = new Uint8Array(S.length);
     for (var i = 0; i < S.length; i++) if (lowered[i].indexOf(q) >= 0) hit[i] = 1;
-    if (!reqTexts) {
-      reqTexts = D.requests.map(function (turns) {
-        var ids = [];
-        turns.forEach(function (t) { t[1].forEach(function (p) { if (typeof p === "number") ids.push(p); else ids.push(p.path !== undefined ? p.path : p.url); }); });
-        return ids;
+    if (!turnTexts) {
+      turnTexts = D.turns.map(function (t) {
+        return t[1].map(function (p) { return typeof p === "number" ? p : (p.path !== undefined ? p.path : p.url); });
       });
     }
+    var turnHit = new Uint8Array(D.turns.length);
+    for (var t = 0; t < turnTexts.length; t++) {
+      var ids = turnTexts[t];
+      for (var j = 0; j < ids.length; j++) if (hit[ids[j]]) { turnHit[t] = 1; break; }
+    }
     var reqHit = new Uint8Array(D.requests.length);
-    for (var r = 0; r < reqTexts.length; r++) {
-      var ids = reqTexts[r];
-      for (var j = 0; j < ids.length; j++) if (hit[ids[j]]) { reqHit[r] = 1; break; }
+    for (var r = 0; r < D.requests.length; r++) {
+      var turns = D.requests[r];
+      for (var u = 0; u < turns.length; u++) if (turnHit[turns[u]]) { reqHit[r] = 1; break; }
     }
     return function (c) {
       return hit[C.r[c]] || hit[C.y[c]] || hit[C.a[c]] || hit[C.t[c]] || hit[C.e[c]] || hit[C.x[c]] ||
@@ -219,7 +226,9 @@
     };
   }
   var pairIndex = null;
-  function pairKey(r, k, m, p) { return ((r * 4096 + k) * MODELS.length + m) * PROMPTS.length + p; }
+  var K = 1;
+  for (var ki = 0; ki < N; ki++) if (C.k[ki] >= K) K = C.k[ki] + 1;
+  function pairKey(r, k, m, p) { return ((r * K + k) * MODELS.length + m) * PROMPTS.length + p; }
   function partnerOf(c, by, other) {
     if (!pairIndex) {
       pairIndex = new Map();
@@ -274,9 +283,9 @@
   function requestPrefill(c) {
     var q = C.q[c];
     if (q < 0) return "";
-    var turns = D.requests[q], last = turns[turns.length - 1];
-    if (last && last[0] === "note") last = turns[turns.length - 2];
-    if (!last || last[0] !== "prefill") return "";
+    var turns = D.requests[q].map(function (t) { return D.turns[t]; }), last = turns[turns.length - 1];
+    if (last && last[0] === "n") last = turns[turns.length - 2];
+    if (!last || last[0] !== "p") return "";
     return last[1].map(function (p) { return typeof p === "number" ? str(p) : ""; }).join("");
   }
   function cellRow(c, pairRole) {
@@ -288,6 +297,7 @@
     item.setAttribute("data-prompt", PROMPTS[C.p[c]]);
     item.setAttribute("data-repeat", String(C.k[c]));
     item.setAttribute("data-outcome", OUT[o]);
+    item.setAttribute("data-cell", String(c));
     var line = el("button", "line");
     line.type = "button";
     line.setAttribute("aria-expanded", "false");
@@ -304,26 +314,37 @@
     line.appendChild(rid);
     var ans = el("span", "ans");
     if (o <= ANSWERED_MAX) {
-      ans.appendChild(el("b", null, o === 2 ? "—" : str(C.a[c]) || "—"));
-      ans.appendChild(document.createTextNode(" vs " + (str(C.t[c]) || "—")));
+      ans.appendChild(el("b", null, o === 2 ? "no answer" : str(C.a[c]) || "—"));
+      ans.appendChild(el("span", "tgt", " · target " + (str(C.t[c]) || "—")));
     } else {
       ans.textContent = o === 3 ? "error" : "not sent";
     }
     line.appendChild(ans);
     var snip = str(o === 3 || o === 4 ? C.e[c] : C.y[c]).replace(/\s+/g, " ");
     line.appendChild(el("span", "snip", snip.length > 160 ? snip.slice(0, 160) + "…" : snip));
-    var meta = el("span", "meta", (C.it[c] === null ? "—" : fmtInt(C.it[c])) + "→" +
-      (C.ot[c] === null ? "—" : fmtInt(C.ot[c])) + " tok · " + fmtCost(C.c[c]) + " · " + fmtSec(C.l[c]));
+    var meta = el("span", "meta", fmtInt(C.it[c]) + "→" + fmtInt(C.ot[c]) + " tok · " + fmtCost(C.c[c]) + " · " +
+      fmtSec(C.l[c]));
     line.appendChild(meta);
     item.appendChild(line);
-    line.addEventListener("click", function () { toggle(item, c); });
+    line.addEventListener("click", function () {
+      var open = toggle(item, c);
+      // In a pair, open and close both sides together: they are read side by side.
+      var pair = item.parentNode;
+      if (pair && pair.className === "pair") {
+        Array.prototype.forEach.call(pair.children, function (other) {
+          if (other !== item) toggle(other, Number(other.getAttribute("data-cell")), open);
+        });
+      }
+    });
     return item;
   }
-  function toggle(item, c) {
+  function toggle(item, c, want) {
     var line = item.firstChild, detail = item.querySelector(".detail");
-    if (!detail) { detail = details(c); item.appendChild(detail); }
-    else detail.hidden = !detail.hidden;
-    line.setAttribute("aria-expanded", detail.hidden ? "false" : "true");
+    var open = want === undefined ? !(detail && !detail.hidden) : want;
+    if (open && !detail) { detail = details(c); item.appendChild(detail); }
+    if (detail) detail.hidden = !open;
+    line.setAttribute("aria-expanded", open ? "true" : "false");
+    return open;
   }
   function block(title, cls) {
     var b = el("section", "blk " + (cls || ""));
@@ -331,15 +352,16 @@
     return b;
   }
   function pre(text, cls) { return el("pre", cls || null, text); }
-  var ROLE = { system: "system", user: "user", assistant: "assistant", prefill: "prefill (the reply continues it)",
-    note: "parameters" };
+  var ROLE = { s: "system", u: "user", a: "assistant", p: "prefill (the reply continues it)", n: "parameters" };
+  var ROLE_CLASS = { s: "system", u: "user", a: "assistant", p: "prefill", n: "note" };
   function details(c) {
     var d = el("div", "detail");
     var req = block("Request", "req");
     var q = C.q[c];
     if (q < 0) req.appendChild(el("p", "note", "The request body is not in the store."));
-    else D.requests[q].forEach(function (turn) {
-      var t = el("div", "turn role-" + turn[0]);
+    else D.requests[q].forEach(function (tid) {
+      var turn = D.turns[tid];
+      var t = el("div", "turn role-" + (ROLE_CLASS[turn[0]] || "note"));
       t.appendChild(el("span", "role", ROLE[turn[0]] || turn[0]));
       turn[1].forEach(function (p) {
         if (typeof p === "number") { t.appendChild(pre(str(p))); return; }
@@ -388,10 +410,10 @@
     row("answer mode", str(C.d[c]));
     row("stop reason", str(C.s[c]));
     row("tokens in / out", fmtInt(C.it[c]) + " / " + fmtInt(C.ot[c]));
-    if (C.cw[c] || C.cr[c]) row("cache write / read", fmtInt(C.cw[c]) + " / " + fmtInt(C.cr[c]));
+    if (C.cw[c] > 0 || C.cr[c] > 0) row("cache write / read", fmtInt(C.cw[c]) + " / " + fmtInt(C.cr[c]));
     row("cost", fmtCost(C.c[c]) + (str(C.u[c]) === "cache" ? " (from the shared cache, not paid again)" : ""));
     row("latency", fmtSec(C.l[c]));
-    row("attempts", C.n[c] === null ? "" : String(C.n[c]));
+    row("attempts", C.n[c] < 0 ? "" : String(C.n[c]));
     if (o !== 3 && o !== 4) row("error", str(C.e[c]));
     sc.appendChild(dl);
     var link = el("a", "permalink", "link to this cell");
