@@ -315,7 +315,7 @@ def _accuracy_chart(summary: pd.DataFrame) -> str:
     labels = [_short(_label(r)) for r in summary.to_dict("records")]
     bad = np.array([_unreliable(r) for r in summary.to_dict("records")], dtype=bool)
     err = np.nan_to_num(np.vstack([np.clip(acc - low, 0, None), np.clip(high - acc, 0, None)]))
-    fig = _figure(8.0, 0.9 + 0.34 * len(acc))
+    fig = _figure(6.4, 0.9 + 0.34 * len(acc))
     ax = fig.add_subplot()
     y = np.arange(len(acc))
     colors = ["#c4473a" if b else "#4c78a8" for b in bad]
@@ -370,8 +370,8 @@ def _cost_chart(summary: pd.DataFrame) -> str:
     # least one text line apart: they cannot overlap each other, the points or the axes.
     line_in = 8 * 1.5 / 72
     axes_h = max(2.8, line_in * len(labels) * 1.1)
-    fig = _figure(8.0, axes_h + 0.9, layout=None)
-    ax = fig.add_axes((0.1, 0.6 / (axes_h + 0.9), 0.5, axes_h / (axes_h + 0.9)))
+    fig = _figure(6.4, axes_h + 0.9, layout=None)
+    ax = fig.add_axes((0.12, 0.6 / (axes_h + 0.9), 0.52, axes_h / (axes_h + 0.9)))
     ax.scatter(xs, ys, color="#e45756", zorder=3, s=22)
     ax.set_ylim(0, 1.05)
     ax.set_xlim(0, float(xs.max()) * 1.08 or 1.0)
