@@ -73,6 +73,7 @@ class Browser:
         os.close(to_child_r)
         os.close(from_child_w)
         self._buffer = b""
+        self._url: str | None = None
         self._next = 0
         self._events: list[dict[str, Any]] = []
         target = self._call("Target.createTarget", {"url": "about:blank"})["targetId"]
@@ -125,7 +126,14 @@ class Browser:
 
     # -- what the tests use ------------------------------------------------------------------
     def open(self, url: str, *, timeout: float = 60.0) -> float:
-        """Navigate and wait for the load event; the seconds it took."""
+        """Load `url` as a new document and wait for its load event; the seconds it took."""
+        if self._url is not None and self._url.split("#")[0] == url.split("#")[0]:
+            # Only the #fragment would change: no new document, no load event. Leave the page first.
+            self._load("about:blank", timeout)
+        self._url = url
+        return self._load(url, timeout)
+
+    def _load(self, url: str, timeout: float) -> float:
         self._events = [e for e in self._events if e.get("method") != "Page.loadEventFired"]
         start = time.monotonic()
         self.call("Page.navigate", {"url": url}, timeout=timeout)

@@ -258,9 +258,9 @@ class ExplorerSink:
 
     Columns are compact arrays (ints, floats, string ids); every distinct text is held once."""
 
-    def __init__(self, *, max_cells: int = MAX_CELLS, max_text_chars: int = MAX_TEXT_CHARS) -> None:
-        self.max_cells = max_cells
-        self.max_text_chars = max_text_chars
+    def __init__(self, *, max_cells: int | None = None, max_text_chars: int | None = None) -> None:
+        self.max_cells = MAX_CELLS if max_cells is None else max_cells
+        self.max_text_chars = MAX_TEXT_CHARS if max_text_chars is None else max_text_chars
         self.threshold = _TOP
         self.models: dict[str, int] = {}
         self.prompts: dict[str, int] = {}

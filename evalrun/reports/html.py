@@ -535,7 +535,7 @@ _SETTINGS_ORDER = ["name", "description", "endpoint", "spec_path", "dataset", "r
                    "max_retries", "prices", "prices_as_of", "evalrun_version", "warnings"]  # fmt: skip
 _SETTINGS_LABELS = {"spec_path": "spec", "budget_usd": "budget (USD)", "api_versions": "API versions",
                     "modes": "answer modes", "prices": "prices (USD per million tokens)",
-                    "prices_as_of": "prices as of", "evalrun_version": "evalrun"}  # fmt: skip
+                    "prices_as_of": "prices as of", "evalrun_version": "evalrun", "model_labels": "model labels"}  # fmt: skip
 
 
 def _value_html(value: Any, depth: int = 0) -> str:
@@ -551,8 +551,12 @@ def _value_html(value: Any, depth: int = 0) -> str:
     if isinstance(value, Mapping):
         if not value:
             return '<span class="note">none</span>'
-        if all(not isinstance(v, Mapping | list) for v in value.values()) and len(value) <= 8:
-            return ", ".join(f"{_esc(k)}: {_value_html(v, depth + 1)}" for k, v in value.items())
+        def flat(v: Any) -> bool:
+            return not isinstance(v, Mapping | list) or all(not isinstance(x, Mapping | list) for x in v)
+
+        shown = {k: v for k, v in value.items() if v is not None}
+        if all(flat(v) for v in shown.values()) and len(shown) <= 8:
+            return ", ".join(f"{_esc(k)}: {_value_html(v, depth + 1)}" for k, v in shown.items())
         items = "".join(f"<dt>{_esc(k)}</dt><dd>{_value_html(v, depth + 1)}</dd>" for k, v in value.items())
         return f'<dl class="settings">{items}</dl>'
     if isinstance(value, list | tuple):
@@ -604,7 +608,7 @@ def _settings_section(settings: Mapping[str, Any]) -> str:
     items = []
     templates = spec.get("prompts") if isinstance(spec.get("prompts"), Mapping) else {}
     for key, value in shown.items():
-        label = _esc(_SETTINGS_LABELS.get(key, key.replace("_", " ")))
+        label = _esc(_SETTINGS_LABELS.get(key, key))
         if key == "prompts" and templates:
             body = "".join(f"<details><summary>{_esc(name)}</summary>{_prompt_html(p)}</details>"
                            for name, p in templates.items() if isinstance(p, Mapping))  # fmt: skip
@@ -745,8 +749,9 @@ def render_html(
         )
     if failure:
         parts.append(
-            f'<p class="banner failed" role="alert" id="failed">Failed run: {_esc(failure)}. No accuracy is shown. '
-            "Run the same command again to retry the failed requests"
+            f'<p class="banner failed" role="alert" id="failed">Failed run: {_esc(failure)}.'
+            + ("" if "no accuracy" in failure else " Its accuracy is withheld.")
+            + " Run the same command again to retry the failed requests"
             + ("; the Rows section shows each error." if has_explorer else ".") + "</p>"
         )
     unreliable = [_label(r) for r in rows if _unreliable(r) and r.get("n")]
@@ -768,8 +773,12 @@ def render_html(
     if comparison is not None:
         parts.append('<section id="comparisons"><h2>Comparisons</h2>')
         records = _records(comparison)
-        parts.append(_comparison_section(records, explorer=has_explorer) if records
-                     else '<p class="note">Nothing to compare (fewer than two variants).</p>')
+        if not records:
+            parts.append('<p class="note">Nothing to compare (fewer than two variants).</p>')
+        elif not any(r.get("n") for r in records):
+            parts.append('<p class="note">Nothing to compare: no dataset row was answered by both sides of any pair.</p>')
+        else:
+            parts.append(_comparison_section(records, explorer=has_explorer))
         parts.append("</section>")
     if has_explorer:
         parts.append('<section id="explore"><h2>Rows</h2>')
