@@ -1,12 +1,12 @@
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import re
 from urllib.parse import unquote
 
 import pandas as pd
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -221,9 +221,9 @@ def test_explore_links_encode_each_name() -> None:
 def test_chart_labels_are_spaced_at_least_a_line_apart(wanted: list[float], gap: float) -> None:
     placed = spread_labels(wanted, gap)
     ordered = sorted(placed)
-    assert all(b - a >= gap - 1e-9 for a, b in zip(ordered, ordered[1:], strict=False))
+    assert all(b - a >= gap - 1e-9 for a, b in itertools.pairwise(ordered))
     # Order is kept: a higher point never gets a lower label.
     pairs = sorted(zip(wanted, placed, strict=True))
-    assert all(p1 <= p2 + 1e-9 for (_, p1), (_, p2) in zip(pairs, pairs[1:], strict=False))
+    assert all(p1 <= p2 + 1e-9 for (_, p1), (_, p2) in itertools.pairwise(pairs))
     if len(wanted) * gap <= 1:
         assert min(placed) >= -1e-9 and max(placed) <= 1 + 1e-9

@@ -136,7 +136,8 @@ def _block_parts(content: Any) -> tuple[Part, ...]:
         if kind == "text" and isinstance(block.get("text"), str):
             parts.append(_clip(block["text"]))
         elif kind == "image":
-            source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+            found = block.get("source")
+            source: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
             if source.get("type") == "evalrun_file":
                 parts.append(("img", str(source.get("sha256") or ""), str(source.get("path") or ""),
                               str(source.get("media_type") or "")))  # fmt: skip

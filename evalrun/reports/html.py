@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import matplotlib
@@ -84,7 +84,7 @@ def _pct(value: object, digits: int = 1) -> str:
     return "—" if _is_missing(value) else f"{100 * float(value):.{digits}f}%"  # type: ignore[arg-type]
 
 
-def explore_link(**state: str) -> str:
+def explore_link(**state: str | tuple[str, str]) -> str:
     """The href of an explorer view, e.g. ``explore_link(model="m", by="prompt", disagree=("a", "b"))``.
 
     Values are percent-encoded; the two names of ``disagree`` are encoded one by one and joined by
@@ -93,7 +93,7 @@ def explore_link(**state: str) -> str:
     for key, value in state.items():
         if not value:
             continue
-        if key == "disagree":
+        if isinstance(value, tuple):
             a, b = value
             parts.append(f"disagree={quote(a, safe='')},{quote(b, safe='')}")
         else:
@@ -176,7 +176,7 @@ def _errors_cell(row: Mapping[str, Any]) -> str:
     errors = row.get("errors")
     if _is_missing(errors):
         return "—"
-    text = f"{int(errors):,}"  # type: ignore[call-overload]
+    text = f"{int(errors):,}"  # type: ignore[arg-type]
     rate = row.get("error_rate")
     if not _is_missing(rate) and errors:
         text += f'<span class="sub">{_pct(rate)} of sent</span>'
@@ -189,7 +189,7 @@ def _answered_cell(row: Mapping[str, Any]) -> str:
     answered, cells = row.get("answered"), row.get("cells")
     if _is_missing(answered):
         return "—"
-    return f"{int(answered):,}" + (f" / {int(cells):,}" if not _is_missing(cells) else "")  # type: ignore[call-overload]
+    return f"{int(answered):,}" + (f" / {int(cells):,}" if not _is_missing(cells) else "")  # type: ignore[arg-type]
 
 
 def _latency_cell(row: Mapping[str, Any]) -> str:
@@ -286,7 +286,7 @@ def _svg(fig: Figure, prefix: str, title: str) -> str:
     return f'<div class="chart" id="chart-{prefix}" role="img" aria-label="{_esc(title)}">{svg.strip()}</div>'
 
 
-def _figure(width: float, height: float, *, layout: str | None = "constrained") -> Figure:
+def _figure(width: float, height: float, *, layout: Literal["constrained"] | None = "constrained") -> Figure:
     fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)  # explicit non-interactive canvas; pyplot state is never touched
     return fig
@@ -320,7 +320,7 @@ def _accuracy_chart(summary: pd.DataFrame) -> str:
     y = np.arange(len(acc))
     colors = ["#c4473a" if b else "#4c78a8" for b in bad]
     ax.barh(y, np.nan_to_num(acc), xerr=err, color=colors, ecolor="#1f2328", capsize=3, height=0.6)
-    for yi, value in zip(y, acc, strict=True):
+    for yi, value in zip(y.tolist(), acc.tolist(), strict=True):
         ax.text(0.01, yi, "no answers" if math.isnan(value) else "", va="center", fontsize=8, color="#57606a")
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
@@ -395,7 +395,7 @@ def _comparison_section(comparison: Sequence[Mapping[str, Any]], *, explorer: bo
     def link(row: Mapping[str, Any], right: str = "") -> str:
         by = str(row.get("by") or "prompt")
         scope = {"model": str(row["group"])} if by == "prompt" else {"prompt": str(row["group"])}
-        return explore_link(by=by, **scope, disagree=(str(row["a"]), str(row["b"])), right=right)  # type: ignore[arg-type]
+        return explore_link(by=by, **scope, disagree=(str(row["a"]), str(row["b"])), right=right)
 
     def count(key: str, side: str) -> Cell:
         def render(row: Mapping[str, Any]) -> str:
@@ -591,7 +591,8 @@ def _prompt_html(prompt: Mapping[str, Any]) -> str:
 def _settings_section(settings: Mapping[str, Any]) -> str:
     if not settings:
         return '<p class="note">No settings recorded.</p>'
-    spec = settings.get("spec") if isinstance(settings.get("spec"), Mapping) else {}
+    found = settings.get("spec")
+    spec: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     shown: dict[str, Any] = {}
     for key in _SETTINGS_ORDER:
         if key == "description" and spec.get("description"):
@@ -606,7 +607,8 @@ def _settings_section(settings: Mapping[str, Any]) -> str:
         if key not in shown and key != "spec":
             shown[key] = value
     items = []
-    templates = spec.get("prompts") if isinstance(spec.get("prompts"), Mapping) else {}
+    found = spec.get("prompts")
+    templates: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     for key, value in shown.items():
         label = _esc(_SETTINGS_LABELS.get(key, key))
         if key == "prompts" and templates:
