@@ -32,7 +32,7 @@ from .conftest import FakeAPI, write_mc_csv
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install -y chromium)")
 
 REPO = Path(__file__).resolve().parents[1]
-SHOTS = Path(os.environ["EVALRUN_SCREENSHOTS"]) if os.environ.get("EVALRUN_SCREENSHOTS") else None
+SHOTS = Path(os.environ["EVALRUN_SCREENSHOTS"]).resolve() if os.environ.get("EVALRUN_SCREENSHOTS") else None
 
 
 @pytest.fixture(scope="module")
