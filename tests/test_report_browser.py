@@ -252,3 +252,39 @@ def test_a_100k_cell_page_opens_in_under_3_seconds(tmp_path: Path, browser: Brow
     assert seconds < 3 and ready_ms < 3000, (seconds, ready_ms)
     assert browser.eval("window.evalrunExplorer.count") == 100_000
     assert browser.eval("document.querySelectorAll('#explore [data-row-id]').length") == 200  # the first 100 pairs
+
+
+def test_many_long_named_variants_still_fit(tmp_path: Path, browser: Browser) -> None:
+    """24 variants with long names, close accuracies and costs: tables inside 1,400 px, no chart label
+    on another."""
+    rows = []
+    for m in range(6):
+        for p in range(4):
+            rows.append({"model": f"an-extremely-long-model-label-number-{m}-for-a-local-server", "prompt":
+                         f"chain-of-thought-with-{p}-worked-examples-and-a-very-long-name", "answer_mode": "structured",
+                         "n": 500, "cells": 1000, "answered": 990, "unparsed": 4, "errors": 10, "error_rate": 0.01,
+                         "correct": 700 + m + p, "accuracy": 0.70 + 0.001 * (m + p), "ci_low": 0.66, "ci_high": 0.74,
+                         "ci_method": "clt", "reliable": True, "input_tokens": 123_456_789, "output_tokens": 9_876_543,
+                         "cost_usd": 12.0 + 0.01 * m, "cost_per_correct_usd": 0.017, "latency_p50_s": 1.25,
+                         "latency_p95_s": 9.5, "pending": 0})  # fmt: skip
+    page = tmp_path / "report.html"
+    page.write_text(render_html(summary=pd.DataFrame(rows), comparison=None, settings={"name": "wide"}, cells=24_000),
+                    encoding="utf-8")  # fmt: skip
+    browser.open(page.as_uri())
+    browser.eval("document.querySelectorAll('details').forEach(d => d.open = true)")
+    width = browser.eval("document.documentElement.clientWidth")
+    assert browser.eval("document.documentElement.scrollWidth") <= width
+    assert browser.eval("Math.max(...Array.from(document.querySelectorAll('table')).map(t => t.getBoundingClientRect().right))") <= width
+    overlaps = browser.eval("""(() => {
+      let n = 0;
+      document.querySelectorAll('.chart svg').forEach(svg => {
+        const boxes = Array.from(svg.querySelectorAll('text')).filter(t => t.textContent.trim()).map(t => t.getBoundingClientRect());
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+          const a = boxes[i], b = boxes[j];
+          if (a.left < b.right - 0.5 && b.left < a.right - 0.5 && a.top < b.bottom - 0.5 && b.top < a.bottom - 0.5) n++;
+        }
+      });
+      return n;
+    })()""")
+    assert overlaps == 0
+    shot(browser, "wide.png", full_page=True)

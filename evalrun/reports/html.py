@@ -19,6 +19,7 @@ import io
 import json
 import math
 import re
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, Literal
@@ -292,8 +293,16 @@ def _figure(width: float, height: float, *, layout: Literal["constrained"] | Non
     return fig
 
 
-def _short(label: str, limit: int = 48) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
+def _chart_label(row: Mapping[str, Any], width: int = 34) -> str:
+    """A variant's name for a chart: "model · prompt" on one line when short, else model and prompt
+    on lines of their own, wrapped (never cut: the part that tells two variants apart may be anywhere)."""
+    label = _label(row)
+    if len(label) <= width + 6:
+        return label
+    lines = []
+    for part in (str(row[c]) for c in ("model", "prompt") if c in row and not _is_missing(row[c])):
+        lines += textwrap.wrap(part, width, break_long_words=True, break_on_hyphens=True) or [""]
+    return "\n".join(lines)
 
 
 def _intervals(summary: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -312,10 +321,12 @@ def _accuracy_chart(summary: pd.DataFrame) -> str:
         return '<p class="note">No accuracy column in the summary.</p>'
     acc = pd.to_numeric(summary["accuracy"]).to_numpy(dtype=float)
     low, high = _intervals(summary)
-    labels = [_short(_label(r)) for r in summary.to_dict("records")]
+    labels = [_chart_label(r) for r in summary.to_dict("records")]
     bad = np.array([_unreliable(r) for r in summary.to_dict("records")], dtype=bool)
     err = np.nan_to_num(np.vstack([np.clip(acc - low, 0, None), np.clip(high - acc, 0, None)]))
-    fig = _figure(6.4, 0.9 + 0.34 * len(acc))
+    lines = max(label.count("\n") + 1 for label in labels)
+    step = max(0.34, 0.17 * lines + 0.08)  # inches per bar: room for the tallest label
+    fig = _figure(6.4, 0.9 + step * len(acc))
     ax = fig.add_subplot()
     y = np.arange(len(acc))
     colors = ["#c4473a" if b else "#4c78a8" for b in bad]
@@ -364,11 +375,11 @@ def _cost_chart(summary: pd.DataFrame) -> str:
     keep = np.isfinite(cost) & np.isfinite(acc)
     if not keep.any():
         return '<p class="note">Cost unknown (no price for these models), so there is no cost chart.</p>'
-    labels = [_short(_label(r), 40) for r, k in zip(summary.to_dict("records"), keep, strict=True) if k]
+    labels = [_chart_label(r, 30) for r, k in zip(summary.to_dict("records"), keep, strict=True) if k]
     xs, ys = cost[keep], acc[keep]
     # Labels go in a column right of the plot, each joined to its point by a thin line, spaced at
-    # least one text line apart: they cannot overlap each other, the points or the axes.
-    line_in = 8 * 1.5 / 72
+    # least the tallest label apart: they cannot overlap each other, the points or the axes.
+    line_in = 8 * 1.5 / 72 * max(label.count("\n") + 1 for label in labels) + 0.03
     axes_h = max(2.8, line_in * len(labels) * 1.1)
     fig = _figure(6.4, axes_h + 0.9, layout=None)
     ax = fig.add_axes((0.12, 0.6 / (axes_h + 0.9), 0.52, axes_h / (axes_h + 0.9)))
