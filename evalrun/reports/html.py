@@ -791,6 +791,9 @@ def render_html(
         elif not any(r.get("n") for r in records):
             parts.append('<p class="note">Nothing to compare: no dataset row was answered by both sides of any pair.</p>')
         else:
+            if failure:
+                parts.append('<p class="banner failed">The run failed: these comparisons rest on the few rows both '
+                             "sides happened to answer.</p>")  # fmt: skip
             parts.append(_comparison_section(records, explorer=has_explorer))
         parts.append("</section>")
     if has_explorer:

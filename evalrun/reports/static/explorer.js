@@ -103,7 +103,7 @@
     ["wrong", "wrong"], ["unparsed", "unparsed (no answer found)"], ["error", "error (no reply)"],
     ["pending", "not sent"]]));
   var txt = el("input");
-  txt.type = "search"; txt.name = "q"; txt.placeholder = "text in request, reply, answer, error, row id";
+  txt.type = "search"; txt.name = "q"; txt.placeholder = "request, reply, answer, error, row id";
   control("Search", txt);
   var byOptions = [];
   if (PROMPTS.length > 1) byOptions.push(["prompt", "prompts"]);
@@ -441,7 +441,12 @@
     shown = end;
     more.hidden = shown >= items.length;
     more.textContent = "Show more (" + (items.length - shown).toLocaleString("en-US") + " left)";
-    if (items.length === 1 && typeof items[0] === "number" && state.row) toggle(list.firstChild, items[0]);
+    // A link to one row opens its cells (a few: its variants and repeats) at once.
+    if (state.row && shown === items.length && items.length <= 8) {
+      Array.prototype.forEach.call(list.querySelectorAll(".cell"), function (item) {
+        toggle(item, Number(item.getAttribute("data-cell")), true);
+      });
+    }
   }
   more.addEventListener("click", renderMore);
   if (typeof IntersectionObserver === "function") {
