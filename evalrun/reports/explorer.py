@@ -57,6 +57,10 @@ IMAGE_BYTES = 512 * 1024
 IMAGES_TOTAL = 4 * 1024 * 1024
 SAMPLE_SEED = 0
 
+# Texts read straight from a results record: (column, record field, cap on its length).
+_TEXT_FIELDS = (("a", "answer", PART_CHARS), ("t", "target", PART_CHARS), ("s", "stop_reason", PART_CHARS),
+                ("d", "answer_mode", PART_CHARS), ("x", "explanation", REPLY_CHARS), ("u", "source", PART_CHARS))  # fmt: skip
+
 # The outcome of a cell, as the explorer filters it (index = code in the payload).
 OUTCOMES = ("correct", "wrong", "unparsed", "error", "pending")
 _CODE = {name: i for i, name in enumerate(OUTCOMES)}
@@ -68,6 +72,10 @@ _INTS = ("m", "p", "k", "o", "q", "it", "ot", "cw", "cr", "n")
 _FLOATS = ("c", "l", "sc")
 _STRINGS = ("r", "a", "t", "y", "e", "s", "d", "x", "f", "u")
 _COLUMNS = (*_INTS, *_FLOATS, *_STRINGS)
+# Columns read straight from a results record: (column, record field[, cap on its length]).
+_INT_FIELDS = (("it", "input_tokens"), ("ot", "output_tokens"), ("cw", "cache_creation_input_tokens"),
+               ("cr", "cache_read_input_tokens"), ("n", "attempts"))  # fmt: skip
+_FLOAT_FIELDS = (("c", "cost_usd"), ("l", "latency_s"))
 
 
 def clip(text: str, cap: int) -> tuple[str, bool]:
@@ -363,7 +371,8 @@ class ExplorerSink:
         if digest >= self.threshold:
             self.dropped_cells += 1
             return
-        ints, floats = self.ints, self.floats
+        ints, floats, get = self.ints, self.floats, record.get
+        ids, text = self._ids, self._text
         self.hashes.append(digest)
         ints["_row"].append(_int(cell.get("row_seq")))
         model, prompt = str(record["model"]), str(record["prompt"])
@@ -375,30 +384,28 @@ class ExplorerSink:
             p = self.prompts[prompt] = len(self.prompts)
         ints["m"].append(m)
         ints["p"].append(p)
-        repeat = _int(record.get("repeat"))
-        self.repeats = self.repeats or repeat > 0
+        repeat = _int(get("repeat"))
+        if repeat > 0:
+            self.repeats = True
         ints["k"].append(repeat)
         ints["o"].append(_outcome(record))
         ints["q"].append(self._request(cell))
-        ints["it"].append(_int(record.get("input_tokens")))
-        ints["ot"].append(_int(record.get("output_tokens")))
-        ints["cw"].append(_int(record.get("cache_creation_input_tokens")))
-        ints["cr"].append(_int(record.get("cache_read_input_tokens")))
-        ints["n"].append(_int(record.get("attempts")))
-        floats["c"].append(_float(record.get("cost_usd")))
-        floats["l"].append(_float(record.get("latency_s")))
-        score = _float(record.get("score"))
+        for column, name in _INT_FIELDS:
+            value = get(name)
+            ints[column].append(value if type(value) is int else _int(value))
+        for column, name in _FLOAT_FIELDS:
+            value = get(name)
+            floats[column].append(value if type(value) is float else _float(value))
+        score = _float(get("score"))
         floats["sc"].append(score if 0 < score < 1 else math.nan)
         ints["r"].append(self._sid(row_id))
-        ints["a"].append(self._text(record.get("answer"), PART_CHARS))
-        ints["t"].append(self._text(record.get("target"), PART_CHARS))
-        ints["y"].append(self._text(_reply(record, cell), REPLY_CHARS))
-        ints["e"].append(self._text(_error(record, cell), PART_CHARS))
-        ints["s"].append(self._text(record.get("stop_reason"), PART_CHARS))
-        ints["d"].append(self._text(record.get("answer_mode"), PART_CHARS))
-        ints["x"].append(self._text(record.get("explanation"), REPLY_CHARS))
-        ints["f"].append(self._text(_fields(record, self.field_columns), PART_CHARS) if self.field_columns else 0)
-        ints["u"].append(self._text(record.get("source"), PART_CHARS))
+        for column, name, cap in _TEXT_FIELDS:
+            value = get(name)
+            found = ids.get(value) if type(value) is str and len(value) <= cap else None
+            ints[column].append(found if found is not None else text(value, cap))
+        ints["y"].append(text(_reply(record, cell), REPLY_CHARS))
+        ints["e"].append(text(_error(record, cell), PART_CHARS))
+        ints["f"].append(text(_fields(record, self.field_columns), PART_CHARS) if self.field_columns else 0)
 
     def _shrink(self) -> None:
         """Keep the half of the sampled rows with the lowest hashes; drop what only the others used."""
