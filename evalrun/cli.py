@@ -562,3 +562,20 @@ def main() -> None:
         cli(prog_name="evalrun")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+
+
+@cli.command(name="runs")
+@click.argument("folder", required=False, default="reports", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run folder, newest first.")
+def runs_command(folder: Path, as_json: bool) -> None:
+    """The run folders under FOLDER (default reports): date, name, endpoint, cells done, cost and
+    accuracy per model × prompt, newest first."""
+    from evalrun.reports.runs import format_runs, list_runs
+
+    if not folder.is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
+    found = list_runs(folder)
+    if as_json:
+        click.echo(json.dumps([info.as_json() for info in found], indent=2))
+    else:
+        click.echo(format_runs(found, folder))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
 from evalrun.reports.build import Report
+from evalrun.reports.explorer import ExplorerResults
 from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter", "Staged"]
@@ -234,10 +235,11 @@ class HtmlReport:
         return True
 
     def write(self, staged: Staged, report: Report) -> None:
+        from evalrun.reports.explorer import collected
         from evalrun.reports.html import render_report
 
-        staged.write_text(self.filename, render_report(report))
+        staged.write_text(self.filename, render_report(report, explorer=collected(staged)))
 
 
-RESULTS_WRITERS: list[ResultsWriter] = [CsvResults(), ParquetResults()]
+RESULTS_WRITERS: list[ResultsWriter] = [CsvResults(), ParquetResults(), ExplorerResults()]
 REPORT_WRITERS: list[ReportWriter] = [SummaryCsv(), ComparisonCsv(), MarkdownReport(), HtmlReport()]

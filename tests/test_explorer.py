@@ -1,0 +1,255 @@
+"""The row explorer's data: what report.html embeds agrees with results.csv, stays within its caps,
+and carries no unescaped user text."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from evalrun.cli import cli
+from evalrun.reports import explorer
+from evalrun.reports.build import analyze, open_run
+from evalrun.reports.explorer import ExplorerSink, clip, payload_json, render_request
+from evalrun.reports.html import render_report
+
+EVIL = "<script>alert(1)</script>"
+
+
+def png(rgb: tuple[int, int, int]) -> bytes:
+    """A valid 2×2 PNG of one colour."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"".join(b"\x00" + bytes(rgb) * 2 for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A simulated run: two models × a text prompt and an image prompt × 24 rows × 2 repeats."""
+    root = tmp_path_factory.mktemp("explorer")
+    (root / "red.png").write_bytes(png((255, 0, 0)))
+    (root / "blue.png").write_bytes(png((0, 0, 255)))
+    rows = ["id,question,A,B,C,D,answer,image"]
+    for i in range(24):
+        question = EVIL if i == 3 else f"Question {i} & more?"
+        rows.append(f"r{i},{question},a{i},b{i},c{i},d{i},{'ABCD'[i % 4]},{'red' if i % 2 else 'blue'}.png")
+    (root / "mc.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "spec.yaml").write_text(
+        "name: explorer\ndataset: {path: mc.csv, id: id}\nmodels: [claude-haiku-4-5, claude-sonnet-4-6]\n"
+        "params: {max_tokens: 1, temperature: 0}\nrepeats: 2\n"
+        "prompts:\n"
+        "  text:\n    system: Answer with the letter.\n"
+        "    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+        "    prefill: \"The answer is (\"\n"
+        "  picture:\n"
+        "    messages:\n      - role: user\n        content:\n          - {type: image, path: \"{image}\"}\n"
+        "          - {type: text, text: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}\n"
+        "    prefill: \"The answer is (\"\n"
+        "scorer: {type: choice, target: answer}\n",
+        encoding="utf-8",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVALRUN_CACHE_DIR", str(root / "cache"))
+        result = CliRunner().invoke(cli, ["run", str(root / "spec.yaml"), "--sim", "--out", str(root / "out")],
+                                    catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    yield root / "out"
+
+
+def embedded(folder: Path) -> dict[str, Any]:
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    found = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', page, re.S)
+    assert found is not None
+    return json.loads(found.group(1))  # type: ignore[no-any-return]
+
+
+def cells_of(payload: dict[str, Any]) -> pd.DataFrame:
+    """The embedded cells as a frame, strings resolved."""
+    c, s = payload["cells"], payload["strings"]
+    return pd.DataFrame({
+        "model": [payload["models"][m] for m in c["m"]], "prompt": [payload["prompts"][p] for p in c["p"]],
+        "row_id": [s[i] for i in c["r"]], "repeat": c["k"], "outcome": [payload["outcomes"][o] for o in c["o"]],
+        "answer": [s[i] for i in c["a"]], "target": [s[i] for i in c["t"]], "reply": [s[i] for i in c["y"]],
+        "input_tokens": c["it"], "request": c["q"],
+    })  # fmt: skip
+
+
+def test_every_cell_is_embedded_as_results_csv_has_it(run: Path) -> None:
+    payload = embedded(run)
+    results = pd.read_csv(run / "results.csv", keep_default_na=False, dtype=str)
+    cells = cells_of(payload)
+    assert payload["count"] == len(results) == 2 * 2 * 24 * 2 and not payload["sampled"]
+    keys = ["model", "prompt", "row_id", "repeat"]
+    merged = results.assign(repeat=results["repeat"].astype(int)).merge(cells, on=keys, validate="one_to_one")
+    assert len(merged) == len(results)
+    expected = [
+        ("correct" if c == "True" else "wrong") if s == "ok" else s for s, c in zip(merged["status"], merged["correct"], strict=True)
+    ]
+    assert merged["outcome"].tolist() == expected
+    assert (merged["answer_x"] == merged["answer_y"]).all()
+    assert (merged["target_x"] == merged["target_y"]).all()
+    assert (merged["response_text"] == merged["reply"]).all()
+    assert (merged["input_tokens_x"].astype(int) == merged["input_tokens_y"]).all()
+    # Reading order: by dataset row, then repeat, then the variants.
+    order = [int(r[1:]) for r in cells["row_id"]]
+    assert order == sorted(order)
+
+
+def test_requests_are_rendered_and_shared(run: Path) -> None:
+    payload = embedded(run)
+    s, turns, requests = payload["strings"], payload["turns"], payload["requests"]
+    cells = cells_of(payload)
+    one = cells[(cells["prompt"] == "text") & (cells["row_id"] == "r5")].iloc[0]
+    rendered = [(role, [s[p] if isinstance(p, int) else p for p in parts])
+                for role, parts in (turns[t] for t in requests[one["request"]])]  # fmt: skip
+    assert rendered[0] == ("s", ["Answer with the letter."])
+    assert rendered[1][0] == "u" and rendered[1][1][0].startswith("Question 5 & more? (A) a5")
+    assert rendered[2] == ("p", ["The answer is ("])
+    assert rendered[3][0] == "n" and "max_tokens=1" in rendered[3][1][0]
+    # The two repeats of a cell share its request, and the system turn is stored once for all.
+    both = cells[(cells["prompt"] == "text") & (cells["row_id"] == "r5") & (cells["model"] == one["model"])]
+    assert both["request"].nunique() == 1
+    assert sum(1 for role, _ in turns if role == "s") == 1
+
+
+def test_images_are_embedded_once_each(run: Path) -> None:
+    payload = embedded(run)
+    parts = [p for _, ps in payload["turns"] for p in ps if isinstance(p, dict)]
+    shas = {p["img"] for p in parts}
+    assert len(shas) == 2  # red and blue, whatever the number of requests showing them
+    assert set(payload["images"]) == shas
+    assert all(url.startswith("data:image/png;base64,") for url in payload["images"].values())
+    assert {Path(payload["strings"][p["path"]]).name for p in parts} == {"red.png", "blue.png"}
+
+
+def test_user_text_never_reaches_the_page_unescaped(run: Path) -> None:
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert EVIL not in page and "alert(1)</script>" not in page
+    assert page.count("</script>") == 2  # the data and the explorer's code
+    data = page[page.index('id="explorer-data">'):]
+    data = data[: data.index("</script>")]
+    assert not re.search(r"[<>&]", data.split(">", 1)[1])
+    assert any(EVIL in text for text in embedded(run)["strings"])  # the data still holds it, as data
+    # No network reference anywhere: no URL the browser would fetch.
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
+
+
+def test_above_the_caps_a_seeded_sample_of_whole_rows(run: Path) -> None:
+    def collect(max_cells: int) -> ExplorerSink:
+        store, settings = open_run(run)
+        sink = ExplorerSink(max_cells=max_cells)
+        with store:
+            sink.begin([])
+            analyze(store, settings, folder=run, sink=sink, with_requests=True)
+        sink.close()
+        return sink
+
+    sink = collect(40)
+    payload = sink.payload
+    assert payload is not None and payload["sampled"] and 0 < payload["count"] <= 40
+    assert payload["seen_cells"] == 192
+    cells = cells_of({**payload, "cells": {k: list(v) for k, v in payload["cells"].items()}})
+    # Every kept row keeps all its cells: 2 models × 2 prompts × 2 repeats.
+    assert (cells.groupby("row_id").size() == 8).all()
+    again = collect(40).payload
+    assert again is not None and list(again["cells"]["r"]) == list(payload["cells"]["r"])  # reproducible
+    page = render_report(_report(run), explorer=payload)
+    assert "This page holds a sample" in page and f"{payload['rows']:,} dataset rows" in page
+
+
+def _report(folder: Path) -> Any:
+    store, settings = open_run(folder)
+    with store:
+        return analyze(store, settings, folder=folder)
+
+
+def test_memory_stays_bounded_whatever_the_replies() -> None:
+    sink = ExplorerSink(max_cells=10_000, max_text_chars=200_000)
+    sink.begin([])
+    for chunk in range(20):
+        records, cells = [], []
+        for i in range(500):
+            n = chunk * 500 + i
+            records.append({"model": "m", "prompt": "p", "row_id": f"row{n}", "repeat": 0, "status": "ok",
+                            "correct": n % 3 == 0, "answer": "A", "target": "A", "response_text": f"{n} " + "x" * 3000,
+                            "stop_reason": "end_turn", "answer_mode": "plain", "cost_usd": 0.001, "latency_s": 0.5,
+                            "input_tokens": 10, "output_tokens": 700, "attempts": 1, "score": 1.0, "source": "realtime"})  # fmt: skip
+            cells.append({"seq": n, "row_seq": n, "request_key": f"k{n}", "request_json": None})
+        sink.write(records, cells)
+        assert sink.text_chars <= 200_000 and len(sink.hashes) <= 10_000
+    sink.close()
+    assert sink.payload is not None and sink.payload["sampled"] and sink.payload["truncated"] == 0
+
+
+def test_long_texts_keep_head_and_tail() -> None:
+    text = "start " + "y" * 10_000 + " end"
+    short, cut = clip(text, 1000)
+    assert cut and short.startswith("start ") and short.endswith(" end") and len(short) < 1200
+    assert f"{len(text) - 1000:,} characters left out" in short
+    assert clip("short", 1000) == ("short", False)
+
+
+def test_request_rendering_covers_every_block() -> None:
+    body = {
+        "model": "m", "max_tokens": 8, "temperature": 0.5,
+        "system": [{"type": "text", "text": "sys"}],
+        "messages": [
+            {"role": "user", "content": [{"type": "image", "source": {"type": "url", "url": "https://e.x/a.png"}},
+                                         {"type": "text", "text": "what?"}]},
+            {"role": "assistant", "content": "it is"},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "42"}]},
+        ],
+        "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}},
+        "tools": [{"name": "lookup", "input_schema": {}}], "tool_choice": {"type": "any"},
+    }  # fmt: skip
+    turns = render_request(body)
+    assert turns[0] == ("system", ("sys",))
+    assert turns[1] == ("user", (("url", "https://e.x/a.png"), "what?"))
+    assert turns[2] == ("assistant", ("it is",))  # not the last turn: not a prefill
+    assert turns[3][0] == "user" and turns[3][1][0].startswith("[tool_result]")
+    note = turns[4][1][0]
+    assert turns[4][0] == "note" and "max_tokens=8" in note and "temperature=0.5" in note
+    assert "output format:" in note and "tools: lookup" in note
+
+
+def test_payload_json_is_safe_and_round_trips() -> None:
+    sink = ExplorerSink()
+    sink.begin([])
+    sink.write([{"model": "<m>", "prompt": "p&q", "row_id": "r", "repeat": 0, "status": "error", "correct": False,
+                 "answer": "", "target": "</script>", "response_text": "", "cost_usd": math.nan, "latency_s": math.nan,
+                 "input_tokens": math.nan, "output_tokens": math.nan, "attempts": 3, "error": "boom \u2028",
+                 "score": math.nan}],
+               [{"seq": 0, "row_seq": 0, "request_key": "k", "http_status": 500, "error_type": "api_error"}])  # fmt: skip
+    sink.close()
+    assert sink.payload is not None
+    text = payload_json(sink.payload)
+    assert not re.search(r"[<>&]", text)
+    back = json.loads(text)
+    assert back["models"] == ["<m>"] and back["prompts"] == ["p&q"]
+    assert back["cells"]["c"] == [None] and back["cells"]["it"] == [-1] and back["cells"]["o"] == [3]
+    assert back["strings"][back["cells"]["e"][0]] == "500 api_error: boom \u2028"
+    assert back["strings"][back["cells"]["t"][0]] == "</script>"
+
+
+def test_large_images_are_left_as_paths(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(explorer, "IMAGE_BYTES", 10)
+    store, settings = open_run(run)
+    sink = ExplorerSink()
+    with store:
+        sink.begin([])
+        analyze(store, settings, folder=run, sink=sink, with_requests=True)
+    sink.close()
+    assert sink.payload is not None and sink.payload["images"] == {}
