@@ -190,3 +190,14 @@ def test_unwritable_folder(tmp_path: Path) -> None:
             Store.open(folder)
     finally:
         folder.chmod(0o700)
+
+
+def test_a_read_only_open_changes_nothing(tmp_path: Path) -> None:
+    Store.open(tmp_path).close()
+    (tmp_path / ".migrate.lock").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    with Store.open_readonly(tmp_path) as store:
+        assert store.runs() == []
+        with pytest.raises(StoreError):
+            store.set_meta(x="y")
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before

@@ -26,7 +26,7 @@ from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat
 from evalrun.spec import ScorerSpec
 from evalrun.store.run_store import STORE_NAME, Store
 
-__all__ = ["Report", "analyze", "build_reports", "default_comparison_by", "load_results", "open_run"]
+__all__ = ["Report", "analyze", "build_reports", "default_comparison_by", "load_results", "open_run", "report_state"]
 
 _CHUNK = 5000
 
@@ -61,11 +61,11 @@ class Report:
         return None
 
 
-def open_run(folder: Path) -> tuple[Store, dict[str, Any]]:
-    """A run folder's store and the settings of its last run."""
+def open_run(folder: Path, *, readonly: bool = False) -> tuple[Store, dict[str, Any]]:
+    """A run folder's store and the settings of its last run (`readonly`: touch nothing)."""
     if not (folder / STORE_NAME).exists():
         raise StoreError(f"{folder}: no {STORE_NAME} here; give a run folder (reports/<name>/<run>/)")
-    store = Store.open(folder, create=False)
+    store = Store.open_readonly(folder) if readonly else Store.open(folder, create=False)
     settings = store.last_settings()
     if not settings:
         store.close()
@@ -169,7 +169,7 @@ def analyze(
     )
 
 
-def _state(store: Store) -> str:
+def report_state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
     (count, top) = store.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
     (cells,) = store.query("SELECT count(*) FROM cells")[0]
@@ -184,7 +184,7 @@ def build_reports(folder: str | Path, *, force: bool = True) -> Path:
     folder = Path(folder)
     store, settings = open_run(folder)
     with store:
-        state = _state(store)
+        state = report_state(store)
         names = [w.filename for w in RESULTS_WRITERS if w.available()]
         names += [w.filename for w in REPORT_WRITERS if w.available() and w.filename != "comparison.csv"]
         if not force and store.meta().get("reports_state") == state and all((folder / n).exists() for n in names):

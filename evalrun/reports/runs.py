@@ -99,10 +99,10 @@ def _count(value: Any) -> int:
 
 def _fresh_summary(store: Any, folder: Path) -> list[dict[str, Any]] | None:
     """summary.csv's rows when it was written from the store as it is now, else None."""
-    from evalrun.reports.build import _state
+    from evalrun.reports.build import report_state
 
     path = folder / "summary.csv"
-    if not path.exists() or store.meta().get("reports_state") != _state(store):
+    if not path.exists() or store.meta().get("reports_state") != report_state(store):
         return None
     with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
@@ -117,7 +117,7 @@ def read_run(folder: Path) -> RunInfo:
         info.problem = f"no {STORE_NAME} (report files only): nothing to read"
         return info
     try:
-        store, settings = open_run(folder)
+        store, settings = open_run(folder, readonly=True)
     except Exception as exc:  # an unreadable folder is listed with its problem
         info.problem = _first_line(exc)
         return info

@@ -134,6 +134,28 @@ class Store:
             store._end_stale_runs()
         return store
 
+    @classmethod
+    def open_readonly(cls, folder: Path) -> Store:
+        """Open a store to read it, changing nothing: no migration, no lock, no new file."""
+        path = folder / STORE_NAME
+        if not path.exists():
+            raise StoreError(f"{folder}: no {STORE_NAME} here; is this a run folder (reports/<name>/<run>/)?")
+        try:
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+            applied = {n for (n,) in db.execute("SELECT name FROM _migrations")}
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, path) from None
+        known = [m.__name__ for m in MIGRATIONS]
+        if applied != set(known):
+            db.close()
+            newer = sorted(applied - set(known))
+            raise StoreError(
+                f"{path}: written by a newer evalrun (schema step {newer[-1]})"
+                if newer
+                else f"{path}: written by an older evalrun; `evalrun report {folder}` brings it up to date"
+            )
+        return cls(path, db)
+
     @staticmethod
     def _take_lock(folder: Path) -> IO[str]:
         lock_path = folder / ".lock"
