@@ -93,6 +93,18 @@ BAD_SPECS = {
     "budget_usd: -1\n": "budget_usd: Input should be greater than 0",
     "scorer: {type: choice, target: gold}\n": "scorer.target column 'gold' is not in the file",
     'prompts:\n  p:\n    messages: [{role: user, content: "{qestion}"}]\n': "placeholder {qestion} is not a column",
+    # Accepted silently once; each is now one line naming what is wrong.
+    "name: mc\nname: other\n": "duplicate key 'name' (first written on line",
+    'prompts:\n  p:\n    messages: [{role: user, content: "{question}"}]\n  p:\n    messages: [{role: user, content: "x"}]\n':
+        "duplicate key 'p'",
+    "budget_usd: .nan\n": "budget_usd: Input should be a finite number",
+    "repeats: 1000000000\n": "repeats: Input should be less than or equal to 1000",
+    "models: [{name: claude-haiku-4-5, base_url: 'not a url'}]\n": "models.0.base_url: 'not a url' is not an http(s) URL",
+    "model_table:\n  claude-haiku-4-5: {refuses: 5}\n": "models.claude-haiku-4-5.refuses: expected a list of names, got 5",
+    "model_table:\n  x: {price: {input: nan, output: 1}}\n": "price.input: expected a number ≥ 0",
+    "cache: sometimes\n": "cache: Input should be 'auto', 'off', '5m' or '1h'",
+    "scorer: {type: fields, fields: {city: nope}}\n": "scorer.fields.city column 'nope' is not in the file",
+    "scorer: {type: judge, model: claude-haiku-4-5, rubric: '{nope} {response}'}\n": "placeholder {nope} is neither",
 }
 
 
@@ -103,6 +115,34 @@ def test_bad_specs_get_one_clear_line(write_spec, body: str, message: str) -> No
     assert message in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--budget", "nan"], "--budget"), (["--budget", "inf"], "--budget"), (["--deadline", "soon"], "--deadline")],
+)
+def test_bad_flags_get_one_clear_line(write_spec, flags: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["run", str(write_spec()), "--sim", *flags])
+    assert result.exit_code == 2 and message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_binary_model_table_file_is_one_line(write_spec, tmp_path: Path) -> None:
+    (tmp_path / "table.yaml").write_bytes(bytes(range(256)))
+    result = CliRunner().invoke(cli, ["validate", str(write_spec("model_table: table.yaml\n"))])
+    assert result.exit_code == 2 and "not UTF-8 text" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("key", "ok"), [("sk-test-secret-key-0123456789\n", True), ("sk-tëst", False)])
+def test_keys_with_stray_whitespace_work_and_unsendable_ones_are_one_line(write_spec, monkeypatch, key: str, ok: bool) -> None:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", key)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/v1")
+    result = CliRunner().invoke(cli, ["run", str(write_spec()), "--request-timeout", "1s", "--max-retries", "0"])
+    if ok:
+        assert "cannot be sent" not in result.output and "127.0.0.1:9 " not in result.output
+    else:
+        assert result.exit_code == 2 and "cannot be sent in an HTTP header" in result.output
+        assert "tëst" not in result.output
 
 
 def test_a_missing_key_is_caught_before_any_request(write_spec, monkeypatch: pytest.MonkeyPatch) -> None:

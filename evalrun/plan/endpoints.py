@@ -111,6 +111,8 @@ def resolve_model(
     info = table.get(spec.name)
     api_version = spec.api_version or experiment.api_version or table.default_api_version
     warnings = []
+    if spec.base_url:
+        check_base_url(spec.base_url, where=f"{experiment.source}: {where}.base_url")  # a typo fails even with --sim
     if sim:
         base_url, endpoint = "", SIMULATOR
     else:
