@@ -241,3 +241,21 @@ def test_a_failed_report_write_is_a_failure(write_spec, tmp_path: Path) -> None:
     assert result.exit_code != 0
     assert "cannot write the reports" in result.output
     assert "report: out" not in result.output
+
+
+async def test_a_run_deadline_stops_sending_and_the_next_run_finishes(write_spec, tmp_path: Path) -> None:
+    from evalrun.errors import DeadlineReached
+
+    write_mc_csv(tmp_path / "mc.csv", 60)
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(0.2)
+        return httpx.Response(200, json=message("A"))
+
+    prepared = prepare(write_spec("concurrency: 2\n"), out="late")
+    with pytest.raises(DeadlineReached, match="stopped at the deadline"):
+        await run_prepared(prepared, transport=httpx.MockTransport(slow), deadline_s=0.5)
+    done = (load_results("late")["status"] != "pending").sum()
+    assert 0 < done < 60
+    await run_prepared(prepare(write_spec("concurrency: 2\n"), out="late"), transport=Hostile().transport())
+    assert (load_results("late")["status"] == "ok").all()
