@@ -372,19 +372,16 @@ class Store:
 
     # -- responses ---------------------------------------------------------------------------
     def record(self, outcome: Outcome, *, run_id: int | None = None) -> None:
-        """Commit one request's outcome now: a killed run loses at most what is in flight."""
-        self.record_many([outcome], run_id=run_id)
+        """Commit one request's outcome now: a killed run loses at most what is in flight.
+        (One statement in autocommit mode is its own transaction.)"""
+        try:
+            self._db.execute(_INSERT_RESPONSE, _response_row(outcome, run_id))
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path) from None
 
     def record_many(self, outcomes: Iterable[Outcome], *, run_id: int | None = None) -> None:
         with self.transaction() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO responses (key, status, retryable, http_status, error_type, error,"
-                " message_json, raw, text, stop_reason, response_model, input_tokens, output_tokens,"
-                " cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens,"
-                " service_tier, cost_usd, source, simulated, latency_s, attempts, request_id, run_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (_response_row(o, run_id) for o in outcomes),
-            )
+            db.executemany(_INSERT_RESPONSE, (_response_row(o, run_id) for o in outcomes))
 
     def spent_usd(self) -> float:
         """Everything this folder ever paid for (answers copied from the shared cache are free)."""
@@ -547,6 +544,15 @@ class Store:
     def cell_rows(self) -> list[dict[str, Any]]:
         """Every planned cell with its row and response, in plan order (small runs and tests)."""
         return [row for chunk in self.iter_cells() for row in chunk]
+
+
+_INSERT_RESPONSE = (
+    "INSERT OR REPLACE INTO responses (key, status, retryable, http_status, error_type, error,"
+    " message_json, raw, text, stop_reason, response_model, input_tokens, output_tokens,"
+    " cache_creation_input_tokens, cache_read_input_tokens, cache_creation_1h_input_tokens,"
+    " service_tier, cost_usd, source, simulated, latency_s, attempts, request_id, run_id, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _int_or_none(value: Any) -> int | None:
