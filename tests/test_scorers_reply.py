@@ -69,6 +69,8 @@ def test_fields_from_json_and_from_text_and_nested_paths() -> None:
         ("It matches.</explanation>\n<grade>fail</grade>", "fail", "It matches."),
         ("<explanation>Close.</explanation><grade> PASS </grade>", "pass", "Close."),
         ("Grade: fail", "fail", None),
+        ("pass", "pass", None),
+        ("The definition matches the reference. PASS.", "pass", "The definition matches the reference."),
         ("no idea", None, None),
     ],
 )

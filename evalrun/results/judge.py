@@ -64,7 +64,16 @@ def parse_grade(text: str, labels: Sequence[str]) -> tuple[str | None, str | Non
     if tags:
         return match_grade(tags[-1], labels), explanation
     lines = _GRADE_LINE.findall(text)
-    return (match_grade(lines[-1], labels) if lines else None), explanation
+    if lines:
+        return match_grade(lines[-1], labels), explanation
+    # A grader that answered with the bare grade, or ended its reasoning with it.
+    words = re.findall(r"[\w.-]+", stripped)
+    for candidate in (stripped, words[-1] if words else ""):
+        grade = match_grade(candidate.strip(".:;,!"), labels)
+        if grade is not None:
+            body = stripped[: len(stripped) - len(candidate)].strip() if candidate != stripped else ""
+            return grade, explanation or (body or None)
+    return None, explanation
 
 
 def judge_scorer(spec: ScorerSpec) -> Scorer:
