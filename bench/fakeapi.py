@@ -7,7 +7,8 @@ bucket (`rpm`, `burst`) whose state it reports in `anthropic-ratelimit-requests-
 429 with `retry-after` when the bucket is empty. POST /v1/messages/count_tokens counts words.
 
 GET /_stats gives what it saw: requests by status, and the wall-clock time (time.time()) of the
-first and last request, so a benchmark in another process can time "start to first request".
+first and last request (`?times=1`: of every request), so a benchmark in another process can time "start to first request";
+POST /_reset forgets it.
 
 Run it alone: `python bench/fakeapi.py --port 8765 --latency-ms 300 --rpm 3000 --burst 50`;
 from Python, `with fake_api(latency_ms=300) as url:` starts it in a child process.
@@ -73,17 +74,20 @@ class FakeAPI:
         self.first: float | None = None
         self.last: float | None = None
         self.count = 0
+        self.arrivals: list[float] = []  # time.time() of each request, for `/_stats?times=1`
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/messages", self.messages)
         app.router.add_post("/v1/messages/count_tokens", self.count_tokens)
         app.router.add_get("/_stats", self.stats)
+        app.router.add_post("/_reset", self.reset)
         return app
 
     def _seen(self) -> None:
         now = time.time()
         self.count += 1
+        self.arrivals.append(now)
         if self.first is None:
             self.first = now
         self.last = now
@@ -123,10 +127,19 @@ class FakeAPI:
         body = await request.json()
         return web.json_response({"input_tokens": max(1, len(json.dumps(body.get("messages", []))) // 4)})
 
+    async def reset(self, request: web.Request) -> web.Response:
+        self.statuses.clear()
+        self.first = self.last = None
+        self.count = 0
+        self.arrivals.clear()
+        return web.json_response({})
+
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"count": self.count, "first": self.first, "last": self.last, "statuses": dict(self.statuses)}
-        )
+        seen: dict[str, Any] = {"count": self.count, "first": self.first, "last": self.last,
+                                "statuses": dict(self.statuses)}  # fmt: skip
+        if request.query.get("times"):
+            seen["times"] = self.arrivals
+        return web.json_response(seen)
 
 
 def free_port() -> int:
@@ -162,9 +175,13 @@ def fake_api(*, latency_ms: float = 0.0, rpm: float | None = None, burst: float 
         process.wait(5)
 
 
-def stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/_stats", timeout=10) as response:
+def stats(url: str, *, times: bool = False) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/_stats" + ("?times=1" if times else ""), timeout=10) as response:
         return dict(json.load(response))
+
+
+def reset(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url + "/_reset", method="POST"), timeout=10).close()
 
 
 def main() -> None:

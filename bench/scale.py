@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fakeapi import fake_api, stats
+from fakeapi import fake_api, reset, stats
 
 BIN = Path(sys.executable).parent
 MODELS = {1: ["claude-haiku-4-5"], 2: ["claude-haiku-4-5", "claude-sonnet-4-5"]}
@@ -83,11 +83,13 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, int, floa
     return wall, rss, result.returncode, start
 
 
-def run(label: str, spec: Path, out: Path, cache: Path, cells: int) -> Measure:
-    with fake_api() as url:
-        env = {**os.environ, "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "bench-key", "EVALRUN_CACHE_DIR": str(cache)}
-        wall, rss, code, start = timed([str(BIN / "evalrun"), "run", str(spec), "--out", str(out)], env)
-        seen = stats(url)
+def run(label: str, spec: Path, out: Path, cache: Path, cells: int, url: str) -> Measure:
+    """`evalrun run` against the fake at `url` (the same URL again finds its answers stored: the
+    endpoint is part of what a request is)."""
+    reset(url)
+    env = {**os.environ, "ANTHROPIC_BASE_URL": url, "ANTHROPIC_API_KEY": "bench-key", "EVALRUN_CACHE_DIR": str(cache)}
+    wall, rss, code, start = timed([str(BIN / "evalrun"), "run", str(spec), "--out", str(out)], env)
+    seen = stats(url)
     first = seen["first"] - start if seen["first"] else None
     return Measure(label, cells, wall, rss, first, seen["count"], code)
 
@@ -121,11 +123,12 @@ def main() -> None:
         out, cache = root / name / "run", root / name / "cache"
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
-        results[name] = run(name, spec, out, cache, cells)
-        print(f"  ran {name}: {results[name].wall_s:.1f} s", flush=True)
-        if name == "100k":
-            results["100k cached"] = run("100k cached re-run", spec, out, cache, cells)
-            results["100k report"] = report("100k report", out, cells)
+        with fake_api() as url:
+            results[name] = run(name, spec, out, cache, cells, url)
+            print(f"  ran {name}: {results[name].wall_s:.1f} s", flush=True)
+            if name == "100k":
+                results["100k cached"] = run("100k cached re-run", spec, out, cache, cells, url)
+                results["100k report"] = report("100k report", out, cells)
         if name == "25k":
             results["25k report"] = report("25k report", out, cells)
 
