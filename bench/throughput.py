@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,60 +165,70 @@ async def run_evalrun(url: str, n: int, concurrency: int | None, profile: Path |
     )
 
 
+# A fixed-pool client sends one body and says how it went: (status, retry-after or None). A 429
+# or 5xx waits its retry-after (0.5 s without one) and goes again, at most 10 times; any other
+# failure gives up.
+Post = Callable[[dict[str, Any]], Awaitable[tuple[int, float | None]]]
+
+
+async def fixed_pool(label: str, bodies: list[dict[str, Any]], concurrency: int, post: Post) -> Result:
+    """Every body through `post`, at most `concurrency` at once (asyncio.gather behind a semaphore)."""
+    statuses: Counter[int] = Counter()
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(body: dict[str, Any]) -> bool:
+        async with semaphore:
+            for _ in range(10):
+                status, retry_after = await post(body)
+                statuses[status] += 1
+                if status == 200:
+                    return True
+                if status != 429 and status < 500:
+                    return False
+                await asyncio.sleep(retry_after if retry_after is not None else 0.5)
+            return False
+
+    cpu0, t0 = time.process_time(), time.monotonic()
+    done = await asyncio.gather(*(one(b) for b in bodies))
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    return Result(label, wall, wall, sum(done), len(bodies), statuses[429], cpu, statuses=statuses)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    return float(value) if value is not None else None
+
+
 async def run_aiohttp(url: str, bodies: list[dict[str, Any]], concurrency: int) -> Result:
-    """A bare aiohttp loop: one session, a fixed pool; a 429 or 5xx waits its retry-after."""
+    """A bare aiohttp loop: one session, json.dumps and json.loads per request."""
     import aiohttp
 
-    statuses: Counter[int] = Counter()
     headers = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01", "content-type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as session:
-        semaphore = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=concurrency), headers=headers) as session:
 
-        async def one(body: dict[str, Any]) -> bool:
-            async with semaphore:
-                for _ in range(10):
-                    async with session.post("/v1/messages", data=json.dumps(body).encode()) as response:
-                        payload = json.loads(await response.read())
-                        statuses[response.status] += 1
-                        if response.status == 200:
-                            return isinstance(payload, dict)
-                        await asyncio.sleep(float(response.headers.get("retry-after", "0.5")))
-                return False
+        async def post(body: dict[str, Any]) -> tuple[int, float | None]:
+            async with session.post("/v1/messages", data=json.dumps(body).encode()) as response:
+                json.loads(await response.read())
+                return response.status, _retry_after(response.headers)
 
-        cpu0, t0 = time.process_time(), time.monotonic()
-        done = await asyncio.gather(*(one(b) for b in bodies))
-        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    n = len(bodies)
-    return Result(f"aiohttp, fixed {concurrency}", wall, wall, sum(done), n, statuses[429], cpu, statuses=statuses)
+        return await fixed_pool(f"aiohttp, fixed {concurrency}", bodies, concurrency, post)
 
 
 async def run_evalrun_client(url: str, bodies: list[dict[str, Any]], concurrency: int) -> Result:
-    """evalrun's MessagesClient alone, behind a semaphore: the HTTP layer of evalrun's CPU."""
+    """evalrun's MessagesClient alone: the HTTP layer of evalrun's CPU."""
     from evalrun.errors import ApiError
     from evalrun.send.client import MessagesClient
 
-    statuses: Counter[int] = Counter()
-    semaphore = asyncio.Semaphore(concurrency)
     async with MessagesClient(base_url=url, api_key="bench-key", max_connections=concurrency) as client:
 
-        async def one(body: dict[str, Any]) -> bool:
-            async with semaphore:
-                for _ in range(10):
-                    try:
-                        await client.create(body)
-                        statuses[200] += 1
-                        return True
-                    except ApiError as exc:
-                        statuses[exc.status or 0] += 1
-                        await asyncio.sleep(exc.retry_after or 0.5)
-                return False
+        async def post(body: dict[str, Any]) -> tuple[int, float | None]:
+            try:
+                await client.create(body)
+                return 200, None
+            except ApiError as exc:
+                return exc.status or 0, exc.retry_after
 
-        cpu0, t0 = time.process_time(), time.monotonic()
-        done = await asyncio.gather(*(one(b) for b in bodies))
-        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    n = len(bodies)
-    return Result(f"evalrun client, fixed {concurrency}", wall, wall, sum(done), n, statuses[429], cpu, statuses=statuses)
+        return await fixed_pool(f"evalrun client, fixed {concurrency}", bodies, concurrency, post)
 
 
 def store_costs(n: int) -> str:
@@ -291,63 +302,47 @@ def run_inspect(url: str, bodies: list[dict[str, Any]], concurrency: int) -> Res
 
 
 async def run_baseline(url: str, bodies: list[dict[str, Any]], concurrency: int) -> Result:
-    """Plain httpx + asyncio.gather behind a semaphore: no pacing; a 429 or 5xx waits its retry-after."""
-    statuses: Counter[int] = Counter()
-    semaphore = asyncio.Semaphore(concurrency)
+    """Plain httpx.AsyncClient."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"x-api-key": "bench-key", "anthropic-version": "2023-06-01"}
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
 
-        async def one(body: dict[str, Any]) -> bool:
-            async with semaphore:
-                for _ in range(10):
-                    response = await http.post("/v1/messages", json=body)
-                    statuses[response.status_code] += 1
-                    if response.status_code == 200:
-                        response.json()
-                        return True
-                    await asyncio.sleep(float(response.headers.get("retry-after", "0.5")))
-                return False
+        async def post(body: dict[str, Any]) -> tuple[int, float | None]:
+            response = await http.post("/v1/messages", json=body)
+            response.json()
+            return response.status_code, _retry_after(response.headers)
 
-        cpu0, t0 = time.process_time(), time.monotonic()
-        done = await asyncio.gather(*(one(b) for b in bodies))
-        wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
-    n = len(bodies)
-    return Result(f"httpx, fixed {concurrency}", wall, wall, sum(done), n, statuses[429], cpu, statuses=statuses)
+        return await fixed_pool(f"httpx, fixed {concurrency}", bodies, concurrency, post)
 
 
 async def run_sdk(url: str, bodies: list[dict[str, Any]], concurrency: int) -> Result | None:
-    """The official SDK: AsyncAnthropic behind a semaphore, its own retries (max_retries=2)."""
+    """The official SDK (AsyncAnthropic) with its own retries (max_retries=2); it gives up after them."""
     try:
         import anthropic
     except ImportError:
         return None
-    statuses: Counter[int] = Counter()
+    sent: Counter[int] = Counter()
 
     async def count(response: httpx.Response) -> None:
-        statuses[response.status_code] += 1
+        sent[response.status_code] += 1
 
     http = anthropic.DefaultAsyncHttpxClient(
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         event_hooks={"response": [count]},
     )
     client = anthropic.AsyncAnthropic(base_url=url, api_key="bench-key", max_retries=2, http_client=http)
-    semaphore = asyncio.Semaphore(concurrency)
 
-    async def one(body: dict[str, Any]) -> bool:
-        async with semaphore:
-            try:
-                await client.messages.create(**body)
-                return True
-            except anthropic.APIError:
-                return False
+    async def post(body: dict[str, Any]) -> tuple[int, float | None]:
+        try:
+            await client.messages.create(**body)
+            return 200, None
+        except anthropic.APIError:
+            return -1, None  # its retries are spent
 
-    cpu0, t0 = time.process_time(), time.monotonic()
-    done = await asyncio.gather(*(one(b) for b in bodies))
-    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
+    result = await fixed_pool(f"anthropic SDK, fixed {concurrency}", bodies, concurrency, post)
     await client.close()
-    n = len(bodies)
-    return Result(f"anthropic SDK, fixed {concurrency}", wall, wall, sum(done), n, statuses[429], cpu, statuses=statuses)
+    result.rate_limited, result.statuses = sent[429], sent
+    return result
 
 
 # -- the table -----------------------------------------------------------------------------------
