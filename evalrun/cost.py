@@ -6,9 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
 from evalrun.models import Price
 
-__all__ = ["cost_usd", "stored_cost", "usage_cost", "worst_case_usd"]
+__all__ = ["cost_usd", "counters_cost", "stored_cost", "usage_cost", "worst_case_usd"]
 
 _MILLION = 1_000_000
 BATCH_DISCOUNT = 0.5
@@ -41,31 +42,27 @@ def cost_usd(
     return total * discount / _MILLION
 
 
-def usage_cost(price: Price | None, usage: Mapping[str, Any]) -> float:
-    """`cost_usd` of a reply's `usage` object."""
-    creation = usage.get("cache_creation") or {}
+def counters_cost(price: Price | None, counters: Usage) -> float:
+    """`cost_usd` of a reply's usage counters (`usage_counters`, or a stored row's columns)."""
     return cost_usd(
         price,
-        input_tokens=int(usage.get("input_tokens") or 0),
-        output_tokens=int(usage.get("output_tokens") or 0),
-        cache_creation_input_tokens=int(usage.get("cache_creation_input_tokens") or 0),
-        cache_read_input_tokens=int(usage.get("cache_read_input_tokens") or 0),
-        cache_creation_1h_input_tokens=int(creation.get("ephemeral_1h_input_tokens") or 0),
-        service_tier=usage.get("service_tier"),
+        input_tokens=int(counters.input_tokens or 0),
+        output_tokens=int(counters.output_tokens or 0),
+        cache_creation_input_tokens=int(counters.cache_creation_input_tokens or 0),
+        cache_read_input_tokens=int(counters.cache_read_input_tokens or 0),
+        cache_creation_1h_input_tokens=int(counters.cache_creation_1h_input_tokens or 0),
+        service_tier=counters.service_tier,
     )
+
+
+def usage_cost(price: Price | None, usage: Mapping[str, Any]) -> float:
+    """`cost_usd` of a reply's `usage` object."""
+    return counters_cost(price, usage_counters(usage) or Usage())
 
 
 def stored_cost(price: Price | None, row: Mapping[str, Any]) -> float:
     """`cost_usd` of a stored response row (the store's column names)."""
-    return cost_usd(
-        price,
-        input_tokens=int(row["input_tokens"] or 0),
-        output_tokens=int(row["output_tokens"] or 0),
-        cache_creation_input_tokens=int(row["cache_creation_input_tokens"] or 0),
-        cache_read_input_tokens=int(row["cache_read_input_tokens"] or 0),
-        cache_creation_1h_input_tokens=int(row["cache_creation_1h_input_tokens"] or 0),
-        service_tier=row["service_tier"],
-    )
+    return counters_cost(price, Usage(*(row[name] for name in USAGE_COLUMNS)))
 
 
 def worst_case_usd(price: Price | None, *, input_tokens: int, max_tokens: int, cached: bool = False) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from evalrun.errors import SpecError
+from evalrun.messages_api import SAMPLING_PARAMS
 from evalrun.yamlio import load_yaml
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "builtin_table",
 ]
 
-SAMPLING_PARAMS = ("temperature", "top_p", "top_k")
 _PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_read")
 _ENTRY_KEYS = {
     "family", "dated_id", "aliases", "prefill", "refuses", "exclusive", "thinking",

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evalrun.errors import SpecError
+from evalrun.messages_api import SPEC_PARAMS
 from evalrun.yamlio import load_yaml
 
 __all__ = [
@@ -42,15 +43,8 @@ def _cache_word(value: Any) -> Any:
         return "auto"
     return value
 
-# Top-level Messages body fields a spec may set under `params`; `model`, `messages` and
-# `system` come from the spec's own keys, so they are not parameters.
-MESSAGES_PARAMS = frozenset(
-    {
-        "max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "metadata", "thinking",
-        "tools", "tool_choice", "service_tier", "output_config", "cache_control", "container",
-        "mcp_servers", "context_management", "inference_geo",
-    }
-)  # fmt: skip
+# Top-level Messages body fields a spec may set under `params` (`evalrun.messages_api`).
+MESSAGES_PARAMS = SPEC_PARAMS
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_REPEATS = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
+import itertools
 import json
+import math
 import re
 import textwrap
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -21,6 +28,115 @@ PREFILL_REFUSAL = (
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@dataclass(order=True)
+class _Timer:
+    deadline: float
+    seq: int
+    event: anyio.Event = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+
+class FakeClock:
+    """A `Clock` (evalrun.send.clock) whose time jumps instead of passing.
+
+    `now()` stands still while any task can run. Inside `async with clock.running():` a driver
+    task waits until every task is blocked, then moves time straight to the earliest deadline
+    of a `sleep` or `wait` on this clock and wakes who was waiting for it: a paced run asserts
+    exact times and takes milliseconds. Timers with the same deadline fire in the order they
+    were set, so a run is deterministic. Every task blocked with no timer set is a deadlock,
+    and the driver raises it instead of hanging.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.start = self._now = start
+        self._timers: list[_Timer] = []
+        self._seq = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start, rounded to the nanosecond (1000.3 - 1000 is not 0.3)."""
+        return round(self._now - self.start, 9)
+
+    def _timer(self, seconds: float) -> _Timer:
+        deadline = self._now + max(0.0, seconds)
+        if seconds > 0.0 and deadline == self._now:
+            # Shorter than the float's resolution at this time: as on a real clock, some time
+            # still passes (else a waiter that is owed 1e-14 s would wait at the same instant forever).
+            deadline = math.nextafter(self._now, math.inf)
+        timer = _Timer(deadline, next(self._seq), anyio.Event())
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    async def sleep(self, seconds: float) -> None:
+        timer = self._timer(seconds)
+        try:
+            await timer.event.wait()
+        finally:
+            timer.cancelled = True
+
+    async def wait(self, event: anyio.Event, timeout: float) -> None:
+        if event.is_set():
+            return
+        timer = self._timer(timeout)
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def on_event() -> None:
+                    await event.wait()
+                    timer.event.set()
+
+                tg.start_soon(on_event)
+                await timer.event.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            timer.cancelled = True
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by hand (outside `running()`), firing the timers it passes."""
+        self._fire_until(self._now + seconds)
+
+    def _fire_until(self, deadline: float) -> None:
+        self._now = max(self._now, deadline)
+        while self._timers and self._timers[0].deadline <= self._now:
+            timer = heapq.heappop(self._timers)
+            if not timer.cancelled:
+                timer.event.set()
+
+    async def settle(self) -> None:
+        """Let every task that can run, run (time does not move)."""
+        loop = asyncio.get_running_loop()
+        for _ in range(100_000):
+            await asyncio.sleep(0)
+            if not loop._ready:  # type: ignore[attr-defined]  # nothing else is runnable
+                return
+        raise RuntimeError("the tasks never settled")
+
+    async def _drive(self) -> None:
+        while True:
+            await self.settle()
+            while self._timers and self._timers[0].cancelled:
+                heapq.heappop(self._timers)
+            if not self._timers:
+                raise RuntimeError(f"deadlock at +{self.elapsed:g} s: every task waits and no timer is set")
+            self._fire_until(self._timers[0].deadline)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[FakeClock]:
+        """Run the body with time jumping to the next deadline whenever every task waits."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._drive)
+            yield self
+            tg.cancel_scope.cancel()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture(autouse=True)

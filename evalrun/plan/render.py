@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.errors import DatasetError, TemplateError
+from evalrun.messages_api import IMAGE_MEDIA_TYPES, detect_image_type
 from evalrun.spec import ImageBlock, PromptSpec, TextBlock, Turn
 
 __all__ = [
@@ -29,8 +30,8 @@ __all__ = [
     "render_turns",
 ]
 
-# The media types the Messages API accepts for image blocks.
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+# The media types the Messages API accepts for image blocks (`evalrun.messages_api`).
+IMAGE_TYPES = IMAGE_MEDIA_TYPES
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 
 
@@ -120,15 +121,7 @@ def prompt_placeholders(prompt: PromptSpec, *, where: str) -> dict[str, str]:
 
 def detect_media_type(data: bytes) -> str | None:
     """The image type from the file's first bytes (never from its name)."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+    return detect_image_type(data)
 
 
 # An image file in a planned body: read (and base64-encoded) only when the request is sent, so

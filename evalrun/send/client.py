@@ -27,6 +27,7 @@ from evalrun.errors import (
     RateLimitError,
     TransientApiError,
 )
+from evalrun.messages_api import COUNT_TOKENS_FIELDS, USAGE_COUNTERS
 
 __all__ = [
     "ApiResponse",
@@ -45,18 +46,12 @@ SIMULATOR_HEADER = "x-evalrun-simulator"
 _STREAM_ABOVE = 512 * 1024  # bytes of request body sent in one piece
 _RETRYABLE_STATUS = {408, 409, 429}
 _LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
-# count_tokens takes the prompt-shaping fields of a Messages body, not the sampling ones.
-_COUNT_TOKENS_FIELDS = frozenset(
-    {"model", "messages", "system", "tools", "tool_choice", "thinking", "output_config", "mcp_servers",
-     "context_management", "cache_control"}
-)  # fmt: skip
 # The status an error `type` stands for, when a server puts an error object in a 200 body.
 _ERROR_TYPE_STATUS = {
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
     "not_found_error": 404, "request_too_large": 413, "rate_limit_error": 429, "api_error": 500,
     "timeout_error": 504, "overloaded_error": 529,
 }  # fmt: skip
-_USAGE_COUNTERS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
 def attempt_timeout(max_tokens: int) -> float:
@@ -181,7 +176,7 @@ def validate_message(payload: Any) -> str | None:
     if usage is not None:
         if not isinstance(usage, dict):
             return "the reply's `usage` is not an object"
-        for name in _USAGE_COUNTERS:
+        for name in USAGE_COUNTERS:
             if usage.get(name) is not None and not _is_count(usage[name]):
                 return f"usage.{name} is not a whole number ≥ 0"
         creation = usage.get("cache_creation")
@@ -407,7 +402,7 @@ class MessagesClient:
 
     async def count_tokens(self, body: Mapping[str, Any]) -> int:
         """POST /v1/messages/count_tokens with a Messages body (max_tokens is dropped)."""
-        request = {k: v for k, v in body.items() if k in _COUNT_TOKENS_FIELDS}
+        request = {k: v for k, v in body.items() if k in COUNT_TOKENS_FIELDS}
         payload, _, _ = await self._post("/v1/messages/count_tokens", request, timeout=60.0)
         tokens = payload.get("input_tokens") if isinstance(payload, dict) else None
         if not isinstance(tokens, int) or not _is_count(tokens):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from evalrun.send.bucket import TokenBucket
 from evalrun.send.client import RateLimitInfo
 from evalrun.send.clock import Clock, SystemClock
 
@@ -37,37 +38,6 @@ LATENCY_CLIMB = 2.0
 LATENCY_SLACK_S = 0.005
 SLOW_START_GROWTH = 7.0  # added per success while latency is flat: ×8 per round trip
 _WARMUP = 8  # samples before the latency floor is trusted
-
-
-@dataclass
-class TokenBucket:
-    """A continuously refilled bucket: `rate` units per second, at most `capacity`."""
-
-    rate: float
-    capacity: float
-    level: float
-    updated: float
-
-    def refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_for(self, amount: float, now: float) -> float:
-        """Seconds until `amount` is available (0 if now)."""
-        self.refill(now)
-        amount = min(amount, self.capacity)  # a request larger than the bucket waits for a full one
-        if self.level >= amount:
-            return 0.0
-        return (amount - self.level) / self.rate if self.rate > 0 else math.inf
-
-    def take(self, amount: float, now: float) -> None:
-        self.refill(now)
-        self.level -= min(amount, self.capacity)
-
-    def give_back(self, amount: float, now: float) -> None:
-        self.refill(now)
-        self.level = min(self.capacity, self.level + amount)
 
 
 @dataclass

@@ -8,31 +8,23 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from evalrun.models import SAMPLING_PARAMS, ModelInfo
+from evalrun.messages_api import (
+    BODY_FIELDS,
+    COUNT_TOKENS_FIELDS,
+    IMAGE_MEDIA_TYPES,
+    SAMPLING_PARAMS,
+    is_image_of_type,
+)
+from evalrun.models import ModelInfo
 from evalrun.sim._errors import SimError, invalid
 
 __all__ = ["check_model_rules", "validate_request"]
 
-_MESSAGES_FIELDS = frozenset({
-    "model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k", "stop_sequences",
-    "metadata", "stream", "thinking", "tools", "tool_choice", "service_tier", "output_config",
-    "cache_control", "container", "inference_geo", "speed", "mcp_servers", "context_management",
-    "diagnostics", "user_profile_id", "workspace_id",
-})  # fmt: skip
-# count_tokens takes a Messages body without the generation-only fields.
-_COUNT_FIELDS = _MESSAGES_FIELDS - {
-    "max_tokens", "stop_sequences", "metadata", "stream", "service_tier", "container", "inference_geo",
-    "temperature", "top_p", "top_k", "speed",
-}  # fmt: skip
 _BLOCK_TYPES = ("text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking")
-_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-# Leading bytes of each image format, to reject data that is not the declared kind of image.
-_MAGIC = {
-    "image/jpeg": (b"\xff\xd8\xff",),
-    "image/png": (b"\x89PNG\r\n\x1a\n",),
-    "image/gif": (b"GIF87a", b"GIF89a"),
-    "image/webp": (b"RIFF",),
-}
+# "Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
+_MEDIA_TYPE_CHOICES = " or ".join(
+    (", ".join(f"'{t}'" for t in IMAGE_MEDIA_TYPES[:-1]), f"'{IMAGE_MEDIA_TYPES[-1]}'")
+)
 _TTLS = ("5m", "1h")
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
 _TOOL_FIELDS = frozenset({
@@ -76,10 +68,8 @@ def _check_image_source(loc: str, source: Any) -> None:
     kind = source.get("type")
     if kind == "base64":
         media_type = source.get("media_type")
-        if media_type not in _MEDIA_TYPES:
-            raise invalid(
-                f"{loc}.base64.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif' or 'image/webp'"
-            )
+        if media_type not in IMAGE_MEDIA_TYPES:
+            raise invalid(f"{loc}.base64.media_type: Input should be {_MEDIA_TYPE_CHOICES}")
         data = source.get("data")
         if not isinstance(data, str):
             raise invalid(
@@ -91,7 +81,7 @@ def _check_image_source(loc: str, source: Any) -> None:
             head = base64.b64decode(data[:32], validate=True)
         except (binascii.Error, ValueError):
             raise invalid(f"{loc}.base64.data: Invalid base64 data") from None
-        if not head.startswith(_MAGIC[media_type]):
+        if not is_image_of_type(head, media_type):
             kind_name = media_type.split("/")[1]
             raise invalid(
                 f"{loc}.base64.data: The image was specified using the {media_type} media type, "
@@ -284,7 +274,7 @@ def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool =
     """
     if not isinstance(body, Mapping):
         raise invalid("Input should be a valid dictionary or object to extract fields from")
-    allowed = (_COUNT_FIELDS if count_tokens else _MESSAGES_FIELDS) - removed
+    allowed = (COUNT_TOKENS_FIELDS if count_tokens else BODY_FIELDS) - removed
     extra = [key for key in body if key not in allowed]
     if extra:
         raise invalid(f"{sorted(extra)[0]}: Extra inputs are not permitted")

@@ -24,42 +24,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from evalrun.send.bucket import TokenBucket
+
 __all__ = ["RateLimiter", "TokenBucket", "retry_after"]
-
-
-@dataclass
-class TokenBucket:
-    """A continuously refilled bucket; `level` may go negative after a late charge."""
-
-    limit: float  # per minute, for the headers
-    capacity: float
-    level: float
-    updated: float
-
-    @classmethod
-    def full(cls, limit: float, capacity: float, now: float) -> TokenBucket:
-        """A bucket that starts full."""
-        return cls(limit=limit, capacity=capacity, level=capacity, updated=now)
-
-    @property
-    def rate(self) -> float:
-        """Refill per second."""
-        return self.limit / 60.0
-
-    def refill(self, now: float) -> None:
-        """Add what flowed in since the last update."""
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until `amount` is available (0 when it is now); call after `refill`."""
-        amount = min(amount, self.capacity)
-        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
-
-    def seconds_to_full(self) -> float:
-        """Seconds until the bucket is full again."""
-        return max(0.0, (self.capacity - self.level) / self.rate)
 
 
 @dataclass
@@ -88,7 +55,7 @@ class RateLimiter:
             def bucket(limit: float | None, capacity: float | None = None) -> TokenBucket | None:
                 if limit is None:
                     return None
-                return TokenBucket.full(limit, capacity or max(1.0, limit * self._fraction), now)
+                return TokenBucket.full(limit / 60.0, capacity or max(1.0, limit * self._fraction), now)
 
             family = _Family(
                 requests=bucket(self._rpm, float(self._burst) if self._burst and self._rpm else None),
@@ -109,26 +76,27 @@ class RateLimiter:
         family = self._family(family_name, now)
         wait = 0.0
         if family.requests is not None:
-            wait = max(wait, family.requests.wait_for(1))
+            wait = max(wait, family.requests.wait_for(1, now))
         if family.input is not None:
-            wait = max(wait, family.input.wait_for(input_charge))
+            wait = max(wait, family.input.wait_for(input_charge, now))
         if family.output is not None:
-            wait = max(wait, family.output.wait_for(1))
+            wait = max(wait, family.output.wait_for(1, now))
         if wait > 0:
             return wait
         if family.requests is not None:
-            family.requests.level -= 1
+            family.requests.charge(1, now)
         if family.input is not None:
-            family.input.level -= input_charge
+            family.input.charge(input_charge, now)
         return None
 
     def charge_output(self, family_name: str, tokens: int, now: float | None = None) -> None:
         """Charge the output tokens of a finished request."""
         if self._otpm is None:
             return
-        family = self._family(family_name, time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        family = self._family(family_name, now)
         assert family.output is not None
-        family.output.level -= tokens
+        family.output.charge(tokens, now)
 
     def headers(self, family_name: str, now: float | None = None) -> list[tuple[bytes, bytes]]:
         """The `anthropic-ratelimit-*` headers for the configured limits of one family."""
@@ -139,24 +107,26 @@ class RateLimiter:
         wall = datetime.now(UTC)
         out: list[tuple[bytes, bytes]] = []
 
-        def add(name: str, b: TokenBucket) -> None:
+        def add(name: str, limit: float | None, b: TokenBucket) -> None:
             reset = (wall + timedelta(seconds=math.ceil(b.seconds_to_full()))).strftime("%Y-%m-%dT%H:%M:%SZ")
             prefix = f"anthropic-ratelimit-{name}-"
-            out.append(((prefix + "limit").encode(), _num(b.limit)))
+            out.append(((prefix + "limit").encode(), _num(limit or 0.0)))
             out.append(((prefix + "remaining").encode(), str(max(0, math.floor(b.level))).encode()))
             out.append(((prefix + "reset").encode(), reset.encode()))
 
         if family.requests is not None:
-            add("requests", family.requests)
+            add("requests", self._rpm, family.requests)
         if family.input is not None:
-            add("input-tokens", family.input)
+            add("input-tokens", self._itpm, family.input)
         if family.output is not None:
-            add("output-tokens", family.output)
+            add("output-tokens", self._otpm, family.output)
         tightest = min(
-            (b for b in (family.input, family.output) if b is not None), key=lambda b: b.level, default=None
+            ((limit, b) for limit, b in ((self._itpm, family.input), (self._otpm, family.output)) if b is not None),
+            key=lambda pair: pair[1].level,
+            default=None,
         )
         if tightest is not None:
-            add("tokens", tightest)
+            add("tokens", *tightest)
         return out
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from evalrun.errors import StoreError
+from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 
@@ -28,6 +29,8 @@ __all__ = ["STORE_NAME", "Learned", "PendingRequest", "Store"]
 
 STORE_NAME = "store.sqlite"
 _FINAL = "(r.status = 'ok' OR r.retryable = 0)"
+# A reply without a usage object stores NULL in every usage column.
+_NO_USAGE = Usage(*(None,) * len(USAGE_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -419,9 +422,7 @@ class Store:
             " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier FROM responses r"
             " JOIN requests q ON q.key = r.key WHERE r.status = 'ok' AND r.cost_usd IS NULL AND r.input_tokens IS NOT NULL"
         )
-        names = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-                 "cache_creation_1h_input_tokens", "service_tier")  # fmt: skip
-        return [(key, model, dict(zip(names, rest, strict=True))) for key, model, *rest in rows]
+        return [(key, model, dict(zip(USAGE_COLUMNS, rest, strict=True))) for key, model, *rest in rows]
 
     def set_costs(self, costs: Iterable[tuple[float, str]]) -> None:
         with self.transaction() as db:
@@ -555,26 +556,9 @@ _INSERT_RESPONSE = (
 )
 
 
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return int(value)
-
-
 def _response_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
     message = outcome.message or {}
-    usage = message.get("usage") if isinstance(message.get("usage"), dict) else None
-    creation = (usage or {}).get("cache_creation")
-    creation = creation if isinstance(creation, dict) else {}
-
-    def tokens(name: str) -> int | None:
-        if usage is None:
-            return None
-        value = _int_or_none(usage.get(name))
-        return value if value is not None else 0
-
+    counters = usage_counters(message.get("usage")) or _NO_USAGE
     cost = outcome.cost_usd
     if cost is not None and not math.isfinite(cost):
         cost = None
@@ -590,12 +574,7 @@ def _response_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
         reply_text(message) if outcome.message is not None else None,
         message.get("stop_reason") if isinstance(message.get("stop_reason"), str) else None,
         message.get("model") if isinstance(message.get("model"), str) else None,
-        tokens("input_tokens"),
-        tokens("output_tokens"),
-        tokens("cache_creation_input_tokens"),
-        tokens("cache_read_input_tokens"),
-        _int_or_none(creation.get("ephemeral_1h_input_tokens")) if usage is not None else None,
-        (usage or {}).get("service_tier") if isinstance((usage or {}).get("service_tier"), str) else None,
+        *counters,
         cost,
         outcome.source,
         int(outcome.simulated),
