@@ -90,3 +90,17 @@ def test_model_table_inline_declares_a_local_model(write_spec) -> None:
 def test_model_table_rejects_unknown_properties(write_spec) -> None:
     with pytest.raises(SpecError, match=r"models.my-llama: unknown key 'prefil'"):
         prepare(write_spec("models: [my-llama]\nmodel_table:\n  my-llama: {prefil: true}\n"))
+
+
+def test_the_run_folder_does_not_depend_on_the_hash_seed(write_spec) -> None:
+    import subprocess
+    import sys
+
+    spec = write_spec("models: [claude-haiku-4-5, claude-sonnet-4-6, claude-opus-4-7]\n")
+    code = f"from evalrun.execute import prepare; print(prepare({str(spec)!r}).folder)"
+    folders = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout  # fmt: skip
+        for seed in ("1", "2", "3", "4", "5")
+    }
+    assert len(folders) == 1, folders

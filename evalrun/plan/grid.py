@@ -440,7 +440,7 @@ class Plan:
             digest.update(
                 canonical_json(
                     {"label": model.label, "id": model.request_model, "endpoint": model.endpoint,
-                     "api_version": model.api_version, "info": repr(model.info)}
+                     "api_version": model.api_version, "info": _canonical(dataclasses.asdict(model.info))}
                 ).encode()
             )  # fmt: skip
         digest.update(canonical_json({k: sorted(v) for k, v in self.table.api_versions.items()}).encode())
@@ -452,6 +452,18 @@ class Plan:
         learned = {m: [k.prefill_refused, sorted(k.refused_params)] for m, k in sorted(self.learned.items())}
         text = canonical_json([self.inputs_digest, images_digest, learned, __version__])
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """Sets as sorted lists: a set's order (and so its repr) changes with the process's hash seed,
+    and the run folder's name must not."""
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted((_canonical(v) for v in value), key=repr)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
 
 
 def _has_image_paths(prompt: PromptSpec) -> bool:
