@@ -285,8 +285,6 @@ async def run_prepared(
 ) -> RunResult:
     """Send what the store (and the shared cache) lacks, store it, and rebuild the reports.
     Resumable at any point. Raises RunFailed (exit 4) when cells are left without an answer."""
-    from evalrun.reports.build import build_reports
-
     experiment = prepared.experiment
     env = os.environ if environ is None else environ
     concurrency = concurrency or experiment.concurrency or DEFAULT_CONCURRENCY
@@ -426,7 +424,10 @@ async def run_prepared(
             cache.close()
         store.close()
         if run_id is not None:
-            # Partial or complete, the reports always reflect what the store holds.
+            # Partial or complete, the reports always reflect what the store holds. (Imported
+            # here: the statistics and writers are not needed before the last answer.)
+            from evalrun.reports.build import build_reports
+
             try:
                 build_reports(prepared.folder, force=stats is None or bool(stats.done) or error is not None)
             except EvalrunError as report_error:

@@ -346,8 +346,8 @@ class Plan:
         models: set[str] | None = None,
         after_seq: int = -1,
         until_seq: int | None = None,
-        size: int = 4096,
-        first_size: int = 64,
+        size: int = 512,
+        first_size: int = 32,
     ) -> Iterator[PlanChunk]:
         """The plan in chunks, row by row across models and prompts, so that a run stopped
         part-way has covered the same rows for every model and prompt.
