@@ -71,6 +71,10 @@ class Lane:
     latency_floor: float = math.inf
     latency_recent: float = 0.0
     last_cut: float = 0.0
+    # When the concurrency limit last held a send back (or was reached): replies that come back
+    # together are all released before anything new is sent, so "the limit binds" must be
+    # remembered for a round trip, not judged at each release.
+    bound_at: float = -math.inf
     # What was actually sent, for the progress line.
     sent: int = 0
     window_start: float = 0.0
@@ -197,6 +201,7 @@ class Pacer:
                 if bucket is not None:
                     wait = max(wait, bucket.wait_for(amount, now))
         if wait == 0.0 and lane.in_flight >= max(1, int(lane.concurrency)):
+            lane.bound_at = now
             return math.inf
         return wait
 
@@ -207,6 +212,8 @@ class Pacer:
                 if bucket is not None:
                     bucket.take(amount, now)
         lane.in_flight += 1
+        if lane.in_flight >= int(lane.concurrency):
+            lane.bound_at = now
         lane._count_send(now)
 
     def _dispatch(self, lane: Lane) -> float:
@@ -302,7 +309,8 @@ class Pacer:
                 lane.concurrency = max(1.0, lane.concurrency * factor)
                 lane.slow_start = False
                 lane.last_cut = now
-        elif lane.in_flight + 1 >= int(lane.concurrency):  # grow only while the limit binds
+        elif lane.in_flight + 1 >= int(lane.concurrency) or now - lane.bound_at <= 1.5 * max(lane.latency_recent, 0.01):
+            # Grow only while the limit binds (or bound within the last round trip).
             step = SLOW_START_GROWTH if lane.slow_start else 2.0 / lane.concurrency
             lane.concurrency = min(float(lane.max_concurrency), lane.concurrency + step)
 
