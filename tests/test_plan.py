@@ -100,7 +100,7 @@ def test_the_run_folder_does_not_depend_on_the_hash_seed(write_spec) -> None:
     code = f"from evalrun.execute import prepare; print(prepare({str(spec)!r}).folder)"
     folders = {
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout  # fmt: skip
+                       env={**__import__("os").environ, "PYTHONHASHSEED": seed}).stdout
         for seed in ("1", "2", "3", "4", "5")
     }
     assert len(folders) == 1, folders

@@ -164,12 +164,11 @@ class BatchSender:
         return list(groups.values())
 
     def _pack(self, requests: list[Request]) -> list[list[Request]]:
-        import json
 
         chunks: list[list[Request]] = [[]]
         size = 0
         for request in requests:
-            length = len(json.dumps(request.body, ensure_ascii=False, separators=(",", ":"))) + _ENVELOPE_BYTES
+            length = len(request.payload) + _ENVELOPE_BYTES
             if chunks[-1] and (len(chunks[-1]) >= self.max_requests or size + length > self.max_bytes):
                 chunks.append([])
                 size = 0

@@ -33,6 +33,7 @@ __all__ = [
     "ApiResponse",
     "MessagesClient",
     "RateLimitInfo",
+    "Reply",
     "attempt_timeout",
     "check_api_key",
     "default_transport",
@@ -78,7 +79,7 @@ class RateLimitInfo:
     limits: dict[str, tuple[float | None, float | None, float | None]]
 
     @classmethod
-    def from_headers(cls, headers: httpx.Headers) -> RateLimitInfo:
+    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitInfo:
         limits = {}
         for kind in _LIMIT_KINDS:
             prefix = f"anthropic-ratelimit-{kind}-"
@@ -129,7 +130,7 @@ def _epoch(value: str | None) -> float | None:
         return None
 
 
-def retry_after_seconds(headers: httpx.Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms` wins over `retry-after` (seconds, or an HTTP date)."""
     ms = _number(headers.get("retry-after-ms"))
     if ms is not None:
@@ -198,8 +199,24 @@ def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
     )
 
 
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP exchange's answer, read completely, whichever transport carried it."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive (aiohttp's CIMultiDictProxy or httpx.Headers)
+    content: bytes
+    reason_phrase: str = ""
+
+
 class MessagesClient:
-    """One endpoint, key and API version. Pass `transport` to test against a fake or the simulator."""
+    """One endpoint, key and API version.
+
+    Requests go straight to aiohttp (one session, a connection pool sized to the concurrency):
+    an HTTP client layer on top of it is most of the client CPU per request and evalrun needs
+    none of it. Pass an HTTPX `transport` instead to test against `httpx.MockTransport` or any
+    other transport; both paths map every failure to the same ApiError kinds.
+    """
 
     def __init__(
         self,
@@ -222,13 +239,13 @@ class MessagesClient:
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
         self._secret = api_key or None
-        self._transport = transport or default_transport(max_connections)
-        # Requests go straight to the transport: HTTPX's client layer (URL merging, auth, cookies,
-        # redirects, event hooks) is most of the client CPU per request and evalrun needs none of it.
-        # The AsyncClient stays only to own the transport's lifetime.
-        self._http = httpx.AsyncClient(transport=self._transport)
+        self._transport = transport
+        self._http = httpx.AsyncClient(transport=transport) if transport is not None else None
+        self._session: Any = None  # an aiohttp.ClientSession, made inside the running event loop
+        self._max_connections = max_connections
+        self._read_idle = read_idle_timeout
         self._headers = headers
-        self._urls: dict[str, httpx.URL] = {}
+        self._get_headers = {k: v for k, v in headers.items() if k != "content-type"}
         self.talks_to_simulator = False  # set once any response announced evalrun's simulator
         timeout = httpx.Timeout(read_idle_timeout, connect=CONNECT_TIMEOUT_S)
         self._extensions = {"timeout": timeout.as_dict()}
@@ -245,7 +262,11 @@ class MessagesClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def scrub(self, text: str) -> str:
         """`text` with this client's key blanked out: a server that echoes the key back must not
@@ -254,38 +275,87 @@ class MessagesClient:
             return text.replace(self._secret, "[redacted key]")
         return text
 
-    def _url(self, path: str) -> httpx.URL:
-        url = self._urls.get(path)
-        if url is None:
-            url = self._urls[path] = httpx.URL(self.base_url + path)
-        return url
+    def _aiohttp(self) -> Any:
+        if self._session is None:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self._read_idle),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
 
     async def request(
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None
-    ) -> httpx.Response:
-        """One HTTP exchange, read completely, mapped to ApiError kinds on failure (any status ≥ 400)."""
-        content = b"" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = self._headers if body is not None else {k: v for k, v in self._headers.items() if k != "content-type"}
-        payload: bytes | AsyncIterator[bytes] = content
+    ) -> Reply:
+        """One HTTP exchange, read completely, mapped to ApiError kinds on failure (any status ≥ 400).
+        `body` is JSON-able, or the JSON bytes themselves."""
+        if body is None:
+            content, headers = b"", self._get_headers
+        else:
+            content = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = self._headers
+        url = path if "://" in path else self.base_url + path
+        try:
+            with anyio.fail_after(timeout) if timeout is not None else _no_deadline():
+                if self._transport is None:
+                    reply = await self._send_aiohttp(method, url, headers, content)
+                else:
+                    reply = await self._send_httpx(method, url, headers, content)
+        except TimeoutError:
+            raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
+        if SIMULATOR_HEADER in reply.headers:
+            self.talks_to_simulator = True
+        if reply.status_code >= 400:
+            raise self._error_from(reply)
+        return reply
+
+    async def _send_aiohttp(self, method: str, url: str, headers: Mapping[str, str], content: bytes) -> Reply:
+        import aiohttp
+
+        session = self._aiohttp()
+        data: Any = content
         if len(content) > _STREAM_ABOVE:
             # A large body (a batch) goes in chunks, so sending it does not hold the event loop.
+            data = _chunks(content)
+            headers = {**headers, "content-length": str(len(content))}
+        try:
+            async with session.request(method, url, data=data or None, headers=headers) as response:
+                payload = await response.read()
+                return Reply(response.status, response.headers, payload, response.reason or "")
+        except (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError) as exc:
+            connect = isinstance(exc, aiohttp.ConnectionTimeoutError)
+            raise TransientApiError(f"timed out ({type(exc).__name__})", connection=connect) from exc
+        except aiohttp.InvalidURL as exc:
+            raise PermanentApiError(f"cannot send to {url}: {exc}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise TransientApiError(
+                f"connection failed (ConnectError: {self.scrub(str(exc))})", connection=True
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientApiError(f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})") from exc
+
+    async def _send_httpx(self, method: str, url: str, headers: Mapping[str, str], content: bytes) -> Reply:
+        assert self._transport is not None
+        payload: bytes | AsyncIterator[bytes] = content
+        if len(content) > _STREAM_ABOVE:
             headers = {**headers, "content-length": str(len(content))}
             payload = _chunks(content)
         try:
-            request = httpx.Request(method, self._url(path), headers=headers, content=payload, extensions=self._extensions)
+            request = httpx.Request(method, url, headers=headers, content=payload, extensions=self._extensions)
         except (httpx.InvalidURL, ValueError) as exc:
-            raise PermanentApiError(f"cannot send to {self.base_url + path}: {exc}") from None
+            raise PermanentApiError(f"cannot send to {url}: {exc}") from None
         try:
-            with anyio.fail_after(timeout) if timeout is not None else _no_deadline():
-                response = await self._transport.handle_async_request(request)
-                response.request = request
-                try:
-                    await response.aread()
-                except BaseException:
-                    await response.aclose()  # give the connection back even when the body broke off
-                    raise
-        except TimeoutError:
-            raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
+            response = await self._transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            except BaseException:
+                await response.aclose()  # give the connection back even when the body broke off
+                raise
         except httpx.TimeoutException as exc:
             raise TransientApiError(f"timed out ({type(exc).__name__})", connection=isinstance(exc, httpx.ConnectTimeout)) from exc
         except httpx.UnsupportedProtocol as exc:
@@ -295,13 +365,9 @@ class MessagesClient:
                 f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})",
                 connection=isinstance(exc, httpx.ConnectError),
             ) from exc
-        if SIMULATOR_HEADER in response.headers:
-            self.talks_to_simulator = True
-        if response.status_code >= 400:
-            raise self._error_from(response)
-        return response
+        return Reply(response.status_code, response.headers, response.content, response.reason_phrase)
 
-    async def _post(self, path: str, body: dict[str, Any], *, timeout: float | None) -> tuple[Any, httpx.Response, float]:
+    async def _post(self, path: str, body: Any, *, timeout: float | None) -> tuple[Any, Reply, float]:
         start = time.monotonic()
         response = await self.request("POST", path, body, timeout=timeout)
         latency = time.monotonic() - start
@@ -316,11 +382,16 @@ class MessagesClient:
             ) from None
         return payload, response, latency
 
-    async def create(self, body: dict[str, Any], *, timeout: float | None = None) -> ApiResponse:
-        """POST /v1/messages. Raises an ApiError kind on any failure; a 200 that is not a valid
-        reply raises MalformedReplyError carrying the raw body (it was paid for)."""
+    async def create(
+        self, body: dict[str, Any] | bytes, *, timeout: float | None = None, max_tokens: int | None = None
+    ) -> ApiResponse:
+        """POST /v1/messages (`body` as a dict, or its JSON bytes). Raises an ApiError kind on any
+        failure; a 200 that is not a valid reply raises MalformedReplyError carrying the raw body
+        (it was paid for)."""
         if timeout is None:
-            timeout = attempt_timeout(int(body.get("max_tokens") or 1))
+            if max_tokens is None:
+                max_tokens = int((json.loads(body) if isinstance(body, bytes) else body).get("max_tokens") or 1)
+            timeout = attempt_timeout(max_tokens)
         payload, response, latency = await self._post("/v1/messages", body, timeout=timeout)
         if isinstance(payload, dict) and payload.get("type") == "error":
             raise self._error_from(response, payload=payload)
@@ -372,9 +443,35 @@ class MessagesClient:
         """The lines of a batch's results file, parsed, streamed (a results file can be large).
         A line that is not a JSON object is yielded as `{"raw": line}`."""
         url = results_url if "://" in results_url else self.base_url + results_url
-        headers = {k: v for k, v in self._headers.items() if k != "content-type"}
+        chunks = self._stream_aiohttp(url) if self._transport is None else self._stream_httpx(url)
+        pending = b""
+        async for chunk in chunks:
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield _result_line(line)
+        if pending.strip():
+            yield _result_line(pending)
+
+    async def _stream_aiohttp(self, url: str) -> AsyncIterator[bytes]:
+        import aiohttp
+
         try:
-            request = httpx.Request("GET", httpx.URL(url), headers=headers, extensions=self._extensions)
+            async with self._aiohttp().get(url, headers=self._get_headers) as response:
+                if response.status >= 400:
+                    raise self._error_from(Reply(response.status, response.headers, await response.read(), response.reason or ""))
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    yield chunk
+        except aiohttp.InvalidURL as exc:
+            raise PermanentApiError(f"cannot read the batch results at {url}: {exc}") from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise TransientApiError(f"reading batch results broke off ({type(exc).__name__})") from exc
+
+    async def _stream_httpx(self, url: str) -> AsyncIterator[bytes]:
+        assert self._transport is not None
+        try:
+            request = httpx.Request("GET", httpx.URL(url), headers=self._get_headers, extensions=self._extensions)
         except (httpx.InvalidURL, ValueError) as exc:
             raise PermanentApiError(f"cannot read the batch results at {url}: {exc}") from None
         try:
@@ -385,16 +482,9 @@ class MessagesClient:
         try:
             if response.status_code >= 400:
                 await response.aread()
-                raise self._error_from(response)
-            pending = b""
+                raise self._error_from(Reply(response.status_code, response.headers, response.content, response.reason_phrase))
             async for chunk in response.aiter_bytes():
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield _result_line(line)
-            if pending.strip():
-                yield _result_line(pending)
+                yield chunk
         except httpx.TransportError as exc:
             raise TransientApiError(f"reading batch results broke off ({type(exc).__name__})") from exc
         finally:
@@ -409,7 +499,7 @@ class MessagesClient:
             raise PermanentApiError("count_tokens answered without a whole-number `input_tokens`")
         return tokens
 
-    def _error_from(self, response: httpx.Response, *, payload: Any = None) -> ApiError:
+    def _error_from(self, response: Reply, *, payload: Any = None) -> ApiError:
         status = response.status_code
         request_id = response.headers.get("request-id")
         error_type, message = None, response.reason_phrase or f"HTTP {status}"

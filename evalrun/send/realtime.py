@@ -95,7 +95,9 @@ class RealtimeSender:
             acquired = False
             started = time.monotonic()
             try:
-                response = await client.create(request.body, timeout=self.attempt_timeout)
+                response = await client.create(
+                    request.payload, timeout=self.attempt_timeout, max_tokens=request.max_tokens
+                )
             except RateLimitError as exc:
                 self.pacer.release(lane)
                 self.pacer.rate_limited(lane, exc.retry_after)

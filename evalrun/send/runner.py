@@ -46,7 +46,7 @@ from evalrun.errors import (
 from evalrun.models import SAMPLING_PARAMS, Price
 from evalrun.plan.grid import Plan, PlanChunk
 from evalrun.plan.judge import JudgePlan
-from evalrun.plan.render import materialize
+from evalrun.plan.render import FILE_SOURCE, materialize
 from evalrun.send.clock import Clock, SystemClock
 from evalrun.send.sender import Request, Sender
 from evalrun.store.cache import ResponseCache
@@ -411,6 +411,10 @@ class Runner:
         return self._stop_requested
 
     def _request(self, pending: PendingRequest) -> Request | None:
+        if FILE_SOURCE not in pending.body_json:
+            # The stored body is the body as sent: its bytes go on the wire as they are.
+            return Request(key=pending.key, model=pending.model, payload=pending.body_json.encode(),
+                           max_tokens=pending.max_tokens, input_tokens=pending.input_tokens)  # fmt: skip
         try:
             body = materialize(json.loads(pending.body_json))
         except DatasetError as exc:
@@ -495,7 +499,7 @@ class Runner:
 
     def worst_case(self, request: Request | PendingRequest) -> float:
         """The most a request can cost (0 for an unpriced model: those cannot have a budget)."""
-        body = request.body_json if isinstance(request, PendingRequest) else json.dumps(request.body)
+        body = request.body_json if isinstance(request, PendingRequest) else request.payload.decode()
         worst = worst_case_usd(
             self._prices.get(request.model),
             input_tokens=request.input_tokens,

@@ -9,8 +9,8 @@ loop hands every sender (`runner.py`).
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -21,15 +21,42 @@ from evalrun.store.records import Outcome
 __all__ = ["Request", "RequestSource", "Sender", "backoff_delay"]
 
 
-@dataclass(frozen=True, slots=True)
 class Request:
-    """One request to send: its key, the model label it goes to, and the body as sent."""
+    """One request to send: its key, the model label it goes to, and the body as sent — held as
+    the JSON bytes that go on the wire (the stored body needs no second encoding); `body` parses
+    them when something needs to look inside (an error to read, a batch to pack)."""
 
-    key: str
-    model: str
-    body: dict[str, Any]
-    max_tokens: int
-    input_tokens: int  # the local estimate, for pacing
+    __slots__ = ("_body", "input_tokens", "key", "max_tokens", "model", "payload")
+
+    def __init__(
+        self,
+        *,
+        key: str,
+        model: str,
+        max_tokens: int,
+        input_tokens: int,
+        body: dict[str, Any] | None = None,
+        payload: bytes | None = None,
+    ) -> None:
+        if payload is None:
+            if body is None:
+                raise ValueError("a request needs a body or its payload")
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        self.key = key
+        self.model = model
+        self.max_tokens = max_tokens
+        self.input_tokens = input_tokens  # the local estimate, for pacing
+        self.payload = payload
+        self._body = body
+
+    @property
+    def body(self) -> dict[str, Any]:
+        if self._body is None:
+            self._body = json.loads(self.payload)
+        return self._body
+
+    def __repr__(self) -> str:
+        return f"Request(key={self.key[:12]}…, model={self.model!r})"
 
 
 class RequestSource(Protocol):
