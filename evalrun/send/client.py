@@ -244,6 +244,7 @@ class MessagesClient:
         self._session: Any = None  # an aiohttp.ClientSession, made inside the running event loop
         self._max_connections = max_connections
         self._read_idle = read_idle_timeout
+        self._timeouts: dict[float | None, Any] = {}
         self._headers = headers
         self._get_headers = {k: v for k, v in headers.items() if k != "content-type"}
         self.talks_to_simulator = False  # set once any response announced evalrun's simulator
@@ -300,10 +301,11 @@ class MessagesClient:
             headers = self._headers
         url = path if "://" in path else self.base_url + path
         try:
-            with anyio.fail_after(timeout) if timeout is not None else _no_deadline():
-                if self._transport is None:
-                    reply = await self._send_aiohttp(method, url, headers, content)
-                else:
+            if self._transport is None:
+                # aiohttp keeps the attempt's deadline itself: cheaper than a cancel scope per request.
+                reply = await self._send_aiohttp(method, url, headers, content, timeout)
+            else:
+                with anyio.fail_after(timeout) if timeout is not None else _no_deadline():
                     reply = await self._send_httpx(method, url, headers, content)
         except TimeoutError:
             raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
@@ -313,17 +315,24 @@ class MessagesClient:
             raise self._error_from(reply)
         return reply
 
-    async def _send_aiohttp(self, method: str, url: str, headers: Mapping[str, str], content: bytes) -> Reply:
+    async def _send_aiohttp(
+        self, method: str, url: str, headers: Mapping[str, str], content: bytes, timeout: float | None
+    ) -> Reply:
         import aiohttp
 
         session = self._aiohttp()
+        limits = self._timeouts.get(timeout)
+        if limits is None:
+            limits = self._timeouts[timeout] = aiohttp.ClientTimeout(
+                total=timeout, sock_connect=CONNECT_TIMEOUT_S, sock_read=self._read_idle
+            )
         data: Any = content
         if len(content) > _STREAM_ABOVE:
             # A large body (a batch) goes in chunks, so sending it does not hold the event loop.
             data = _chunks(content)
             headers = {**headers, "content-length": str(len(content))}
         try:
-            async with session.request(method, url, data=data or None, headers=headers) as response:
+            async with session.request(method, url, data=data or None, headers=headers, timeout=limits) as response:
                 payload = await response.read()
                 return Reply(response.status, response.headers, payload, response.reason or "")
         except (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError) as exc:
@@ -337,6 +346,8 @@ class MessagesClient:
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientApiError(f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})") from exc
+        except TimeoutError:
+            raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
 
     async def _send_httpx(self, method: str, url: str, headers: Mapping[str, str], content: bytes) -> Reply:
         assert self._transport is not None
