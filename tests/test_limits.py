@@ -155,7 +155,7 @@ async def test_a_429_pauses_the_whole_lane_until_retry_after_and_lowers_its_pace
 
 @pytest.mark.anyio
 async def test_a_429_without_retry_after_pauses_a_second(fake_clock: FakeClock) -> None:
-    pacer = Pacer(max_concurrency=64, clock=fake_clock)
+    pacer = Pacer(max_concurrency=64, initial_concurrency=32, clock=fake_clock)
     pacer.rate_limited(LANE, retry_after=None)
     assert pacer.lane(LANE).concurrency == 16  # without headers: half the concurrency
     async with fake_clock.running():

@@ -136,9 +136,13 @@ class Pacer:
 
     With headers, the lane's buckets pace it (concurrency is only a ceiling); without, the
     lane's concurrency limit grows while latency stays flat and shrinks when it climbs.
+    A lane without headers starts at 256 in flight (the run's first request still goes alone,
+    so a server that does send headers is paced by them from the second request on): fewer
+    makes a fast local server wait several round trips to reach speed, more floods one
+    that queues.
     """
 
-    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 32, clock: Clock | None = None) -> None:
+    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 256, clock: Clock | None = None) -> None:
         self.max_concurrency = max_concurrency
         self.initial_concurrency = max(1, min(initial_concurrency, max_concurrency))
         self.clock: Clock = clock or SystemClock()
