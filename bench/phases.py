@@ -48,8 +48,8 @@ plan.check()
 mark("Plan.check() (every row's target, cluster, images)")
 import evalrun.reports.build
 mark("import evalrun.reports.build (run_prepared, before sending)")
-import httpx_aiohttp
-mark("import httpx_aiohttp/aiohttp (the transport)")
+import aiohttp
+mark("import aiohttp (the transport)")
 next(iter(plan.chunks()))
 mark("first chunk of the plan (64 cells)")
 print("@@" + json.dumps(steps))

@@ -36,7 +36,6 @@ __all__ = [
     "Reply",
     "attempt_timeout",
     "check_api_key",
-    "default_transport",
     "validate_message",
 ]
 
@@ -188,15 +187,6 @@ def validate_message(payload: Any) -> str | None:
         if usage.get("service_tier") is not None and not isinstance(usage["service_tier"], str):
             return "usage.service_tier is not a string"
     return None
-
-
-def default_transport(max_connections: int) -> httpx.AsyncBaseTransport:
-    """HTTPX's API on aiohttp's transport: several times less client CPU per request."""
-    from httpx_aiohttp import AiohttpTransport
-
-    return AiohttpTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    )
 
 
 @dataclass(frozen=True)
