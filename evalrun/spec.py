@@ -153,8 +153,8 @@ class DatasetSpec(_Strict):
     encoding: str = "utf-8"
 
 
-class ModelSpec(_Strict):
-    """A model to evaluate, with its per-model overrides."""
+class _ModelEntry(_Strict):
+    """A model and where and how to ask it: what a graded model and a grader share."""
 
     name: str = Field(min_length=1)
     label: str | None = None
@@ -162,6 +162,11 @@ class ModelSpec(_Strict):
     api_key_env: str | None = None
     api_version: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(_ModelEntry):
+    """A model to evaluate, with its per-model overrides."""
+
     answer_mode: AnswerMode | None = None
 
     @property
@@ -177,15 +182,9 @@ class FieldSpec(_Strict):
     case_sensitive: bool | None = None
 
 
-class JudgeModelSpec(_Strict):
-    """The grader model of a `judge` scorer, with the same overrides a graded model may have."""
-
-    name: str = Field(min_length=1)
-    label: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    api_version: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+class JudgeModelSpec(_ModelEntry):
+    """The grader model of a `judge` scorer, with the same overrides a graded model may have
+    (its answer mode is the grading stage's own)."""
 
     @property
     def display(self) -> str:

@@ -25,7 +25,7 @@ from evalrun.sim import (
     count_text_tokens,
     create_app,
 )
-from evalrun.sim.tokens import cut_to_tokens
+from evalrun.tokens import cut_to_tokens
 
 V1 = {"anthropic-version": "2023-06-01"}
 V2 = {"anthropic-version": "2026-10-21"}

@@ -124,14 +124,5 @@ def test_the_token_module_itself_needs_only_the_standard_library() -> None:
     )
 
 
-def test_old_imports_of_the_rule_still_work() -> None:
-    from evalrun.sim import tokens as old
-
-    assert old.count_text_tokens is evalrun.tokens.count_text_tokens
-    assert old.cut_to_tokens is evalrun.tokens.cut_to_tokens
-    assert old.request_units is evalrun.tokens.request_units
-    assert (old.IMAGE_TOKENS, old.MESSAGE_OVERHEAD) == (
-        evalrun.tokens.IMAGE_TOKENS,
-        evalrun.tokens.MESSAGE_OVERHEAD,
-    )
+def test_the_local_estimate_is_the_simulators_count() -> None:
     assert evalrun.tokens.estimate_input_tokens(_params()) == evalrun.tokens.count_request_tokens(_params())

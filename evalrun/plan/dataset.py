@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from evalrun.errors import DatasetError
 
-__all__ = ["Dataset", "Row", "load_dataset", "scan_dataset"]
+__all__ = ["Dataset", "Row", "scan_dataset"]
 
 csv.field_size_limit(1 << 27)  # long documents in a cell are legitimate eval inputs
 
@@ -208,15 +208,3 @@ def _first_line_of(path: Path, header: tuple[str, ...], encoding: str, id_index:
             return line
     return 0
 
-
-def load_dataset(
-    path: Path,
-    *,
-    id_column: str | None = None,
-    limit: int | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    encoding: str = "utf-8",
-) -> Dataset:
-    """`scan_dataset` under its historical name."""
-    return scan_dataset(path, id_column=id_column, limit=limit, sample=sample, seed=seed, encoding=encoding)

@@ -369,17 +369,23 @@ class Runner:
         while not buffer:
             if model in self._exhausted:
                 return None
-            page = self.store.pending(
-                model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id, stage=self.stage
-            )
-            if page:
-                self._cursor[model] = page[-1].first_seq
-                buffer.extend(self._from_cache(page))
+            if self._read_page(model):
                 continue
             if not self._planning:
                 self._exhausted.add(model)
             return None
         return buffer[0]
+
+    def _read_page(self, model: str) -> bool:
+        """Read `model`'s next page of pending requests into its buffer; False when none is stored yet."""
+        page = self.store.pending(
+            model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id, stage=self.stage
+        )
+        if not page:
+            return False
+        self._cursor[model] = page[-1].first_seq
+        self._buffers[model].extend(self._from_cache(page))
+        return True
 
     def finished(self) -> bool:
         """Nothing will be handed out any more and nothing is in flight."""
@@ -435,24 +441,13 @@ class Runner:
 
     async def _peek(self, model: str) -> PendingRequest | None:
         """The next pending request of `model` in plan order, or None when it has no more."""
-        buffer = self._buffers[model]
-        while not buffer:
-            if model in self._exhausted:
-                return None
-            page = self.store.pending(
-                model, after_seq=self._cursor[model], limit=_PAGE, run_id=self.run_id, stage=self.stage
-            )
-            if page:
-                self._cursor[model] = page[-1].first_seq
-                buffer.extend(self._from_cache(page))
-                continue
-            if not self._planning:
-                self._exhausted.add(model)
-                return None
-            await self._wait_change()
+        while True:
+            head = self._peek_now(model)
+            if head is not None or model in self._exhausted:
+                return head
+            await self._wait_change()  # the planner has not stored the next page yet
             if self._halted(model):
                 return None
-        return buffer[0]
 
     def _from_cache(self, page: list[PendingRequest]) -> list[PendingRequest]:
         """Record what the shared cache already holds (free); return the rest."""
