@@ -209,8 +209,8 @@ def test_a_failed_run_is_shown_as_failed(write_spec, tmp_path: Path, browser: Br
     shot(browser, "failed.png")
 
 
-def _synthetic(cells: int) -> dict[str, Any]:
-    """The explorer payload of a run with `cells` cells: 4 variants × cells/4 rows."""
+def _synthetic(cells: int) -> ExplorerSink:
+    """The explorer sink of a run with `cells` cells: 4 variants × cells/4 rows."""
     rng = random.Random(0)
     sink = ExplorerSink()
     sink.begin([])
@@ -234,13 +234,12 @@ def _synthetic(cells: int) -> dict[str, Any]:
                                "request_json": body})  # fmt: skip
         sink.write(records, stored)
     sink.close()
-    assert sink.payload is not None
-    return sink.payload
+    return sink
 
 
 def test_a_100k_cell_page_opens_in_under_3_seconds(tmp_path: Path, browser: Browser) -> None:
     payload = _synthetic(100_000)
-    assert payload["count"] == 100_000 and not payload["sampled"]
+    assert payload.meta["count"] == 100_000 and not payload.meta["sampled"]
     summary = pd.DataFrame([{"model": f"model-{v // 2}", "prompt": f"prompt-{v % 2}", "n": 25_000, "accuracy": 0.25,
                              "ci_low": 0.24, "ci_high": 0.26, "cost_usd": 1.5} for v in range(4)])  # fmt: skip
     page = tmp_path / "report.html"
