@@ -75,8 +75,8 @@ PART_CHARS = 6_000
 IMAGE_BYTES = 512 * 1024
 IMAGES_TOTAL = 4 * 1024 * 1024
 SAMPLE_SEED = 0
-INDEX_ENTRIES = 32_768
-INDEX_CHARS = 2_000_000
+INDEX_ENTRIES = 8_192
+INDEX_CHARS = 1_000_000
 
 # The outcome of a cell, as the explorer filters it (index = code in the payload).
 OUTCOMES = ("correct", "wrong", "unparsed", "error", "pending")
@@ -89,9 +89,11 @@ _ROLE_CODE = {name: i for i, name in enumerate(ROLES)}
 _BUCKET_SHIFT = 48
 _BUCKETS = 1 << 16
 _SHRINK_TO = 0.9
+_AIM = 0.95  # of the caps, when the number of cells is known
 
 # The payload's cell columns: ints (-1: missing), floats (NaN: missing) and string ids (0 is the
-# empty string). `_row` (the dataset row's position) and `_h` (the row's hash) stay in the spill.
+# empty string). `_row` (the dataset row's position) and `_b` (its hash bucket) stay in the spill,
+# where every column is 32 bits wide (the bucket 16).
 _INTS = ("m", "p", "k", "o", "q", "it", "ot", "cw", "cr", "n")
 _FLOATS = ("c", "l", "sc")
 _STRINGS = ("r", "a", "t", "g", "y", "e", "s", "d", "x", "f", "u")
@@ -345,7 +347,7 @@ class ExplorerSink:
     a `directory` the spill goes to a temporary folder removed with the sink."""
 
     def __init__(self, directory: Path | None = None, *, max_cells: int | None = None,
-                 max_text_chars: int | None = None) -> None:  # fmt: skip
+                 max_text_chars: int | None = None, expected_cells: int | None = None) -> None:  # fmt: skip
         self.max_cells = MAX_CELLS if max_cells is None else max_cells
         self.max_text_chars = MAX_TEXT_CHARS if max_text_chars is None else max_text_chars
         if directory is None:
@@ -353,7 +355,12 @@ class ExplorerSink:
             self._cleanup = weakref.finalize(self, shutil.rmtree, directory, True)
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.top = _BUCKETS  # rows whose hash bucket is below `top` are kept
+        # Rows whose hash bucket is below `top` are kept. Knowing how many cells will come, start
+        # with the share that fits the cell cap (the rows of the others are never spilled).
+        self.expected_cells = expected_cells
+        self.top = _BUCKETS
+        if expected_cells and expected_cells * _AIM > self.max_cells:
+            self.top = int(_BUCKETS * self.max_cells * _AIM / expected_cells)
         self.bucket_cells = np.zeros(_BUCKETS, dtype=np.int64)
         self.bucket_chars = np.zeros(_BUCKETS, dtype=np.int64)
         self.bucket_truncated = np.zeros(_BUCKETS, dtype=np.int64)
@@ -367,7 +374,7 @@ class ExplorerSink:
         self.turns = _Index(entries=INDEX_ENTRIES // 2)
         self.requests = _Index(entries=INDEX_ENTRIES // 2)
         self.media = _Index(entries=INDEX_ENTRIES // 2)
-        self._notes: list[tuple[Any, str]] = []  # (what a note depends on, the note), most recent first
+        self._notes: list[tuple[Any, int]] = []  # (what a note depends on, its turn), most recent first
         self.contents = _Index(entries=INDEX_ENTRIES // 2, chars=INDEX_CHARS)  # (role, content) → turn id
         self.by_key = _Index(entries=INDEX_ENTRIES // 8)  # request_key → request id (cells sharing a request)
         self.images: dict[str, bool] = {}  # sha256 → embedded (bounded by IMAGES_TOTAL) ...
@@ -377,9 +384,9 @@ class ExplorerSink:
         self._strings = (directory / "strings.jsonl").open("w", encoding="utf-8", errors="replace", buffering=1 << 20)
         self._images = (directory / "images.jsonl").open("w", encoding="utf-8", buffering=1 << 16)
         self._files = {name: (directory / f"{name}.bin").open("wb")
-                       for name in (*_COLUMNS, "_row", "_h", "str_len", *_TABLES)}  # fmt: skip
-        self._lengths = array("q", [0])  # of the strings written since the last flush (id 0: "")
-        self._tables = {name: array("q") for name in _TABLES}
+                       for name in (*_COLUMNS, "_row", "_b", "str_len", *_TABLES)}  # fmt: skip
+        self._lengths = array("i", [0])  # of the strings written since the last flush (id 0: "")
+        self._tables = {name: array("i") for name in _TABLES}
         self._chars: list[int] = []  # per kept cell of the chunk: characters of text it wrote first
         self._truncated: list[int] = []  # per kept cell of the chunk: texts shortened
         self.closed = False
@@ -393,26 +400,24 @@ class ExplorerSink:
         if len(records) != len(cells):
             raise ValueError("records and cells differ in length")
         self.seen_cells += len(records)
-        top, buckets, hashes = self.top, [], []
+        top, buckets = self.top, []
         last: Any = None
-        digest = bucket = 0
+        bucket = 0
         keep = []
         for i, record in enumerate(records):
             row_id = record["row_id"]
             if row_id != last:
                 last = row_id
-                digest = _row_hash(str(row_id))
-                bucket = digest >> _BUCKET_SHIFT
+                bucket = _row_hash(str(row_id)) >> _BUCKET_SHIFT
             if bucket < top:
                 keep.append(i)
                 buckets.append(bucket)
-                hashes.append(digest)
         if not keep:
             return
         if len(keep) < len(records):
             records = [records[i] for i in keep]
             cells = [cells[i] for i in keep]
-        self._add(records, cells, hashes)
+        self._add(records, cells, buckets)
         where = np.array(buckets, dtype=np.int64)
         self.bucket_cells += np.bincount(where, minlength=_BUCKETS)
         self.bucket_chars += np.bincount(where, weights=self._chars, minlength=_BUCKETS).astype(np.int64)
@@ -421,6 +426,7 @@ class ExplorerSink:
         for index in (self.texts, self.contents, self.turns, self.requests, self.media, self.by_key, self.refused):
             index.roll()
         self._shrink_if_needed()
+        self._project()
 
     def close(self) -> None:
         if self.closed:
@@ -463,7 +469,7 @@ class ExplorerSink:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # -- the pass ------------------------------------------------------------------------------
-    def _add(self, records: list[dict[str, Any]], cells: list[dict[str, Any]], hashes: list[int]) -> None:
+    def _add(self, records: list[dict[str, Any]], cells: list[dict[str, Any]], buckets: list[int]) -> None:
         n = len(records)
         self._chars = [0] * n
         self._truncated = [0] * n
@@ -502,11 +508,13 @@ class ExplorerSink:
         fields = self.field_columns
         columns["f"] = texts([_fields(r, fields) for r in records], PART_CHARS) if fields else [0] * n
         for name in _COLUMNS:
-            values = columns[name]
-            kind = np.float64 if name in _FLOATS else np.int64
-            np.asarray(values, dtype=kind).tofile(self._files[name])
-        _ints([c.get("row_seq") for c in cells]).tofile(self._files["_row"])
-        np.array(hashes, dtype=np.uint64).tofile(self._files["_h"])
+            values = np.asarray(columns[name])
+            if name in _FLOATS:
+                values.astype(np.float32).tofile(self._files[name])
+            else:
+                np.clip(values, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
+        np.clip(_ints([c.get("row_seq") for c in cells]), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
+        np.array(buckets, dtype=np.uint16).tofile(self._files["_b"])
         for name, values in self._tables.items():
             if values:
                 values.tofile(self._files[name])
@@ -553,7 +561,8 @@ class ExplorerSink:
 
     def _request(self, cell: Mapping[str, Any], j: int) -> int:
         """The id of a cell's rendered request (see `render_request`), -1 when it has none."""
-        key = cell.get("request_key")
+        # Cells share a request only when the store says so (`sharing`): only those are remembered.
+        key = cell.get("request_key") if (cell.get("sharing") or 1) > 1 else None
         if key:
             found = self.by_key.find(key)
             if found is not None:
@@ -596,12 +605,13 @@ class ExplorerSink:
                 content = message.get("content", "")
                 found = seen((code, content)) if type(content) is str else None
                 ids.append(found if found is not None else turn(code, content, j))
-        note = self._note(body)
-        if note:
-            found = seen((4, note))
-            ids.append(found if found is not None else turn(4, note, j))
+        note = self._note_turn(body, j)
+        if note >= 0:
+            ids.append(note)
         rendered = tuple(ids)
-        found = self.requests.find(rendered)
+        found = self.requests.new.get(rendered)
+        if found is None:
+            found = self.requests.find(rendered)
         if found is None:
             found = self.counts["requests"]
             self.counts["requests"] = found + 1
@@ -612,9 +622,9 @@ class ExplorerSink:
             self.by_key.add(key, found)
         return found
 
-    def _note(self, body: dict[str, Any]) -> str:
-        """`_note(body)`, from a few recent ones when the parameters, format and tools are equal
-        (types too: 1 and 1.0 differ in the note)."""
+    def _note_turn(self, body: dict[str, Any], j: int) -> int:
+        """The turn id of a request's note (`_note`; -1: none), from a few recent ones when the
+        parameters, format and tools are equal (types too: 1 and 1.0 differ in the note)."""
         get = body.get
         output = get("output_config")
         key = (get("max_tokens", _MISSING), get("temperature", _MISSING), get("top_p", _MISSING),
@@ -622,15 +632,16 @@ class ExplorerSink:
                type(get("max_tokens")), type(get("temperature")), type(get("top_p")), type(get("top_k")),
                output.get("format") if type(output) is dict else output, get("tools"), get("tool_choice"))  # fmt: skip
         recent = self._notes
-        for i, (known, note) in enumerate(recent):
+        for i, (known, found) in enumerate(recent):
             if known == key:
                 if i:
                     recent[i], recent[i - 1] = recent[i - 1], recent[i]
-                return note
+                return found
         note = _note(body)
-        recent.insert(0, (key, note))
+        found = self._turn(4, note, j) if note else -1
+        recent.insert(0, (key, found))
         del recent[8:]
-        return note
+        return found
 
     def _turn(self, code: int, content: Any, j: int) -> int:
         if type(content) is str:
@@ -709,9 +720,23 @@ class ExplorerSink:
         # cum_* grow with the bucket, so the buckets that fit are a prefix.
         self.top = int(np.argmin(fits)) if not fits.all() else top
 
+    def _project(self) -> None:
+        """Knowing how many cells will come: lower the threshold early when the text written so far
+        per kept cell says the text cap will not hold (rather than spilling cells to drop later)."""
+        if not self.expected_cells:
+            return
+        top = self.top
+        cells, chars = int(self.bucket_cells[:top].sum()), int(self.bucket_chars[:top].sum())
+        if not cells or not chars:
+            return
+        per_cell = chars / cells
+        if per_cell * self.expected_cells * top / _BUCKETS > self.max_text_chars:
+            share = self.max_text_chars * _AIM / per_cell / self.expected_cells
+            self.top = min(top, int(_BUCKETS * share))
+
     # -- the page ------------------------------------------------------------------------------
     def _load(self, name: str) -> np.ndarray:
-        kind = np.float64 if name in _FLOATS else np.uint64 if name == "_h" else np.int64
+        kind = np.float32 if name in _FLOATS else np.uint16 if name == "_b" else np.int32
         return np.fromfile(self.directory / f"{name}.bin", dtype=kind)
 
     def _plan(self) -> _Plan:
@@ -719,14 +744,13 @@ class ExplorerSink:
         spill, in reading order: dataset row, repeat, then the variants in the spec's order) and,
         when some spilled cells are left out, only the texts, turns and requests they use,
         renumbered."""
-        hashes = self._load("_h")
-        kept = np.flatnonzero((hashes >> np.uint64(_BUCKET_SHIFT)) < np.uint64(self.top))
+        kept = np.flatnonzero(self._load("_b") < self.top)
         if kept.size:
             kept = kept[np.lexsort([self._load(name)[kept] for name in ("p", "m", "k", "_row")])]
         tables = {name: self._load(name) for name in _TABLES}
         lengths = self._load("str_len")
         if kept.size == self.spilled_cells:
-            return _Plan(kept, tables, None, None, int(lengths.sum()))
+            return _Plan(kept, tables, None, None, int(lengths.sum(dtype=np.int64)))
         rq_off, tu_off = _offsets(tables["rq_len"]), _offsets(tables["tu_len"])
         q = self._load("q")[kept]
         requests_used = np.zeros(self.counts["requests"], dtype=bool)
@@ -743,14 +767,14 @@ class ExplorerSink:
         strings_used[tables["md_b"][media_used & (tables["md_kind"] == 0)]] = True
         for name in _STRINGS:
             strings_used[self._load(name)[kept]] = True
-        string_map = np.cumsum(strings_used) - 1
-        media_map = np.cumsum(media_used) - 1
-        maps = {"q": np.cumsum(requests_used) - 1, "strings": string_map}
+        string_map = _numbering(strings_used)
+        media_map = _numbering(media_used)
+        maps = {"q": _numbering(requests_used), "strings": string_map}
         md_kind = tables["md_kind"][media_used]
         md_b = tables["md_b"][media_used]
         renumbered = {
             "rq_len": tables["rq_len"][requests_used],
-            "rq_turn": (np.cumsum(turns_used) - 1)[tables["rq_turn"][_ranges(rq_off, requests_used)]],
+            "rq_turn": _numbering(turns_used)[tables["rq_turn"][_ranges(rq_off, requests_used)]],
             "tu_role": tables["tu_role"][turns_used],
             "tu_len": tables["tu_len"][turns_used],
             "tu_part": _renumber(parts, string_map, media_map),
@@ -758,7 +782,7 @@ class ExplorerSink:
             "md_a": string_map[tables["md_a"][media_used]],
             "md_b": np.where(md_kind == 0, _renumber(md_b, string_map, None), -1),
         }
-        return _Plan(kept, renumbered, strings_used, maps, int(lengths[strings_used].sum()))
+        return _Plan(kept, renumbered, strings_used, maps, int(lengths[strings_used].sum(dtype=np.int64)))
 
     def write_json(self, out: IO[str]) -> None:
         """Stream the payload (format 2) into `out`, safe inside a `<script type="application/json">`
@@ -840,6 +864,11 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
     return np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths, dtype=np.int64)])
 
 
+def _numbering(used: np.ndarray) -> np.ndarray:
+    """Old id → new id (-1 for the unused), the used ones numbered in order."""
+    return (np.cumsum(used, dtype=np.int32) - 1).astype(np.int32)
+
+
 def _renumber(parts: np.ndarray, strings: np.ndarray, media: np.ndarray | None) -> np.ndarray:
     """Parts (or ids) renumbered: ids >= 0 through `strings`, media parts ``-1 - m`` through `media`
     (-1 stays -1 without)."""
@@ -857,14 +886,15 @@ def _ranges(offsets: np.ndarray, used: np.ndarray) -> np.ndarray:
     lengths = offsets[1:][used] - starts
     starts, lengths = starts[lengths > 0], lengths[lengths > 0]
     if not lengths.size:
-        return np.zeros(0, dtype=np.int64)
-    steps = np.ones(int(lengths.sum()), dtype=np.int64)
+        return np.zeros(0, dtype=np.int32)
+    steps = np.ones(int(lengths.sum()), dtype=np.int32)
     steps[0] = starts[0]
     # At the start of each following range, jump from the last position of the previous one.
     steps[np.cumsum(lengths)[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1]) + 1
     return np.cumsum(steps)
 
 
+_INT32 = np.iinfo(np.int32)
 _KINDS = (("u8", np.uint8), ("i8", np.int8), ("u16", np.uint16), ("i16", np.int16), ("i32", np.int32))
 
 
@@ -950,7 +980,20 @@ class ExplorerResults:
         return True
 
     def open(self, staged: Any) -> ExplorerSink:
-        sink = ExplorerSink(staged.scratch("explorer"))
+        sink = ExplorerSink(staged.scratch("explorer"), expected_cells=_cells_in(staged.folder))
         _COLLECTED[staged] = sink
         return sink
+
+
+def _cells_in(folder: Path) -> int | None:
+    """How many cells the run folder's store holds (the pass will show the sink each), if readable."""
+    from evalrun.errors import StoreError
+    from evalrun.store.run_store import Store
+
+    try:
+        with Store.open_readonly(folder) as store:
+            (count,) = store.query("SELECT count(*) FROM cells")[0]
+    except (StoreError, OSError):
+        return None
+    return int(count)
 
