@@ -191,7 +191,7 @@ def _block_parts(content: Any) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-_NOTE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "thinking")
+_NOTE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "thinking")  # and in _note_turn's key
 _MISSING = object()
 
 
@@ -508,11 +508,11 @@ class ExplorerSink:
         fields = self.field_columns
         columns["f"] = texts([_fields(r, fields) for r in records], PART_CHARS) if fields else [0] * n
         for name in _COLUMNS:
-            values = np.asarray(columns[name])
+            column = np.asarray(columns[name])
             if name in _FLOATS:
-                values.astype(np.float32).tofile(self._files[name])
+                column.astype(np.float32).tofile(self._files[name])
             else:
-                np.clip(values, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
+                np.clip(column, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
         np.clip(_ints([c.get("row_seq") for c in cells]), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
         np.array(buckets, dtype=np.uint16).tofile(self._files["_b"])
         for name, values in self._tables.items():
