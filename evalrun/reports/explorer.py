@@ -508,11 +508,11 @@ class ExplorerSink:
         fields = self.field_columns
         columns["f"] = texts([_fields(r, fields) for r in records], PART_CHARS) if fields else [0] * n
         for name in _COLUMNS:
-            column = np.asarray(columns[name])
+            spilled = np.asarray(columns[name])
             if name in _FLOATS:
-                column.astype(np.float32).tofile(self._files[name])
+                spilled.astype(np.float32).tofile(self._files[name])
             else:
-                np.clip(column, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
+                np.clip(spilled, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
         np.clip(_ints([c.get("row_seq") for c in cells]), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
         np.array(buckets, dtype=np.uint16).tofile(self._files["_b"])
         for name, values in self._tables.items():
