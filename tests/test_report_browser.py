@@ -187,6 +187,30 @@ def test_a_reply_is_readable_for_any_row(capitals: Path, browser: Browser) -> No
     shot(browser, "reply.png")
 
 
+@pytest.mark.parametrize("experiment", ["definitions", "cities-json"])
+def test_a_judges_explanation_and_per_field_correctness_are_shown(experiment: str, tmp_path: Path,
+                                                                   browser: Browser) -> None:  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVALRUN_CACHE_DIR", str(tmp_path / "cache"))
+        result = CliRunner().invoke(cli, ["run", str(REPO / "experiments" / f"{experiment}.yaml"), "--sim", "--out",
+                                          str(tmp_path / "out")], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False, dtype=str)
+    cell = results[results["status"] == "ok"].iloc[1]
+    show(browser, f"{(tmp_path / 'out' / 'report.html').as_uri()}#explore?model={cell['model']}&prompt={cell['prompt']}"
+                  f"&row={cell['row_id']}")  # fmt: skip
+    detail = browser.wait_for("(d => d && !d.hidden && d.innerText)(document.querySelector('#explore .detail'))")
+    if experiment == "definitions":
+        assert cell["grade_explanation"] and "grader's explanation" in detail and cell["grade_explanation"] in detail
+        assert f"grade\n{cell['grade']}" in detail
+    else:
+        fields = {k[len("correct_"):]: v == "True" for k, v in cell.items() if k.startswith("correct_") and v}
+        assert fields and f"fields right\n{sum(fields.values())} of {len(fields)}" in detail
+        for name, right in fields.items():
+            assert f"{name}\n{'✓ right' if right else '✗ wrong'}" in detail
+    shot(browser, f"{experiment}.png")
+
+
 def test_a_failed_run_is_shown_as_failed(write_spec, tmp_path: Path, browser: Browser) -> None:
     write_mc_csv(tmp_path / "mc.csv", 10)
     api = FakeAPI()

@@ -474,23 +474,13 @@ class ExplorerSink:
         self._chars = [0] * n
         self._truncated = [0] * n
         columns: dict[str, Any] = {}
-        models, prompts = self.models, self.prompts
-        model_ids = []
-        for record in records:
-            name = record["model"]
-            found = models.get(name)
-            if found is None:
-                found = models[name] = len(models)
-            model_ids.append(found)
-        prompt_ids = []
-        for record in records:
-            name = record["prompt"]
-            found = prompts.get(name)
-            if found is None:
-                found = prompts[name] = len(prompts)
-            prompt_ids.append(found)
-        columns["m"] = model_ids
-        columns["p"] = prompt_ids
+        for name, known in (("model", self.models), ("prompt", self.prompts)):
+            values = [r[name] for r in records]
+            if not known.keys() >= set(values):  # new names, numbered in order of appearance
+                for value in values:
+                    if value not in known:
+                        known[value] = len(known)
+            columns[name[0]] = [known[v] for v in values]
         columns["o"] = [_outcome(r) for r in records]
         columns["q"] = [self._request(cell, j) for j, cell in enumerate(cells)]
         for column, name in _INT_FIELDS:
@@ -535,8 +525,9 @@ class ExplorerSink:
             out = [None] * len(values)
         if None in out:
             for j, found in enumerate(out):
-                if found is None:
-                    out[j] = self._text(values[j], cap, j)
+                if found is None:  # new, or in the old generation (and moved on first use: try again)
+                    found = get(values[j]) if type(values[j]) is str else None
+                    out[j] = found if found is not None else self._text(values[j], cap, j)
         return out
 
     def _text(self, value: Any, cap: int, j: int) -> int:
@@ -591,15 +582,16 @@ class ExplorerSink:
             ids.append(found if found is not None else turn(0, system, j))
         messages = body.get("messages")
         if type(messages) is list:
-            last = len(messages) - 1
-            for i, message in enumerate(messages):
+            left = len(messages)
+            for message in messages:
+                left -= 1
                 if type(message) is not dict:
                     continue
                 role = message.get("role")
                 if role == "user":
                     code = 1
                 elif role == "assistant":
-                    code = 3 if i == last else 2
+                    code = 2 if left else 3  # the last turn: a prefill
                 else:
                     code = _ROLE_CODE.get(str(role or "user"), 4)
                 content = message.get("content", "")
@@ -609,9 +601,12 @@ class ExplorerSink:
         if note >= 0:
             ids.append(note)
         rendered = tuple(ids)
-        found = self.requests.new.get(rendered)
+        requests = self.requests
+        found = requests.new.get(rendered)
         if found is None:
-            found = self.requests.find(rendered)
+            found = requests.old.get(rendered)
+            if found is not None:
+                requests.add(rendered, found)
         if found is None:
             found = self.counts["requests"]
             self.counts["requests"] = found + 1
@@ -627,9 +622,10 @@ class ExplorerSink:
         parameters, format and tools are equal (types too: 1 and 1.0 differ in the note)."""
         get = body.get
         output = get("output_config")
-        key = (get("max_tokens", _MISSING), get("temperature", _MISSING), get("top_p", _MISSING),
-               get("top_k", _MISSING), get("stop_sequences", _MISSING), get("thinking", _MISSING),
-               type(get("max_tokens")), type(get("temperature")), type(get("top_p")), type(get("top_k")),
+        tokens, temperature, top_p, top_k = (get("max_tokens", _MISSING), get("temperature", _MISSING),
+                                             get("top_p", _MISSING), get("top_k", _MISSING))  # fmt: skip
+        key = (tokens, temperature, top_p, top_k, type(tokens), type(temperature), type(top_p), type(top_k),
+               get("stop_sequences", _MISSING), get("thinking", _MISSING),
                output.get("format") if type(output) is dict else output, get("tools"), get("tool_choice"))  # fmt: skip
         recent = self._notes
         for i, (known, found) in enumerate(recent):
