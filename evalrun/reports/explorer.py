@@ -474,13 +474,13 @@ class ExplorerSink:
         self._chars = [0] * n
         self._truncated = [0] * n
         columns: dict[str, Any] = {}
-        for name, known in (("model", self.models), ("prompt", self.prompts)):
-            values = [r[name] for r in records]
-            if not known.keys() >= set(values):  # new names, numbered in order of appearance
-                for value in values:
-                    if value not in known:
-                        known[value] = len(known)
-            columns[name[0]] = [known[v] for v in values]
+        for field, known in (("model", self.models), ("prompt", self.prompts)):
+            names = [r[field] for r in records]
+            if not known.keys() >= set(names):  # new names, numbered in order of appearance
+                for name in names:
+                    if name not in known:
+                        known[name] = len(known)
+            columns[field[0]] = [known[name] for name in names]
         columns["o"] = [_outcome(r) for r in records]
         columns["q"] = [self._request(cell, j) for j, cell in enumerate(cells)]
         for column, name in _INT_FIELDS:
@@ -505,10 +505,10 @@ class ExplorerSink:
                 np.clip(spilled, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
         np.clip(_ints([c.get("row_seq") for c in cells]), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
         np.array(buckets, dtype=np.uint16).tofile(self._files["_b"])
-        for name, values in self._tables.items():
-            if values:
-                values.tofile(self._files[name])
-                del values[:]
+        for name, table in self._tables.items():
+            if table:
+                table.tofile(self._files[name])
+                del table[:]
         self._flush_lengths()
         self.spilled_cells += n
 
