@@ -249,6 +249,22 @@ def test_the_caps_hold_while_cells_stream() -> None:
     assert 0 < sum(len(s) for s in payload["strings"]) <= 200_000
 
 
+@pytest.mark.parametrize("expected", [None, 20_000])
+def test_a_text_heavy_run_is_sampled_to_the_text_cap(expected: int | None) -> None:
+    """Long replies: the text cap decides the sample. Told how many cells will come, the sink
+    lowers its share early and spills little more than it keeps."""
+    sink = ExplorerSink(max_text_chars=2_000_000, expected_cells=expected)
+    sink.begin([])
+    for records, cells in _chunks(20_000, reply=1000):
+        sink.write(records, cells)
+    payload = payload_of(sink)
+    text = sum(len(s) for s in payload["strings"])
+    assert payload["sampled"] and text == payload["text_chars"] <= 2_000_000
+    assert payload["count"] > 0.8 * 2_000_000 / 1010  # not shrunk much below what fits
+    if expected:
+        assert sink.spilled_cells < 1.5 * payload["count"]
+
+
 def test_memory_does_not_grow_with_the_cells(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the sink holds is bounded: small indexes (shrunk here so the test is quick) and one
     chunk; everything else is spilled to files."""
