@@ -10,19 +10,24 @@ Memory is bounded whatever the size of the run: the sink holds one chunk of cell
 small de-duplication indexes (text → id, turn → id, request → id), each a two-generation map of
 at most `INDEX_ENTRIES` entries (and `INDEX_CHARS` characters of text) per generation. A text
 seen again after its generation was dropped is written once more: the page grows a little, memory
-does not. Writing the page loads at most the embedded cells' columns, one at a time.
+does not. Writing the page loads the spilled columns one at a time (32 bits a cell each), and the
+spill holds little more than the page, so that too is bounded by the caps below.
 
 The page is bounded too:
 
 * a text longer than its cap (`REPLY_CHARS`, `PART_CHARS`) keeps its head and tail with a note
   of how much was left out (results.csv and the store keep every character);
-* at most `MAX_CELLS` cells and about `MAX_TEXT_CHARS` characters of distinct text are embedded.
-  Above either, the page holds a sample of dataset *rows* with every cell of each sampled row
-  (all models, prompts and repeats, so disagreements between variants still show): a row is kept
-  when a seeded hash of its id (`SAMPLE_SEED`) falls below a threshold, and the threshold is
-  lowered (in steps of 1/65,536 of the hash range) to about 90 % of the caps whenever the kept
-  cells outgrow one. Text is counted when it is first written, against the row that first used
-  it. The same store always gives the same sample;
+* at most `MAX_CELLS` cells and `MAX_TEXT_CHARS` characters of text are embedded. Above either,
+  the page holds a sample of dataset *rows* with every cell of each sampled row (all models,
+  prompts and repeats, so disagreements between variants still show): a row is kept when the top
+  16 bits of a seeded hash of its id (`SAMPLE_SEED`) are below a threshold. Told how many cells
+  will come (`expected_cells`: `ExplorerResults` counts the store's), the sink starts with the
+  share that keeps about 95 % of the cell cap, and lowers it after a chunk when the text written
+  per kept cell says the text cap will not hold; cells of rows above the threshold are never
+  spilled. Whenever the kept cells outgrow a cap anyway (text is counted when first written,
+  against the row that first used it), the threshold drops to about 90 % of the caps, and when
+  the page is planned the exact text it holds is checked, the threshold lowered until it fits.
+  The same store always gives the same sample;
 * images are embedded once each (by sha256) as data: URLs, while each is at most
   `IMAGE_BYTES` and all together at most `IMAGES_TOTAL`; beyond that the page shows the path.
   Images given by URL are shown as links and never fetched.
@@ -85,7 +90,7 @@ _CODE = {name: i for i, name in enumerate(OUTCOMES)}
 ROLES = ("system", "user", "assistant", "prefill", "note")
 _ROLE_CODE = {name: i for i, name in enumerate(ROLES)}
 
-# Sampling: a row is kept while the top 16 bits of its hash are below `_Sampler.top`.
+# Sampling: a row is kept while the top 16 bits of its hash are below `ExplorerSink.top`.
 _BUCKET_SHIFT = 48
 _BUCKETS = 1 << 16
 _SHRINK_TO = 0.9
@@ -442,9 +447,11 @@ class ExplorerSink:
         # written twice): lower the threshold until it fits.
         plan = self._plan()
         while plan.text_chars > self.max_text_chars and self.top > 0:
+            # As the text counted per bucket says, and at least in proportion of the hash range.
+            share = self.max_text_chars / plan.text_chars * _SHRINK_TO
             cumulative = np.cumsum(self.bucket_chars[: self.top])
-            target = cumulative[-1] * self.max_text_chars / plan.text_chars * _SHRINK_TO
-            self.top = min(int(np.searchsorted(cumulative, target, side="right")), self.top - 1)
+            estimate = int(np.searchsorted(cumulative, cumulative[-1] * share, side="right"))
+            self.top = max(0, min(estimate, int(self.top * share), self.top - 1))
             plan = self._plan()
         kept = plan.kept
         rows = np.unique(self._load("_row")[kept]) if kept.size else kept
