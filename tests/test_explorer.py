@@ -344,6 +344,30 @@ def test_large_images_are_left_as_paths(run: Path, monkeypatch: pytest.MonkeyPat
     assert any(isinstance(p, dict) and "img" in p for _, parts in payload["turns"] for p in parts)
 
 
+def test_request_bodies_are_read_in_order_or_looked_up(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report reads the bodies page by page in the order they were written; a key out of that
+    order is looked up alone. Either way each cell gets its own body, and the page is the one the
+    pass would give joining every body to its cell."""
+    monkeypatch.setattr(explorer._Bodies, "PAGE", 7)
+    monkeypatch.setattr(explorer._Bodies, "AHEAD", 2)
+    monkeypatch.setattr(explorer._Bodies, "KEEP", 10)
+    store, _ = open_run(run)
+    with store:
+        keys = [k for (k,) in store.query("SELECT request_key FROM cells ORDER BY seq")]
+        expected = {k: store.request_body(k) for k in keys}
+    for order in (keys, keys[::-1]):
+        bodies = explorer._Bodies.of(run)
+        assert bodies is not None and bodies.cells == len(keys)
+        assert all(bodies.get(k) == expected[k] for k in order)
+        assert (bodies.lookups == 0) == (order is keys)
+        bodies.close()
+    result = CliRunner().invoke(cli, ["report", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page, joined = embedded(run), payload_of(collect(run))
+    assert page["requests"] == joined["requests"] and page["turns"] == joined["turns"]
+    assert page["strings"] == joined["strings"] and page["cells"] == joined["cells"]
+
+
 def test_the_spill_is_removed_with_the_reports(run: Path) -> None:
     result = CliRunner().invoke(cli, ["report", str(run)], catch_exceptions=False)
     assert result.exit_code == 0, result.output

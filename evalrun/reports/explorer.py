@@ -352,7 +352,8 @@ class ExplorerSink:
     a `directory` the spill goes to a temporary folder removed with the sink."""
 
     def __init__(self, directory: Path | None = None, *, max_cells: int | None = None,
-                 max_text_chars: int | None = None, expected_cells: int | None = None) -> None:  # fmt: skip
+                 max_text_chars: int | None = None, expected_cells: int | None = None,
+                 bodies: Callable[[str], str | None] | None = None) -> None:  # fmt: skip
         self.max_cells = MAX_CELLS if max_cells is None else max_cells
         self.max_text_chars = MAX_TEXT_CHARS if max_text_chars is None else max_text_chars
         if directory is None:
@@ -363,6 +364,7 @@ class ExplorerSink:
         # Rows whose hash bucket is below `top` are kept. Knowing how many cells will come, start
         # with the share that fits the cell cap (the rows of the others are never spilled).
         self.expected_cells = expected_cells
+        self.bodies = bodies  # request_key → body, for cells that do not carry `request_json`
         self.top = _BUCKETS
         if expected_cells and expected_cells * _AIM > self.max_cells:
             self.top = int(_BUCKETS * self.max_cells * _AIM / expected_cells)
@@ -395,6 +397,7 @@ class ExplorerSink:
         self._chars: list[int] = []  # per kept cell of the chunk: characters of text it wrote first
         self._truncated: list[int] = []  # per kept cell of the chunk: texts shortened
         self.closed = False
+        self.closers: list[Callable[[], None]] = []  # called when the pass is over
         self.meta: dict[str, Any] = {}
 
     # ResultsSink
@@ -437,6 +440,8 @@ class ExplorerSink:
         if self.closed:
             return
         self.closed = True
+        for closer in self.closers:
+            closer()
         self._shrink_if_needed()
         self._flush_lengths()
         self._strings.close()
@@ -566,6 +571,8 @@ class ExplorerSink:
             if found is not None:
                 return found
         raw = cell.get("request_json")
+        if raw is None and self.bodies is not None and cell.get("request_key"):
+            raw = self.bodies(cell["request_key"])
         if not raw:
             return -1
         try:
@@ -974,29 +981,80 @@ def collected(staged: Any) -> ExplorerSink | None:
 
 class ExplorerResults:
     """The explorer's data for report.html: its sink spills into a scratch folder of the staged
-    run folder; `HtmlReport` streams it into the page."""
+    run folder; `HtmlReport` streams it into the page. The request bodies are read from the store
+    by `_Bodies` (in the order they were written: a sequential read, cheaper than the pass joining
+    them to every cell)."""
 
     filename = "report.html"
-    needs_requests = True
+    needs_requests = False
 
     def available(self) -> bool:
         return True
 
     def open(self, staged: Any) -> ExplorerSink:
-        sink = ExplorerSink(staged.scratch("explorer"), expected_cells=_cells_in(staged.folder))
+        bodies = _Bodies.of(staged.folder)
+        sink = ExplorerSink(staged.scratch("explorer"), expected_cells=bodies.cells if bodies else None,
+                            bodies=bodies.get if bodies else None)  # fmt: skip
+        if bodies is not None:
+            sink.closers.append(bodies.close)
         _COLLECTED[staged] = sink
         return sink
 
 
-def _cells_in(folder: Path) -> int | None:
-    """How many cells the run folder's store holds (the pass will show the sink each), if readable."""
-    from evalrun.errors import StoreError
-    from evalrun.store.run_store import Store
+class _Bodies:
+    """The request bodies of a run folder's store, by key, on a read-only connection of their own.
 
-    try:
-        with Store.open_readonly(folder) as store:
-            (count,) = store.query("SELECT count(*) FROM cells")[0]
-    except (StoreError, OSError):
-        return None
-    return int(count)
+    The pass meets the cells in plan order, and the requests were written in that order: so the
+    bodies are read a page at a time in the order they were written, and a key is looked for in
+    the pages read so far and the next few (`AHEAD`) before it is looked up alone (a plan changed
+    halfway, a request shared). Pages read and not yet asked for wait, at most `KEEP` of them."""
 
+    PAGE = 512
+    AHEAD = 4
+    KEEP = 8 * 512
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        (self.cells,) = store.query("SELECT count(*) FROM cells")[0]
+        self.after = 0
+        self.waiting: dict[str, str] = {}
+        self.done = False
+        self.lookups = 0
+
+    @classmethod
+    def of(cls, folder: Path) -> _Bodies | None:
+        from evalrun.errors import StoreError
+        from evalrun.store.run_store import Store
+
+        try:
+            return cls(Store.open_readonly(folder))
+        except (StoreError, OSError):
+            return None
+
+    def get(self, key: str) -> str | None:
+        body = self.waiting.pop(key, None)
+        if body is not None:
+            return body
+        for _ in range(self.AHEAD):
+            if self.done:
+                break
+            rows = self.store.query("SELECT rowid, key, body_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                    (self.after, self.PAGE))  # fmt: skip
+            if len(rows) < self.PAGE:
+                self.done = True
+            if not rows:
+                break
+            self.after = rows[-1][0]
+            waiting = self.waiting
+            for _, found, text in rows:
+                waiting[found] = text
+            while len(waiting) > self.KEEP:
+                del waiting[next(iter(waiting))]
+            body = waiting.pop(key, None)
+            if body is not None:
+                return body
+        self.lookups += 1
+        return self.store.request_body(key)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.store.close()
