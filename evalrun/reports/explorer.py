@@ -997,6 +997,7 @@ class ExplorerResults:
                             bodies=bodies.get if bodies else None)  # fmt: skip
         if bodies is not None:
             sink.closers.append(bodies.close)
+            weakref.finalize(sink, bodies.close)  # a build that fails before closing the sink
         _COLLECTED[staged] = sink
         return sink
 
