@@ -19,7 +19,11 @@
   var root = document.getElementById("explore");
   if (!dataEl || !root) return;
   var D = JSON.parse(dataEl.textContent);
-  if (D.version !== 2) return;
+  if (D.version !== 2) {  // data and viewer are written together; this only guards a hand-edited page
+    (document.getElementById("explore-app") || root).textContent = "The row data is in format " + D.version +
+      ", which this viewer does not read. results.csv has every cell.";
+    return;
+  }
   var TYPES = { u8: Uint8Array, i8: Int8Array, u16: Uint16Array, i16: Int16Array, i32: Int32Array,
     f32: Float32Array, f64: Float64Array };
   function typed(spec, n) {
