@@ -244,12 +244,12 @@ def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
 
 def _reply(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
     """The reply as a reader wants it: its text, plus tool calls and thinking when it has them."""
-    text = str(record.get("response_text") or "")
+    text = record.get("response_text") or ""
     raw = cell.get("message_json")
     if not raw or ('"tool_use"' not in raw and '"thinking"' not in raw):
         if not text and cell.get("raw"):
             return "[not a valid message] " + str(cell["raw"])
-        return text
+        return text if type(text) is str else str(text)
     try:
         message = json.loads(raw)
     except ValueError:
@@ -408,23 +408,19 @@ class ExplorerSink:
         if len(records) != len(cells):
             raise ValueError("records and cells differ in length")
         self.seen_cells += len(records)
-        top, buckets = self.top, []
-        last: Any = None
-        bucket = 0
-        keep = []
-        for i, record in enumerate(records):
-            row_id = record["row_id"]
-            if row_id != last:
-                last = row_id
-                bucket = _row_hash(str(row_id)) >> _BUCKET_SHIFT
-            if bucket < top:
-                keep.append(i)
-                buckets.append(bucket)
-        if not keep:
-            return
-        if len(keep) < len(records):
+        row_ids = [r["row_id"] for r in records]
+        bucket_of = {row_id: _row_hash(str(row_id)) >> _BUCKET_SHIFT for row_id in dict.fromkeys(row_ids)}
+        buckets = [bucket_of[row_id] for row_id in row_ids]
+        top = self.top
+        if buckets and max(buckets) >= top:
+            keep = [i for i, bucket in enumerate(buckets) if bucket < top]
+            if not keep:
+                return
             records = [records[i] for i in keep]
             cells = [cells[i] for i in keep]
+            buckets = [buckets[i] for i in keep]
+        if not records:
+            return
         self._add(records, cells, buckets)
         where = np.array(buckets, dtype=np.int64)
         self.bucket_cells += np.bincount(where, minlength=_BUCKETS)
