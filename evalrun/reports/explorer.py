@@ -43,6 +43,7 @@ import hashlib
 import io
 import json
 import math
+import operator
 import shutil
 import tempfile
 import weakref
@@ -242,18 +243,18 @@ def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
-def _reply(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
-    """The reply as a reader wants it: its text, plus tool calls and thinking when it has them."""
-    text = record.get("response_text") or ""
-    raw = cell.get("message_json")
-    if not raw or ('"tool_use"' not in raw and '"thinking"' not in raw):
-        if not text and cell.get("raw"):
-            return "[not a valid message] " + str(cell["raw"])
+def _reply(text: Any, message_json: Any, raw: Any) -> str:
+    """The reply as a reader wants it (from the record's `response_text` and the cell's stored
+    message or raw reply): its text, plus tool calls and thinking when it has them."""
+    text = text or ""
+    if not message_json or ('"tool_use"' not in message_json and '"thinking"' not in message_json):
+        if not text and raw:
+            return "[not a valid message] " + str(raw)
         return text if type(text) is str else str(text)
     try:
-        message = json.loads(raw)
+        message = json.loads(message_json)
     except ValueError:
-        return text
+        return str(text)
     pieces = []
     for block in message.get("content") or ():
         if not isinstance(block, Mapping):
@@ -267,14 +268,14 @@ def _reply(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
     return "\n".join(pieces)
 
 
-def _error(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
-    if record.get("status") == "pending":
+def _error(status: Any, error: Any, http_status: Any, error_type: Any) -> str:
+    """A cell's error as shown: the record's, headed by the HTTP status and error type."""
+    if status == "pending":
         return "not sent yet"
-    error = record.get("error")
     if not error:
         return ""
     error = str(error)
-    head = " ".join(str(v) for v in (cell.get("http_status"), cell.get("error_type")) if v)
+    head = " ".join(str(v) for v in (http_status, error_type) if v)
     return f"{head}: {error}" if head and not error.startswith(head) else error
 
 
@@ -288,7 +289,27 @@ def _fields(record: Mapping[str, Any], columns: Sequence[str]) -> str:
     return ",".join(found)
 
 
-def _numbers(values: list[Any]) -> np.ndarray:
+_RECORD_FIELDS = ("model", "prompt", "row_id", "status", "correct", "response_text", "error",
+                  *(name for _, name in _INT_FIELDS), *(name for _, name in _FLOAT_FIELDS),
+                  *(name for _, name, _ in _TEXT_FIELDS))  # fmt: skip
+_CELL_FIELDS = ("request_key", "request_json", "sharing", "message_json", "raw", "http_status", "error_type", "row_seq")
+
+
+def _columns(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Sequence[Any]]:
+    """Each of `names` as a column of `rows` (None where a row lacks it), each row read once."""
+    present = [name for name in names if name in rows[0]]
+    columns: dict[str, Sequence[Any]] = dict.fromkeys(names, [None] * len(rows))
+    if len(present) < 2:
+        columns.update({name: [row.get(name) for row in rows] for name in present})
+        return columns
+    try:
+        columns.update(zip(present, zip(*map(operator.itemgetter(*present), rows), strict=True), strict=True))
+    except KeyError:  # rows unlike the first
+        columns.update({name: [row.get(name) for row in rows] for name in names})
+    return columns
+
+
+def _numbers(values: Sequence[Any]) -> np.ndarray:
     """Values as float64, NaN where missing (None, NaN, text that is no number)."""
     try:
         return np.array(values, dtype=np.float64)
@@ -302,7 +323,7 @@ def _numbers(values: list[Any]) -> np.ndarray:
         return out
 
 
-def _ints(values: list[Any]) -> np.ndarray:
+def _ints(values: Sequence[Any]) -> np.ndarray:
     """Values as int64, -1 where missing."""
     numbers = _numbers(values)
     numbers[~np.isfinite(numbers)] = -1
@@ -481,37 +502,47 @@ class ExplorerSink:
         n = len(records)
         self._chars = [0] * n
         self._truncated = [0] * n
+        # Each field as a column, every record (and cell) read once.
+        rec = _columns(records, _RECORD_FIELDS)
+        cel = _columns(cells, _CELL_FIELDS)
         columns: dict[str, Any] = {}
         for field, known in (("model", self.models), ("prompt", self.prompts)):
-            names = [r[field] for r in records]
+            names = rec[field]
             if not known.keys() >= set(names):  # new names, numbered in order of appearance
                 for name in names:
                     if name not in known:
                         known[name] = len(known)
             columns[field[0]] = [known[name] for name in names]
-        columns["o"] = [_outcome(r) for r in records]
-        columns["q"] = [self._request(cell, j) for j, cell in enumerate(cells)]
+        columns["o"] = [(0 if right is True else 1) if status == "ok" else _CODE.get(str(status), 3)
+                        for status, right in zip(rec["status"], rec["correct"], strict=True)]  # fmt: skip
+        request = self._request
+        columns["q"] = [request(key, raw, sharing, j) for j, (key, raw, sharing)
+                        in enumerate(zip(cel["request_key"], cel["request_json"], cel["sharing"], strict=True))]  # fmt: skip
         for column, name in _INT_FIELDS:
-            columns[column] = _ints([r.get(name) for r in records])
+            columns[column] = _ints(rec[name])
         for column, name in _FLOAT_FIELDS:
-            columns[column] = _numbers([r.get(name) for r in records])
+            columns[column] = _numbers(rec[name])
         score = columns["sc"]
         columns["sc"] = np.where((score > 0) & (score < 1), score, math.nan)  # partial credit only
         texts = self._texts
-        columns["r"] = texts([r["row_id"] for r in records], PART_CHARS)
+        columns["r"] = texts(rec["row_id"], PART_CHARS)
         for column, name, cap in _TEXT_FIELDS:
-            columns[column] = texts([r.get(name) for r in records], cap)
-        columns["y"] = texts([_reply(r, c) for r, c in zip(records, cells, strict=True)], REPLY_CHARS)
-        columns["e"] = texts([_error(r, c) for r, c in zip(records, cells, strict=True)], PART_CHARS)
+            columns[column] = texts(rec[name], cap)
+        columns["y"] = texts([_reply(text, message, raw) for text, message, raw
+                              in zip(rec["response_text"], cel["message_json"], cel["raw"], strict=True)], REPLY_CHARS)  # fmt: skip
+        columns["e"] = texts([_error(status, error, http, kind) for status, error, http, kind
+                              in zip(rec["status"], rec["error"], cel["http_status"], cel["error_type"], strict=True)],
+                             PART_CHARS)  # fmt: skip
         fields = self.field_columns
         columns["f"] = texts([_fields(r, fields) for r in records], PART_CHARS) if fields else [0] * n
+        row_seq = cel["row_seq"]
         for name in _COLUMNS:
             spilled = np.asarray(columns[name])
             if name in _FLOATS:
                 spilled.astype(np.float32).tofile(self._files[name])
             else:
                 np.clip(spilled, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
-        np.clip(_ints([c.get("row_seq") for c in cells]), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
+        np.clip(_ints(row_seq), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
         np.array(buckets, dtype=np.uint16).tofile(self._files["_b"])
         for name, table in self._tables.items():
             if table:
@@ -524,7 +555,7 @@ class ExplorerSink:
         self._lengths.tofile(self._files["str_len"])
         del self._lengths[:]
 
-    def _texts(self, values: list[Any], cap: int) -> list[int]:
+    def _texts(self, values: Sequence[Any], cap: int) -> list[int]:
         """The string ids of a column of texts (one per kept cell of the chunk)."""
         get = self.texts.new.get
         try:
@@ -558,18 +589,18 @@ class ExplorerSink:
             self.texts.add(text, found, len(text))
         return found
 
-    def _request(self, cell: Mapping[str, Any], j: int) -> int:
-        """The id of a cell's rendered request (see `render_request`), -1 when it has none."""
+    def _request(self, request_key: Any, raw: Any, sharing: Any, j: int) -> int:
+        """The id of a cell's rendered request (see `render_request`), -1 when it has none: its
+        body `raw` or, without, the one `bodies` gives for its key."""
         # Cells share a request only when the store says so (`sharing`): only those are remembered.
-        key = cell.get("request_key") if (cell.get("sharing") or 1) > 1 else None
+        key = request_key if sharing and sharing > 1 else None
         if key:
             found = self.by_key.find(key)
             if found is not None:
                 return found
-        raw = cell.get("request_json")
-        if raw is None and self.bodies is not None and cell.get("request_key"):
-            raw = self.bodies(cell["request_key"])
-        if not raw:
+        if raw is None and self.bodies is not None and request_key:
+            raw = self.bodies(request_key)
+        if not raw or type(raw) is not str:
             return -1
         try:
             body, end = _SCAN(raw, 0)  # json.loads without its wrappers: the stored body is compact JSON
