@@ -709,7 +709,7 @@ def _explorer_section(explorer: Any, cells: int) -> list[Any]:
             f'<p class="banner warn">This page holds a sample: every cell of {int(meta["rows"]):,} dataset rows '
             f"({int(meta['count']):,} of {seen:,} cells), the rows chosen by a seeded hash of their id "
             f"(seed {int(meta.get('sample_seed', 0))}), because the run is larger than a page holds "
-            f"({MAX_CELLS:,} cells or about {MAX_TEXT_CHARS // 1_000_000} million characters of text). Disagreements "
+            f"({MAX_CELLS:,} cells or {MAX_TEXT_CHARS // 1_000_000} million characters of text). Disagreements "
             "are complete within the sample. results.csv has every cell.</p>"
         )  # fmt: skip
     if meta.get("truncated"):
