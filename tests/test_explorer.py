@@ -1,5 +1,5 @@
 """The row explorer's data: what report.html embeds agrees with results.csv, stays within its caps,
-and carries no unescaped user text."""
+carries no unescaped user text, and is collected in memory bounded whatever the number of cells."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import math
 import re
 import struct
+import tracemalloc
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from click.testing import CliRunner
 from evalrun.cli import cli
 from evalrun.reports import explorer
 from evalrun.reports.build import analyze, open_run
-from evalrun.reports.explorer import ExplorerSink, clip, payload_json, render_request
+from evalrun.reports.explorer import ExplorerSink, clip, decode, render_request
 from evalrun.reports.html import render_report
 
 EVIL = "<script>alert(1)</script>"
@@ -72,7 +73,15 @@ def embedded(folder: Path) -> dict[str, Any]:
     page = (folder / "report.html").read_text(encoding="utf-8")
     found = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', page, re.S)
     assert found is not None
-    return json.loads(found.group(1))  # type: ignore[no-any-return]
+    payload = json.loads(found.group(1))
+    assert payload["version"] == explorer.FORMAT
+    return decode(payload)
+
+
+def payload_of(sink: ExplorerSink) -> dict[str, Any]:
+    text = sink.json()
+    assert not re.search(r"[<>&]", text)
+    return decode(json.loads(text))
 
 
 def cells_of(payload: dict[str, Any]) -> pd.DataFrame:
@@ -147,27 +156,66 @@ def test_user_text_never_reaches_the_page_unescaped(run: Path) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page, re.I)
 
 
-def test_above_the_caps_a_seeded_sample_of_whole_rows(run: Path) -> None:
-    def collect(max_cells: int) -> ExplorerSink:
-        store, settings = open_run(run)
-        sink = ExplorerSink(max_cells=max_cells)
-        with store:
-            sink.begin([])
-            analyze(store, settings, folder=run, sink=sink, with_requests=True)
-        sink.close()
-        return sink
+def collect(run: Path, **caps: int) -> ExplorerSink:
+    store, settings = open_run(run)
+    sink = ExplorerSink(**caps)
+    with store:
+        sink.begin([])
+        analyze(store, settings, folder=run, sink=sink, with_requests=True)
+    sink.close()
+    return sink
 
-    sink = collect(40)
-    payload = sink.payload
-    assert payload is not None and payload["sampled"] and 0 < payload["count"] <= 40
+
+def test_above_the_caps_a_seeded_sample_of_whole_rows(run: Path) -> None:
+    sink = collect(run, max_cells=40)
+    payload = payload_of(sink)
+    assert payload["sampled"] and 0 < payload["count"] <= 40
     assert payload["seen_cells"] == 192
-    cells = cells_of({**payload, "cells": {k: list(v) for k, v in payload["cells"].items()}})
+    cells = cells_of(payload)
     # Every kept row keeps all its cells: 2 models × 2 prompts × 2 repeats.
     assert (cells.groupby("row_id").size() == 8).all()
-    again = collect(40).payload
-    assert again is not None and list(again["cells"]["r"]) == list(payload["cells"]["r"])  # reproducible
-    page = render_report(_report(run), explorer=payload)
+    again = payload_of(collect(run, max_cells=40))
+    assert again["cells"]["r"] == payload["cells"]["r"]  # reproducible
+    page = render_report(_report(run), explorer=sink)
     assert "This page holds a sample" in page and f"{payload['rows']:,} dataset rows" in page
+
+
+def test_a_sample_embeds_only_what_its_cells_use(run: Path) -> None:
+    """The spill holds the texts, turns and requests of rows dropped later; the page does not."""
+    whole, sample = payload_of(collect(run)), payload_of(collect(run, max_cells=40))
+    assert not whole["sampled"] and sample["sampled"]
+    assert len(sample["strings"]) < len(whole["strings"]) and len(sample["requests"]) < len(whole["requests"])
+    used_turns = {t for request in sample["requests"] for t in request}
+    assert used_turns == set(range(len(sample["turns"])))
+    assert set(sample["cells"]["q"]) == set(range(len(sample["requests"])))
+    used = {0}
+    for name in ("r", "a", "t", "g", "y", "e", "s", "d", "x", "f", "u"):
+        used.update(sample["cells"][name])
+    for _, parts in sample["turns"]:
+        used.update(p if isinstance(p, int) else p.get("path", p.get("url")) for p in parts)
+    strings = sample["strings"]
+    assert used == set(range(len(strings))) - {i for i, s in enumerate(strings) if len(s) == 64 and s.isalnum()}
+    # The same cells read the same either way: the kept rows, their requests as they were.
+    def view(p: dict[str, Any]) -> dict[tuple[str, str, str, int], tuple[Any, ...]]:
+        out = {}
+        for i in range(p["count"]):
+            c, s = p["cells"], p["strings"]
+            turns = [(role, [s[x] if isinstance(x, int) else x["img"] for x in parts])
+                     for role, parts in (p["turns"][t] for t in p["requests"][c["q"][i]])]  # fmt: skip
+            out[(p["models"][c["m"][i]], p["prompts"][c["p"][i]], s[c["r"][i]], c["k"][i])] = (
+                s[c["y"][i]], s[c["a"][i]], s[c["t"][i]], c["o"][i], repr(turns))
+        return out
+
+    whole_view, sample_view = view(whole), view(sample)
+    assert sample_view and all(whole_view[key] == value for key, value in sample_view.items())
+
+
+def test_the_text_cap_samples_too(run: Path) -> None:
+    total = sum(len(s) for s in payload_of(collect(run))["strings"])
+    payload = payload_of(collect(run, max_text_chars=total // 2))
+    assert payload["sampled"] and 0 < payload["count"] < 192
+    assert sum(len(s) for s in payload["strings"]) <= total // 2
+    assert (cells_of(payload).groupby("row_id").size() == 8).all()
 
 
 def _report(folder: Path) -> Any:
@@ -176,22 +224,68 @@ def _report(folder: Path) -> Any:
         return analyze(store, settings, folder=folder)
 
 
-def test_memory_stays_bounded_whatever_the_replies() -> None:
-    sink = ExplorerSink(max_cells=10_000, max_text_chars=200_000)
-    sink.begin([])
-    for chunk in range(20):
-        records, cells = [], []
-        for i in range(500):
-            n = chunk * 500 + i
+def _chunks(cells: int, *, reply: int = 3000, size: int = 500) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """`cells` distinct cells (own row, reply and request each), a chunk at a time."""
+    for start in range(0, cells, size):
+        records, stored = [], []
+        for n in range(start, min(cells, start + size)):
             records.append({"model": "m", "prompt": "p", "row_id": f"row{n}", "repeat": 0, "status": "ok",
-                            "correct": n % 3 == 0, "answer": "A", "target": "A", "response_text": f"{n} " + "x" * 3000,
+                            "correct": n % 3 == 0, "answer": "A", "target": "A", "response_text": f"{n} " + "x" * reply,
                             "stop_reason": "end_turn", "answer_mode": "plain", "cost_usd": 0.001, "latency_s": 0.5,
                             "input_tokens": 10, "output_tokens": 700, "attempts": 1, "score": 1.0, "source": "realtime"})  # fmt: skip
-            cells.append({"seq": n, "row_seq": n, "request_key": f"k{n}", "request_json": None})
+            body = {"model": "m", "max_tokens": 5, "system": "Be brief.", "messages": [{"role": "user", "content": f"Q{n}?"}]}
+            stored.append({"seq": n, "row_seq": n, "request_key": f"k{n}", "request_json": json.dumps(body)})
+        yield records, stored
+
+
+def test_the_caps_hold_while_cells_stream() -> None:
+    sink = ExplorerSink(max_cells=10_000, max_text_chars=200_000)
+    sink.begin([])
+    for records, cells in _chunks(10_000):
         sink.write(records, cells)
-        assert sink.text_chars <= 200_000 and len(sink.hashes) <= 10_000
-    sink.close()
-    assert sink.payload is not None and sink.payload["sampled"] and sink.payload["truncated"] == 0
+        assert sink.bucket_cells[: sink.top].sum() <= 10_000 and sink.bucket_chars[: sink.top].sum() <= 200_000
+    payload = payload_of(sink)
+    assert payload["sampled"] and payload["truncated"] == 0 and payload["seen_cells"] == 10_000
+    assert 0 < sum(len(s) for s in payload["strings"]) <= 200_000
+
+
+@pytest.mark.parametrize("expected", [None, 20_000])
+def test_a_text_heavy_run_is_sampled_to_the_text_cap(expected: int | None) -> None:
+    """Long replies: the text cap decides the sample. Told how many cells will come, the sink
+    lowers its share early and spills little more than it keeps."""
+    sink = ExplorerSink(max_text_chars=2_000_000, expected_cells=expected)
+    sink.begin([])
+    for records, cells in _chunks(20_000, reply=1000):
+        sink.write(records, cells)
+    payload = payload_of(sink)
+    text = sum(len(s) for s in payload["strings"])
+    assert payload["sampled"] and text == payload["text_chars"] <= 2_000_000
+    assert payload["count"] > 0.8 * 2_000_000 / 1010  # not shrunk much below what fits
+    if expected:
+        assert sink.spilled_cells < 1.5 * payload["count"]
+
+
+def test_memory_does_not_grow_with_the_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the sink holds is bounded: small indexes (shrunk here so the test is quick) and one
+    chunk; everything else is spilled to files."""
+    monkeypatch.setattr(explorer, "INDEX_ENTRIES", 2_000)
+    monkeypatch.setattr(explorer, "INDEX_CHARS", 200_000)
+
+    def peak(cells: int) -> int:
+        sink = ExplorerSink(max_cells=10**9, max_text_chars=10**12)
+        sink.begin([])
+        tracemalloc.start()
+        try:
+            for records, stored in _chunks(cells, reply=200):
+                sink.write(records, stored)
+                del records, stored
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+            sink.discard()
+
+    small, large = peak(10_000), peak(40_000)
+    assert large < small * 1.25, (small, large)
 
 
 def test_long_texts_keep_head_and_tail() -> None:
@@ -227,29 +321,95 @@ def test_request_rendering_covers_every_block() -> None:
 
 def test_payload_json_is_safe_and_round_trips() -> None:
     sink = ExplorerSink()
-    sink.begin([])
+    sink.begin(["correct_city"])
     sink.write([{"model": "<m>", "prompt": "p&q", "row_id": "r", "repeat": 0, "status": "error", "correct": False,
                  "answer": "", "target": "</script>", "response_text": "", "cost_usd": math.nan, "latency_s": math.nan,
                  "input_tokens": math.nan, "output_tokens": math.nan, "attempts": 3, "error": "boom \u2028",
-                 "score": math.nan}],
+                 "score": math.nan, "grade": "<b>", "grade_explanation": "because & so", "correct_city": True}],
                [{"seq": 0, "row_seq": 0, "request_key": "k", "http_status": 500, "error_type": "api_error"}])  # fmt: skip
-    sink.close()
-    assert sink.payload is not None
-    text = payload_json(sink.payload)
-    assert not re.search(r"[<>&]", text)
-    back = json.loads(text)
+    back = payload_of(sink)
     assert back["models"] == ["<m>"] and back["prompts"] == ["p&q"]
     assert back["cells"]["c"] == [None] and back["cells"]["it"] == [-1] and back["cells"]["o"] == [3]
     assert back["strings"][back["cells"]["e"][0]] == "500 api_error: boom \u2028"
     assert back["strings"][back["cells"]["t"][0]] == "</script>"
+    assert back["strings"][back["cells"]["g"][0]] == "<b>"
+    assert back["strings"][back["cells"]["x"][0]] == "because & so"
+    assert back["strings"][back["cells"]["f"][0]] == "city:1"
 
 
 def test_large_images_are_left_as_paths(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(explorer, "IMAGE_BYTES", 10)
-    store, settings = open_run(run)
-    sink = ExplorerSink()
+    payload = payload_of(collect(run))
+    assert payload["images"] == {}
+    assert any(isinstance(p, dict) and "img" in p for _, parts in payload["turns"] for p in parts)
+
+
+def test_request_bodies_are_read_in_order_or_looked_up(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report reads the bodies page by page in the order they were written; a key out of that
+    order is looked up alone. Either way each cell gets its own body, and the page is the one the
+    pass would give joining every body to its cell."""
+    monkeypatch.setattr(explorer._Bodies, "PAGE", 7)
+    monkeypatch.setattr(explorer._Bodies, "AHEAD", 2)
+    monkeypatch.setattr(explorer._Bodies, "KEEP", 10)
+    store, _ = open_run(run)
     with store:
-        sink.begin([])
-        analyze(store, settings, folder=run, sink=sink, with_requests=True)
-    sink.close()
-    assert sink.payload is not None and sink.payload["images"] == {}
+        keys = [k for (k,) in store.query("SELECT request_key FROM cells ORDER BY seq")]
+        expected = {k: store.request_body(k) for k in keys}
+    for order in (keys, keys[::-1]):
+        bodies = explorer._Bodies.of(run)
+        assert bodies is not None and bodies.cells == len(keys)
+        assert all(bodies.get(k) == expected[k] for k in order)
+        assert (bodies.lookups == 0) == (order is keys)
+        bodies.close()
+    result = CliRunner().invoke(cli, ["report", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page, joined = embedded(run), payload_of(collect(run))
+    assert page["requests"] == joined["requests"] and page["turns"] == joined["turns"]
+    assert page["strings"] == joined["strings"] and page["cells"] == joined["cells"]
+
+
+def test_the_spill_is_removed_with_the_reports(run: Path) -> None:
+    result = CliRunner().invoke(cli, ["report", str(run)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+    assert embedded(run)["count"] == 192
+
+
+def test_a_failed_build_leaves_no_spill(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evalrun.reports import html
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    before = (run / "report.html").read_bytes()
+    monkeypatch.setattr(html, "write_report", boom)
+    result = CliRunner().invoke(cli, ["report", str(run)])
+    assert result.exit_code != 0
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+    assert (run / "report.html").read_bytes() == before
+
+
+@pytest.mark.parametrize("experiment", ["definitions", "cities-json"])
+def test_grades_explanations_and_fields_are_embedded(experiment: str, tmp_path: Path) -> None:
+    """A judge's grade and explanation, and a fields scorer's per-field correctness, as results.csv has them."""
+    repo = Path(__file__).resolve().parents[1]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVALRUN_CACHE_DIR", str(tmp_path / "cache"))
+        result = CliRunner().invoke(cli, ["run", str(repo / "experiments" / f"{experiment}.yaml"), "--sim", "--out",
+                                          str(tmp_path / "out")], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    payload = embedded(tmp_path / "out")
+    results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False, dtype=str)
+    s, c = payload["strings"], payload["cells"]
+    shown = {(payload["models"][c["m"][i]], payload["prompts"][c["p"][i]], s[c["r"][i]]): i for i in range(payload["count"])}
+    fields = [k for k in results.columns if k.startswith("correct_")]
+    assert len(shown) == len(results)
+    for row in results.itertuples(index=False):
+        i = shown[(row.model, row.prompt, row.row_id)]
+        if experiment == "definitions":
+            assert s[c["g"][i]] == row.grade and s[c["x"][i]] == row.grade_explanation
+            assert any(row.grade_explanation for row in results.itertuples())
+        else:
+            expected = ",".join(f"{k[len('correct_'):]}:{int(getattr(row, k) == 'True')}" for k in fields
+                                if getattr(row, k) != "")  # fmt: skip
+            assert fields and s[c["f"][i]] == expected

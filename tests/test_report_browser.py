@@ -187,6 +187,30 @@ def test_a_reply_is_readable_for_any_row(capitals: Path, browser: Browser) -> No
     shot(browser, "reply.png")
 
 
+@pytest.mark.parametrize("experiment", ["definitions", "cities-json"])
+def test_a_judges_explanation_and_per_field_correctness_are_shown(experiment: str, tmp_path: Path,
+                                                                   browser: Browser) -> None:  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVALRUN_CACHE_DIR", str(tmp_path / "cache"))
+        result = CliRunner().invoke(cli, ["run", str(REPO / "experiments" / f"{experiment}.yaml"), "--sim", "--out",
+                                          str(tmp_path / "out")], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False, dtype=str)
+    cell = results[results["status"] == "ok"].iloc[1]
+    show(browser, f"{(tmp_path / 'out' / 'report.html').as_uri()}#explore?model={cell['model']}&prompt={cell['prompt']}"
+                  f"&row={cell['row_id']}")  # fmt: skip
+    detail = browser.wait_for("(d => d && !d.hidden && d.innerText)(document.querySelector('#explore .detail'))")
+    if experiment == "definitions":
+        assert cell["grade_explanation"] and "grader's explanation" in detail and cell["grade_explanation"] in detail
+        assert f"grade\n{cell['grade']}" in detail
+    else:
+        fields = {k[len("correct_"):]: v == "True" for k, v in cell.items() if k.startswith("correct_") and v}
+        assert fields and f"fields right\n{sum(fields.values())} of {len(fields)}" in detail
+        for name, right in fields.items():
+            assert f"{name}\n{'✓ right' if right else '✗ wrong'}" in detail
+    shot(browser, f"{experiment}.png")
+
+
 def test_a_failed_run_is_shown_as_failed(write_spec, tmp_path: Path, browser: Browser) -> None:
     write_mc_csv(tmp_path / "mc.csv", 10)
     api = FakeAPI()
@@ -209,8 +233,8 @@ def test_a_failed_run_is_shown_as_failed(write_spec, tmp_path: Path, browser: Br
     shot(browser, "failed.png")
 
 
-def _synthetic(cells: int) -> dict[str, Any]:
-    """The explorer payload of a run with `cells` cells: 4 variants × cells/4 rows."""
+def _synthetic(cells: int) -> ExplorerSink:
+    """The explorer sink of a run with `cells` cells: 4 variants × cells/4 rows."""
     rng = random.Random(0)
     sink = ExplorerSink()
     sink.begin([])
@@ -234,13 +258,12 @@ def _synthetic(cells: int) -> dict[str, Any]:
                                "request_json": body})  # fmt: skip
         sink.write(records, stored)
     sink.close()
-    assert sink.payload is not None
-    return sink.payload
+    return sink
 
 
 def test_a_100k_cell_page_opens_in_under_3_seconds(tmp_path: Path, browser: Browser) -> None:
     payload = _synthetic(100_000)
-    assert payload["count"] == 100_000 and not payload["sampled"]
+    assert payload.meta["count"] == 100_000 and not payload.meta["sampled"]
     summary = pd.DataFrame([{"model": f"model-{v // 2}", "prompt": f"prompt-{v % 2}", "n": 25_000, "accuracy": 0.25,
                              "ci_low": 0.24, "ci_high": 0.26, "cost_usd": 1.5} for v in range(4)])  # fmt: skip
     page = tmp_path / "report.html"

@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import html
 import itertools
+import json
 import math
 import re
+from pathlib import Path
 from urllib.parse import unquote
 
 import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evalrun.reports.html import explore_link, render_html, spread_labels
+from evalrun.reports.explorer import ExplorerSink
+from evalrun.reports.html import explore_link, render_html, spread_labels, write_html
 from evalrun.results.diagnostics import repeat_summary
 from evalrun.results.stats import wilson_interval
 from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
@@ -86,6 +89,27 @@ def test_is_one_self_contained_document() -> None:
     assert not re.search(r"url\(\s*['\"]?\s*(https?:)?//", page, re.I)
     assert "http://" not in page and "https://" not in page
     assert "@import" not in page
+
+
+def test_the_explorer_data_is_streamed_into_the_page(tmp_path: Path) -> None:
+    """write_html streams the explorer's data from its spill; render_html gives the same page."""
+    results = _results()
+    sink = ExplorerSink()
+    sink.begin([])
+    stored = [{"seq": i, "row_seq": int(r["row_id"]), "request_key": f"k{i}",
+               "request_json": json.dumps({"messages": [{"role": "user", "content": f"q{r['row_id']} {EVIL}"}]})}
+              for i, r in enumerate(results.to_dict("records"))]  # fmt: skip
+    sink.write(results.to_dict("records"), stored)
+    sink.close()
+    kwargs = {"summary": _summary(results), "comparison": None, "settings": SETTINGS, "cells": len(results),
+              "explorer": sink}  # fmt: skip
+    with (tmp_path / "report.html").open("w", encoding="utf-8") as handle:
+        write_html(handle, **kwargs)
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page == render_html(**kwargs)
+    data = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', page, re.S)
+    assert data is not None and json.loads(data.group(1))["count"] == len(results)
+    assert EVIL not in page and page.count("</script>") == 2
 
 
 def test_escapes_user_text() -> None:

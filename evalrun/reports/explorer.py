@@ -1,42 +1,65 @@
 """The row explorer of report.html: every cell's request, reply and score, embedded compactly.
 
 `ExplorerResults` is a results writer: its sink sees every cell once during the report's
-streaming pass and keeps what the explorer shows, in column lists with every text interned once
-(a system prompt shared by 100,000 requests is stored once). `HtmlReport` picks the finished
-payload up with `collected(staged)` and embeds it as one `<script type="application/json">`.
+streaming pass and *spills* what the explorer shows to files in a scratch folder of the run
+folder (`Staged.scratch`) as it goes; `HtmlReport` picks the sink up with `collected(staged)` and
+streams the data into one `<script type="application/json">` of report.html. The scratch folder
+goes away with the other temporary files when the reports are committed (or abandoned).
 
-Memory and page size are bounded, whatever the size of the run:
+Memory is bounded whatever the size of the run: the sink holds one chunk of cells at a time and
+small de-duplication indexes (text → id, turn → id, request → id), each a two-generation map of
+at most `INDEX_ENTRIES` entries (and `INDEX_CHARS` characters of text) per generation. A text
+seen again after its generation was dropped is written once more: the page grows a little, memory
+does not. Writing the page loads the spilled columns one at a time (32 bits a cell each), and the
+spill holds little more than the page, so that too is bounded by the caps below.
+
+The page is bounded too:
 
 * a text longer than its cap (`REPLY_CHARS`, `PART_CHARS`) keeps its head and tail with a note
   of how much was left out (results.csv and the store keep every character);
-* at most `MAX_CELLS` cells and `MAX_TEXT_CHARS` characters of distinct text are embedded.
-  Above either, the page holds a sample of dataset *rows* with every cell of each sampled row
-  (all models, prompts and repeats, so disagreements between variants still show): a row is kept
-  when a seeded hash of its id (`SAMPLE_SEED`) is below a threshold, and the threshold is halved
-  (in hash order) whenever the kept cells outgrow a cap. The same store always gives the same
-  sample;
+* at most `MAX_CELLS` cells and `MAX_TEXT_CHARS` characters of text are embedded. Above either,
+  the page holds a sample of dataset *rows* with every cell of each sampled row (all models,
+  prompts and repeats, so disagreements between variants still show): a row is kept when the top
+  16 bits of a seeded hash of its id (`SAMPLE_SEED`) are below a threshold. Told how many cells
+  will come (`expected_cells`: `ExplorerResults` counts the store's), the sink starts with the
+  share that keeps about 95 % of the cell cap, and lowers it after a chunk when the text written
+  per kept cell says the text cap will not hold; cells of rows above the threshold are never
+  spilled. Whenever the kept cells outgrow a cap anyway (text is counted when first written,
+  against the row that first used it), the threshold drops to about 90 % of the caps, and when
+  the page is planned the exact text it holds is checked, the threshold lowered until it fits.
+  The same store always gives the same sample;
 * images are embedded once each (by sha256) as data: URLs, while each is at most
   `IMAGE_BYTES` and all together at most `IMAGES_TOTAL`; beyond that the page shows the path.
   Images given by URL are shown as links and never fetched.
 
-The payload (format version 1) is documented in `payload()`.
+The payload (format `FORMAT`) is documented in `ExplorerSink.write_json`; `decode` reads it back.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import io
 import json
 import math
+import operator
+import shutil
+import tempfile
 import weakref
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
+
+import numpy as np
 
 __all__ = [
+    "FORMAT",
     "IMAGES_TOTAL",
     "IMAGE_BYTES",
+    "INDEX_CHARS",
+    "INDEX_ENTRIES",
     "MAX_CELLS",
     "MAX_TEXT_CHARS",
     "OUTCOMES",
@@ -46,9 +69,11 @@ __all__ = [
     "ExplorerResults",
     "ExplorerSink",
     "collected",
-    "payload_json",
+    "decode",
+    "render_request",
 ]
 
+FORMAT = 2
 MAX_CELLS = 100_000
 MAX_TEXT_CHARS = 16_000_000
 REPLY_CHARS = 4_000
@@ -56,26 +81,39 @@ PART_CHARS = 6_000
 IMAGE_BYTES = 512 * 1024
 IMAGES_TOTAL = 4 * 1024 * 1024
 SAMPLE_SEED = 0
-
-# Texts read straight from a results record: (column, record field, cap on its length).
-_TEXT_FIELDS = (("a", "answer", PART_CHARS), ("t", "target", PART_CHARS), ("s", "stop_reason", PART_CHARS),
-                ("d", "answer_mode", PART_CHARS), ("x", "explanation", REPLY_CHARS), ("u", "source", PART_CHARS))  # fmt: skip
+INDEX_ENTRIES = 8_192
+INDEX_CHARS = 1_000_000
 
 # The outcome of a cell, as the explorer filters it (index = code in the payload).
 OUTCOMES = ("correct", "wrong", "unparsed", "error", "pending")
 _CODE = {name: i for i, name in enumerate(OUTCOMES)}
-_TOP = 1 << 64
+# Turn roles (index = code in the payload).
+ROLES = ("system", "user", "assistant", "prefill", "note")
+_ROLE_CODE = {name: i for i, name in enumerate(ROLES)}
 
-# The payload's cell columns: ints (-1: missing), floats (NaN: missing, null in the JSON), and
-# string ids (0 is the empty string).
+# Sampling: a row is kept while the top 16 bits of its hash are below `ExplorerSink.top`.
+_BUCKET_SHIFT = 48
+_BUCKETS = 1 << 16
+_SHRINK_TO = 0.9
+_AIM = 0.95  # of the caps, when the number of cells is known
+
+# The payload's cell columns: ints (-1: missing), floats (NaN: missing) and string ids (0 is the
+# empty string). `_row` (the dataset row's position) and `_b` (its hash bucket) stay in the spill,
+# where every column is 32 bits wide (the bucket 16).
 _INTS = ("m", "p", "k", "o", "q", "it", "ot", "cw", "cr", "n")
 _FLOATS = ("c", "l", "sc")
-_STRINGS = ("r", "a", "t", "y", "e", "s", "d", "x", "f", "u")
+_STRINGS = ("r", "a", "t", "g", "y", "e", "s", "d", "x", "f", "u")
 _COLUMNS = (*_INTS, *_FLOATS, *_STRINGS)
-# Columns read straight from a results record: (column, record field[, cap on its length]).
-_INT_FIELDS = (("it", "input_tokens"), ("ot", "output_tokens"), ("cw", "cache_creation_input_tokens"),
-               ("cr", "cache_read_input_tokens"), ("n", "attempts"))  # fmt: skip
-_FLOAT_FIELDS = (("c", "cost_usd"), ("l", "latency_s"))
+# Texts read straight from a results record: (column, record field, cap on its length).
+_TEXT_FIELDS = (("a", "answer", PART_CHARS), ("t", "target", PART_CHARS), ("g", "grade", PART_CHARS),
+                ("s", "stop_reason", PART_CHARS), ("d", "answer_mode", PART_CHARS),
+                ("x", "grade_explanation", REPLY_CHARS), ("u", "source", PART_CHARS))  # fmt: skip
+# Numbers read straight from a results record: (column, record field).
+_INT_FIELDS = (("k", "repeat"), ("it", "input_tokens"), ("ot", "output_tokens"),
+               ("cw", "cache_creation_input_tokens"), ("cr", "cache_read_input_tokens"), ("n", "attempts"))  # fmt: skip
+_FLOAT_FIELDS = (("c", "cost_usd"), ("l", "latency_s"), ("sc", "score"))
+# The spilled tables besides the cells: requests (their turns), turns (role, parts), media parts.
+_TABLES = ("rq_len", "rq_turn", "tu_role", "tu_len", "tu_part", "md_kind", "md_a", "md_b")
 
 
 def clip(text: str, cap: int) -> tuple[str, bool]:
@@ -93,27 +131,31 @@ def _row_hash(row_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def _number(value: Any, digits: int | None = None) -> float | int | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number):
-        return None
-    if number.is_integer() and digits is None:
-        return int(number)
-    if digits is None:
-        return number
-    return float(f"{number:.{digits}g}")
-
-
 def _outcome(record: Mapping[str, Any]) -> int:
     status = record.get("status")
     if status == "ok":
-        return _CODE["correct"] if record.get("correct") is True else _CODE["wrong"]
-    return _CODE.get(str(status), _CODE["error"])
+        return 0 if record.get("correct") is True else 1
+    return _CODE.get(str(status), 3)
+
+
+def _script_safe(text: str) -> str:
+    """JSON text that can sit inside a `<script>` element: no `<`, `>` or `&` in it."""
+    if "<" in text:
+        text = text.replace("<", "\\u003c")
+    if ">" in text:
+        text = text.replace(">", "\\u003e")
+    if "&" in text:
+        text = text.replace("&", "\\u0026")
+    return text
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_STRING = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _json(value: Any) -> str:
+    return _script_safe(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -125,16 +167,13 @@ Part = str | tuple[str, ...]
 Turn = tuple[str, tuple[Part, ...]]
 
 
-_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode
-
-
 def _clip(text: str) -> str:
     return text if len(text) <= PART_CHARS else clip(text, PART_CHARS)[0]
 
 
 def _block_parts(content: Any) -> tuple[Part, ...]:
-    if isinstance(content, str):
-        return (_clip(content),)
+    if type(content) is str:
+        return (content if len(content) <= PART_CHARS else clip(content, PART_CHARS)[0],)
     parts: list[Part] = []
     for block in content if isinstance(content, list) else [content]:
         if not isinstance(block, Mapping):
@@ -158,12 +197,28 @@ def _block_parts(content: Any) -> tuple[Part, ...]:
     return tuple(parts)
 
 
-_NOTE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "thinking")
+_NOTE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "thinking")  # and in _note_turn's key
+_MISSING = object()
 
 
 def _scalar(value: Any) -> str:
     kind = type(value)
     return repr(value) if kind is int or kind is float else _ENCODE(value)
+
+
+def _note(body: Mapping[str, Any]) -> str:
+    """The parameters, output format and tools of a request, as one line."""
+    notes = [f"{k}={_scalar(body[k])}" for k in _NOTE_PARAMS if k in body]
+    output = body.get("output_config")
+    if isinstance(output, Mapping) and output.get("format") is not None:
+        notes.append("output format: " + _ENCODE(output["format"]))
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        names = [str(t.get("name")) for t in tools if isinstance(t, Mapping)]
+        notes.append("tools: " + ", ".join(names))
+        if body.get("tool_choice") is not None:
+            notes.append("tool_choice: " + _ENCODE(body["tool_choice"]))
+    return " · ".join(notes)
 
 
 def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
@@ -182,33 +237,24 @@ def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
             if i == last and role == "assistant":
                 role = "prefill"
             turns.append((role, _block_parts(message.get("content", ""))))
-    notes = [f"{k}={_scalar(body[k])}" for k in _NOTE_PARAMS if k in body]
-    output = body.get("output_config")
-    if isinstance(output, Mapping) and output.get("format") is not None:
-        notes.append("output format: " + _ENCODE(output["format"]))
-    tools = body.get("tools")
-    if isinstance(tools, list) and tools:
-        names = [str(t.get("name")) for t in tools if isinstance(t, Mapping)]
-        notes.append("tools: " + ", ".join(names))
-        if body.get("tool_choice") is not None:
-            notes.append("tool_choice: " + _ENCODE(body["tool_choice"]))
-    if notes:
-        turns.append(("note", (_clip(" · ".join(notes)),)))
+    note = _note(body)
+    if note:
+        turns.append(("note", (_clip(note),)))
     return tuple(turns)
 
 
-def _reply(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
-    """The reply as a reader wants it: its text, plus tool calls and thinking when it has them."""
-    text = str(record.get("response_text") or "")
-    raw = cell.get("message_json")
-    if not raw or ('"tool_use"' not in raw and '"thinking"' not in raw):
-        if not text and cell.get("raw"):
-            return "[not a valid message] " + str(cell["raw"])
-        return text
+def _reply(text: Any, message_json: Any, raw: Any) -> str:
+    """The reply as a reader wants it (from the record's `response_text` and the cell's stored
+    message or raw reply): its text, plus tool calls and thinking when it has them."""
+    text = text or ""
+    if not message_json or ('"tool_use"' not in message_json and '"thinking"' not in message_json):
+        if not text and raw:
+            return "[not a valid message] " + str(raw)
+        return text if type(text) is str else str(text)
     try:
-        message = json.loads(raw)
+        message = json.loads(message_json)
     except ValueError:
-        return text
+        return str(text)
     pieces = []
     for block in message.get("content") or ():
         if not isinstance(block, Mapping):
@@ -222,13 +268,14 @@ def _reply(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
     return "\n".join(pieces)
 
 
-def _error(record: Mapping[str, Any], cell: Mapping[str, Any]) -> str:
-    if record.get("status") == "pending":
+def _error(status: Any, error: Any, http_status: Any, error_type: Any) -> str:
+    """A cell's error as shown: the record's, headed by the HTTP status and error type."""
+    if status == "pending":
         return "not sent yet"
-    error = str(record.get("error") or "")
     if not error:
         return ""
-    head = " ".join(str(v) for v in (cell.get("http_status"), cell.get("error_type")) if v)
+    error = str(error)
+    head = " ".join(str(v) for v in (http_status, error_type) if v)
     return f"{head}: {error}" if head and not error.startswith(head) else error
 
 
@@ -242,346 +289,820 @@ def _fields(record: Mapping[str, Any], columns: Sequence[str]) -> str:
     return ",".join(found)
 
 
+_RECORD_FIELDS = ("model", "prompt", "row_id", "status", "correct", "response_text", "error",
+                  *(name for _, name in _INT_FIELDS), *(name for _, name in _FLOAT_FIELDS),
+                  *(name for _, name, _ in _TEXT_FIELDS))  # fmt: skip
+_CELL_FIELDS = ("request_key", "request_json", "sharing", "message_json", "raw", "http_status", "error_type", "row_seq")
+
+
+def _columns(rows: list[dict[str, Any]], names: Sequence[str]) -> dict[str, Sequence[Any]]:
+    """Each of `names` as a column of `rows` (None where a row lacks it), each row read once."""
+    present = [name for name in names if name in rows[0]]
+    columns: dict[str, Sequence[Any]] = dict.fromkeys(names, [None] * len(rows))
+    if len(present) < 2:
+        columns.update({name: [row.get(name) for row in rows] for name in present})
+        return columns
+    try:
+        columns.update(zip(present, zip(*map(operator.itemgetter(*present), rows), strict=True), strict=True))
+    except KeyError:  # rows unlike the first
+        columns.update({name: [row.get(name) for row in rows] for name in names})
+    return columns
+
+
+def _numbers(values: Sequence[Any]) -> np.ndarray:
+    """Values as float64, NaN where missing (None, NaN, text that is no number)."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        out = np.full(len(values), math.nan)
+        for i, value in enumerate(values):
+            if isinstance(value, bool) or value is None or value == "":
+                continue
+            with contextlib.suppress(TypeError, ValueError):
+                out[i] = float(value)
+        return out
+
+
+def _ints(values: Sequence[Any]) -> np.ndarray:
+    """Values as int64, -1 where missing."""
+    numbers = _numbers(values)
+    numbers[~np.isfinite(numbers)] = -1
+    return numbers.astype(np.int64)
+
+
+# -- de-duplication ----------------------------------------------------------------------------
+class _Index:
+    """key → id, bounded: two generations of at most `entries` keys (and `chars` characters of text
+    in the keys, as `add` is told) each; a key found in the old generation moves to the new one.
+    `roll()` (between chunks, so that callers may hold `new.get`) drops the old generation when
+    the new one is full."""
+
+    def __init__(self, *, entries: int, chars: int = 1 << 62, fixed: Mapping[Any, int] | None = None) -> None:
+        self.entries = entries
+        self.chars = chars
+        self.fixed = dict(fixed or {})
+        self.new: dict[Any, int] = dict(self.fixed)
+        self.old: dict[Any, int] = {}
+        self.new_chars = 0
+
+    def find(self, key: Any, weight: int = 0) -> int | None:
+        found = self.new.get(key)
+        if found is None:
+            found = self.old.get(key)
+            if found is not None:
+                self.add(key, found, weight)
+        return found
+
+    def add(self, key: Any, value: int, weight: int = 0) -> None:
+        self.new[key] = value
+        self.new_chars += weight
+
+    def roll(self) -> None:
+        if len(self.new) > self.entries or self.new_chars > self.chars:
+            self.old = self.new
+            self.new = dict(self.fixed)
+            self.new_chars = 0
+
+
 # -- the sink ----------------------------------------------------------------------------------
-_ROLE_CODES = {"system": "s", "user": "u", "assistant": "a", "prefill": "p", "note": "n"}
-
-
-def _int(value: Any) -> int:
-    """An int column's value; -1 when missing."""
-    if type(value) is int:
-        return value
-    number = _number(value)
-    return int(number) if number is not None else -1
-
-
-def _float(value: Any) -> float:
-    """A float column's value; NaN when missing."""
-    if type(value) is float:
-        return value
-    number = _number(value)
-    return float(number) if number is not None else math.nan
-
-
 class ExplorerSink:
-    """Collects the cells the explorer embeds (see the module docstring for the caps).
+    """Spills the cells the explorer embeds into `directory` (see the module docstring).
 
-    Columns are compact arrays (ints, floats, string ids); every distinct text is held once."""
+    A results sink: `begin(columns)`, `write(records, cells)` per chunk, `close()`; then
+    `write_json(handle)` streams the payload (as often as wanted) and `meta` describes it. Without
+    a `directory` the spill goes to a temporary folder removed with the sink."""
 
-    def __init__(self, *, max_cells: int | None = None, max_text_chars: int | None = None) -> None:
+    def __init__(self, directory: Path | None = None, *, max_cells: int | None = None,
+                 max_text_chars: int | None = None, expected_cells: int | None = None,
+                 bodies: Callable[[str], str | None] | None = None) -> None:  # fmt: skip
         self.max_cells = MAX_CELLS if max_cells is None else max_cells
         self.max_text_chars = MAX_TEXT_CHARS if max_text_chars is None else max_text_chars
-        self.threshold = _TOP
+        if directory is None:
+            directory = Path(tempfile.mkdtemp(prefix="evalrun-explorer-"))
+            self._cleanup = weakref.finalize(self, shutil.rmtree, directory, True)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        # Rows whose hash bucket is below `top` are kept. Knowing how many cells will come, start
+        # with the share that fits the cell cap (the rows of the others are never spilled).
+        self.expected_cells = expected_cells
+        self.bodies = bodies  # request_key → body, for cells that do not carry `request_json`
+        self.top = _BUCKETS
+        if expected_cells and expected_cells * _AIM > self.max_cells:
+            self.top = int(_BUCKETS * self.max_cells * _AIM / expected_cells)
+        self.bucket_cells = np.zeros(_BUCKETS, dtype=np.int64)
+        self.bucket_chars = np.zeros(_BUCKETS, dtype=np.int64)
+        self.bucket_truncated = np.zeros(_BUCKETS, dtype=np.int64)
         self.models: dict[str, int] = {}
         self.prompts: dict[str, int] = {}
-        self.ints: dict[str, array[int]] = {name: array("q") for name in (*_INTS, *_STRINGS, "_row")}
-        self.floats: dict[str, array[float]] = {name: array("d") for name in _FLOATS}
-        self.hashes: array[int] = array("Q")
-        self.strings: list[str] = [""]
-        self._ids: dict[str, int] = {"": 0}
-        self.turns: list[tuple[str, tuple[Any, ...]]] = []  # (role code, parts: string ids or media tuples)
-        self._turn_ids: dict[tuple[str, tuple[Any, ...]], int] = {}
-        self.requests: list[tuple[int, ...]] = []  # turn ids
-        self._request_ids: dict[tuple[int, ...], int] = {}
-        self._recent: dict[str, int] = {}
         self.field_columns: list[str] = []
-        self.text_chars = 0
         self.seen_cells = 0
-        self.dropped_cells = 0
-        self.truncated = 0
-        self.repeats = False
-        self.media = False
-        self.payload: dict[str, Any] | None = None
+        self.spilled_cells = 0
+        self.counts = {"strings": 1, "turns": 0, "requests": 0, "media": 0}
+        self.texts = _Index(entries=INDEX_ENTRIES, chars=INDEX_CHARS, fixed={"": 0, None: 0})
+        self.turns = _Index(entries=INDEX_ENTRIES // 2)
+        self.requests = _Index(entries=INDEX_ENTRIES // 2)
+        self.media = _Index(entries=INDEX_ENTRIES // 2)
+        self._notes: list[tuple[Any, int]] = []  # (what a note depends on, its turn), most recent first
+        self.contents = _Index(entries=INDEX_ENTRIES // 2, chars=INDEX_CHARS)  # (role, content) → turn id
+        self.by_key = _Index(entries=INDEX_ENTRIES // 8)  # request_key → request id (cells sharing a request)
+        self.images: dict[str, bool] = {}  # sha256 → embedded (bounded by IMAGES_TOTAL) ...
+        self.refused = _Index(entries=INDEX_ENTRIES // 8)  # ... or refused
+        self.image_bytes = 0
+        self.images_embedded = 0
+        self._strings = (directory / "strings.jsonl").open("w", encoding="utf-8", errors="replace", buffering=1 << 20)
+        self._images = (directory / "images.jsonl").open("w", encoding="utf-8", buffering=1 << 16)
+        self._files = {name: (directory / f"{name}.bin").open("wb")
+                       for name in (*_COLUMNS, "_row", "_b", "str_len", *_TABLES)}  # fmt: skip
+        self._lengths = array("i", [0])  # of the strings written since the last flush (id 0: "")
+        self._tables = {name: array("i") for name in _TABLES}
+        self._chars: list[int] = []  # per kept cell of the chunk: characters of text it wrote first
+        self._truncated: list[int] = []  # per kept cell of the chunk: texts shortened
+        self.closed = False
+        self.closers: list[Callable[[], None]] = []  # called when the pass is over
+        self.meta: dict[str, Any] = {}
 
     # ResultsSink
     def begin(self, columns: list[str]) -> None:
         self.field_columns = [c for c in columns if c.startswith("correct_")]
 
     def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
-        for record, cell in zip(records, cells, strict=True):
-            self._add(record, cell)
-            if len(self.hashes) > self.max_cells or self.text_chars > self.max_text_chars:
-                self._shrink()
+        if len(records) != len(cells):
+            raise ValueError("records and cells differ in length")
+        self.seen_cells += len(records)
+        row_ids = [r["row_id"] for r in records]
+        bucket_of = {row_id: _row_hash(str(row_id)) >> _BUCKET_SHIFT for row_id in dict.fromkeys(row_ids)}
+        buckets = [bucket_of[row_id] for row_id in row_ids]
+        top = self.top
+        if buckets and max(buckets) >= top:
+            keep = [i for i, bucket in enumerate(buckets) if bucket < top]
+            if not keep:
+                return
+            records = [records[i] for i in keep]
+            cells = [cells[i] for i in keep]
+            buckets = [buckets[i] for i in keep]
+        if not records:
+            return
+        self._add(records, cells, buckets)
+        where = np.array(buckets, dtype=np.int64)
+        self.bucket_cells += np.bincount(where, minlength=_BUCKETS)
+        self.bucket_chars += np.bincount(where, weights=self._chars, minlength=_BUCKETS).astype(np.int64)
+        if any(self._truncated):
+            self.bucket_truncated += np.bincount(where, weights=self._truncated, minlength=_BUCKETS).astype(np.int64)
+        for index in (self.texts, self.contents, self.turns, self.requests, self.media, self.by_key, self.refused):
+            index.roll()
+        self._shrink_if_needed()
+        self._project()
 
     def close(self) -> None:
-        self.payload = self._payload()
-
-    # internals
-    def _sid(self, text: str) -> int:
-        found = self._ids.get(text)
-        if found is None:
-            found = self._ids[text] = len(self.strings)
-            self.strings.append(text)
-            self.text_chars += len(text)
-        return found
-
-    def _text(self, value: Any, cap: int) -> int:
-        if value is None or value == "":
-            return 0
-        if type(value) is not str:
-            if isinstance(value, float) and math.isnan(value):
-                return 0
-            value = str(value)
-        text: str = value
-        if len(text) > cap:
-            text = clip(text, cap)[0]
-            self.truncated += 1
-        return self._sid(text)
-
-    def _request(self, cell: Mapping[str, Any]) -> int:
-        key = str(cell.get("request_key") or "")
-        found = self._recent.get(key)
-        if found is not None:
-            return found
-        raw = cell.get("request_json")
-        if not raw:
-            return -1
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return -1
-        turn_ids = []
-        for role, parts in render_request(body) if isinstance(body, Mapping) else ():
-            ids: list[Any] = []
-            for part in parts:
-                if isinstance(part, str):
-                    ids.append(self._sid(part))
-                else:
-                    self.media = True
-                    ids.append((part[0], *(self._sid(p) for p in part[1:])))
-            turn = (_ROLE_CODES.get(role, "n"), tuple(ids))
-            found = self._turn_ids.get(turn)
-            if found is None:
-                found = self._turn_ids[turn] = len(self.turns)
-                self.turns.append(turn)
-            turn_ids.append(found)
-        rendered = tuple(turn_ids)
-        index = self._request_ids.get(rendered)
-        if index is None:
-            index = self._request_ids[rendered] = len(self.requests)
-            self.requests.append(rendered)
-        if len(self._recent) > 4096:  # repeats of a request come together: a short memory is enough
-            self._recent.clear()
-        self._recent[key] = index
-        return index
-
-    def _add(self, record: Mapping[str, Any], cell: Mapping[str, Any]) -> None:
-        self.seen_cells += 1
-        row_id = str(record["row_id"])
-        digest = _row_hash(row_id)
-        if digest >= self.threshold:
-            self.dropped_cells += 1
+        if self.closed:
             return
-        ints, floats, get = self.ints, self.floats, record.get
-        ids, text = self._ids, self._text
-        self.hashes.append(digest)
-        ints["_row"].append(_int(cell.get("row_seq")))
-        model, prompt = str(record["model"]), str(record["prompt"])
-        m = self.models.get(model)
-        if m is None:
-            m = self.models[model] = len(self.models)
-        p = self.prompts.get(prompt)
-        if p is None:
-            p = self.prompts[prompt] = len(self.prompts)
-        ints["m"].append(m)
-        ints["p"].append(p)
-        repeat = _int(get("repeat"))
-        if repeat > 0:
-            self.repeats = True
-        ints["k"].append(repeat)
-        ints["o"].append(_outcome(record))
-        ints["q"].append(self._request(cell))
-        for column, name in _INT_FIELDS:
-            value = get(name)
-            ints[column].append(value if type(value) is int else _int(value))
-        for column, name in _FLOAT_FIELDS:
-            value = get(name)
-            floats[column].append(value if type(value) is float else _float(value))
-        score = _float(get("score"))
-        floats["sc"].append(score if 0 < score < 1 else math.nan)
-        ints["r"].append(self._sid(row_id))
-        for column, name, cap in _TEXT_FIELDS:
-            value = get(name)
-            found = ids.get(value) if type(value) is str and len(value) <= cap else None
-            ints[column].append(found if found is not None else text(value, cap))
-        ints["y"].append(text(_reply(record, cell), REPLY_CHARS))
-        ints["e"].append(text(_error(record, cell), PART_CHARS))
-        ints["f"].append(text(_fields(record, self.field_columns), PART_CHARS) if self.field_columns else 0)
-
-    def _shrink(self) -> None:
-        """Keep the half of the sampled rows with the lowest hashes; drop what only the others used."""
-        distinct = sorted(set(self.hashes))
-        self.threshold = distinct[len(distinct) // 2] if len(distinct) > 1 else 0
-        keep = [i for i, h in enumerate(self.hashes) if h < self.threshold]
-        self.dropped_cells += len(self.hashes) - len(keep)
-        self.hashes = array("Q", (self.hashes[i] for i in keep))
-        for name, ivalues in self.ints.items():
-            self.ints[name] = array("q", (ivalues[i] for i in keep))
-        for name, fvalues in self.floats.items():
-            self.floats[name] = array("d", (fvalues[i] for i in keep))
-        used = sorted(set(self.ints["q"]) - {-1})
-        renumber = {old: new for new, old in enumerate(used)}
-        self.ints["q"] = array("q", (renumber.get(q, -1) for q in self.ints["q"]))
-        self._recent = {}
-        requests = [self.requests[i] for i in used]
-        used_turns = sorted({t for rendered in requests for t in rendered})
-        turn_map = {old: new for new, old in enumerate(used_turns)}
-        turns = [self.turns[i] for i in used_turns]
-        # Keep only the texts still used, renumbered.
-        alive = {0}
-        for name in _STRINGS:
-            alive.update(self.ints[name])
-        for _, parts in turns:
-            for part in parts:
-                if isinstance(part, int):
-                    alive.add(part)
-                else:
-                    alive.update(part[1:])
-        order = sorted(alive)
-        remap = {old: new for new, old in enumerate(order)}
-        self.strings = [self.strings[i] for i in order]
-        self._ids = {text: i for i, text in enumerate(self.strings)}
-        self.text_chars = sum(len(text) for text in self.strings)
-        for name in _STRINGS:
-            self.ints[name] = array("q", (remap[i] for i in self.ints[name]))
-        self.turns = [
-            (role, tuple(remap[x] if isinstance(x, int) else (x[0], *(remap[y] for y in x[1:])) for x in parts))
-            for role, parts in turns
-        ]
-        self._turn_ids = {turn: i for i, turn in enumerate(self.turns)}
-        self.requests = [tuple(turn_map[t] for t in rendered) for rendered in requests]
-        self._request_ids = {rendered: i for i, rendered in enumerate(self.requests)}
-
-    def _media(self, part: Any, images: dict[str, dict[str, str]]) -> Any:
-        if isinstance(part, int):
-            return part
-        if part[0] == "img":
-            _, sha, path, media = part
-            images.setdefault(self.strings[sha], {"path": self.strings[path], "media_type": self.strings[media]})
-            return {"img": self.strings[sha], "path": path}
-        return {"url": part[1]}
-
-    def _payload(self) -> dict[str, Any]:
-        import numpy as np
-
-        count = len(self.hashes)
-        ints = {name: np.frombuffer(values, dtype=np.int64) if len(values) else np.zeros(0, np.int64)
-                for name, values in self.ints.items()}  # fmt: skip
-        floats = {name: np.frombuffer(values, dtype=np.float64) if len(values) else np.zeros(0, np.float64)
-                  for name, values in self.floats.items()}  # fmt: skip
-        # Reading order: dataset row, repeat, then the variants in the spec's order.
-        order = np.lexsort((ints["p"], ints["m"], ints["k"], ints["_row"])) if count else np.zeros(0, np.int64)
-        cells: dict[str, Any] = {}
-        for name in _COLUMNS:
-            cells[name] = floats[name][order] if name in self.floats else ints[name][order]
-        images: dict[str, dict[str, str]] = {}
-        turns: list[Any] = self.turns
-        if self.media:
-            turns = [(role, tuple(self._media(part, images) for part in parts)) for role, parts in self.turns]
-        return {
-            "version": 1,
+        self.closed = True
+        for closer in self.closers:
+            closer()
+        self._shrink_if_needed()
+        self._flush_lengths()
+        self._strings.close()
+        self._images.close()
+        for handle in self._files.values():
+            handle.close()
+        # The text a page holds is known exactly only now (texts shared with dropped rows, texts
+        # written twice): lower the threshold until it fits.
+        plan = self._plan()
+        while plan.text_chars > self.max_text_chars and self.top > 0:
+            # As the text counted per bucket says, and at least in proportion of the hash range.
+            share = self.max_text_chars / plan.text_chars * _SHRINK_TO
+            cumulative = np.cumsum(self.bucket_chars[: self.top])
+            estimate = int(np.searchsorted(cumulative, cumulative[-1] * share, side="right"))
+            self.top = max(0, min(estimate, int(self.top * share), self.top - 1))
+            plan = self._plan()
+        kept = plan.kept
+        rows = np.unique(self._load("_row")[kept]) if kept.size else kept
+        repeats = self._load("k")[kept]
+        self.meta = {
+            "count": int(kept.size),
+            "rows": int(rows.size),
+            "repeats": bool(repeats.size and repeats.max() > 0),
+            "seen_cells": self.seen_cells,
+            "sampled": int(kept.size) < self.seen_cells,
+            "sample_seed": SAMPLE_SEED,
+            "truncated": int(self.bucket_truncated[: self.top].sum()),
+            "text_chars": plan.text_chars,
             "models": list(self.models),
             "prompts": list(self.prompts),
-            "outcomes": list(OUTCOMES),
-            "strings": self.strings,
-            "turns": turns,
-            "requests": self.requests,
-            "images": _embed_images(images),
-            "cells": cells,
-            "count": count,
-            "rows": int(np.unique(ints["_row"]).size),
-            "repeats": self.repeats,
-            "seen_cells": self.seen_cells,
-            "sampled": self.dropped_cells > 0,
-            "sample_seed": SAMPLE_SEED,
-            "truncated": self.truncated,
-            "caps": {"cells": self.max_cells, "text_chars": self.max_text_chars, "reply_chars": REPLY_CHARS,
-                     "part_chars": PART_CHARS, "image_bytes": IMAGE_BYTES, "images_total": IMAGES_TOTAL},
-        }  # fmt: skip
+        }
 
+    def discard(self) -> None:
+        """Remove the spill (`Staged` does this for the sink of a report build)."""
+        if not self.closed:
+            self.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
-def _embed_images(images: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
-    """sha256 → data: URL for the images that fit the caps and still match their hash."""
-    out: dict[str, str] = {}
-    total = 0
-    for sha, info in images.items():
-        media = info.get("media_type", "")
-        if not media.startswith("image/") or not sha:
-            continue
-        path = Path(info.get("path", ""))
+    # -- the pass ------------------------------------------------------------------------------
+    def _add(self, records: list[dict[str, Any]], cells: list[dict[str, Any]], buckets: list[int]) -> None:
+        n = len(records)
+        self._chars = [0] * n
+        self._truncated = [0] * n
+        # Each field as a column, every record (and cell) read once.
+        rec = _columns(records, _RECORD_FIELDS)
+        cel = _columns(cells, _CELL_FIELDS)
+        columns: dict[str, Any] = {}
+        for field, known in (("model", self.models), ("prompt", self.prompts)):
+            names = rec[field]
+            if not known.keys() >= set(names):  # new names, numbered in order of appearance
+                for name in names:
+                    if name not in known:
+                        known[name] = len(known)
+            columns[field[0]] = [known[name] for name in names]
+        columns["o"] = [(0 if right is True else 1) if status == "ok" else _CODE.get(str(status), 3)
+                        for status, right in zip(rec["status"], rec["correct"], strict=True)]  # fmt: skip
+        request = self._request
+        columns["q"] = [request(key, raw, sharing, j) for j, (key, raw, sharing)
+                        in enumerate(zip(cel["request_key"], cel["request_json"], cel["sharing"], strict=True))]  # fmt: skip
+        for column, name in _INT_FIELDS:
+            columns[column] = _ints(rec[name])
+        for column, name in _FLOAT_FIELDS:
+            columns[column] = _numbers(rec[name])
+        score = columns["sc"]
+        columns["sc"] = np.where((score > 0) & (score < 1), score, math.nan)  # partial credit only
+        texts = self._texts
+        columns["r"] = texts(rec["row_id"], PART_CHARS)
+        for column, name, cap in _TEXT_FIELDS:
+            columns[column] = texts(rec[name], cap)
+        columns["y"] = texts([_reply(text, message, raw) for text, message, raw
+                              in zip(rec["response_text"], cel["message_json"], cel["raw"], strict=True)], REPLY_CHARS)  # fmt: skip
+        columns["e"] = texts([_error(status, error, http, kind) for status, error, http, kind
+                              in zip(rec["status"], rec["error"], cel["http_status"], cel["error_type"], strict=True)],
+                             PART_CHARS)  # fmt: skip
+        fields = self.field_columns
+        columns["f"] = texts([_fields(r, fields) for r in records], PART_CHARS) if fields else [0] * n
+        row_seq = cel["row_seq"]
+        for name in _COLUMNS:
+            spilled = np.asarray(columns[name])
+            if name in _FLOATS:
+                spilled.astype(np.float32).tofile(self._files[name])
+            else:
+                np.clip(spilled, _INT32.min, _INT32.max).astype(np.int32).tofile(self._files[name])
+        np.clip(_ints(row_seq), -1, _INT32.max).astype(np.int32).tofile(self._files["_row"])
+        np.array(buckets, dtype=np.uint16).tofile(self._files["_b"])
+        for name, table in self._tables.items():
+            if table:
+                table.tofile(self._files[name])
+                del table[:]
+        self._flush_lengths()
+        self.spilled_cells += n
+
+    def _flush_lengths(self) -> None:
+        self._lengths.tofile(self._files["str_len"])
+        del self._lengths[:]
+
+    def _texts(self, values: Sequence[Any], cap: int) -> list[int]:
+        """The string ids of a column of texts (one per kept cell of the chunk)."""
+        get = self.texts.new.get
         try:
-            size = path.stat().st_size
-            if size > IMAGE_BYTES or total + size > IMAGES_TOTAL:
-                continue
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if hashlib.sha256(data).hexdigest() != sha:
-            continue
-        total += len(data)
-        out[sha] = f"data:{media};base64,{base64.b64encode(data).decode('ascii')}"
+            out: list[Any] = [get(v) for v in values]
+        except TypeError:  # an unhashable value: take the slow road for every one
+            out = [None] * len(values)
+        if None in out:
+            for j, found in enumerate(out):
+                if found is None:  # new, or in the old generation (and moved on first use: try again)
+                    found = get(values[j]) if type(values[j]) is str else None
+                    out[j] = found if found is not None else self._text(values[j], cap, j)
+        return out
+
+    def _text(self, value: Any, cap: int, j: int) -> int:
+        if value is None or value == "" or (type(value) is float and math.isnan(value)):
+            return 0
+        text = value if type(value) is str else str(value)
+        if len(text) > cap:
+            text = clip(text, cap)[0]
+            self._truncated[j] += 1
+        return self._sid(text, j)
+
+    def _sid(self, text: str, j: int) -> int:
+        found = self.texts.find(text, len(text))
+        if found is None:
+            found = self.counts["strings"]
+            self.counts["strings"] = found + 1
+            self._strings.write(_script_safe(_STRING(text)) + "\n")
+            self._lengths.append(len(text))
+            self._chars[j] += len(text)
+            self.texts.add(text, found, len(text))
+        return found
+
+    def _request(self, request_key: Any, raw: Any, sharing: Any, j: int) -> int:
+        """The id of a cell's rendered request (see `render_request`), -1 when it has none: its
+        body `raw` or, without, the one `bodies` gives for its key."""
+        # Cells share a request only when the store says so (`sharing`): only those are remembered.
+        key = request_key if sharing and sharing > 1 else None
+        if key:
+            found = self.by_key.find(key)
+            if found is not None:
+                return found
+        if raw is None and self.bodies is not None and request_key:
+            raw = self.bodies(request_key)
+        if not raw or type(raw) is not str:
+            return -1
+        try:
+            body, end = _SCAN(raw, 0)  # json.loads without its wrappers: the stored body is compact JSON
+            if end != len(raw):
+                body = json.loads(raw)
+        except (StopIteration, ValueError):
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                return -1
+        if type(body) is not dict:
+            return -1
+        # As render_request, but each turn looked up by its content first: most turns of a grid
+        # (system prompts, few-shot turns, a row's question asked of several models) come again.
+        turn, seen = self._turn, self.contents.new.get
+        ids = []
+        system = body.get("system")
+        if system:
+            found = seen((0, system)) if type(system) is str else None
+            ids.append(found if found is not None else turn(0, system, j))
+        messages = body.get("messages")
+        if type(messages) is list:
+            left = len(messages)
+            for message in messages:
+                left -= 1
+                if type(message) is not dict:
+                    continue
+                role = message.get("role")
+                if role == "user":
+                    code = 1
+                elif role == "assistant":
+                    code = 2 if left else 3  # the last turn: a prefill
+                else:
+                    code = _ROLE_CODE.get(str(role or "user"), 4)
+                content = message.get("content", "")
+                found = seen((code, content)) if type(content) is str else None
+                ids.append(found if found is not None else turn(code, content, j))
+        note = self._note_turn(body, j)
+        if note >= 0:
+            ids.append(note)
+        rendered = tuple(ids)
+        requests = self.requests
+        found = requests.new.get(rendered)
+        if found is None:
+            found = requests.old.get(rendered)
+            if found is not None:
+                requests.add(rendered, found)
+        if found is None:
+            found = self.counts["requests"]
+            self.counts["requests"] = found + 1
+            self.requests.add(rendered, found)
+            self._tables["rq_len"].append(len(rendered))
+            self._tables["rq_turn"].extend(rendered)
+        if key:
+            self.by_key.add(key, found)
+        return found
+
+    def _note_turn(self, body: dict[str, Any], j: int) -> int:
+        """The turn id of a request's note (`_note`; -1: none), from a few recent ones when the
+        parameters, format and tools are equal (types too: 1 and 1.0 differ in the note)."""
+        get = body.get
+        output = get("output_config")
+        tokens, temperature, top_p, top_k = (get("max_tokens", _MISSING), get("temperature", _MISSING),
+                                             get("top_p", _MISSING), get("top_k", _MISSING))  # fmt: skip
+        key = (tokens, temperature, top_p, top_k, type(tokens), type(temperature), type(top_p), type(top_k),
+               get("stop_sequences", _MISSING), get("thinking", _MISSING),
+               output.get("format") if type(output) is dict else output, get("tools"), get("tool_choice"))  # fmt: skip
+        recent = self._notes
+        for i, (known, found) in enumerate(recent):
+            if known == key:
+                if i:
+                    recent[i], recent[i - 1] = recent[i - 1], recent[i]
+                return found
+        note = _note(body)
+        found = self._turn(4, note, j) if note else -1
+        recent.insert(0, (key, found))
+        del recent[8:]
+        return found
+
+    def _turn(self, code: int, content: Any, j: int) -> int:
+        if type(content) is str:
+            key = (code, content)
+            found = self.contents.find(key, len(content))
+            if found is None:
+                text = content if len(content) <= PART_CHARS else clip(content, PART_CHARS)[0]
+                found = self._turn_id(code, (self._sid(text, j),))
+                self.contents.add(key, found, len(content))
+            return found
+        ids = tuple(self._sid(p, j) if isinstance(p, str) else self._media(p, j) for p in _block_parts(content))
+        return self._turn_id(code, ids)
+
+    def _turn_id(self, code: int, ids: tuple[int, ...]) -> int:
+        key = (code, *ids)
+        found = self.turns.find(key)
+        if found is None:
+            found = self.counts["turns"]
+            self.counts["turns"] = found + 1
+            self.turns.add(key, found)
+            tables = self._tables
+            tables["tu_role"].append(code)
+            tables["tu_len"].append(len(ids))
+            tables["tu_part"].extend(ids)
+        return found
+
+    def _media(self, part: tuple[str, ...], j: int) -> int:
+        """A media part's id, as a negative part: -1 - its index in the media table."""
+        if part[0] == "img":
+            _, sha, path, media_type = part
+            self._embed(sha, path, media_type)
+            key = (0, self._sid(sha, j), self._sid(path, j))
+        else:
+            key = (1, self._sid(part[1], j), -1)
+        found = self.media.find(key)
+        if found is None:
+            found = self.counts["media"]
+            self.counts["media"] = found + 1
+            self.media.add(key, found)
+            for name, value in zip(("md_kind", "md_a", "md_b"), key, strict=True):
+                self._tables[name].append(value)
+        return -1 - found
+
+    def _embed(self, sha: str, path: str, media_type: str) -> None:
+        """Embed an image file once, while it fits the caps and still matches its hash."""
+        if not sha or sha in self.images or self.refused.find(sha) is not None:
+            return
+        data = None
+        if media_type.startswith("image/") and self.image_bytes < IMAGES_TOTAL:
+            try:
+                size = Path(path).stat().st_size
+                if size <= IMAGE_BYTES and self.image_bytes + size <= IMAGES_TOTAL:
+                    data = Path(path).read_bytes()
+            except OSError:
+                data = None
+        if data is None or hashlib.sha256(data).hexdigest() != sha:
+            self.refused.add(sha, 1)
+            return
+        self.images[sha] = True
+        self.image_bytes += len(data)
+        self.images_embedded += 1
+        url = f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
+        self._images.write(f"{_json(sha)}:{_json(url)}\n")
+
+    # -- sampling ------------------------------------------------------------------------------
+    def _shrink_if_needed(self) -> None:
+        top = self.top
+        cells = int(self.bucket_cells[:top].sum())
+        chars = int(self.bucket_chars[:top].sum())
+        if cells <= self.max_cells and chars <= self.max_text_chars:
+            return
+        # The highest bucket boundary with at most 90 % of each cap below it.
+        cum_cells = np.cumsum(self.bucket_cells[:top])
+        cum_chars = np.cumsum(self.bucket_chars[:top])
+        fits = (cum_cells <= self.max_cells * _SHRINK_TO) & (cum_chars <= self.max_text_chars * _SHRINK_TO)
+        # cum_* grow with the bucket, so the buckets that fit are a prefix.
+        self.top = int(np.argmin(fits)) if not fits.all() else top
+
+    def _project(self) -> None:
+        """Knowing how many cells will come: lower the threshold early when the text written so far
+        per kept cell says the text cap will not hold (rather than spilling cells to drop later)."""
+        if not self.expected_cells:
+            return
+        top = self.top
+        cells, chars = int(self.bucket_cells[:top].sum()), int(self.bucket_chars[:top].sum())
+        if not cells or not chars:
+            return
+        per_cell = chars / cells
+        if per_cell * self.expected_cells * top / _BUCKETS > self.max_text_chars:
+            share = self.max_text_chars * _AIM / per_cell / self.expected_cells
+            self.top = min(top, int(_BUCKETS * share))
+
+    # -- the page ------------------------------------------------------------------------------
+    def _load(self, name: str) -> np.ndarray:
+        kind = np.float32 if name in _FLOATS else np.uint16 if name == "_b" else np.int32
+        return np.fromfile(self.directory / f"{name}.bin", dtype=kind)
+
+    def _plan(self) -> _Plan:
+        """What the page holds at the current threshold: the kept cells (their positions in the
+        spill, in reading order: dataset row, repeat, then the variants in the spec's order) and,
+        when some spilled cells are left out, only the texts, turns and requests they use,
+        renumbered."""
+        kept = np.flatnonzero(self._load("_b") < self.top)
+        if kept.size:
+            kept = kept[np.lexsort([self._load(name)[kept] for name in ("p", "m", "k", "_row")])]
+        tables = {name: self._load(name) for name in _TABLES}
+        lengths = self._load("str_len")
+        if kept.size == self.spilled_cells:
+            return _Plan(kept, tables, None, None, int(lengths.sum(dtype=np.int64)))
+        rq_off, tu_off = _offsets(tables["rq_len"]), _offsets(tables["tu_len"])
+        q = self._load("q")[kept]
+        requests_used = np.zeros(self.counts["requests"], dtype=bool)
+        requests_used[q[q >= 0]] = True
+        turns_used = np.zeros(self.counts["turns"], dtype=bool)
+        turns_used[tables["rq_turn"][_ranges(rq_off, requests_used)]] = True
+        parts = tables["tu_part"][_ranges(tu_off, turns_used)]
+        media_used = np.zeros(self.counts["media"], dtype=bool)
+        media_used[-1 - parts[parts < 0]] = True
+        strings_used = np.zeros(self.counts["strings"], dtype=bool)
+        strings_used[0] = True
+        strings_used[parts[parts >= 0]] = True
+        strings_used[tables["md_a"][media_used]] = True
+        strings_used[tables["md_b"][media_used & (tables["md_kind"] == 0)]] = True
+        for name in _STRINGS:
+            strings_used[self._load(name)[kept]] = True
+        string_map = _numbering(strings_used)
+        media_map = _numbering(media_used)
+        maps = {"q": _numbering(requests_used), "strings": string_map}
+        md_kind = tables["md_kind"][media_used]
+        md_b = tables["md_b"][media_used]
+        renumbered = {
+            "rq_len": tables["rq_len"][requests_used],
+            "rq_turn": _numbering(turns_used)[tables["rq_turn"][_ranges(rq_off, requests_used)]],
+            "tu_role": tables["tu_role"][turns_used],
+            "tu_len": tables["tu_len"][turns_used],
+            "tu_part": _renumber(parts, string_map, media_map),
+            "md_kind": md_kind,
+            "md_a": string_map[tables["md_a"][media_used]],
+            "md_b": np.where(md_kind == 0, _renumber(md_b, string_map, None), -1),
+        }
+        return _Plan(kept, renumbered, strings_used, maps, int(lengths[strings_used].sum(dtype=np.int64)))
+
+    def write_json(self, out: IO[str]) -> None:
+        """Stream the payload (format 2) into `out`, safe inside a `<script type="application/json">`
+        (no `<`, `>` or `&` in it):
+
+        ``{"version": 2, "models": [...], "prompts": [...], "outcomes": [...], "roles": [...],
+        "count", "rows", "repeats", "seen_cells", "sampled", "sample_seed", "truncated",
+        "text_chars", "caps": {...}, "images": {sha256: data URL}, "strings": [...],
+        "tables": {...}, "cells": {...}}``
+
+        `strings` holds every text once (0 is ""). Each column of `cells` (one value per cell, in
+        reading order) and of `tables` is a typed array, ``{"t": "u8"|"i8"|"u16"|"i16"|"i32"|"f32",
+        "b64": little-endian bytes in base64}``, or (cells only) ``{"t": ..., "const": value}`` when
+        every value is the same (null: NaN). Cell columns: `m`, `p` (model, prompt index), `k`
+        (repeat), `o` (outcome code), `q` (request id, -1: none), `it`, `ot`, `cw`, `cr` (tokens,
+        -1: unknown), `n` (attempts), floats `c` (cost), `l` (latency), `sc` (partial score; NaN:
+        none), and string ids `r` (row id), `a` (answer), `t` (target), `g` (grade), `y` (reply),
+        `e` (error), `s` (stop reason), `d` (answer mode), `x` (grader's explanation), `f`
+        (per-field correctness, "name:1,name:0"), `u` (source). Tables: request `i`'s turns are
+        ``rq_turn[rq_off[i]:rq_off[i+1]]``; turn `t` has role ``roles[tu_role[t]]`` and parts
+        ``tu_part[tu_off[t]:tu_off[t+1]]``, a part being a string id (>= 0) or a media part ``-1 - m``:
+        an image file (``md_kind[m]`` 0; `md_a` its sha256, `md_b` its path, as string ids) or an
+        image URL (1; `md_a` the URL)."""
+        if not self.closed:
+            self.close()
+        plan = self._plan()
+        meta = self.meta
+        caps = {"cells": self.max_cells, "text_chars": self.max_text_chars, "reply_chars": REPLY_CHARS,
+                "part_chars": PART_CHARS, "image_bytes": IMAGE_BYTES, "images_total": IMAGES_TOTAL}  # fmt: skip
+        head = {"version": FORMAT, "models": meta["models"], "prompts": meta["prompts"], "outcomes": list(OUTCOMES),
+                "roles": list(ROLES), **{k: meta[k] for k in ("count", "rows", "repeats", "seen_cells", "sampled",
+                "sample_seed", "truncated", "text_chars")}, "caps": caps}  # fmt: skip
+        out.write(_json(head)[:-1])
+        out.write(',"images":{')
+        with (self.directory / "images.jsonl").open(encoding="utf-8") as handle:
+            out.write(",".join(line.rstrip("\n") for line in handle))
+        out.write('},"strings":[""')  # id 0, then the spilled texts, id 1 on
+        with (self.directory / "strings.jsonl").open(encoding="utf-8") as handle:
+            if plan.strings is None:
+                while block := handle.readlines(1 << 20):
+                    out.write("," + ",".join(line[:-1] for line in block))
+            else:
+                for used, line in zip(plan.strings[1:], handle, strict=False):
+                    if used:
+                        out.write("," + line[:-1])
+        tables = plan.tables
+        shown = {"rq_off": _offsets(tables["rq_len"]), "rq_turn": tables["rq_turn"], "tu_role": tables["tu_role"],
+                 "tu_off": _offsets(tables["tu_len"]), "tu_part": tables["tu_part"], "md_kind": tables["md_kind"],
+                 "md_a": tables["md_a"], "md_b": tables["md_b"]}  # fmt: skip
+        out.write('],"tables":{')
+        out.write(",".join(f'"{name}":{_typed(values)}' for name, values in shown.items()))
+        out.write('},"cells":{')
+        for i, name in enumerate(_COLUMNS):
+            values = self._load(name)[plan.kept]
+            if plan.maps is not None:
+                if name == "q":
+                    values = _renumber(values, plan.maps["q"], None)
+                elif name in _STRINGS:
+                    values = plan.maps["strings"][values]
+            out.write(("," if i else "") + f'"{name}":{_typed(values, floating=name in _FLOATS, const=True)}')
+        out.write("}}")
+
+    def json(self) -> str:
+        """The payload as one string (small runs and tests; the report streams it)."""
+        out = io.StringIO()
+        self.write_json(out)
+        return out.getvalue()
+
+
+class _Plan(NamedTuple):
+    kept: np.ndarray  # positions in the spill of the embedded cells, in reading order
+    tables: dict[str, np.ndarray]
+    strings: np.ndarray | None  # which spilled strings the page holds (None: all)
+    maps: dict[str, np.ndarray] | None  # old id → new id of requests ("q") and strings
+    text_chars: int
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(lengths, dtype=np.int64)])
+
+
+def _numbering(used: np.ndarray) -> np.ndarray:
+    """Old id → new id (-1 for the unused), the used ones numbered in order."""
+    return (np.cumsum(used, dtype=np.int32) - 1).astype(np.int32)
+
+
+def _renumber(parts: np.ndarray, strings: np.ndarray, media: np.ndarray | None) -> np.ndarray:
+    """Parts (or ids) renumbered: ids >= 0 through `strings`, media parts ``-1 - m`` through `media`
+    (-1 stays -1 without)."""
+    out = parts.copy()
+    ids = parts >= 0
+    out[ids] = strings[parts[ids]]
+    if media is not None:
+        out[~ids] = -1 - media[-1 - parts[~ids]]
     return out
 
 
-def _json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+def _ranges(offsets: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """The positions ``offsets[i]:offsets[i+1]`` of every `used` i, concatenated."""
+    starts = offsets[:-1][used]
+    lengths = offsets[1:][used] - starts
+    starts, lengths = starts[lengths > 0], lengths[lengths > 0]
+    if not lengths.size:
+        return np.zeros(0, dtype=np.int32)
+    steps = np.ones(int(lengths.sum()), dtype=np.int32)
+    steps[0] = starts[0]
+    # At the start of each following range, jump from the last position of the previous one.
+    steps[np.cumsum(lengths)[:-1]] = starts[1:] - (starts[:-1] + lengths[:-1]) + 1
+    return np.cumsum(steps)
 
 
-def _float_text(value: float) -> str:
-    return "null" if value != value else f"{value:.6g}"
+_INT32 = np.iinfo(np.int32)
+_KINDS = (("u8", np.uint8), ("i8", np.int8), ("u16", np.uint16), ("i16", np.int16), ("i32", np.int32))
 
 
-def payload_json(payload: Mapping[str, Any]) -> str:
-    """The payload as JSON safe inside a `<script type="application/json">` element (no `<`, `>`
-    or `&` in it). The cell columns, most of its size, are written directly: ints as they are,
-    floats to six significant digits, NaN as null."""
-    pieces = []
-    for key, value in payload.items():
-        if key == "cells":
-            columns = []
-            for name, values in value.items():
-                items = values.tolist() if hasattr(values, "tolist") else list(values)
-                body = ",".join(map(_float_text if name in _FLOATS else str, items))
-                columns.append(f'"{name}":[{body}]')
-            pieces.append(f'"cells":{{{",".join(columns)}}}')
-        else:
-            pieces.append(f"{_json(key)}:{_json(value)}")
-    text = "{" + ",".join(pieces) + "}"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate from a reply: keep the page writable
-        text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
+def _typed(values: np.ndarray, *, floating: bool = False, const: bool = False) -> str:
+    """A column as the payload writes it: a typed array in base64, or (`const`) a constant."""
+    if floating:
+        values = values.astype("<f4")
+        first = float(values[0]) if values.size else 0.0
+        if const and values.size and (np.isnan(values).all() or (math.isfinite(first) and (values == first).all())):
+            return f'{{"t":"f32","const":{"null" if math.isnan(first) else repr(first)}}}'
+        return f'{{"t":"f32","b64":"{base64.b64encode(values.tobytes()).decode("ascii")}"}}'
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    name, kind = "f64", "<f8"  # beyond 32 bits: exact up to 2**53
+    for label, candidate in _KINDS:
+        info = np.iinfo(candidate)
+        if info.min <= low and high <= info.max:
+            name, kind = label, np.dtype(candidate).newbyteorder("<").str
+            break
+    if const and values.size and low == high:
+        return f'{{"t":"{name}","const":{low}}}'
+    return f'{{"t":"{name}","b64":"{base64.b64encode(values.astype(kind).tobytes()).decode("ascii")}"}}'
+
+
+# -- reading a payload back --------------------------------------------------------------------
+_DTYPES = {"u8": "<u1", "i8": "<i1", "u16": "<u2", "i16": "<i2", "i32": "<i4", "f32": "<f4", "f64": "<f8"}
+
+
+def _column(spec: Mapping[str, Any], count: int) -> np.ndarray:
+    kind = np.dtype(_DTYPES[spec["t"]])
+    if "const" in spec:
+        value = spec["const"]
+        return np.full(count, math.nan if value is None else value, dtype=kind)
+    return np.frombuffer(base64.b64decode(spec["b64"]), dtype=kind)
+
+
+def decode(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """A payload (as parsed from the page) in plain Python: `cells` as lists per column (None where
+    a float is missing), `requests` as lists of turn ids, `turns` as (role letter, parts), a part
+    being a string id, ``{"img": sha256, "path": string id}`` or ``{"url": string id}``. For tests
+    and anyone reading a page's data."""
+    count = int(payload["count"])
+    cells: dict[str, list[Any]] = {}
+    for name, spec in payload["cells"].items():
+        values = _column(spec, count).tolist()
+        cells[name] = [None if isinstance(v, float) and math.isnan(v) else v for v in values]
+    t = {name: _column(spec, 0).tolist() for name, spec in payload["tables"].items()}
+    strings = payload["strings"]
+
+    def part(p: int) -> Any:
+        if p >= 0:
+            return p
+        m = -1 - p
+        return {"img": strings[t["md_a"][m]], "path": t["md_b"][m]} if t["md_kind"][m] == 0 else {"url": t["md_a"][m]}
+
+    roles = payload["roles"]
+    turns = [(roles[t["tu_role"][i]][0], [part(p) for p in t["tu_part"][t["tu_off"][i]: t["tu_off"][i + 1]]])
+             for i in range(len(t["tu_off"]) - 1)]  # fmt: skip
+    requests = [t["rq_turn"][t["rq_off"][i]: t["rq_off"][i + 1]] for i in range(len(t["rq_off"]) - 1)]
+    return {**payload, "cells": cells, "turns": turns, "requests": requests}
 
 
 # -- the writer --------------------------------------------------------------------------------
 _COLLECTED: weakref.WeakKeyDictionary[Any, ExplorerSink] = weakref.WeakKeyDictionary()
 
 
-def collected(staged: Any) -> dict[str, Any] | None:
-    """The explorer payload collected while writing into `staged`, if a sink ran for it."""
+def collected(staged: Any) -> ExplorerSink | None:
+    """The explorer sink that ran while writing into `staged` (closed), if one did."""
     sink = _COLLECTED.get(staged)
-    return sink.payload if sink is not None else None
+    if sink is None:
+        return None
+    sink.close()
+    return sink
 
 
 class ExplorerResults:
-    """The explorer's data for report.html (its sink writes no file; `HtmlReport` embeds it)."""
+    """The explorer's data for report.html: its sink spills into a scratch folder of the staged
+    run folder; `HtmlReport` streams it into the page. The request bodies are read from the store
+    by `_Bodies` (in the order they were written: a sequential read, cheaper than the pass joining
+    them to every cell)."""
 
     filename = "report.html"
-    needs_requests = True
+    needs_requests = False
 
     def available(self) -> bool:
         return True
 
     def open(self, staged: Any) -> ExplorerSink:
-        sink = ExplorerSink()
+        bodies = _Bodies.of(staged.folder)
+        sink = ExplorerSink(staged.scratch("explorer"), expected_cells=bodies.cells if bodies else None,
+                            bodies=bodies.get if bodies else None)  # fmt: skip
+        if bodies is not None:
+            sink.closers.append(bodies.close)
+            weakref.finalize(sink, bodies.close)  # a build that fails before closing the sink
         _COLLECTED[staged] = sink
         return sink
 
 
-def cell_count(payload: Mapping[str, Any] | None) -> int:
-    return int(payload["count"]) if payload else 0
+class _Bodies:
+    """The request bodies of a run folder's store, by key, on a read-only connection of their own.
 
+    The pass meets the cells in plan order, and the requests were written in that order: so the
+    bodies are read a page at a time in the order they were written, and a key is looked for in
+    the pages read so far and the next few (`AHEAD`) before it is looked up alone (a plan changed
+    halfway, a request shared). Pages read and not yet asked for wait, at most `KEEP` of them."""
 
-def names(payload: Mapping[str, Any] | None, kind: str) -> Sequence[str]:
-    return list(payload[kind]) if payload else []
+    PAGE = 512
+    AHEAD = 4
+    KEEP = 8 * 512
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        (self.cells,) = store.query("SELECT count(*) FROM cells")[0]
+        self.after = 0  # the last rowid read
+        self.page: list[tuple[int, str, str]] = []  # (rowid, key, body) of the page being met in order
+        self.at = 0
+        self.waiting: dict[str, str] = {}  # read, met out of order, not asked for yet
+        self.done = False
+        self.lookups = 0
+
+    @classmethod
+    def of(cls, folder: Path) -> _Bodies | None:
+        from evalrun.errors import StoreError
+        from evalrun.store.run_store import Store
+
+        try:
+            return cls(Store.open_readonly(folder))
+        except (StoreError, OSError):
+            return None
+
+    def get(self, key: str) -> str | None:
+        page, at = self.page, self.at
+        if at < len(page):
+            if page[at][1] == key:  # the usual case: the next one
+                self.at = at + 1
+                return page[at][2]
+            self._wait(page[at:])
+            self.page, self.at = [], 0
+        body = self.waiting.pop(key, None)
+        if body is not None:
+            return body
+        for _ in range(self.AHEAD):
+            rows = self._read()
+            if not rows:
+                break
+            if not self.waiting and rows[0][1] == key:  # in order again
+                self.page, self.at = rows, 1
+                return rows[0][2]
+            self._wait(rows)
+            body = self.waiting.pop(key, None)
+            if body is not None:
+                return body
+        self.lookups += 1
+        return self.store.request_body(key)  # type: ignore[no-any-return]
+
+    def _read(self) -> list[tuple[int, str, str]]:
+        if self.done:
+            return []
+        rows: list[tuple[int, str, str]] = self.store.query(
+            "SELECT rowid, key, body_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?", (self.after, self.PAGE))
+        if len(rows) < self.PAGE:
+            self.done = True
+        if rows:
+            self.after = rows[-1][0]
+        return rows
+
+    def _wait(self, rows: list[tuple[int, str, str]]) -> None:
+        waiting = self.waiting
+        for _, key, body in rows:
+            waiting[key] = body
+        while len(waiting) > self.KEEP:
+            del waiting[next(iter(waiting))]
+
+    def close(self) -> None:
+        self.store.close()

@@ -22,7 +22,7 @@ import re
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any, Literal
+from typing import IO, Any, Literal
 from urllib.parse import quote
 
 import matplotlib
@@ -36,7 +36,7 @@ from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
 from evalrun.results.tally import diagnostics_frame
 
-__all__ = ["explore_link", "render_html", "render_report"]
+__all__ = ["explore_link", "render_html", "render_report", "write_html", "write_report"]
 
 _PERCENT = re.compile(r"^(accuracy|ci_low|ci_high|acc_a|acc_b|mean_accuracy|majority_accuracy|consistency_rate)$|_rate$|_share$|^accuracy_")
 _POINTS = re.compile(r"^diff(_ci_low|_ci_high)?$")
@@ -635,13 +635,21 @@ def _settings_section(settings: Mapping[str, Any]) -> str:
 
 
 # -- the page ----------------------------------------------------------------------------------
-def render_report(report: Any, explorer: Mapping[str, Any] | None = None) -> str:
-    """The report.html of a `Report` (see `evalrun.reports.build`); ``explorer`` is the payload
-    the explorer sink collected (`evalrun.reports.explorer.collected`), if any."""
+def render_report(report: Any, explorer: Any = None) -> str:
+    """The report.html of a `Report` (see `evalrun.reports.build`) as a string; ``explorer`` is
+    the explorer sink that saw the cells (`evalrun.reports.explorer.collected`), if any."""
+    out = io.StringIO()
+    write_report(out, report, explorer=explorer)
+    return out.getvalue()
+
+
+def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
+    """Write the report.html of a `Report` into `out`, the explorer's data streamed from its spill."""
     summary = pd.DataFrame(report.summary)
     comparison = pd.DataFrame(report.comparison) if report.comparison is not None else None
     repeats = _repeat_frame(report)
-    return render_html(
+    write_html(
+        out,
         summary=summary,
         comparison=comparison,
         settings=report.settings,
@@ -684,34 +692,48 @@ def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
-def _explorer_section(explorer: Mapping[str, Any] | None, cells: int) -> str:
-    from evalrun.reports.explorer import MAX_CELLS, MAX_TEXT_CHARS, payload_json
+_DATA = object()  # where the explorer's data goes in the page's parts
+
+
+def _explorer_section(explorer: Any, cells: int) -> list[Any]:
+    from evalrun.reports.explorer import MAX_CELLS, MAX_TEXT_CHARS
 
     if explorer is None:
-        return ('<p class="note">This page was built without the cells, so there is no row explorer; '
-                "<code>evalrun report DIR</code> rebuilds it with them. results.csv has every cell.</p>")  # fmt: skip
+        return ['<p class="note">This page was built without the cells, so there is no row explorer; '
+                "<code>evalrun report DIR</code> rebuilds it with them. results.csv has every cell.</p>"]  # fmt: skip
+    meta = explorer.meta
     notes = []
-    if explorer.get("sampled"):
-        seen = int(explorer.get("seen_cells") or cells)
+    if meta.get("sampled"):
+        seen = int(meta.get("seen_cells") or cells)
         notes.append(
-            f'<p class="banner warn">This page holds a sample: every cell of {int(explorer["rows"]):,} dataset rows '
-            f"({int(explorer['count']):,} of {seen:,} cells), the rows chosen by a seeded hash of their id "
-            f"(seed {int(explorer.get('sample_seed', 0))}), because the run is larger than a page holds "
-            f"({MAX_CELLS:,} cells or {MAX_TEXT_CHARS // 1_000_000} million characters of text). Disagreements are "
-            "complete within the sample. results.csv has every cell.</p>"
+            f'<p class="banner warn">This page holds a sample: every cell of {int(meta["rows"]):,} dataset rows '
+            f"({int(meta['count']):,} of {seen:,} cells), the rows chosen by a seeded hash of their id "
+            f"(seed {int(meta.get('sample_seed', 0))}), because the run is larger than a page holds "
+            f"({MAX_CELLS:,} cells or {MAX_TEXT_CHARS // 1_000_000} million characters of text). Disagreements "
+            "are complete within the sample. results.csv has every cell.</p>"
         )  # fmt: skip
-    if explorer.get("truncated"):
-        notes.append(f'<p class="note">{int(explorer["truncated"]):,} long texts are shortened here (their head and '
+    if meta.get("truncated"):
+        notes.append(f'<p class="note">{int(meta["truncated"]):,} long texts are shortened here (their head and '
                      "tail, with a note of what was left out); results.csv has them whole.</p>")  # fmt: skip
-    return (
+    return [
         "".join(notes)
         + '<div id="explore-app"></div>'
         + '<noscript><p class="note">The row explorer needs JavaScript. results.csv has every cell.</p></noscript>'
-        + f'<script type="application/json" id="explorer-data">{payload_json(explorer)}</script>'
-    )
+        + '<script type="application/json" id="explorer-data">',
+        _DATA,
+        "</script>",
+    ]
 
 
-def render_html(
+def render_html(**kwargs: Any) -> str:
+    """The whole report as one self-contained HTML document (a string; see `write_html`)."""
+    out = io.StringIO()
+    write_html(out, **kwargs)
+    return out.getvalue()
+
+
+def write_html(
+    out: IO[str],
     *,
     summary: pd.DataFrame,
     comparison: pd.DataFrame | None,
@@ -722,14 +744,15 @@ def render_html(
     cells: int = 0,
     failure: str | None = None,
     simulated: bool = False,
-    explorer: Mapping[str, Any] | None = None,
+    explorer: Any = None,
     totals: Mapping[str, Any] | None = None,
-) -> str:
-    """Render the whole report as one self-contained HTML document.
+) -> None:
+    """Write the whole report into `out` as one self-contained HTML document.
 
     Sections: simulator banner (a simulated run), failure banner, summary table, accuracy chart
     with CI whiskers and cost against accuracy (both left out for a failed run), comparisons,
-    the row explorer (when ``explorer`` holds the collected cells), letter distribution (when
+    the row explorer (when ``explorer``, an `ExplorerSink`, saw the cells: its data is streamed
+    into the page from its spill), letter distribution (when
     ``choices`` is given), outcomes, repeat summary (when any cell was repeated), and the run
     settings. ``outcomes`` is the weighted outcome frame of the tallies.
     """
@@ -743,7 +766,7 @@ def render_html(
         meta.insert(0, f"endpoint: {endpoint if isinstance(endpoint, str) else ', '.join(map(str, endpoint))}")  # type: ignore[call-overload]
     if totals and not _is_missing(totals.get("cost_usd")):
         meta.append(f"answers cost ${float(totals['cost_usd']):,.4f}")
-    parts = [f'<header class="top"><h1>{_esc(title)}</h1><p class="meta">{_esc(" · ".join(meta))}</p></header>']
+    parts: list[Any] = [f'<header class="top"><h1>{_esc(title)}</h1><p class="meta">{_esc(" · ".join(meta))}</p></header>']
     nav = [("summary", "Summary")]
     if not withheld:
         nav.append(("accuracy", "Accuracy"))
@@ -801,7 +824,7 @@ def render_html(
         parts.append('<p class="note">Every cell: what was asked, what came back, the answer read from it and its score. '
                      "Filter by model, prompt, outcome or text, or pick two variants to see only the rows where one "
                      "was right and the other wrong. The address bar keeps the filter, so a link opens this view.</p>")
-        parts.append(_explorer_section(explorer, cells))
+        parts.extend(_explorer_section(explorer, cells))
         parts.append("</section>")
     if outcomes is None or outcomes.empty:
         parts.append('<p class="note">No per-cell results, so no diagnostics.</p>')
@@ -826,10 +849,17 @@ def render_html(
     parts.append(f"<footer>evalrun{f' {_esc(version)}' if version else ''} · rebuilt from the run's store.sqlite by "
                  "<code>evalrun report</code></footer>")  # fmt: skip
     script = f"<script>{_static('explorer.js')}</script>" if has_explorer else ""
-    return (
+    out.write(
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_esc(title)}</title><style>{_static('report.css')}</style></head>\n"
-        f"<body>\n{chr(10).join(parts)}\n{script}</body></html>\n"
+        f"<title>{_esc(title)}</title><style>{_static('report.css')}</style></head>\n<body>\n"
     )
+    for i, part in enumerate(parts):
+        if part is _DATA:
+            explorer.write_json(out)
+            continue
+        if i and parts[i - 1] is not _DATA:
+            out.write("\n")
+        out.write(part)
+    out.write(f"\n{script}</body></html>\n")

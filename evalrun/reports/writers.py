@@ -12,6 +12,7 @@ import csv
 import importlib.util
 import math
 import operator
+import shutil
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
@@ -23,11 +24,26 @@ __all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter",
 
 
 class Staged:
-    """Files written beside their final names, renamed into place only when all succeeded."""
+    """Files written beside their final names, renamed into place only when all succeeded; and
+    scratch folders for what writers spill while the pass runs, removed at the end either way."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._files: list[tuple[Path, Path]] = []
+        self._scratch: list[Path] = []
+
+    def scratch(self, name: str) -> Path:
+        """An empty folder `.{name}.tmp.d` in the run folder (one a crash left behind is cleared)."""
+        path = self.folder / f".{name}.tmp.d"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir()
+        self._scratch.append(path)
+        return path
+
+    def _clear_scratch(self) -> None:
+        for path in self._scratch:
+            shutil.rmtree(path, ignore_errors=True)
+        self._scratch = []
 
     def path(self, name: str) -> Path:
         final = self.folder / name
@@ -39,11 +55,13 @@ class Staged:
         self.path(name).write_text(text, encoding="utf-8")
 
     def commit(self) -> None:
+        self._clear_scratch()
         for temporary, final in self._files:
             temporary.replace(final)
         self._files = []
 
     def abandon(self) -> None:
+        self._clear_scratch()
         for temporary, _ in self._files:
             with contextlib.suppress(OSError):
                 temporary.unlink()
@@ -236,9 +254,10 @@ class HtmlReport:
 
     def write(self, staged: Staged, report: Report) -> None:
         from evalrun.reports.explorer import collected
-        from evalrun.reports.html import render_report
+        from evalrun.reports.html import write_report
 
-        staged.write_text(self.filename, render_report(report, explorer=collected(staged)))
+        with staged.path(self.filename).open("w", encoding="utf-8", errors="replace") as handle:
+            write_report(handle, report, explorer=collected(staged))
 
 
 RESULTS_WRITERS: list[ResultsWriter] = [CsvResults(), ParquetResults(), ExplorerResults()]

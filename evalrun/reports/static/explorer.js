@@ -1,7 +1,9 @@
 /* evalrun report.html: the row explorer. No network, no libraries; works from a file: URL.
  *
- * Data: the JSON payload in <script type="application/json" id="explorer-data"> (format 1, see
- * evalrun/reports/explorer.py). Every text goes into the page through textContent, never as HTML.
+ * Data: the JSON payload in <script type="application/json" id="explorer-data"> (format 2, see
+ * ExplorerSink.write_json in evalrun/reports/explorer.py): texts once each in `strings`, every
+ * cell column and table a typed array (little-endian, base64) or a constant. Every text goes into
+ * the page through textContent, never as HTML.
  *
  * The view is addressable: the filter state lives in the URL hash,
  *   #explore?model=M&prompt=P&status=correct|wrong|unparsed|error|pending&q=TEXT&row=ROW_ID
@@ -17,7 +19,28 @@
   var root = document.getElementById("explore");
   if (!dataEl || !root) return;
   var D = JSON.parse(dataEl.textContent);
-  var C = D.cells, S = D.strings, N = D.count;
+  if (D.version !== 2) {  // data and viewer are written together; this only guards a hand-edited page
+    (document.getElementById("explore-app") || root).textContent = "The row data is in format " + D.version +
+      ", which this viewer does not read. results.csv has every cell.";
+    return;
+  }
+  var TYPES = { u8: Uint8Array, i8: Int8Array, u16: Uint16Array, i16: Int16Array, i32: Int32Array,
+    f32: Float32Array, f64: Float64Array };
+  function typed(spec, n) {
+    var T = TYPES[spec.t];
+    if (spec.const !== undefined) return new T(n).fill(spec.const === null ? NaN : spec.const);
+    var bin = atob(spec.b64), len = bin.length, bytes = new Uint8Array(len);
+    for (var i = 0; i < len; i++) bytes[i] = bin.charCodeAt(i);
+    return new T(bytes.buffer);
+  }
+  var N = D.count, S = D.strings, C = {}, T = {};
+  Object.keys(D.cells).forEach(function (k) { C[k] = typed(D.cells[k], N); });
+  Object.keys(D.tables).forEach(function (k) { T[k] = typed(D.tables[k], 0); });
+  var NREQ = T.rq_off.length - 1, NTURN = T.tu_off.length - 1;
+  var ROLE_CODES = D.roles.map(function (r) { return r === "prefill" ? "p" : r === "note" ? "n" : r.charAt(0); });
+  function turnsOf(q) { return Array.prototype.slice.call(T.rq_turn, T.rq_off[q], T.rq_off[q + 1]); }
+  function partsOf(t) { return Array.prototype.slice.call(T.tu_part, T.tu_off[t], T.tu_off[t + 1]); }
+  function roleOf(t) { return ROLE_CODES[T.tu_role[t]]; }
   var MODELS = D.models, PROMPTS = D.prompts, OUT = D.outcomes;
   var ANSWERED_MAX = 2; // outcome codes 0 correct, 1 wrong, 2 unparsed are answered
   var PAGE = 100;
@@ -30,12 +53,13 @@
     if (text !== undefined && text !== null) e.textContent = String(text);
     return e;
   }
-  function fmtInt(v) { return v === null || v === undefined || v < 0 ? "—" : Number(v).toLocaleString("en-US"); }
+  function missing(v) { return v === null || v === undefined || v !== v; }
+  function fmtInt(v) { return missing(v) || v < 0 ? "—" : Number(v).toLocaleString("en-US"); }
   function fmtCost(v) {
-    if (v === null || v === undefined) return "—";
+    if (missing(v)) return "—";
     return "$" + (v < 0.01 ? v.toPrecision(2) : v.toFixed(4));
   }
-  function fmtSec(v) { return v === null || v === undefined ? "—" : v.toFixed(2) + " s"; }
+  function fmtSec(v) { return missing(v) ? "—" : v.toFixed(2) + " s"; }
 
   // ---- state and the URL hash ---------------------------------------------------------------
   var KEYS = ["model", "prompt", "status", "q", "row", "by", "disagree", "right"];
@@ -189,24 +213,24 @@
     if (!lowered) lowered = S.map(function (s) { return s.toLowerCase(); });
     var hit = new Uint8Array(S.length);
     for (var i = 0; i < S.length; i++) if (lowered[i].indexOf(q) >= 0) hit[i] = 1;
-    if (!turnTexts) {
-      turnTexts = D.turns.map(function (t) {
-        return t[1].map(function (p) { return typeof p === "number" ? p : (p.path !== undefined ? p.path : p.url); });
-      });
+    if (!turnTexts) {  // each part's searchable text: its string, an image's path, a URL
+      turnTexts = new Int32Array(T.tu_part.length);
+      for (var x = 0; x < T.tu_part.length; x++) {
+        var p = T.tu_part[x];
+        turnTexts[x] = p >= 0 ? p : (T.md_kind[-1 - p] === 0 ? T.md_b[-1 - p] : T.md_a[-1 - p]);
+      }
     }
-    var turnHit = new Uint8Array(D.turns.length);
-    for (var t = 0; t < turnTexts.length; t++) {
-      var ids = turnTexts[t];
-      for (var j = 0; j < ids.length; j++) if (hit[ids[j]]) { turnHit[t] = 1; break; }
+    var turnHit = new Uint8Array(NTURN);
+    for (var t = 0; t < NTURN; t++) {
+      for (var j = T.tu_off[t]; j < T.tu_off[t + 1]; j++) if (hit[turnTexts[j]]) { turnHit[t] = 1; break; }
     }
-    var reqHit = new Uint8Array(D.requests.length);
-    for (var r = 0; r < D.requests.length; r++) {
-      var turns = D.requests[r];
-      for (var u = 0; u < turns.length; u++) if (turnHit[turns[u]]) { reqHit[r] = 1; break; }
+    var reqHit = new Uint8Array(NREQ);
+    for (var r = 0; r < NREQ; r++) {
+      for (var u = T.rq_off[r]; u < T.rq_off[r + 1]; u++) if (turnHit[T.rq_turn[u]]) { reqHit[r] = 1; break; }
     }
     return function (c) {
       return hit[C.r[c]] || hit[C.y[c]] || hit[C.a[c]] || hit[C.t[c]] || hit[C.e[c]] || hit[C.x[c]] ||
-        (C.q[c] >= 0 && reqHit[C.q[c]]) || false;
+        hit[C.g[c]] || (C.q[c] >= 0 && reqHit[C.q[c]]) || false;
     };
   }
   function cellFilter(s, ignore) {
@@ -283,10 +307,10 @@
   function requestPrefill(c) {
     var q = C.q[c];
     if (q < 0) return "";
-    var turns = D.requests[q].map(function (t) { return D.turns[t]; }), last = turns[turns.length - 1];
-    if (last && last[0] === "n") last = turns[turns.length - 2];
-    if (!last || last[0] !== "p") return "";
-    return last[1].map(function (p) { return typeof p === "number" ? str(p) : ""; }).join("");
+    var turns = turnsOf(q), last = turns[turns.length - 1];
+    if (last !== undefined && roleOf(last) === "n") last = turns[turns.length - 2];
+    if (last === undefined || roleOf(last) !== "p") return "";
+    return partsOf(last).map(function (p) { return p >= 0 ? str(p) : ""; }).join("");
   }
   function cellRow(c, pairRole) {
     var o = C.o[c];
@@ -354,29 +378,43 @@
   function pre(text, cls) { return el("pre", cls || null, text); }
   var ROLE = { s: "system", u: "user", a: "assistant", p: "prefill (the reply continues it)", n: "parameters" };
   var ROLE_CLASS = { s: "system", u: "user", a: "assistant", p: "prefill", n: "note" };
+  // Per-field correctness of a fields scorer ("name:1,name:0"): one line per field.
+  function fieldRows(dl, text) {
+    var pairs = text.split(",").map(function (f) { var at = f.lastIndexOf(":"); return [f.slice(0, at), f.slice(at + 1)]; });
+    var right = pairs.filter(function (kv) { return kv[1] === "1"; }).length;
+    dl.appendChild(el("dt", null, "fields right"));
+    dl.appendChild(el("dd", null, right + " of " + pairs.length));
+    pairs.forEach(function (kv) {
+      var dt = el("dt", "field", kv[0]);
+      var dd = el("dd", kv[1] === "1" ? "field ok" : "field bad", kv[1] === "1" ? "✓ right" : "✗ wrong");
+      dl.appendChild(dt); dl.appendChild(dd);
+    });
+  }
   function details(c) {
     var d = el("div", "detail");
     var req = block("Request", "req");
     var q = C.q[c];
     if (q < 0) req.appendChild(el("p", "note", "The request body is not in the store."));
-    else D.requests[q].forEach(function (tid) {
-      var turn = D.turns[tid];
-      var t = el("div", "turn role-" + (ROLE_CLASS[turn[0]] || "note"));
-      t.appendChild(el("span", "role", ROLE[turn[0]] || turn[0]));
-      turn[1].forEach(function (p) {
-        if (typeof p === "number") { t.appendChild(pre(str(p))); return; }
-        if (p.img !== undefined) {
+    else turnsOf(q).forEach(function (tid) {
+      var role = roleOf(tid);
+      var t = el("div", "turn role-" + (ROLE_CLASS[role] || "note"));
+      t.appendChild(el("span", "role", ROLE[role] || role));
+      partsOf(tid).forEach(function (p) {
+        if (p >= 0) { t.appendChild(pre(str(p))); return; }
+        var m = -1 - p;
+        if (T.md_kind[m] === 0) {
           var fig = el("figure", "img");
-          var data = D.images[p.img];
+          var data = Object.prototype.hasOwnProperty.call(D.images, str(T.md_a[m])) ? D.images[str(T.md_a[m])] : null;
+          var path = str(T.md_b[m]);
           if (data && data.indexOf("data:image/") === 0) {
-            var im = el("img"); im.src = data; im.alt = str(p.path); im.loading = "lazy";
+            var im = el("img"); im.src = data; im.alt = path; im.loading = "lazy";
             fig.appendChild(im);
           }
-          fig.appendChild(el("figcaption", null, str(p.path) + (data ? "" : " (image not embedded: too large, or the file changed)")));
+          fig.appendChild(el("figcaption", null, path + (data ? "" : " (image not embedded: too large, or the file changed)")));
           t.appendChild(fig);
           return;
         }
-        var url = str(p.url);
+        var url = str(T.md_a[m]);
         var wrap = el("p", "imgurl", "image by URL (not fetched): ");
         if (/^https?:\/\//i.test(url)) {
           var a = el("a", null, url); a.href = url; a.rel = "noreferrer noopener"; a.target = "_blank";
@@ -404,8 +442,9 @@
     row("outcome", LABEL[o]);
     row("extracted answer", o <= 1 ? str(C.a[c]) || "—" : o === 2 ? "none found" : "");
     row("target", str(C.t[c]));
-    if (C.sc[c] !== null) row("score", String(C.sc[c]));
-    if (C.f[c]) row("fields", str(C.f[c]).split(",").map(function (f) { var kv = f.split(":"); return kv[0] + (kv[1] === "1" ? " ✓" : " ✗"); }).join(", "));
+    if (!missing(C.sc[c])) row("score", String(Number(C.sc[c].toPrecision(6))));
+    if (C.f[c]) fieldRows(dl, str(C.f[c]));
+    row("grade", str(C.g[c]));
     row("grader's explanation", str(C.x[c]));
     row("answer mode", str(C.d[c]));
     row("stop reason", str(C.s[c]));
