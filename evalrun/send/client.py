@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -189,6 +190,32 @@ def validate_message(payload: Any) -> str | None:
     return None
 
 
+_REDACTED = "[redacted key]"
+_LEAK_MIN = 8  # a run of the key this long in an error text is blanked out
+_MAX_HEADER_LINE = 65536  # aiohttp's default 8,190 would fail (and retry) a long set-cookie
+
+
+def _longest(secret: str, text: str, *, head: bool) -> str:
+    """The longest head (or tail) of `secret` that appears in `text` (at least _LEAK_MIN long)."""
+    low, high = _LEAK_MIN, len(secret)  # the answer is in [low, high]; `low` is known to be in text
+    while low < high:
+        mid = (low + high + 1) // 2
+        if (secret[:mid] if head else secret[-mid:]) in text:
+            low = mid
+        else:
+            high = mid - 1
+    return secret[:low] if head else secret[-low:]
+
+
+def _ssl_context() -> Any:
+    """Trusted certificates as the official SDK has them: certifi's bundle, or SSL_CERT_FILE."""
+    import ssl
+
+    import certifi
+
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
+
+
 @dataclass(frozen=True)
 class Reply:
     """One HTTP exchange's answer, read completely, whichever transport carried it."""
@@ -253,29 +280,49 @@ class MessagesClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        # Shielded: closing under a second Ctrl-C must still close every session, not stop at
+        # the first await and leave the rest open.
+        with anyio.CancelScope(shield=True):
+            if self._http is not None:
+                await self._http.aclose()
+            if self._session is not None:
+                session, self._session = self._session, None
+                await session.close()
 
     def scrub(self, text: str) -> str:
         """`text` with this client's key blanked out: a server that echoes the key back must not
         get it into the store, the reports or the terminal."""
-        if self._secret and self._secret in text:
-            return text.replace(self._secret, "[redacted key]")
+        secret = self._secret
+        if not secret:
+            return text
+        if secret in text:
+            text = text.replace(secret, _REDACTED)
+        # An echo cut short (an error message that quotes a header line up to some length):
+        # the longest head or tail of the key still in the text.
+        if secret[:_LEAK_MIN] in text:
+            text = text.replace(_longest(secret, text, head=True), _REDACTED)
+        if secret[-_LEAK_MIN:] in text:
+            text = text.replace(_longest(secret, text, head=False), _REDACTED)
         return text
 
     def _aiohttp(self) -> Any:
         if self._session is None:
             import aiohttp
 
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300, ssl=_ssl_context()
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S, sock_read=self._read_idle),
                 auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
+                skip_auto_headers=("User-Agent", "Content-Type"),
+                # Like the official SDK: HTTP(S)_PROXY and NO_PROXY from the environment, no
+                # cookies kept between requests, header lines as long as a server may send.
+                trust_env=True,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                max_line_size=_MAX_HEADER_LINE,
+                max_field_size=_MAX_HEADER_LINE,
             )
         return self._session
 
@@ -298,12 +345,24 @@ class MessagesClient:
                 with anyio.fail_after(timeout) if timeout is not None else _no_deadline():
                     reply = await self._send_httpx(method, url, headers, content)
         except TimeoutError:
-            raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
+            raise TransientApiError(f"no complete reply within {timeout:g} s (the attempt's deadline)") from None
         if SIMULATOR_HEADER in reply.headers:
             self.talks_to_simulator = True
         if reply.status_code >= 400:
             raise self._error_from(reply)
+        if reply.status_code >= 300:
+            raise self._redirect_error(reply, url)
         return reply
+
+    def _redirect_error(self, reply: Reply, url: str) -> PermanentApiError:
+        """Redirects are never followed: the key must not travel to a host nobody named (and a
+        301/302 would turn the POST into a GET)."""
+        where = self.scrub(reply.headers.get("location") or "nowhere")
+        return PermanentApiError(
+            f"{url} redirects ({reply.status_code}) to {where}; evalrun does not follow redirects: "
+            "set base_url to the address the API really answers at",
+            status=reply.status_code,
+        )
 
     async def _send_aiohttp(
         self, method: str, url: str, headers: Mapping[str, str], content: bytes, timeout: float | None
@@ -322,13 +381,17 @@ class MessagesClient:
             data = _chunks(content)
             headers = {**headers, "content-length": str(len(content))}
         try:
-            async with session.request(method, url, data=data or None, headers=headers, timeout=limits) as response:
+            async with session.request(
+                method, url, data=data or None, headers=headers, timeout=limits, allow_redirects=False
+            ) as response:
                 payload = await response.read()
                 return Reply(response.status, response.headers, payload, response.reason or "")
         except (aiohttp.ConnectionTimeoutError, aiohttp.SocketTimeoutError) as exc:
             connect = isinstance(exc, aiohttp.ConnectionTimeoutError)
             raise TransientApiError(f"timed out ({type(exc).__name__})", connection=connect) from exc
-        except aiohttp.InvalidURL as exc:
+        except TimeoutError:  # before OSError, its base class: the attempt's own deadline
+            raise TransientApiError(f"no complete reply within {timeout:g} s (the attempt's deadline)") from None
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             raise PermanentApiError(f"cannot send to {url}: {exc}") from None
         except aiohttp.ClientConnectorError as exc:
             raise TransientApiError(
@@ -336,8 +399,6 @@ class MessagesClient:
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientApiError(f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})") from exc
-        except TimeoutError:
-            raise TransientApiError(f"no complete reply within {timeout:.0f} s (the attempt's deadline)") from None
 
     async def _send_httpx(self, method: str, url: str, headers: Mapping[str, str], content: bytes) -> Reply:
         assert self._transport is not None
@@ -459,12 +520,13 @@ class MessagesClient:
         import aiohttp
 
         try:
-            async with self._aiohttp().get(url, headers=self._get_headers) as response:
-                if response.status >= 400:
-                    raise self._error_from(Reply(response.status, response.headers, await response.read(), response.reason or ""))
+            async with self._aiohttp().get(url, headers=self._get_headers, allow_redirects=False) as response:
+                if response.status >= 300:
+                    reply = Reply(response.status, response.headers, await response.read(), response.reason or "")
+                    raise self._redirect_error(reply, url) if response.status < 400 else self._error_from(reply)
                 async for chunk in response.content.iter_chunked(1 << 16):
                     yield chunk
-        except aiohttp.InvalidURL as exc:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             raise PermanentApiError(f"cannot read the batch results at {url}: {exc}") from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise TransientApiError(f"reading batch results broke off ({type(exc).__name__})") from exc
@@ -479,11 +541,12 @@ class MessagesClient:
             response = await self._transport.handle_async_request(request)
             response.request = request
         except httpx.TransportError as exc:
-            raise TransientApiError(f"reading batch results failed ({type(exc).__name__}: {exc})") from exc
+            raise TransientApiError(f"reading batch results failed ({type(exc).__name__}: {self.scrub(str(exc))})") from exc
         try:
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 await response.aread()
-                raise self._error_from(Reply(response.status_code, response.headers, response.content, response.reason_phrase))
+                reply = Reply(response.status_code, response.headers, response.content, response.reason_phrase)
+                raise self._redirect_error(reply, url) if response.status_code < 400 else self._error_from(reply)
             async for chunk in response.aiter_bytes():
                 yield chunk
         except httpx.TransportError as exc:
