@@ -139,7 +139,7 @@ class CsvResults:
 
 
 class _ParquetSink:
-    _INTS: ClassVar[set[str]] = {"repeat", "attempts"}
+    _INTS: ClassVar[set[str]] = {"repeat", "attempts", "shared_by"}
     _BOOLS: ClassVar[set[str]] = {"correct"}
     _FLOATS: ClassVar[set[str]] = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
                "cache_read_input_tokens"}  # fmt: skip
@@ -176,6 +176,11 @@ class _ParquetSink:
         arrays = []
         for field_ in self.schema:
             values = [r[field_.name] for r in records]
+            try:  # almost always the values are already of the column's type: arrow converts them in C
+                arrays.append(pa.array(values, type=field_.type, from_pandas=True))
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                pass
             if pa.types.is_string(field_.type):
                 values = [v if v is None or isinstance(v, str) else str(v) for v in values]
             elif pa.types.is_floating(field_.type):

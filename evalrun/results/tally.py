@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.cost import cost_usd, stored_cost
+from evalrun.cost import cost_usd
 from evalrun.models import Price
 from evalrun.results.judge import match_grade
 from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
@@ -65,10 +65,11 @@ class VariantTally:
     cost_usd: float = 0.0
     cost_unknown: int = 0
     paid_usd: float = 0.0
-    # The same usage priced without prompt caching (every cached token at the input price), and
-    # in real time instead of a batch: what caching and batches saved.
-    uncached_usd: float = 0.0
-    realtime_usd: float = 0.0
+    # Priced usage summed by (service tier, sharing): (input, output, cache writes, cache reads,
+    # 1 h cache writes). Prices are linear in tokens, so the savings below are priced once at
+    # the end instead of twice a cell.
+    price: Price | None = None
+    priced_usage: dict[tuple[str | None, int], list[int]] = field(default_factory=dict)
     from_cache: int = 0
     latencies: array[float] = field(default_factory=lambda: array("d"))
     stop_reasons: Counter[str] = field(default_factory=Counter)
@@ -91,6 +92,23 @@ class VariantTally:
     @property
     def answered(self) -> int:
         return self.ok + self.unparsed
+
+    @property
+    def uncached_usd(self) -> float:
+        """The priced usage without prompt caching (every cached token at the input price)."""
+        return sum(
+            cost_usd(self.price, input_tokens=inp + writes + reads, output_tokens=out, service_tier=tier) / share
+            for (tier, share), (inp, out, writes, reads, _) in self.priced_usage.items()
+        )
+
+    @property
+    def realtime_usd(self) -> float:
+        """The priced usage in real time instead of a batch."""
+        return sum(
+            cost_usd(self.price, input_tokens=inp, output_tokens=out, cache_creation_input_tokens=writes,
+                     cache_read_input_tokens=reads, cache_creation_1h_input_tokens=writes_1h) / share
+            for (_, share), (inp, out, writes, reads, writes_1h) in self.priced_usage.items()
+        )  # fmt: skip
 
     @property
     def sent(self) -> int:
@@ -143,7 +161,7 @@ class ResultsPass:
         }
         self.rows = rows
         self.tallies: dict[tuple[str, str], VariantTally] = {
-            key: VariantTally(model=key[0], prompt=key[1], rows=rows) for key in variants
+            key: VariantTally(model=key[0], prompt=key[1], rows=rows, price=self.prices.get(key[0])) for key in variants
         }
         self.choices = list(self.scorer_spec.choices or ()) if self.scorer_spec.type == "choice" else []
         self.simulated = 0
@@ -152,7 +170,7 @@ class ResultsPass:
     def tally(self, model: str, prompt: str) -> VariantTally:
         key = (model, prompt)
         if key not in self.tallies:
-            self.tallies[key] = VariantTally(model=model, prompt=prompt, rows=self.rows)
+            self.tallies[key] = VariantTally(model=model, prompt=prompt, rows=self.rows, price=self.prices.get(model))
         return self.tallies[key]
 
     def score(self, cell: Mapping[str, Any]) -> Score | None:
@@ -185,6 +203,7 @@ class ResultsPass:
         tally.modes.add(cell["answer_mode"])
         self.max_repeat = max(self.max_repeat, int(cell["repeat"]))
         status = cell["status"]
+        share = _sharing(cell)
         record: dict[str, Any] = {
             "model": cell["model"],
             "model_id": cell["model_id"],
@@ -199,8 +218,8 @@ class ResultsPass:
             "correct": False,
             "score": None,
             "stop_reason": cell["stop_reason"] or "",
-            "cost_usd": cell["cost_usd"] / _sharing(cell) if cell["cost_usd"] is not None else None,
-            "shared_by": _sharing(cell),
+            "cost_usd": cell["cost_usd"] / share if cell["cost_usd"] is not None else None,
+            "shared_by": share,
             "source": cell["source"] or "",
             "latency_s": _float(cell["latency_s"]),
             "attempts": cell["attempts"] or 0,
@@ -242,7 +261,7 @@ class ResultsPass:
                     tally.error_kinds["judge: " + (cell.get("judge_error") or "error").split(":")[0][:60]] += 1
                 else:
                     tally.pending += 1
-                self._tally_usage(tally, cell)
+                self._tally_usage(tally, cell, share)
                 return record
         if score.fields is not None:
             for name, right in score.fields.items():
@@ -255,7 +274,7 @@ class ResultsPass:
         tally.row_sum[row] += record["score"]
         tally.row_n[row] += 1
         tally.stop_reasons[cell["stop_reason"] or ""] += 1
-        self._tally_usage(tally, cell)
+        self._tally_usage(tally, cell, share)
         letters = bool(self.choices)
         tally.outcomes[
             (score.status, (score.answer or "") if letters else "", cell["target"] if letters else "", cell["stop_reason"] or "")
@@ -273,8 +292,7 @@ class ResultsPass:
             if human is not None:
                 tally.agreement[(score.answer, human)] += 1
 
-    def _tally_usage(self, tally: VariantTally, cell: Mapping[str, Any]) -> None:
-        share = _sharing(cell)
+    def _tally_usage(self, tally: VariantTally, cell: Mapping[str, Any], share: int) -> None:
         if cell["input_tokens"] is None:
             tally.usage_missing += 1
         for column in TOKEN_COLUMNS:
@@ -283,13 +301,13 @@ class ResultsPass:
             tally.cost_unknown += 1
         else:
             tally.cost_usd += float(cell["cost_usd"]) / share
-            price = self.prices.get(cell["model"])
-            if price is not None:
-                cached = int(cell["cache_creation_input_tokens"] or 0) + int(cell["cache_read_input_tokens"] or 0)
-                tokens = {"input_tokens": int(cell["input_tokens"] or 0) + cached,
-                          "output_tokens": int(cell["output_tokens"] or 0)}  # fmt: skip
-                tally.uncached_usd += cost_usd(price, **tokens, service_tier=cell["service_tier"]) / share
-                tally.realtime_usd += stored_cost(price, {**cell, "service_tier": None}) / share
+            if tally.price is not None:
+                sums = tally.priced_usage.setdefault((cell["service_tier"], share), [0, 0, 0, 0, 0])
+                sums[0] += cell["input_tokens"] or 0
+                sums[1] += cell["output_tokens"] or 0
+                sums[2] += cell["cache_creation_input_tokens"] or 0
+                sums[3] += cell["cache_read_input_tokens"] or 0
+                sums[4] += cell["cache_creation_1h_input_tokens"] or 0
             if cell["source"] != "cache":
                 tally.paid_usd += float(cell["cost_usd"]) / share
         if cell["source"] == "cache":

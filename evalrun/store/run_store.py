@@ -523,17 +523,18 @@ class Store:
             " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key,"
             " j.status AS judge_status, j.text AS judge_text, j.error AS judge_error,"
             " j.input_tokens AS judge_input_tokens, j.output_tokens AS judge_output_tokens,"
-            " j.cost_usd AS judge_cost_usd, s.n AS sharing, coalesce(t.n, 1) AS judge_sharing"
+            " j.cost_usd AS judge_cost_usd,"
+            # Correlated counts on the key indexes: the scan stays in `order_by`'s index order.
+            # (Joining GROUP BY subqueries instead made SQLite sort every wide row: 1.3 s → 0.76 s
+            # at 100 k cells.)
+            " (SELECT count(*) FROM cells x WHERE x.request_key = c.request_key) AS sharing,"
+            " CASE WHEN c.judge_key IS NULL THEN 1"
+            " ELSE (SELECT count(*) FROM cells y WHERE y.judge_key = c.judge_key) END AS judge_sharing"
             + (", q.body_json AS request_json" if with_requests else "")
             + " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
             + " LEFT JOIN responses j ON j.key = c.judge_key"
-            + " JOIN (SELECT request_key, count(*) AS n FROM cells GROUP BY request_key) s"
-            + " ON s.request_key = c.request_key"
-            + " LEFT JOIN (SELECT judge_key, count(*) AS n FROM cells WHERE judge_key IS NOT NULL GROUP BY judge_key) t"
-            + " ON t.judge_key = c.judge_key"
             + (" LEFT JOIN requests q ON q.key = c.request_key" if with_requests else "")
-            +
-            f" ORDER BY {order_by}"
+            + f" ORDER BY {order_by}"
         )
         names = [d[0] for d in cursor.description]
         try:
