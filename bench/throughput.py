@@ -6,7 +6,7 @@ bucket starts full), and `time.process_time()` of this process is the client's C
 
 Clients, side by side on the same fake and the same request bodies (taken from evalrun's plan):
   evalrun      `prepare` + `run_prepared`, in-process: pacing, store, scoring, reports
-  evalrun-client  evalrun's MessagesClient alone (httpx API on aiohttp's transport, reply checks),
+  evalrun-client  evalrun's MessagesClient alone (straight to aiohttp, reply checks),
                fixed pool, no pacing, store or scoring: splits evalrun's CPU into client and the rest
   aiohttp      a bare aiohttp loop: one session, a fixed pool, json.dumps/json.loads per request;
                a 429 waits its retry-after (the floor of client CPU per request)

@@ -52,8 +52,8 @@ async def raw_server(handler: Handler) -> AsyncIterator[tuple[int, list[bytes]]]
 
 
 def response(status: str, body: bytes = b"", headers: str = "") -> bytes:
-    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n{headers}\r\n"
-            .encode() + body)  # fmt: skip
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"connection: close\r\n{headers}\r\n".encode() + body)  # fmt: skip (one request per connection)
 
 
 async def answer(writer: asyncio.StreamWriter, _: bytes) -> None:
@@ -147,3 +147,22 @@ async def test_closing_under_cancellation_closes_every_session() -> None:
             for client in clients:
                 await client.aclose()
     assert all(session.closed for session in sessions)
+
+
+@pytest.mark.anyio
+async def test_requests_go_through_the_proxy_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def proxy(writer: asyncio.StreamWriter, _: bytes) -> None:
+        writer.write(response("200 OK", MESSAGE))
+        await writer.drain()
+
+    async with raw_server(proxy) as (port, seen):
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        async with MessagesClient(base_url="http://api.invalid", api_key=KEY) as client:
+            assert (await client.create(BODY)).message["id"] == "msg_1"
+        monkeypatch.setenv("NO_PROXY", "api.invalid")
+        async with MessagesClient(base_url="http://api.invalid", api_key=KEY) as client:
+            with pytest.raises(TransientApiError, match="connection failed"):  # straight to a host that does not exist
+                await client.create(BODY, timeout=5)
+    assert len(seen) == 1 and seen[0].startswith(b"POST http://api.invalid/v1/messages")

@@ -21,6 +21,7 @@ import numpy as np
 
 from evalrun import __version__
 from evalrun.errors import StoreError
+from evalrun.gctune import fewer_collections
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
 from evalrun.spec import ScorerSpec
@@ -148,7 +149,7 @@ def analyze(
         "realtime_usd": sum(t.realtime_usd for t in tallies),
         "rows": rows,
         "clusters": int(clusters.max() + 1) if clusters is not None else None,
-        "requests": store.plan_counts()["requests"],
+        "requests": store.request_count(),
         "spent_usd": store.spent_usd(),
     }
     for column in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
@@ -197,14 +198,15 @@ def build_reports(folder: str | Path, *, force: bool = True) -> Path:
             columns = results.columns
             for sink in sinks:
                 sink.begin(columns)
-            report = analyze(
-                store, settings, folder=folder, sink=_Fanout(sinks),
-                with_requests=any(w.needs_requests for w in writers),
-            )  # fmt: skip
-            for sink in sinks:
-                sink.close()
-            for writer in REPORT_WRITERS:
-                writer.write(staged, report)
+            with fewer_collections():
+                report = analyze(
+                    store, settings, folder=folder, sink=_Fanout(sinks),
+                    with_requests=any(w.needs_requests for w in writers),
+                )  # fmt: skip
+                for sink in sinks:
+                    sink.close()
+                for writer in REPORT_WRITERS:
+                    writer.write(staged, report)
             staged.commit()
         except OSError as exc:
             staged.abandon()

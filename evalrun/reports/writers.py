@@ -173,9 +173,13 @@ class _ParquetSink:
 
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, self.schema)
+        if not records:
+            return
+        # Every record has every column: take them by position, then transpose in C.
+        columns = zip(*map(operator.itemgetter(*self.columns), records), strict=True)
         arrays = []
-        for field_ in self.schema:
-            values = [r[field_.name] for r in records]
+        for field_, column in zip(self.schema, columns, strict=True):
+            values = list(column)
             try:  # almost always the values are already of the column's type: arrow converts them in C
                 arrays.append(pa.array(values, type=field_.type, from_pandas=True))
                 continue

@@ -369,6 +369,11 @@ class Store:
         )[0]
         return {"cells": cells, "cells_done": cells_done, "requests": requests, "requests_done": requests_done}
 
+    def request_count(self, stage: str = "answer") -> int:
+        """How many distinct requests the plan holds for a stage (without joining the answers)."""
+        (count,) = self.query("SELECT count(*) FROM requests WHERE stage = ?", (stage,))[0]
+        return int(count)
+
     def request_body(self, key: str) -> str | None:
         rows = self.query("SELECT body_json FROM requests WHERE key = ?", (key,))
         return rows[0][0] if rows else None
