@@ -43,6 +43,7 @@ from evalrun.errors import (
     SpecError,
     TransientApiError,
 )
+from evalrun.gctune import fewer_collections
 from evalrun.models import SAMPLING_PARAMS, Price
 from evalrun.plan.grid import Plan, PlanChunk
 from evalrun.plan.judge import JudgePlan
@@ -214,6 +215,10 @@ class Runner:
             self.stats.requests = self.store.count_pending(run_id=self.run_id, stage=self.stage)
             self.stats.cells = self.plan.total_cells
         self._progress()
+        with fewer_collections():
+            return await self._run()
+
+    async def _run(self) -> RunStats:
         async with anyio.create_task_group() as tg:
             self._task_group = tg
             if self._planning:
