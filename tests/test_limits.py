@@ -96,6 +96,42 @@ async def test_the_reserve_holds_back_a_fifth_of_a_second_of_the_server_s_count(
 
 
 @pytest.mark.anyio
+async def test_a_count_one_round_trip_old_is_brought_forward_not_taken_as_now(fake_clock: FakeClock) -> None:
+    # 50 a second. After the first reply a burst of 39 leaves at 0.3 s, emptying our bucket; the
+    # replies come back at 0.6 s, each with the count the server had when it admitted it (48 …
+    # 10). By then 15 have refilled and nothing else was sent: the server holds 25, and our own
+    # bucket 15, which may all go at once (25 less the 10 in reserve). Taking the last count as
+    # the present (10, less the reserve: nothing) would hold them back for 0.3 s.
+    pacer = Pacer(max_concurrency=512, clock=fake_clock)
+    async with fake_clock.running():
+        first = await pacer.acquire(LANE, input_tokens=1, max_tokens=1)
+        await fake_clock.sleep(0.3)
+        pacer.release(LANE, rate_limits=headers(limit=3000, remaining=49), ticket=first)
+        burst = [await pacer.acquire(LANE, input_tokens=1, max_tokens=1) for _ in range(39)]
+        assert fake_clock.elapsed == 0.3
+        await fake_clock.sleep(0.3)
+        for left, ticket in zip(range(48, 9, -1), burst, strict=True):
+            pacer.release(LANE, rate_limits=headers(limit=3000, remaining=left), ticket=ticket)
+        granted = await acquire_all(pacer, fake_clock, [(1, 1)] * 16)
+    times = [t for _, t in granted]
+    assert times[:15] == [0.6] * 15
+    assert times[15] == pytest.approx(0.62)
+
+
+@pytest.mark.anyio
+async def test_a_low_fresh_count_still_slows_the_lane(fake_clock: FakeClock) -> None:
+    # Another client drained the bucket: a reply admitted just now says 0 left. What we sent
+    # since and what refilled since are brought forward; the count still wins over our own.
+    pacer = Pacer(max_concurrency=512, clock=fake_clock)
+    pacer.release(LANE, rate_limits=headers(limit=3000, remaining=50))
+    async with fake_clock.running():
+        ticket = await pacer.acquire(LANE, input_tokens=1, max_tokens=1)
+        pacer.release(LANE, rate_limits=headers(limit=3000, remaining=0), ticket=ticket)
+        await pacer.acquire(LANE, input_tokens=1, max_tokens=1)
+    assert fake_clock.elapsed == pytest.approx(RESERVE_S + 0.02)
+
+
+@pytest.mark.anyio
 async def test_waiters_are_served_in_arrival_order(fake_clock: FakeClock) -> None:
     pacer = Pacer(max_concurrency=64, clock=fake_clock)
     pacer.release(LANE, rate_limits=headers(limit=600, remaining=0))

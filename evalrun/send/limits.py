@@ -22,7 +22,7 @@ from evalrun.send.bucket import TokenBucket
 from evalrun.send.client import RateLimitInfo
 from evalrun.send.clock import Clock, SystemClock
 
-__all__ = ["Lane", "Pacer", "TokenBucket"]
+__all__ = ["Lane", "Pacer", "Ticket", "TokenBucket"]
 
 # A 429 slows the lane to this fraction of its learned limits; the pace climbs back linearly.
 PACE_AFTER_429 = 0.9
@@ -44,7 +44,20 @@ _WARMUP = 8  # samples before the latency floor is trusted
 class _Waiter:
     need: tuple[tuple[str, float], ...]
     event: anyio.Event = field(default_factory=anyio.Event)
-    granted: bool = False
+    ticket: Ticket | None = None  # set when granted
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A granted send: when, and the lane's running totals of what it had sent, this included.
+    A reply's rate-limit headers describe the server's bucket when it admitted the request; the
+    ticket says how much has refilled and been sent since."""
+
+    at: float
+    taken: tuple[float, float, float]  # requests, input tokens, output tokens (max_tokens)
+
+
+_TAKEN_INDEX = {"requests": 0, "input": 1, "output": 2}
 
 
 @dataclass
@@ -75,6 +88,8 @@ class Lane:
     # together are all released before anything new is sent, so "the limit binds" must be
     # remembered for a round trip, not judged at each release.
     bound_at: float = -math.inf
+    # Running totals of what was granted (requests, input tokens, max_tokens), for tickets.
+    taken: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
     # What was actually sent, for the progress line.
     sent: int = 0
     window_start: float = 0.0
@@ -164,29 +179,29 @@ class Pacer:
         return self.lane(name).in_flight
 
     # -- sending -------------------------------------------------------------------------------
-    async def acquire(self, name: str, *, input_tokens: int, max_tokens: int) -> None:
-        """Wait until the lane may send one more request of this size, then count it in flight."""
+    async def acquire(self, name: str, *, input_tokens: int, max_tokens: int) -> Ticket:
+        """Wait until the lane may send one more request of this size, then count it in flight.
+        Hand the ticket back to `release` with the reply."""
         lane = self.lane(name)
         need = (("requests", 1.0), ("input", float(input_tokens)), ("output", float(max_tokens)))
         if not lane.waiters and self._wait(lane, need, self.clock.now()) == 0.0:
-            self._grant(lane, need, self.clock.now())
-            return
+            return self._grant(lane, need, self.clock.now())
         waiter = _Waiter(need)
         lane.waiters.append(waiter)
         try:
             while True:
                 delay = self._dispatch(lane)
-                if waiter.granted:
-                    return
+                if waiter.ticket is not None:
+                    return waiter.ticket
                 if lane.waiters and lane.waiters[0] is waiter and delay > 0.0:
                     await self.clock.wait(waiter.event, delay)
                 else:
                     await waiter.event.wait()
-                if waiter.granted:
-                    return
+                if waiter.ticket is not None:
+                    return waiter.ticket
                 waiter.event = anyio.Event()
         except BaseException:
-            if waiter.granted:
+            if waiter.ticket is not None:
                 lane.in_flight = max(0, lane.in_flight - 1)
             else:
                 lane.waiters.remove(waiter)
@@ -209,16 +224,20 @@ class Pacer:
             return math.inf
         return wait
 
-    def _grant(self, lane: Lane, need: tuple[tuple[str, float], ...], now: float) -> None:
+    def _grant(self, lane: Lane, need: tuple[tuple[str, float], ...], now: float) -> Ticket:
         if lane.buckets:
             for kind, amount in need:
                 bucket = lane.buckets.get(kind)
                 if bucket is not None:
                     bucket.take(amount, now)
+        taken = lane.taken
+        for kind, amount in need:
+            taken[_TAKEN_INDEX[kind]] += amount
         lane.in_flight += 1
         if lane.in_flight >= int(lane.concurrency):
             lane.bound_at = now
         lane._count_send(now)
+        return Ticket(at=now, taken=(taken[0], taken[1], taken[2]))
 
     def _dispatch(self, lane: Lane) -> float:
         """Let through every waiter at the head that may go now; the head's wait, else 0."""
@@ -232,8 +251,8 @@ class Pacer:
                     head.event.set()  # a new head: wake it to time its own sleep
                 return wait
             lane.waiters.popleft()
-            self._grant(lane, head.need, now)
-            head.granted = granted = True
+            head.ticket = self._grant(lane, head.need, now)
+            granted = True
             head.event.set()
         return 0.0
 
@@ -252,8 +271,10 @@ class Pacer:
         output_tokens: int | None = None,
         max_tokens: int = 0,
         latency_s: float | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
-        """A request of the lane finished (any outcome). Pass what a success reported."""
+        """A request of the lane finished (any outcome). Pass what a success reported, and the
+        request's ticket from `acquire`."""
         lane = self.lane(name)
         lane.in_flight = max(0, lane.in_flight - 1)
         now = self.clock.now()
@@ -264,12 +285,12 @@ class Pacer:
                 # The output bucket was charged max_tokens up front; give back what was not used.
                 bucket.give_back(max(0, max_tokens - output_tokens), now)
         if rate_limits:
-            self._learn(lane, rate_limits, now)
+            self._learn(lane, rate_limits, now, ticket)
         elif latency_s is not None and not lane.has_headers:
             self._adapt_concurrency(lane, latency_s, now)
         self._poke(lane)
 
-    def _learn(self, lane: Lane, info: RateLimitInfo, now: float) -> None:
+    def _learn(self, lane: Lane, info: RateLimitInfo, now: float, ticket: Ticket | None = None) -> None:
         if not lane.has_headers:
             lane.has_headers = True
             lane.concurrency = lane.max_concurrency  # the buckets pace from here on
@@ -293,8 +314,17 @@ class Pacer:
             bucket.rate = rate
             if remaining is not None:
                 bucket.capacity = max(bucket.capacity, remaining)
-                # Never trust the local level above the server's count.
-                bucket.level = min(bucket.level, remaining - reserve)
+                # Never trust the local level above the server's count, brought forward from
+                # when it admitted this request: what refilled since, less what we sent since.
+                # (Taken as it stood, a count one round trip old stalled the lane after its
+                # first burst.) Refill is counted from our send, a little before admission:
+                # the reserve covers that.
+                server = remaining
+                if ticket is not None:
+                    index = _TAKEN_INDEX[kind]
+                    sent_since = lane.taken[index] - ticket.taken[index]
+                    server = min(bucket.capacity, remaining + limit / 60.0 * (now - ticket.at) - sent_since)
+                bucket.level = min(bucket.level, server - reserve)
 
     def _adapt_concurrency(self, lane: Lane, latency_s: float, now: float) -> None:
         # No headers (a local server): grow while latency stays near its floor, shrink when it climbs.

@@ -15,7 +15,7 @@ import anyio
 from evalrun.errors import ApiError, MalformedReplyError, PermanentApiError, RateLimitError, TransientApiError
 from evalrun.send.client import MessagesClient
 from evalrun.send.clock import Clock, SystemClock
-from evalrun.send.limits import Pacer
+from evalrun.send.limits import Pacer, Ticket
 from evalrun.send.sender import Request, RequestSource, backoff_delay
 from evalrun.store.records import Outcome
 
@@ -74,49 +74,50 @@ class RealtimeSender:
         lane = self.lanes[model]
         while (request := await source.take(model)) is not None:
             try:
-                await self.pacer.acquire(lane, input_tokens=request.input_tokens, max_tokens=request.max_tokens)
+                ticket = await self.pacer.acquire(lane, input_tokens=request.input_tokens, max_tokens=request.max_tokens)
             except BaseException:
                 await _deliver_unsent(source, request)
                 raise
-            tg.start_soon(self._send, request, source, True)
+            tg.start_soon(self._send, request, source, ticket)
 
     async def send_one(self, request: Request, source: RequestSource) -> None:
         """Send one request now, paced and retried (the batch sender's real-time fallback)."""
-        await self._send(request, source, False)
+        await self._send(request, source, None)
 
-    async def _send(self, request: Request, source: RequestSource, acquired: bool) -> None:
+    async def _send(self, request: Request, source: RequestSource, ticket: Ticket | None) -> None:
+        """Send `request` until it has a final outcome; `ticket` when its first send is already
+        granted by the pacer."""
         lane = self.lanes[request.model]
         client = self.clients[request.model]
         attempts = 0
         while True:
             attempts += 1
-            if not acquired:
-                await self.pacer.acquire(lane, input_tokens=request.input_tokens, max_tokens=request.max_tokens)
-            acquired = False
+            if ticket is None:
+                ticket = await self.pacer.acquire(lane, input_tokens=request.input_tokens, max_tokens=request.max_tokens)
             started = time.monotonic()
             try:
                 response = await client.create(
                     request.payload, timeout=self.attempt_timeout, max_tokens=request.max_tokens
                 )
             except RateLimitError as exc:
-                self.pacer.release(lane)
+                self.pacer.release(lane, ticket=ticket)
                 self.pacer.rate_limited(lane, exc.retry_after)
                 error: ApiError = exc
             except MalformedReplyError as exc:
-                self.pacer.release(lane)
+                self.pacer.release(lane, ticket=ticket)
                 await source.deliver(request, _failed(request, exc, attempts, retryable=True, raw=exc.raw), exc)
                 return
             except TransientApiError as exc:
-                self.pacer.release(lane)
+                self.pacer.release(lane, ticket=ticket)
                 if exc.status == 529 or exc.error_type == "overloaded_error":
                     self.pacer.overloaded(lane, exc.retry_after)
                 error = exc
             except PermanentApiError as exc:
-                self.pacer.release(lane)
+                self.pacer.release(lane, ticket=ticket)
                 await source.deliver(request, _failed(request, exc, attempts), exc)
                 return
             except BaseException:
-                self.pacer.release(lane)
+                self.pacer.release(lane, ticket=ticket)
                 raise
             else:
                 usage = response.message.get("usage") or {}
@@ -127,6 +128,7 @@ class RealtimeSender:
                     output_tokens=output if isinstance(output, int) else request.max_tokens,
                     max_tokens=request.max_tokens,
                     latency_s=response.latency_s,
+                    ticket=ticket,
                 )
                 outcome = Outcome(
                     key=request.key,
@@ -140,6 +142,7 @@ class RealtimeSender:
                 await source.deliver(request, outcome, None)
                 return
             assert isinstance(error, TransientApiError)
+            ticket = None  # the next attempt is a new send
             if not source.retry(request, error, attempts):
                 outcome = _failed(request, error, attempts, retryable=True, latency=time.monotonic() - started)
                 await source.deliver(request, outcome, error)
