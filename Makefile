@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/evalrun run experiments/capitals.yaml --sim
 
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto
 
 lint: $(STAMP)
 	$(BIN)/ruff check evalrun tests bench
