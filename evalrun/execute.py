@@ -35,6 +35,7 @@ from evalrun.plan.judge import JudgePlan, judge_mode
 from evalrun.send.batch import BatchSender
 from evalrun.send.client import MessagesClient, check_api_key
 from evalrun.send.clock import Clock
+from evalrun.send.fdlimit import SPARE_FILES, allow_open_files
 from evalrun.send.limits import Pacer
 from evalrun.send.realtime import RealtimeSender
 from evalrun.send.runner import Runner, RunStats
@@ -45,7 +46,7 @@ from evalrun.store.run_store import Learned, Store
 
 __all__ = ["DEFAULT_CONCURRENCY", "Prepared", "RunResult", "api_keys", "prepare", "run_prepared"]
 
-DEFAULT_CONCURRENCY = 512  # a ceiling: the pacer sets the real pace (bench/README.md)
+DEFAULT_CONCURRENCY = 1024  # a ceiling: the pacer sets the real pace (bench/README.md)
 # Total cells above which a spec is refused: a typo in `repeats` must not plan forever.
 MAX_CELLS = 50_000_000
 
@@ -305,6 +306,7 @@ async def run_prepared(
     sim_key = "sim-" + secrets.token_hex(8) if prepared.sim else None
     keys = {m.label: sim_key for m in prepared.all_models} if prepared.sim else api_keys(prepared, env)
     notes: list[str] = []
+    concurrency = _within_open_files(prepared, keys, concurrency, notes)
     store = Store.open(prepared.folder, lock=True)
     run_id: int | None = None
     status = "failed"
@@ -442,6 +444,22 @@ async def run_prepared(
     if counts["failed"] or counts["not_sent"] or counts["ungraded"] or stats.stopped_models:
         raise RunFailed(_failure_message(prepared.folder, counts, stats), result=result)
     return result
+
+
+def _within_open_files(prepared: Prepared, keys: dict[str, str | None], concurrency: int, notes: list[str]) -> int:
+    """The concurrency ceiling the process can open connections for: each distinct endpoint
+    and key has a pool of its own, and an in-process simulator holds the other end of each."""
+    pools = len({(m.base_url, keys[m.label], m.api_version) for m in prepared.all_models})
+    per_connection = 2 if prepared.sim else 1
+    allowed = allow_open_files(concurrency * pools * per_connection + SPARE_FILES)
+    fits = max(1, (allowed - SPARE_FILES) // (pools * per_connection))
+    if fits >= concurrency:
+        return concurrency
+    notes.append(
+        f"concurrency lowered from {concurrency} to {fits}: this process may open at most {allowed} files "
+        f"(raise `ulimit -n` for more)"
+    )
+    return fits
 
 
 def _combined(answer: RunStats, judge: RunStats) -> RunStats:

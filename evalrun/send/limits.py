@@ -151,15 +151,19 @@ class Pacer:
 
     With headers, the lane's buckets pace it (concurrency is only a ceiling); without, the
     lane's concurrency limit grows while latency stays flat and shrinks when it climbs.
-    A lane without headers starts at 256 in flight (the run's first request still goes alone,
-    so a server that does send headers is paced by them from the second request on): fewer
-    makes a fast local server wait several round trips to reach speed, more floods one
-    that queues.
+    A lane without headers opens to the ceiling once the run's first request (which goes alone)
+    has answered. Such a server is not the Anthropic API, which always sends them: it is a local
+    server, a proxy or a fake, and a round trip spent ramping up costs a whole latency while one
+    spent queued at the server costs a share of one; the latency control cuts the limit back
+    within a round trip if the server queues. `initial_concurrency` starts lower (tests).
     """
 
-    def __init__(self, *, max_concurrency: int, initial_concurrency: int = 256, clock: Clock | None = None) -> None:
+    def __init__(
+        self, *, max_concurrency: int, initial_concurrency: int | None = None, clock: Clock | None = None
+    ) -> None:
         self.max_concurrency = max_concurrency
-        self.initial_concurrency = max(1, min(initial_concurrency, max_concurrency))
+        start = max_concurrency if initial_concurrency is None else initial_concurrency
+        self.initial_concurrency = max(1, min(start, max_concurrency))
         self.clock: Clock = clock or SystemClock()
         self._lanes: dict[str, Lane] = {}
 
