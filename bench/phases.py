@@ -3,8 +3,8 @@ timed on its own in a fresh process, for the scale benchmark's multiple-choice s
 
 Not a test. Writes the spec and CSV like `bench/scale.py`, then in a child process per row count:
 the imports of the run path, the spec and model table, the dataset scan (every line), the plan,
-`Plan.check()` (every row's target), the reports module that `run_prepared` imports before it
-sends, and the first chunk of the streamed plan.
+`Plan.check()` (every row's target), the aiohttp transport and the first chunk of the streamed
+plan. (The reports module is imported after the run, so it is not on this path.)
 
     python bench/phases.py [--rows 25000,100000,200000]
 """
@@ -46,12 +46,10 @@ plan = Plan(experiment, dataset, models, table)
 mark("resolve models + Plan()")
 plan.check()
 mark("Plan.check() (every row's target, cluster, images)")
-import evalrun.reports.build
-mark("import evalrun.reports.build (run_prepared, before sending)")
 import aiohttp
 mark("import aiohttp (the transport)")
 next(iter(plan.chunks()))
-mark("first chunk of the plan (64 cells)")
+mark("first chunk of the plan (32 cells)")
 print("@@" + json.dumps(steps))
 """
 
