@@ -243,6 +243,29 @@ def test_a_failed_report_write_is_a_failure(write_spec, tmp_path: Path) -> None:
     assert "report: out" not in result.output
 
 
+async def test_a_deadline_does_not_wait_for_a_server_that_never_answers(write_spec, tmp_path: Path) -> None:
+    """Requests in flight at the deadline get a short grace, not their own timeout."""
+    import time
+
+    from evalrun.errors import DeadlineReached
+    from evalrun.send.runner import deadline_grace
+
+    write_mc_csv(tmp_path / "mc.csv", 20)
+
+    async def never(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    prepared = prepare(write_spec(), out="hung")
+    start = time.monotonic()
+    with anyio.fail_after(20), pytest.raises(DeadlineReached, match=r"abandoned in flight"):
+        await run_prepared(prepared, transport=httpx.MockTransport(never), deadline_s=0.5, request_timeout_s=60)
+    assert time.monotonic() - start < 0.5 + deadline_grace(0.5) + 2.0  # not the 60 s attempt timeout
+    assert (load_results("hung")["status"] == "pending").all()  # nothing half-stored
+    await run_prepared(prepare(write_spec(), out="hung"), transport=Hostile().transport())
+    assert (load_results("hung")["status"] == "ok").all()
+
+
 async def test_a_run_deadline_stops_sending_and_the_next_run_finishes(write_spec, tmp_path: Path) -> None:
     from evalrun.errors import DeadlineReached
 

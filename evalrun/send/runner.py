@@ -54,7 +54,13 @@ from evalrun.store.cache import ResponseCache
 from evalrun.store.records import Outcome
 from evalrun.store.run_store import Learned, PendingRequest, Store
 
-__all__ = ["HOPELESS_AFTER", "RunStats", "Runner"]
+__all__ = ["HOPELESS_AFTER", "RunStats", "Runner", "deadline_grace"]
+
+def deadline_grace(deadline_s: float) -> float:
+    """How long requests in flight at the deadline may still take: a tenth of the deadline,
+    between 1 and 30 s."""
+    return min(30.0, max(1.0, deadline_s / 10))
+
 
 # Failures with no success first after which a model is hopeless; also how many requests a model
 # may have in flight before its first success.
@@ -190,6 +196,7 @@ class Runner:
         self._fatal: EvalrunError | None = None
         self._budget_hit = False
         self._deadline_hit = False
+        self._abandoned = 0  # requests still in flight when the deadline's grace ran out
         # The planner.
         self._planning = not plan_stored
         self._planned_seq = -1 if not plan_stored else math.inf
@@ -239,9 +246,10 @@ class Runner:
                 f"interrupted: {self._left()} requests not yet answered; run the same command again to resume"
             )
         if self._deadline_hit:
+            abandoned = f" ({self._abandoned} abandoned in flight)" if self._abandoned else ""
             raise DeadlineReached(
-                f"stopped at the deadline ({self.deadline_s:g} s): {self._left()} requests not yet answered; "
-                f"run again to resume"
+                f"stopped at the deadline ({self.deadline_s:g} s): {self._left()} requests not yet answered"
+                f"{abandoned}; run again to resume"
             )
         if self._budget_hit:
             raise BudgetExceeded(
@@ -682,11 +690,19 @@ class Runner:
             await event.wait()
 
     async def _watch_deadline(self) -> None:
-        assert self.deadline_at is not None
+        assert self.deadline_at is not None and self.deadline_s is not None
         await self.clock.sleep(max(0.0, self.deadline_at - self.clock.now()))
         if self._planning or self._in_flight or any(self._buffers.values()) or len(self._exhausted) < len(self.models):
             self._deadline_hit = True
             self._notify()
+        # Requests in flight get a short grace, not their own timeout (up to 10 minutes each):
+        # the deadline is the user's. Those still open then are abandoned — nothing of theirs is
+        # stored, so the next run sends them again.
+        await self.clock.sleep(deadline_grace(self.deadline_s))
+        if self._in_flight:
+            self._abandoned = len(self._in_flight)
+            assert self._task_group is not None
+            self._task_group.cancel_scope.cancel()
 
     def _flush_cache(self) -> None:
         if self.cache is not None and self._to_cache:
