@@ -202,6 +202,12 @@ async def test_a_server_that_never_answers_hits_the_attempt_deadline(write_spec)
     results = load_results("hang")
     assert set(results["status"]) <= {"error", "pending"}
     assert "no complete reply within" in results["error"].iloc[0]
+    # A failed request is never a wrong answer, in the DataFrame or in results.csv.
+    assert results["correct"].isna().all()
+    import csv
+
+    with open("hang/results.csv", encoding="utf-8") as handle:
+        assert {row["correct"] for row in csv.DictReader(handle)} == {""}
 
 
 async def test_the_same_400_on_the_first_requests_stops_after_a_handful(write_spec, tmp_path: Path) -> None:

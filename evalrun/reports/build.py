@@ -248,7 +248,7 @@ def load_results(folder: str | Path) -> Any:
         records = [record for chunk in store.iter_cells(chunk=_CHUNK) for record in results.records(chunk)]
     frame = pd.DataFrame.from_records(records, columns=results.columns)
     frame["repeat"] = frame["repeat"].astype("int64")
-    frame["correct"] = frame["correct"].astype(bool)
+    frame["correct"] = frame["correct"].astype("boolean")  # empty (<NA>) where there is no answer
     return frame
 
 

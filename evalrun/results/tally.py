@@ -215,7 +215,7 @@ class ResultsPass:
             "response_text": reply_shown(cell["text"], cell["message_json"]),
             "answer": "",
             "target": cell["target"],
-            "correct": False,
+            "correct": None,  # set only for an answer: a failed or unsent cell is not a wrong one
             "score": None,
             "stop_reason": cell["stop_reason"] or "",
             "cost_usd": cell["cost_usd"] / share if cell["cost_usd"] is not None else None,
@@ -255,6 +255,7 @@ class ResultsPass:
             if score.status in ("error", "pending"):
                 # The grader failed or has not graded yet: no score, never a wrong one.
                 record["score"] = None
+                record["correct"] = None
                 record["error"] = score.explanation or ""
                 if score.status == "error":
                     tally.errors += 1
