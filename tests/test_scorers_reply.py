@@ -150,3 +150,23 @@ async def test_a_judged_run_against_an_independent_fake(tmp_path: Path) -> None:
     sent = len(fake.bodies)
     await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(fake.handle))
     assert len(fake.bodies) == sent  # nothing graded twice
+
+
+@pytest.mark.anyio
+async def test_a_grading_request_shared_by_identical_replies_is_paid_once_and_split(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("id,term,reference\nr1,tarn,a small mountain lake\nr2,cwm,a small mountain lake\n")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: judged\ndataset: {path: d.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 50}\nrepeats: 2\n"
+        "prompts:\n  p:\n    messages: [{role: user, content: \"Define '{term}'\"}]\n"
+        "scorer: {type: judge, model: claude-haiku-4-5, rubric: 'Grade it. {response} {target}', target: reference}\n"
+    )
+    fake = GradingFake()
+    await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(fake.handle))
+    grading = [b for b in fake.bodies if "<response>" in b["messages"][0]["content"]]
+    assert len(grading) == 2  # the two repeats of a row replied alike: one grading request each row
+    results = load_results(tmp_path / "out")
+    paid = len(grading) * (100 * 1 + 20 * 5) / 1e6
+    assert results["judge_cost_usd"].sum() == pytest.approx(paid)  # each of 4 cells carries half
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary["judge_cost_usd"].sum() == pytest.approx(paid)

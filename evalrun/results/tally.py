@@ -186,7 +186,9 @@ class ResultsPass:
                 error=cell.get("judge_error"),
                 input_tokens=cell.get("judge_input_tokens"),
                 output_tokens=cell.get("judge_output_tokens"),
-                cost_usd=cell.get("judge_cost_usd"),
+                # A grading request shared by k cells (identical replies) counts 1/k in each, as
+                # the answer's own cost does: results.csv sums to what was paid.
+                cost_usd=_shared_cost(cell.get("judge_cost_usd"), cell.get("judge_sharing")),
             )
         reply = Reply(text=cell["text"] or "", message=message, answer_mode=cell["answer_mode"], grader=grader)
         values = json.loads(cell["values_json"]) if self.needs_values else {}
@@ -315,6 +317,10 @@ class ResultsPass:
             tally.from_cache += 1
         if cell["latency_s"] is not None and cell["source"] != "cache":
             tally.latencies.append(float(cell["latency_s"]))
+
+
+def _shared_cost(cost: float | None, sharing: Any) -> float | None:
+    return None if cost is None else float(cost) / max(int(sharing or 1), 1)
 
 
 def _sharing(cell: Mapping[str, Any]) -> int:
