@@ -30,6 +30,14 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _spent(usd: float, unpriced: int) -> str:
+    """What the folder has paid, never a plain $0 when some answers have no known price."""
+    if unpriced and not usd:
+        return f"spent in this folder: unknown ({unpriced} answers of models without a price)"
+    unknown = f" plus {unpriced} answers of models without a price" if unpriced else ""
+    return f"${usd:.4f} spent in this folder in total{unknown}"
+
+
 def _echo_warnings(warnings: Sequence[str]) -> None:
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -374,7 +382,7 @@ def _echo_done(result: Any) -> None:
         f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
         f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, "
         f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
-        f"not sent; {stats.retries} retries; ${stats.spent_usd:.4f} spent in this folder in total"
+        f"not sent; {stats.retries} retries; {_spent(stats.spent_usd, counts.get('unpriced', 0))}"
     )
     if counts.get("graded_requests"):
         line += f"; graded by {counts['graded_requests']} grading requests ({counts.get('ungraded', 0)} cells ungraded)"

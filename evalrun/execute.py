@@ -501,6 +501,9 @@ def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
             " AND (SELECT count(*) FROM requests WHERE stage = 'judge') > 0 AND coalesce(j.status, '') != 'ok'"
         )[0]
         (graded_requests,) = store.query("SELECT count(*) FROM requests WHERE stage = 'judge'")[0]
+        (unpriced,) = store.query(
+            "SELECT count(*) FROM responses WHERE status = 'ok' AND source != 'cache' AND cost_usd IS NULL"
+        )[0]
         (answered_requests,) = store.query(
             "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
             " WHERE r.status = 'ok'"
@@ -508,6 +511,7 @@ def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
     counts: dict[str, Any] = {
         "answered": 0, "failed": 0, "not_sent": 0, "stored_before": stored_before,
         "answered_requests": answered_requests, "ungraded": ungraded, "graded_requests": graded_requests,
+        "unpriced": unpriced,
     }  # fmt: skip
     counts.update(dict(rows))
     kinds: Counter[str] = Counter()

@@ -288,3 +288,21 @@ async def test_a_run_deadline_stops_sending_and_the_next_run_finishes(write_spec
     assert 0 < done < 60
     await run_prepared(prepare(write_spec("concurrency: 2\n"), out="late"), transport=Hostile().transport())
     assert (load_results("late")["status"] == "ok").all()
+
+
+async def test_a_model_without_a_price_is_never_reported_as_costing_nothing(write_spec, tmp_path: Path) -> None:
+    from evalrun.cli import _spent
+
+    write_mc_csv(tmp_path / "mc.csv", 8)
+    spec = write_spec(
+        "models: [{name: my-llama, base_url: 'http://localhost:9'}]\n"
+        "model_table:\n  my-llama: {prefill: true}\n"
+    )
+    prepared = prepare(spec, out="free")
+    assert any("no known price" in w for w in prepared.plan.warnings)
+    await run_prepared(prepared, transport=Hostile().transport())
+    summary = pd.read_csv("free/summary.csv")
+    assert summary["cost_usd"].isna().all() and summary["paid_usd"].isna().all()
+    assert "paid by this run folder in all: unknown" in Path("free/report.md").read_text(encoding="utf-8")
+    assert "$0.0000" not in _spent(0.0, 8) and "unknown" in _spent(0.0, 8)
+    assert _spent(0.5, 0) == "$0.5000 spent in this folder in total"

@@ -119,7 +119,8 @@ def render_markdown(report: Report) -> str:
         *_savings(totals),
         f"- cost of the answers: ${cost:.4f}"
         + (f" (plus {unknown:,} answers of unknown cost)" if unknown else "")
-        + f"; paid by this run folder in all: ${totals['spent_usd']:.4f} (prices as of {settings.get('prices_as_of', 'unknown')})",
+        + f"; paid by this run folder in all: {_paid(totals['spent_usd'], unknown)}"
+        + f" (prices as of {settings.get('prices_as_of', 'unknown')})",
         "",
     ]
     judge = settings.get("judge")
@@ -183,3 +184,9 @@ def _savings(totals: Mapping[str, Any]) -> list[str]:
     if realtime - cost > 1e-9 and realtime > 0:
         lines.append(f"- paid at the batch tier: ${cost:.4f} instead of ${realtime:.4f} in real time (half price)")
     return lines
+
+
+def _paid(usd: float, unknown: int) -> str:
+    if unknown and not usd:
+        return "unknown (no price for its models)"
+    return f"${usd:.4f}" + (" and the answers of unknown cost" if unknown else "")

@@ -101,7 +101,8 @@ def summarize(
                 "reliable": bool(n) and not error_rate > UNRELIABLE_ERROR_RATE,
                 **{column: round(tally.tokens[column]) for column in TOKEN_COLUMNS},
                 "cost_usd": cost,
-                "paid_usd": tally.paid_usd,
+                # Unknown (no price for the model), never $0.
+                "paid_usd": math.nan if tally.answered and tally.cost_unknown == tally.answered else tally.paid_usd,
                 "from_cache": tally.from_cache,
                 "cost_per_correct_usd": cost / tally.correct if tally.correct and not math.isnan(cost) else math.nan,
                 "cost_per_1k_rows_usd": cost / n * 1000 if n and not math.isnan(cost) else math.nan,
