@@ -265,15 +265,21 @@ class _ProgressLine:
         )
         self.task = self.progress.add_task("requests", total=None, detail="")
         self._last = 0.0
+        self._started = False
 
     def __enter__(self) -> _ProgressLine:
-        self.progress.start()
+        # Shown from the run loop's first report on: a mistake found before sending (a missing
+        # key, a locked folder) is one line, with no empty bar above it.
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self._started:
+            self.progress.stop()
 
     def update(self, stats: Any) -> None:
+        if not self._started:
+            self._started = True
+            self.progress.start()
         now = time.monotonic()
         if now - self._last < 0.2 and stats.done < stats.total:
             return
