@@ -241,6 +241,10 @@ def estimate(
             )
             if "rows_needed" in pair:
                 line += f"; {pair['detect'] * 100:g} pp needs {pair['rows_needed']:,} rows"
+            if "min_detectable_difference_worst" in pair:
+                line += f"; ±{pair['min_detectable_difference_worst'] * 100:.1f} pp if clusters go together"
+                if "rows_needed_worst" in pair:
+                    line += f" ({pair['rows_needed_worst']:,} rows)"
             click.echo(line)
         click.echo(f"  {power['assumption']}")
 

@@ -295,6 +295,11 @@ def power_analysis(
         return None
     rows = plan.dataset.count
     tallies = {(t.model, t.prompt): t for t in observed.tallies} if observed is not None else {}
+    clusters = _cluster_sizes(plan)
+    # Without a finished run the within-cluster correlation is unknown: besides independent rows,
+    # give the worst case, every question of a cluster right or wrong together, whose design
+    # effect is Σ m² / N for clusters of m rows (each cluster then counts as one row).
+    worst_deff = sum(m * m for m in clusters) / rows if clusters and rows else None
     out = []
     for group, a, b in pairs:
         key_a, key_b = ((group, a), (group, b)) if by == "prompt" else ((a, group), (b, group))
@@ -325,6 +330,16 @@ def power_analysis(
         if detect is not None:
             entry["detect"] = detect
             entry["rows_needed"] = rows_needed(detect, sd_diff=sd, alpha=alpha, power=power, design_effect=deff)
+        if worst_deff is not None and source == "assumed":
+            entry["clusters"] = len(clusters)
+            entry["design_effect_worst"] = worst_deff
+            entry["min_detectable_difference_worst"] = min_detectable_difference(
+                rows, sd_diff=sd, alpha=alpha, power=power, design_effect=worst_deff
+            )
+            if detect is not None:
+                entry["rows_needed_worst"] = rows_needed(
+                    detect, sd_diff=sd, alpha=alpha, power=power, design_effect=worst_deff
+                )
         out.append(entry)
     return {
         "rows": rows,
@@ -332,11 +347,26 @@ def power_analysis(
         "power": power,
         "assumption": (
             f"where no finished run of this plan exists, {DEFAULT_DISCORDANCE:.0%} of rows are assumed "
-            f"discordant (exactly one variant right) and rows independent (no clustering)"
+            f"discordant (exactly one variant right) and rows independent"
+            + (
+                f"; with dataset.cluster, the worst case counts each of the {len(clusters):,} clusters as one row "
+                f"(its questions right or wrong together): the truth lies between, and a finished run measures it"
+                if clusters
+                else " (no clustering)"
+            )
         ),
         "formula": "n = deff · ((z[1−α/2] + z[power]) · sd_diff / δ)²; MDD = (z[1−α/2] + z[power]) · sd_diff · √(deff / n)",
         "pairs": out,
     }
+
+
+def _cluster_sizes(plan: Plan) -> list[int]:
+    """The number of selected rows in each cluster of `dataset.cluster` (empty without one)."""
+    if plan.experiment.dataset.cluster is None:
+        return []
+    from collections import Counter
+
+    return list(Counter(plan.cluster(row) for row in plan.dataset.iter_rows()).values())
 
 
 def judge_estimate(plan: Plan, judge: Any, *, sample: int = 400, seed: int = 0) -> dict[str, Any]:

@@ -69,6 +69,25 @@ def test_power_figures_follow_the_normal_formula(write_spec, tmp_path: Path) -> 
     assert observed["source"].startswith("observed on 200 rows")
 
 
+def test_power_before_a_run_gives_the_worst_case_of_clustered_questions(write_spec, tmp_path: Path) -> None:
+    # 60 rows in clusters of 1, 2, 3, …: the worst case (a cluster's questions right or wrong
+    # together) has the design effect Σ m² / N.
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8, 9, 15]
+    lines = [f"r{i},Q{i}?,a,b,c,d,A,p{k}" for i, k in enumerate(k for k, m in enumerate(sizes) for _ in range(m))]
+    (tmp_path / "mc.csv").write_text("id,question,A,B,C,D,answer,passage\n" + "\n".join(lines) + "\n")
+    spec = write_spec(
+        "dataset: {path: mc.csv, id: id, cluster: passage}\n"
+        "prompts:\n  a:\n    messages: [{role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+        "  b:\n    messages: [{role: user, content: \"Q: {question} (A) {A} (B) {B} (C) {C} (D) {D}\"}]\n"
+    )
+    pair = json.loads(invoke("estimate", str(spec), "--sim", "--json", "--detect", "0.1").output)["power"]["pairs"][0]
+    deff = sum(m * m for m in sizes) / 60
+    assert pair["clusters"] == 10 and pair["design_effect_worst"] == pytest.approx(deff)
+    assert pair["min_detectable_difference_worst"] == pytest.approx(pair["min_detectable_difference"] * math.sqrt(deff))
+    z = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.8)
+    assert pair["rows_needed_worst"] == math.ceil(deff * (z * math.sqrt(0.30) / 0.1) ** 2)
+
+
 def test_a_custom_base_url_without_a_key_is_caught_before_sending(write_spec, monkeypatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
