@@ -295,11 +295,11 @@ def power_analysis(
         return None
     rows = plan.dataset.count
     tallies = {(t.model, t.prompt): t for t in observed.tallies} if observed is not None else {}
-    clusters = _cluster_sizes(plan)
+    cluster_sizes = _cluster_sizes(plan)
     # Without a finished run the within-cluster correlation is unknown: besides independent rows,
     # give the worst case, every question of a cluster right or wrong together, whose design
     # effect is Σ m² / N for clusters of m rows (each cluster then counts as one row).
-    worst_deff = sum(m * m for m in clusters) / rows if clusters and rows else None
+    worst_deff = sum(m * m for m in cluster_sizes) / rows if cluster_sizes and rows else None
     out = []
     for group, a, b in pairs:
         key_a, key_b = ((group, a), (group, b)) if by == "prompt" else ((a, group), (b, group))
@@ -331,7 +331,7 @@ def power_analysis(
             entry["detect"] = detect
             entry["rows_needed"] = rows_needed(detect, sd_diff=sd, alpha=alpha, power=power, design_effect=deff)
         if worst_deff is not None and source == "assumed":
-            entry["clusters"] = len(clusters)
+            entry["clusters"] = len(cluster_sizes)
             entry["design_effect_worst"] = worst_deff
             entry["min_detectable_difference_worst"] = min_detectable_difference(
                 rows, sd_diff=sd, alpha=alpha, power=power, design_effect=worst_deff
@@ -349,9 +349,9 @@ def power_analysis(
             f"where no finished run of this plan exists, {DEFAULT_DISCORDANCE:.0%} of rows are assumed "
             f"discordant (exactly one variant right) and rows independent"
             + (
-                f"; with dataset.cluster, the worst case counts each of the {len(clusters):,} clusters as one row "
+                f"; with dataset.cluster, the worst case counts each of the {len(cluster_sizes):,} clusters as one row "
                 f"(its questions right or wrong together): the truth lies between, and a finished run measures it"
-                if clusters
+                if cluster_sizes
                 else " (no clustering)"
             )
         ),
