@@ -375,6 +375,37 @@ def test_the_spill_is_removed_with_the_reports(run: Path) -> None:
     assert embedded(run)["count"] == 192
 
 
+def test_the_explorer_built_in_a_second_process_is_the_same(run: Path) -> None:
+    from evalrun.reports.build import build_reports
+
+    build_reports(run, parallel_cells=10**9)  # one process
+    alone = (run / "report.html").read_bytes()
+    build_reports(run, parallel_cells=1)  # the explorer's pass in a child process
+    assert (run / "report.html").read_bytes() == alone
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".") and "tmp" in p.name]
+
+
+def test_a_failed_explorer_process_is_made_up_for_in_process(run: Path, tmp_path: Path) -> None:
+    from evalrun.reports import explorer_process
+    from evalrun.reports.build import build_reports
+
+    build_reports(run, parallel_cells=10**9)
+    alone = (run / "report.html").read_bytes()
+
+    class Failing(explorer_process.ExplorerProcess):
+        def result(self) -> None:
+            self.stop()  # killed: as a child that crashed
+            return None
+
+    def spawn(folder: Path, scratch: Path) -> Failing:
+        started = explorer_process.ExplorerProcess.start(folder, scratch)
+        assert started is not None
+        return Failing(started.process, scratch)
+
+    build_reports(run, parallel_cells=1, spawn_explorer=spawn)
+    assert (run / "report.html").read_bytes() == alone
+
+
 def test_a_failed_build_leaves_no_spill(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from evalrun.reports import html
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -177,13 +177,24 @@ def report_state(store: Store) -> str:
     return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{__version__}"
 
 
-def build_reports(folder: str | Path, *, force: bool = True) -> Path:
+def build_reports(
+    folder: str | Path,
+    *,
+    force: bool = True,
+    parallel_cells: int | None = None,
+    spawn_explorer: Callable[[Path, Path], Any] | None = None,
+) -> Path:
     """Write every report file into the run folder. With `force=False` nothing is rewritten
-    when the store has not changed since the reports were last written."""
+    when the store has not changed since the reports were last written. From `parallel_cells`
+    cells on (default `PARALLEL_CELLS`), the explorer's pass runs in a second process, started
+    by `spawn_explorer(folder, scratch)` (default `ExplorerProcess.start`)."""
+    from evalrun.reports.explorer import ExplorerResults, hand_over
+    from evalrun.reports.explorer_process import PARALLEL_CELLS, ExplorerProcess, explore
     from evalrun.reports.writers import REPORT_WRITERS, RESULTS_WRITERS, Staged
 
     folder = Path(folder)
     store, settings = open_run(folder)
+    child: ExplorerProcess | None = None
     with store:
         state = report_state(store)
         names = [w.filename for w in RESULTS_WRITERS if w.available()]
@@ -193,6 +204,11 @@ def build_reports(folder: str | Path, *, force: bool = True) -> Path:
         staged = Staged(folder)
         try:
             writers = [w for w in RESULTS_WRITERS if w.available()]
+            (cells,) = store.query("SELECT count(*) FROM cells")[0]
+            if cells >= (PARALLEL_CELLS if parallel_cells is None else parallel_cells):
+                child = (spawn_explorer or ExplorerProcess.start)(folder, staged.scratch("explorer"))
+                if child is not None:
+                    writers = [w for w in writers if not isinstance(w, ExplorerResults)]
             sinks = [w.open(staged) for w in writers]
             results = ResultsPass(settings, rows=0, variants=[])  # for the columns only
             columns = results.columns
@@ -205,14 +221,25 @@ def build_reports(folder: str | Path, *, force: bool = True) -> Path:
                 )  # fmt: skip
                 for sink in sinks:
                     sink.close()
+                if child is not None:
+                    built: Any = child.result()
+                    if built is None:  # the child failed: the explorer's pass here, after all
+                        sink = ExplorerResults().open(staged)
+                        explore(store, settings, sink)
+                        built = sink
+                    hand_over(staged, built)
                 for writer in REPORT_WRITERS:
                     writer.write(staged, report)
             staged.commit()
         except OSError as exc:
+            if child is not None:
+                child.stop()
             staged.abandon()
             raise StoreError(f"{folder}: cannot write the reports ({exc.strerror or exc}); nothing was lost: "
                              f"free space and run `evalrun report {folder}`") from None
         except BaseException:
+            if child is not None:
+                child.stop()
             staged.abandon()
             raise
         with contextlib.suppress(StoreError):

@@ -70,6 +70,7 @@ __all__ = [
     "ExplorerSink",
     "collected",
     "decode",
+    "hand_over",
     "render_request",
 ]
 
@@ -994,16 +995,23 @@ def decode(payload: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # -- the writer --------------------------------------------------------------------------------
-_COLLECTED: weakref.WeakKeyDictionary[Any, ExplorerSink] = weakref.WeakKeyDictionary()
+_COLLECTED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def collected(staged: Any) -> ExplorerSink | None:
-    """The explorer sink that ran while writing into `staged` (closed), if one did."""
+def collected(staged: Any) -> Any:
+    """The explorer sink that ran while writing into `staged` (closed), if one did, or what a
+    child process built in its place (`evalrun.reports.explorer_process.ChildExplorer`)."""
     sink = _COLLECTED.get(staged)
     if sink is None:
         return None
-    sink.close()
+    if isinstance(sink, ExplorerSink):
+        sink.close()
     return sink
+
+
+def hand_over(staged: Any, explorer: Any) -> None:
+    """Make `explorer` (built elsewhere) the one `collected(staged)` returns."""
+    _COLLECTED[staged] = explorer
 
 
 class ExplorerResults:
@@ -1017,6 +1025,11 @@ class ExplorerResults:
 
     def available(self) -> bool:
         return True
+
+    @staticmethod
+    def bodies_of(folder: Path) -> _Bodies | None:
+        """The request bodies of a run folder's store, read in the order they were written."""
+        return _Bodies.of(folder)
 
     def open(self, staged: Any) -> ExplorerSink:
         bodies = _Bodies.of(staged.folder)
