@@ -274,3 +274,28 @@ def test_a_fields_scorer_reading_json_from_free_text_needs_no_output_config(tmp_
     result = CliRunner().invoke(cli, ["validate", str(spec)])
     assert result.exit_code == 0, result.output
     assert "output_config" not in spec.read_text()
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "runs"])
+@pytest.mark.parametrize("what", ["missing", "a file"])
+def test_a_folder_that_is_not_there_is_bad_input_for_every_folder_command(tmp_path: Path, command: str, what: str) -> None:
+    folder = tmp_path / "nothing"
+    if what == "a file":
+        folder.write_text("not a folder\n")
+    result = CliRunner().invoke(cli, [command, str(folder)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], result.output
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("content", [None, "report.md"])
+def test_a_folder_that_is_not_a_run_folder_is_bad_input(tmp_path: Path, command: str, content: str | None) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("# an old report without its store\n")
+    result = CliRunner().invoke(cli, [command, str(folder)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {folder}: not a run folder: no store.sqlite here (give reports/<name>/<run>/)"
+    assert not (folder / "store.sqlite").exists()  # nothing was created in it
