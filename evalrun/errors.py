@@ -10,6 +10,7 @@ __all__ = [
     "DeadlineReached",
     "EvalrunError",
     "MalformedReplyError",
+    "NotARunFolder",
     "PermanentApiError",
     "RateLimitError",
     "RunFailed",
@@ -46,6 +47,13 @@ class TemplateError(SpecError):
 
 class StoreError(EvalrunError):
     """The run store cannot be opened, written or trusted."""
+
+
+class NotARunFolder(StoreError):
+    """The folder given to `report`, `compare` (or `load_results`) does not exist, is a file, or
+    holds no store: bad input (exit 2), unlike a store that cannot be read."""
+
+    exit_code = 2
 
 
 class ApiError(EvalrunError):

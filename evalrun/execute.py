@@ -42,7 +42,7 @@ from evalrun.send.runner import Runner, RunStats
 from evalrun.send.sender import backoff_delay
 from evalrun.spec import Experiment, load_spec, parse_duration
 from evalrun.store.cache import ResponseCache
-from evalrun.store.run_store import Learned, Store
+from evalrun.store.run_store import RUN_FAILED_CELLS, Learned, Store
 
 __all__ = ["DEFAULT_CONCURRENCY", "Prepared", "RunResult", "api_keys", "prepare", "run_prepared"]
 
@@ -419,7 +419,14 @@ async def run_prepared(
         error = exc
         raise
     finally:
+        counts: dict[str, Any] | None = None
         if run_id is not None:
+            if status == "complete" and stats is not None:
+                # Every stage ran to its end; cells may still be left without an answer (exit 4).
+                with contextlib.suppress(StoreError):
+                    counts = _final_counts(store, run_id)
+                    if _left_unanswered(counts, stats):
+                        status = RUN_FAILED_CELLS
             with contextlib.suppress(StoreError):
                 store.finish_run(run_id, status)
         if cache is not None:
@@ -437,11 +444,13 @@ async def run_prepared(
                     raise
                 error.add_note(f"the reports could not be written: {report_error}")
     assert stats is not None
-    counts = _final_counts(prepared.folder, run_id)
+    if counts is None:
+        with Store.open(prepared.folder, create=False) as reopened:
+            counts = _final_counts(reopened, run_id)
     if cache is not None and cache.problem and cache.problem not in notes:
         notes.append(cache.problem)
     result = RunResult(folder=prepared.folder, stats=stats, warnings=notes, counts=counts)
-    if counts["failed"] or counts["not_sent"] or counts["ungraded"] or stats.stopped_models:
+    if _left_unanswered(counts, stats):
         raise RunFailed(_failure_message(prepared.folder, counts, stats), result=result)
     return result
 
@@ -480,34 +489,38 @@ def _combined(answer: RunStats, judge: RunStats) -> RunStats:
     )
 
 
-def _final_counts(folder: Path, run_id: int | None) -> dict[str, Any]:
-    with Store.open(folder, create=False) as store:
-        rows = store.query(
-            "SELECT CASE WHEN r.key IS NULL THEN 'not_sent' WHEN r.status = 'ok' THEN 'answered' ELSE 'failed' END,"
-            " count(*) FROM cells c LEFT JOIN responses r ON r.key = c.request_key GROUP BY 1"
-        )
-        (stored_before,) = store.query(
-            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
-            " WHERE r.status = 'ok' AND coalesce(r.run_id, -1) != ?",
-            (run_id if run_id is not None else -1,),
-        )[0]
-        errors = store.query(
-            "SELECT coalesce(r.error_type, ''), r.http_status, r.error FROM cells c JOIN responses r ON r.key = c.request_key"
-            " WHERE r.status != 'ok'"
-        )
-        (ungraded,) = store.query(
-            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
-            " LEFT JOIN responses j ON j.key = c.judge_key WHERE r.status = 'ok'"
-            " AND (SELECT count(*) FROM requests WHERE stage = 'judge') > 0 AND coalesce(j.status, '') != 'ok'"
-        )[0]
-        (graded_requests,) = store.query("SELECT count(*) FROM requests WHERE stage = 'judge'")[0]
-        (unpriced,) = store.query(
-            "SELECT count(*) FROM responses WHERE status = 'ok' AND source != 'cache' AND cost_usd IS NULL"
-        )[0]
-        (answered_requests,) = store.query(
-            "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
-            " WHERE r.status = 'ok'"
-        )[0]
+def _left_unanswered(counts: Mapping[str, Any], stats: RunStats) -> bool:
+    """Whether a run that went to its end left cells failed, unsent or ungraded (exit 4)."""
+    return bool(counts["failed"] or counts["not_sent"] or counts["ungraded"] or stats.stopped_models)
+
+
+def _final_counts(store: Store, run_id: int | None) -> dict[str, Any]:
+    rows = store.query(
+        "SELECT CASE WHEN r.key IS NULL THEN 'not_sent' WHEN r.status = 'ok' THEN 'answered' ELSE 'failed' END,"
+        " count(*) FROM cells c LEFT JOIN responses r ON r.key = c.request_key GROUP BY 1"
+    )
+    (stored_before,) = store.query(
+        "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
+        " WHERE r.status = 'ok' AND coalesce(r.run_id, -1) != ?",
+        (run_id if run_id is not None else -1,),
+    )[0]
+    errors = store.query(
+        "SELECT coalesce(r.error_type, ''), r.http_status, r.error FROM cells c JOIN responses r ON r.key = c.request_key"
+        " WHERE r.status != 'ok'"
+    )
+    (ungraded,) = store.query(
+        "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
+        " LEFT JOIN responses j ON j.key = c.judge_key WHERE r.status = 'ok'"
+        " AND (SELECT count(*) FROM requests WHERE stage = 'judge') > 0 AND coalesce(j.status, '') != 'ok'"
+    )[0]
+    (graded_requests,) = store.query("SELECT count(*) FROM requests WHERE stage = 'judge'")[0]
+    (unpriced,) = store.query(
+        "SELECT count(*) FROM responses WHERE status = 'ok' AND source != 'cache' AND cost_usd IS NULL"
+    )[0]
+    (answered_requests,) = store.query(
+        "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
+        " WHERE r.status = 'ok'"
+    )[0]
     counts: dict[str, Any] = {
         "answered": 0, "failed": 0, "not_sent": 0, "stored_before": stored_before,
         "answered_requests": answered_requests, "ungraded": ungraded, "graded_requests": graded_requests,

@@ -448,7 +448,73 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
         max_tokens = params.get("max_tokens")
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
             raise SpecError(f"{source}: {where}.max_tokens: must be a whole number ≥ 1, got {max_tokens!r}")
+    _check_answer_source(experiment, source)
     return experiment
+
+
+def _check_answer_source(experiment: Experiment, source: str) -> None:
+    """Refuse a `fields` scorer that waits for what no request asks for: a tool call when no tools
+    are sent (or not the tool it names, or tool_choice rules it out), or structured output when no
+    `output_config.format` is sent. Each would score every cell `unparsed`. Every model × prompt
+    is checked with its own params (experiment < prompt < model), as the plan merges them.
+    `from: text` (a JSON object anywhere in the text) needs nothing and is not checked."""
+    scorer = experiment.scorer
+    if scorer.type != "fields" or scorer.from_ == "text":
+        return
+    combos = [
+        (model.display, name, {**experiment.params, **prompt.params, **model.params})
+        for model in experiment.models
+        for name, prompt in experiment.prompts.items()
+    ]
+    problems: list[tuple[str, str, str, str]] = []  # (model, prompt, key, what is wrong)
+    for label, name, params in combos:
+        problem = _source_problem(scorer, params)
+        if problem is not None:
+            problems.append((label, name, *problem))
+    if not problems:
+        return
+    label, name, key, message = problems[0]
+    same = [p for p in problems if p[2:] == (key, message)]
+    if len(same) == len(combos):
+        scope = ""
+    elif all((other, name, key, message) in same for other in {m.display for m in experiment.models}):
+        scope = f" with prompt {name!r}"
+    else:
+        scope = f" with prompt {name!r} to model {label!r}"
+    raise SpecError(f"{source}: scorer.{key}: {message.replace('{scope}', scope)}")
+
+
+def _source_problem(scorer: ScorerSpec, params: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(the scorer key at fault, why no reply can give the answer object; `{scope}` marks where
+    the requests it concerns are named), or None when a reply can."""
+    if scorer.from_ == "json":
+        config = params.get("output_config")
+        if isinstance(config, Mapping) and config.get("format"):
+            return None
+        return "from", (
+            "`json` reads structured output, but no output_config.format is sent{scope}: every reply would be "
+            "unparsed; add params.output_config.format (a JSON schema), or use `from: text` to read a JSON "
+            "object from free text"
+        )
+    tools = params.get("tools")
+    if not tools:
+        return "from", (
+            "`tool` reads a tool call, but no `tools` are sent{scope}: every reply would be unparsed; add "
+            "params.tools (and a tool_choice forcing the tool)"
+        )
+    names = [str(t["name"]) for t in tools if isinstance(t, Mapping) and "name" in t] if isinstance(tools, list) else []
+    choice = params.get("tool_choice")
+    forced = choice.get("name") if isinstance(choice, Mapping) and choice.get("type") == "tool" else None
+    if isinstance(choice, Mapping) and choice.get("type") == "none":
+        return "from", "`tool` reads a tool call, but tool_choice is none{scope}: no reply calls a tool"
+    if scorer.tool is not None and isinstance(tools, list) and scorer.tool not in names:
+        return "tool", (
+            f"{scorer.tool!r} is not one of the tools sent{{scope}} ({', '.join(names) or 'none named'}): "
+            "no reply can call it"
+        )
+    if scorer.tool is not None and forced is not None and forced != scorer.tool:
+        return "tool", f"{scorer.tool!r} is never called: tool_choice forces {forced!r}{{scope}}"
+    return None
 
 
 def _all_params(experiment: Experiment) -> list[tuple[str, dict[str, Any]]]:

@@ -103,7 +103,7 @@ BAD_SPECS = {
     "model_table:\n  claude-haiku-4-5: {refuses: 5}\n": "models.claude-haiku-4-5.refuses: expected a list of names, got 5",
     "model_table:\n  x: {price: {input: nan, output: 1}}\n": "price.input: expected a number ≥ 0",
     "cache: sometimes\n": "cache: Input should be 'auto', 'off', '5m' or '1h'",
-    "scorer: {type: fields, fields: {city: nope}}\n": "scorer.fields.city column 'nope' is not in the file",
+    "scorer: {type: fields, from: text, fields: {city: nope}}\n": "scorer.fields.city column 'nope' is not in the file",
     "scorer: {type: judge, model: claude-haiku-4-5, rubric: '{nope} {response}'}\n": "placeholder {nope} is neither",
 }
 
@@ -212,3 +212,90 @@ def test_killed_runs_resume_to_the_same_results(tmp_path: Path, sig: int) -> Non
     killed = pd.read_csv(tmp_path / "killed" / "results.csv")[columns]
     assert killed.equals(pd.read_csv(tmp_path / "clean" / "results.csv")[columns])
     assert len(killed) == 200
+
+
+
+def _example_with(tmp_path: Path, name: str, edit) -> Path:
+    """An example experiment copied beside its dataset, its text changed by `edit`."""
+    import shutil
+
+    shutil.copytree(ROOT / "datasets", tmp_path / "datasets")
+    (tmp_path / "experiments").mkdir()
+    text = (ROOT / "experiments" / f"{name}.yaml").read_text(encoding="utf-8")
+    changed = edit(text)
+    assert changed != text
+    spec = tmp_path / "experiments" / f"{name}.yaml"
+    spec.write_text(changed, encoding="utf-8")
+    return spec
+
+
+def _without_params(text: str, *keys: str) -> str:
+    """The spec text without the top-level `params` entries `keys` (each with its nested lines)."""
+    out: list[str] = []
+    dropping = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("  ") and not line.startswith("   "):
+            dropping = line.strip().split(":")[0] in keys
+        elif not line.startswith("   "):
+            dropping = False
+        if not dropping:
+            out.append(line)
+    return "".join(out)
+
+
+@pytest.mark.parametrize(
+    ("example", "edit", "message"),
+    [
+        # (a) the spec's tools and tool_choice force record_city; the scorer waits for a tool no reply calls
+        ("cities-tool", lambda t: t.replace("  tool: record_city\n", "  tool: nope\n"),
+         "scorer.tool: 'nope' is not one of the tools sent (record_city)"),
+        # (b) a tool call is read, but the spec sends no tools
+        ("cities-tool", lambda t: _without_params(t, "tools", "tool_choice"),
+         "scorer.from: `tool` reads a tool call, but no `tools` are sent"),
+        # (c) structured output is read, but none is asked for
+        ("cities-json", lambda t: _without_params(t, "output_config"),
+         "scorer.from: `json` reads structured output, but no output_config.format is sent"),
+    ],
+)  # fmt: skip
+def test_a_fields_scorer_that_can_never_match_is_refused_by_validate_and_run(
+    tmp_path: Path, example: str, edit, message: str
+) -> None:
+    spec = _example_with(tmp_path, example, edit)
+    for command in (["validate", str(spec)], ["run", str(spec), "--sim", "--out", "out"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {spec}: {message}"), result.output
+    assert not (tmp_path / "out").exists()  # nothing was sent
+
+
+def test_a_fields_scorer_reading_json_from_free_text_needs_no_output_config(tmp_path: Path) -> None:
+    spec = _example_with(tmp_path, "cities-json", lambda t: _without_params(t, "output_config").replace("from: json", "from: text"))
+    result = CliRunner().invoke(cli, ["validate", str(spec)])
+    assert result.exit_code == 0, result.output
+    assert "output_config" not in spec.read_text()
+
+
+@pytest.mark.parametrize("command", ["report", "compare", "runs"])
+@pytest.mark.parametrize("what", ["missing", "a file"])
+def test_a_folder_that_is_not_there_is_bad_input_for_every_folder_command(tmp_path: Path, command: str, what: str) -> None:
+    folder = tmp_path / "nothing"
+    if what == "a file":
+        folder.write_text("not a folder\n")
+    result = CliRunner().invoke(cli, [command, str(folder)])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], result.output
+
+
+@pytest.mark.parametrize("command", ["report", "compare"])
+@pytest.mark.parametrize("content", [None, "report.md"])
+def test_a_folder_that_is_not_a_run_folder_is_bad_input(tmp_path: Path, command: str, content: str | None) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    if content:
+        (folder / content).write_text("# an old report without its store\n")
+    result = CliRunner().invoke(cli, [command, str(folder)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {folder}: not a run folder: no store.sqlite here (give reports/<name>/<run>/)"
+    assert not (folder / "store.sqlite").exists()  # nothing was created in it

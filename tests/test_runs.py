@@ -8,7 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import anyio
+import httpx
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from evalrun.cli import cli
@@ -94,3 +96,53 @@ def test_runs_of_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
     assert list_runs(tmp_path) == []
     empty = CliRunner().invoke(cli, ["runs", str(tmp_path)])
     assert empty.exit_code == 0 and "no run folders under" in empty.output
+
+
+def _run_with_some_500s(spec: Path, out: Path, failing: set[int]) -> None:
+    """The rows numbered in `failing` get a 500 (not retried), the others an answer: a run that
+    finishes with failed cells (exit 4)."""
+    api = FakeAPI()
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if any(f"Question number {i}?" in request.content.decode() for i in failing):
+            return httpx.Response(500, json={"type": "error", "error": {"type": "api_error", "message": "Internal server error"}})
+        return api.handle(request)
+
+    async def go() -> None:
+        with pytest.raises(RunFailed) as info:
+            await run_prepared(prepare(spec, out=out), transport=httpx.MockTransport(handle), max_retries=0,
+                               backoff=lambda attempt, after: 0.0)  # fmt: skip
+        assert info.value.exit_code == 4
+
+    anyio.run(go)
+
+
+def test_a_run_that_finished_with_failed_cells_is_not_listed_as_complete(write_spec, tmp_path: Path) -> None:
+    write_mc_csv(tmp_path / "mc.csv", 20)
+    spec = write_spec("name: some500s\n", name="some500s.yaml")
+    folder = tmp_path / "reports" / "some500s" / "x"
+    _run_with_some_500s(spec, folder, failing={7, 11, 15, 19})  # 4 of 20 cells fail with 500s
+    clean = _run(write_spec("name: clean\n", name="clean.yaml"))
+
+    table = CliRunner().invoke(cli, ["runs"], catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    status = {line.split()[2]: line for line in table.output.splitlines() if line[:4].isdigit()}
+    assert "failed cells" in status["some500s"] and "complete" not in status["some500s"]
+    assert "complete" in status["clean"]
+    listed = CliRunner().invoke(cli, ["runs", "--json"], catch_exceptions=False)
+    by_name = {info["name"]: info for info in json.loads(listed.output)}
+    assert by_name["some500s"]["status"] == "failed cells"
+    assert by_name["clean"]["status"] == "complete"
+    assert by_name["some500s"]["cells"] == 20
+
+    # The run is recorded so in the store, not only relabelled by the listing.
+    with contextlib.closing(sqlite3.connect(folder / "store.sqlite")) as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("failed cells",)]
+
+    # A store written before this status existed says `complete` for such a run: still listed
+    # as what it was.
+    with contextlib.closing(sqlite3.connect(folder / "store.sqlite")) as db, db:
+        db.execute("UPDATE runs SET status = 'complete'")
+    listed = CliRunner().invoke(cli, ["runs", "--json"], catch_exceptions=False)
+    assert {i["name"]: i["status"] for i in json.loads(listed.output)} == {"some500s": "failed cells", "clean": "complete"}
+    assert clean.exists()

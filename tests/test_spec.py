@@ -87,3 +87,79 @@ def test_any_mapping_is_either_a_spec_or_a_spec_error(raw: dict) -> None:
         parse_spec({**BASE, **raw}, source="spec.yaml")
     except SpecError as exc:
         assert str(exc).startswith("spec.yaml: ")
+
+
+# -- a fields scorer must be able to find its answer object ---------------------------------------
+# Each of these once passed `validate` and scored every cell `unparsed` (accuracy 0.0).
+
+TOOL = {"name": "record_city", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}
+FORCED = {"type": "tool", "name": "record_city"}
+OUTPUT = {"format": {"type": "json_schema", "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+PROMPT = {"messages": [{"role": "user", "content": "{text}"}]}
+
+
+def fields_spec(scorer: dict, params: dict | None = None, **changes) -> dict:
+    return with_(
+        scorer={"type": "fields", "fields": {"city": "city"}, **scorer},
+        params=params if params is not None else {"max_tokens": 100},
+        prompts=changes.pop("prompts", {"p": PROMPT}),
+        **changes,
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            fields_spec({"from": "tool", "tool": "nope"}, {"max_tokens": 100, "tools": [TOOL], "tool_choice": FORCED}),
+            "spec.yaml: scorer.tool: 'nope' is not one of the tools sent (record_city)",
+        ),
+        (fields_spec({"tool": "nope"}, {"max_tokens": 100, "tools": [TOOL]}), "scorer.tool: 'nope' is not one of"),
+        (fields_spec({"from": "tool"}), "spec.yaml: scorer.from: `tool` reads a tool call, but no `tools` are sent"),
+        (fields_spec({"from": "tool", "tool": "record_city"}), "scorer.from: `tool` reads a tool call, but no `tools`"),
+        (fields_spec({"from": "json"}), "spec.yaml: scorer.from: `json` reads structured output, but no output_config.format"),
+        (fields_spec({}), "scorer.from: `json` reads structured output"),  # `from` defaults to json
+        (fields_spec({"from": "json"}, {"max_tokens": 100, "output_config": {"effort": "low"}}), "no output_config.format"),
+        (
+            fields_spec({"tool": "other"}, {"max_tokens": 100, "tools": [TOOL, {**TOOL, "name": "other"}], "tool_choice": FORCED}),
+            "scorer.tool: 'other' is never called: tool_choice forces 'record_city'",
+        ),
+        (
+            fields_spec({"from": "tool"}, {"max_tokens": 100, "tools": [TOOL], "tool_choice": {"type": "none"}}),
+            "scorer.from: `tool` reads a tool call, but tool_choice is none",
+        ),
+    ],
+)
+def test_a_fields_scorer_that_can_never_find_its_answer_is_a_spec_error(raw: dict, expected: str) -> None:
+    message = error_of(raw)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_tools_and_output_config_given_per_prompt_or_model_count_and_a_variant_without_them_is_named() -> None:
+    with_tools = {**PROMPT, "params": {"tools": [TOOL], "tool_choice": FORCED}}
+    parse_spec(fields_spec({"tool": "record_city"}, prompts={"p": with_tools}), source="spec.yaml")
+    with_output = {**PROMPT, "params": {"output_config": OUTPUT}}
+    parse_spec(fields_spec({"from": "json"}, prompts={"p": with_output}), source="spec.yaml")
+    on_model = [{"name": "claude-haiku-4-5", "params": {"output_config": OUTPUT}}]
+    parse_spec(fields_spec({"from": "json"}, models=on_model), source="spec.yaml")
+
+    message = error_of(fields_spec({"tool": "record_city"}, prompts={"p": with_tools, "bare": PROMPT}))
+    assert message.startswith("spec.yaml: scorer.from: `tool` reads a tool call, but no `tools` are sent with prompt 'bare'")
+    two_models = ["claude-haiku-4-5", {"name": "claude-sonnet-4-6", "params": {"output_config": OUTPUT}}]
+    message = error_of(fields_spec({"from": "json"}, models=two_models))
+    assert "no output_config.format is sent with prompt 'p' to model 'claude-haiku-4-5'" in message
+
+
+@pytest.mark.parametrize(
+    ("scorer", "params"),
+    [
+        ({"from": "text"}, {"max_tokens": 100}),  # a JSON object in free text needs nothing
+        ({"from": "tool"}, {"max_tokens": 100, "tools": [TOOL]}),  # any tool
+        ({"tool": "record_city"}, {"max_tokens": 100, "tools": [TOOL], "tool_choice": FORCED}),
+        ({"tool": "record_city"}, {"max_tokens": 100, "tools": [TOOL], "tool_choice": {"type": "any"}}),
+        ({"from": "json"}, {"max_tokens": 100, "output_config": OUTPUT}),
+    ],
+)
+def test_fields_scorers_that_can_find_their_answer_are_accepted(scorer: dict, params: dict) -> None:
+    assert parse_spec(fields_spec(scorer, params), source="spec.yaml").scorer.type == "fields"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from evalrun import __version__
-from evalrun.errors import StoreError
+from evalrun.errors import NotARunFolder, StoreError
 from evalrun.gctune import fewer_collections
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
@@ -64,8 +64,12 @@ class Report:
 
 def open_run(folder: Path, *, readonly: bool = False) -> tuple[Store, dict[str, Any]]:
     """A run folder's store and the settings of its last run (`readonly`: touch nothing)."""
+    if not folder.exists():
+        raise NotARunFolder(f"{folder}: no such folder")
+    if not folder.is_dir():
+        raise NotARunFolder(f"{folder}: not a folder")
     if not (folder / STORE_NAME).exists():
-        raise StoreError(f"{folder}: no {STORE_NAME} here; give a run folder (reports/<name>/<run>/)")
+        raise NotARunFolder(f"{folder}: not a run folder: no {STORE_NAME} here (give reports/<name>/<run>/)")
     store = Store.open_readonly(folder) if readonly else Store.open(folder, create=False)
     settings = store.last_settings()
     if not settings:

@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from evalrun.store.run_store import STORE_NAME
+from evalrun.store.run_store import RUN_FAILED_CELLS, STORE_NAME
 
 __all__ = ["RunInfo", "find_run_folders", "format_runs", "list_runs", "read_run"]
 
@@ -140,12 +140,16 @@ def read_run(folder: Path) -> RunInfo:
                     "cells": sum(_count(r.get("cells")) for r in rows),
                     "answered": sum(_count(r.get("answered")) for r in rows),
                     "errors": sum(_count(r.get("errors")) for r in rows),
+                    "pending": sum(_count(r.get("pending")) for r in rows),
                 }
                 report = Report(folder=folder, settings=settings, tallies=[], summary=rows, comparison=None,
                                 comparison_by=None, repeats={}, columns=[], simulated=info.simulated, totals=totals)  # fmt: skip
             else:
                 report = analyze(store, settings, folder=folder)
             info.failure = report.failure
+            if info.status == "complete" and (report.totals.get("errors") or report.totals.get("pending")):
+                # Written before `failed cells` existed: such a run was recorded as complete.
+                info.status = RUN_FAILED_CELLS
             for row in report.summary:
                 info.accuracy.append({
                     "model": str(row.get("model")),

@@ -25,9 +25,14 @@ from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 
-__all__ = ["STORE_NAME", "Learned", "PendingRequest", "Store"]
+__all__ = ["RUN_FAILED_CELLS", "STORE_NAME", "Learned", "PendingRequest", "Store"]
 
 STORE_NAME = "store.sqlite"
+# A run's status in `runs`: running, then complete (every cell answered), failed cells (it went to
+# its end with cells failed, unsent or ungraded: exit 4), budget, deadline, interrupted, stopped,
+# failed, or aborted (killed mid-way; set by the next run). Stores written before `failed cells`
+# existed say `complete` for such a run.
+RUN_FAILED_CELLS = "failed cells"
 _FINAL = "(r.status = 'ok' OR r.retryable = 0)"
 # A reply without a usage object stores NULL in every usage column.
 _NO_USAGE = Usage(*(None,) * len(USAGE_COLUMNS))
