@@ -388,9 +388,11 @@ def _echo_done(result: Any) -> None:
     _echo_warnings(result.warnings)
     stats, counts = result.stats, result.counts
     cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
+    # Answers collected from batches a killed run had submitted were not sent by this one.
+    reattached = f"{stats.reattached} from re-attached batches, " if stats.reattached else ""
     line = (
         f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
-        f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, "
+        f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, {reattached}"
         f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
         f"not sent; {stats.retries} retries; {_spent(stats.spent_usd, counts.get('unpriced', 0))}"
     )

@@ -477,6 +477,7 @@ def _combined(answer: RunStats, judge: RunStats) -> RunStats:
         cells=answer.cells,
         requests=answer.requests + judge.requests,
         answered=answer.answered + judge.answered,
+        reattached=answer.reattached + judge.reattached,
         from_cache=answer.from_cache + judge.from_cache,
         errors=answer.errors + judge.errors,
         retries=answer.retries + judge.retries,

@@ -12,9 +12,11 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pandas as pd
 import pytest
@@ -25,7 +27,7 @@ from evalrun.errors import BudgetExceeded
 from evalrun.execute import prepare, run_prepared
 from evalrun.reports.build import load_results
 
-from .conftest import QUESTIONS
+from .conftest import QUESTIONS, FakeClock
 
 EXAMPLE = " ".join(f"word{i}" for i in range(900))  # ~900 tokens of few-shot context each
 
@@ -88,11 +90,14 @@ def test_caching_is_left_off_below_the_models_minimum(tmp_path: Path, write_spec
 
 class BatchFake:
     """An independent fake of the Batches API: answers every question right, errors 5 % of the
-    requests of each batch (by a hash of the custom_id and the batch), returns results shuffled."""
+    requests of each batch (by a hash of the custom_id and the batch), returns results shuffled.
+    A batch ends at its `polls_to_end`-th poll; `on_poll` is called at each poll."""
 
-    def __init__(self, error_share: float = 0.05) -> None:
+    def __init__(self, error_share: float = 0.05, polls_to_end: int = 1) -> None:
         self.batches: dict[str, dict[str, Any]] = {}
         self.error_share = error_share
+        self.polls_to_end = polls_to_end
+        self.on_poll: Callable[[], None] | None = None
         self.created = 0
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -110,12 +115,14 @@ class BatchFake:
         if request.method == "GET" and path.startswith("/v1/messages/batches/"):
             batch_id = path.split("/")[-1]
             self.batches[batch_id]["polls"] += 1
+            if self.on_poll is not None:
+                self.on_poll()
             return httpx.Response(200, json=self._view(batch_id))
         return httpx.Response(404, json={"type": "error", "error": {"type": "not_found_error", "message": path}})
 
     def _view(self, batch_id: str) -> dict[str, Any]:
         batch = self.batches[batch_id]
-        ended = batch["polls"] >= 1
+        ended = batch["polls"] >= self.polls_to_end
         n = len(batch["requests"])
         return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
                 "request_counts": {"processing": 0 if ended else n, "succeeded": n if ended else 0, "errored": 0,
@@ -163,6 +170,48 @@ async def test_the_budget_is_reserved_before_a_batch_is_submitted(tmp_path: Path
     assert 0 < (results["status"] == "ok").sum() < 300
 
 
+@pytest.mark.anyio
+async def test_a_reattached_batch_is_polled_without_spinning_and_not_counted_as_sent(
+    tmp_path: Path, write_spec, fake_clock: FakeClock
+) -> None:
+    # The killed run submitted every request: the run that re-attaches has nothing to hand out
+    # and only the earlier run's batch to wait for. It must sleep between polls (the fake
+    # clock's driver raises "the tasks never settled" at a loop that never waits), and what it
+    # collects was not sent by it.
+    fake = BatchFake(error_share=0.0, polls_to_end=4)
+    transport = httpx.MockTransport(fake.handle)
+    with anyio.CancelScope() as killed:
+        fake.on_poll = killed.cancel  # killed while it polls: the batch stays open in the store
+        await run_prepared(prepare(write_spec(), out=tmp_path / "out", batch=True), transport=transport)
+    assert killed.cancel_called and fake.created == 1
+    fake.on_poll = None
+    prepared = prepare(write_spec(), out=tmp_path / "out", batch=True)
+    async with fake_clock.running():
+        result = await run_prepared(prepared, transport=transport, clock=fake_clock, batch_poll_s=1.0)
+    assert fake.created == 1
+    assert fake.batches["msgbatch_1"]["polls"] == 4  # polled at +0, +1 and +2.5 s, then collected
+    assert fake_clock.elapsed == 2.5
+    assert (result.stats.answered, result.stats.reattached) == (0, len(QUESTIONS))
+    results = load_results(result.folder)
+    assert len(results) == len(QUESTIONS) and (results["status"] == "ok").all()
+
+
+@pytest.mark.anyio
+async def test_a_request_of_a_reattached_batch_sent_again_counts_as_sent_now(tmp_path: Path, write_spec) -> None:
+    fake = BatchFake(error_share=0.5)  # errored requests go again, in a batch of the second run
+    transport = httpx.MockTransport(fake.handle)
+    with anyio.CancelScope() as killed:
+        fake.polls_to_end, fake.on_poll = 2, killed.cancel
+        await run_prepared(prepare(write_spec(), out=tmp_path / "out", batch=True), transport=transport)
+    fake.on_poll = None
+    prepared = prepare(write_spec(), out=tmp_path / "out", batch=True)
+    result = await run_prepared(prepared, transport=transport, batch_poll_s=0.01)
+    again = len(fake.batches["msgbatch_2"]["requests"])
+    assert 0 < again < len(QUESTIONS)
+    assert (result.stats.answered, result.stats.reattached) == (again, len(QUESTIONS) - again)
+    assert (load_results(result.folder)["status"] == "ok").all()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -200,6 +249,7 @@ def test_a_killed_batch_run_reattaches_and_never_creates_a_batch_twice(tmp_path:
         run.wait(timeout=20)
         again = subprocess.run(command, capture_output=True, env=env, timeout=60)
         assert again.returncode == 0, again.stderr
+        assert b"(0 sent now, 6 from re-attached batches, 0 from the shared cache)" in again.stderr
         listed = httpx.get(f"http://127.0.0.1:{port}/v1/messages/batches", headers={"anthropic-version": "2023-06-01"})
         assert len(listed.json()["data"]) == 1  # the same batch, collected by the second run
         results = pd.read_csv(tmp_path / "killed" / "results.csv")

@@ -129,7 +129,12 @@ class BatchSender:
         async with anyio.create_task_group() as waiters:
 
             async def on_source() -> None:
-                await source.wait_ready()
+                if not await source.wait_ready():
+                    # Nothing more will be handed out, at once and for good, while batches are
+                    # still open (all of them, when re-attached after a restart): only a batch
+                    # or a halt can give the loop something to do, else it would spin until
+                    # the batches end.
+                    await source.halted.wait()
                 waiters.cancel_scope.cancel()
 
             async def on_batch() -> None:

@@ -78,7 +78,8 @@ class RunStats:
 
     cells: int = 0  # cells in the plan
     requests: int = 0  # requests this run has to answer (grows while the plan is written)
-    answered: int = 0  # of those, answered by the API in this run
+    answered: int = 0  # of those, sent by this run and answered by the API
+    reattached: int = 0  # answered in batches an earlier (killed) run submitted, collected by this one
     from_cache: int = 0  # answered from the shared response cache
     errors: int = 0  # ended in an error in this run
     retries: int = 0
@@ -93,7 +94,7 @@ class RunStats:
 
     @property
     def done(self) -> int:
-        return self.answered + self.from_cache + self.errors
+        return self.answered + self.reattached + self.from_cache + self.errors
 
     @property
     def total(self) -> int:
@@ -102,7 +103,7 @@ class RunStats:
     @property
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
-        return (self.answered + self.errors) / elapsed if elapsed > 0 else 0.0
+        return (self.answered + self.reattached + self.errors) / elapsed if elapsed > 0 else 0.0
 
 
 @dataclass
@@ -546,6 +547,10 @@ class Runner:
         if self._halted(model) or attempts > self.max_retries:
             return False
         self.stats.retries += 1
+        if request.key not in self._in_flight:
+            # A request of a re-attached batch goes again: from now on this run is sending it.
+            self._in_flight[request.key] = (request, 0.0, time.monotonic())
+            self._in_flight_by_model[model] += 1
         return True
 
     async def deliver(self, request: Request, outcome: Outcome, error: ApiError | None) -> None:
@@ -569,7 +574,10 @@ class Runner:
                         self._flush_cache()
                 if outcome.cost_usd is not None:
                     self.stats.spent_usd += outcome.cost_usd
-                self.stats.answered += 1
+                if entry is None:
+                    self.stats.reattached += 1  # never handed out here: an earlier run's batch sent it
+                else:
+                    self.stats.answered += 1
                 self._succeeded.add(request.model)
                 self._failures.pop(request.model, None)
             else:
