@@ -197,6 +197,24 @@ async def test_a_reattached_batch_is_polled_without_spinning_and_not_counted_as_
 
 
 @pytest.mark.anyio
+async def test_a_deadline_stops_the_wait_for_a_reattached_batch(tmp_path: Path, write_spec, fake_clock: FakeClock) -> None:
+    from evalrun.errors import DeadlineReached
+
+    fake = BatchFake(error_share=0.0, polls_to_end=100)  # a batch that takes its time
+    transport = httpx.MockTransport(fake.handle)
+    with anyio.CancelScope() as killed:
+        fake.on_poll = killed.cancel
+        await run_prepared(prepare(write_spec(), out=tmp_path / "out", batch=True), transport=transport)
+    fake.on_poll = None
+    prepared = prepare(write_spec(), out=tmp_path / "out", batch=True)
+    async with fake_clock.running():
+        with pytest.raises(DeadlineReached, match="stopped at the deadline"):
+            await run_prepared(prepared, transport=transport, clock=fake_clock, batch_poll_s=1.0, deadline_s=5.0)
+    assert fake_clock.elapsed <= 5.0 + 1.0  # the deadline, not the batch's end
+    assert fake.created == 1  # the batch stays open in the store, for the next run to collect
+
+
+@pytest.mark.anyio
 async def test_a_request_of_a_reattached_batch_sent_again_counts_as_sent_now(tmp_path: Path, write_spec) -> None:
     fake = BatchFake(error_share=0.5)  # errored requests go again, in a batch of the second run
     transport = httpx.MockTransport(fake.handle)

@@ -700,9 +700,10 @@ class Runner:
     async def _watch_deadline(self) -> None:
         assert self.deadline_at is not None and self.deadline_s is not None
         await self.clock.sleep(max(0.0, self.deadline_at - self.clock.now()))
-        if self._planning or self._in_flight or any(self._buffers.values()) or len(self._exhausted) < len(self.models):
-            self._deadline_hit = True
-            self._notify()
+        # Still running (this task is cancelled when the sender returns): the deadline stops it,
+        # also when what it waits for is not in `_in_flight` (a batch a killed run submitted).
+        self._deadline_hit = True
+        self._notify()
         # Requests in flight get a short grace, not their own timeout (up to 10 minutes each):
         # the deadline is the user's. Those still open then are abandoned — nothing of theirs is
         # stored, so the next run sends them again.
