@@ -123,16 +123,22 @@ class GradingFake:
                                          "stop_reason": "end_turn", "usage": usage})  # fmt: skip
 
 
-@pytest.mark.anyio
-async def test_a_judged_run_against_an_independent_fake(tmp_path: Path) -> None:
+def judged_spec(tmp_path: Path, *, human: bool = False, extra: str = "") -> Path:
+    """Two terms defined by haiku and graded by it against a reference (and a human grade)."""
     (tmp_path / "d.csv").write_text("id,term,reference,human\nr1,tarn,a small mountain lake,pass\nr2,cwm,a small mountain lake,fail\n")
     spec = tmp_path / "s.yaml"
     spec.write_text(
-        "name: judged\ndataset: {path: d.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 50}\n"
-        "prompts:\n  p:\n    messages: [{role: user, content: \"Define '{term}'\"}]\n"
-        "scorer: {type: judge, model: claude-haiku-4-5, rubric: 'Grade it. {response} {target}', target: reference,"
-        " human: human}\n"
+        "name: judged\ndataset: {path: d.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 50}\n" + extra
+        + "prompts:\n  p:\n    messages: [{role: user, content: \"Define '{term}'\"}]\n"
+        "scorer: {type: judge, model: claude-haiku-4-5, rubric: 'Grade it. {response} {target}', target: reference"
+        + (", human: human}\n" if human else "}\n")
     )
+    return spec
+
+
+@pytest.mark.anyio
+async def test_a_judged_run_against_an_independent_fake(tmp_path: Path) -> None:
+    spec = judged_spec(tmp_path, human=True)
     fake = GradingFake()
     prepared = prepare(spec, out=tmp_path / "out")
     await run_prepared(prepared, transport=httpx.MockTransport(fake.handle))
@@ -154,13 +160,7 @@ async def test_a_judged_run_against_an_independent_fake(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_a_grading_request_shared_by_identical_replies_is_paid_once_and_split(tmp_path: Path) -> None:
-    (tmp_path / "d.csv").write_text("id,term,reference\nr1,tarn,a small mountain lake\nr2,cwm,a small mountain lake\n")
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: judged\ndataset: {path: d.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 50}\nrepeats: 2\n"
-        "prompts:\n  p:\n    messages: [{role: user, content: \"Define '{term}'\"}]\n"
-        "scorer: {type: judge, model: claude-haiku-4-5, rubric: 'Grade it. {response} {target}', target: reference}\n"
-    )
+    spec = judged_spec(tmp_path, extra="repeats: 2\n")
     fake = GradingFake()
     await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(fake.handle))
     grading = [b for b in fake.bodies if "<response>" in b["messages"][0]["content"]]
