@@ -187,6 +187,21 @@ async def test_a_key_echoed_by_the_server_stays_out_of_the_store(write_spec, tmp
             assert KEY.encode() not in path.read_bytes(), path
 
 
+async def test_a_key_echoed_in_a_valid_reply_stays_out_of_the_store_and_reports(write_spec, tmp_path: Path) -> None:
+    # A reply that quotes the key (whole, or cut short) in its text: it is a valid answer, and
+    # still the key must reach no file.
+    whole = httpx.Response(200, json=message(f"B, says {KEY}"))
+    part = httpx.Response(200, json=message(f"C, says {KEY[:12]}…"))
+    api = Hostile({"Capital of Peru?": whole, "Capital of Chile?": part})
+    result = await run(write_spec(), api)
+    replies = set(load_results(result.folder)["response_text"])
+    assert "B, says [redacted key]" in replies and "C, says [redacted key]…" in replies
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert KEY.encode() not in data and KEY[:12].encode() not in data, path
+
+
 async def test_a_server_that_never_answers_hits_the_attempt_deadline(write_spec) -> None:
     class Hang(httpx.AsyncBaseTransport):
         sent = 0

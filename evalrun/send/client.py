@@ -318,6 +318,17 @@ class MessagesClient:
             text = text.replace(_longest(secret, text, head=False), _REDACTED)
         return text
 
+    def unechoed(self, content: bytes) -> bytes:
+        """A body as received, with this client's key blanked out if the server echoed it (even
+        in part) anywhere in it — in a reply's text too, which would otherwise be stored. Two
+        byte searches when it did not (the usual case)."""
+        secret = self._secret
+        if not secret or len(secret) < _LEAK_MIN:
+            return content
+        if secret[:_LEAK_MIN].encode() not in content and secret[-_LEAK_MIN:].encode() not in content:
+            return content
+        return self.scrub(content.decode("utf-8", "replace")).encode()
+
     def _aiohttp(self) -> Any:
         if self._session is None:
             import aiohttp
@@ -448,8 +459,9 @@ class MessagesClient:
         start = time.monotonic()
         response = await self.request("POST", path, body, timeout=timeout)
         latency = time.monotonic() - start
+        content = self.unechoed(response.content)
         try:
-            payload = json.loads(response.content)
+            payload = json.loads(content)
         except ValueError:
             raise MalformedReplyError(
                 f"the server answered {response.status_code} with a body that is not JSON",
@@ -492,7 +504,7 @@ class MessagesClient:
     async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         response = await self.request(method, path, body, timeout=120.0)
         try:
-            payload = json.loads(response.content)
+            payload = json.loads(self.unechoed(response.content))
         except ValueError:
             raise TransientApiError(f"{method} {path}: the server answered with a body that is not JSON") from None
         if not isinstance(payload, dict):
@@ -527,9 +539,9 @@ class MessagesClient:
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 if line.strip():
-                    yield _result_line(line)
+                    yield _result_line(self.unechoed(line))
         if pending.strip():
-            yield _result_line(pending)
+            yield _result_line(self.unechoed(pending))
 
     async def _stream_aiohttp(self, url: str) -> AsyncIterator[bytes]:
         import aiohttp
