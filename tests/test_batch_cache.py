@@ -275,3 +275,25 @@ def test_a_killed_batch_run_reattaches_and_never_creates_a_batch_twice(tmp_path:
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
+
+
+@pytest.mark.anyio
+async def test_a_batch_run_with_the_realtime_fallback_finishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Errored batch requests go again in real time; once the last of them is answered and no
+    # batch is open, the run ends (it used to wait for a halt that never came).
+    from evalrun.sim import SimConfig, running_server
+
+    from .conftest import write_mc_csv, write_mc_spec
+
+    write_mc_csv(tmp_path / "d.csv", 20)
+    spec = write_mc_spec(tmp_path / "s.yaml", name="fallback", dataset="d.csv")
+    config = SimConfig(api_key="k", batch_error_rate=0.3, batch_seconds=0.2, latency_ms=100, seed=1)
+    with running_server(config) as url:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+        prepared = prepare(spec, out=tmp_path / "out", batch=True)
+        with anyio.fail_after(30):
+            result = await run_prepared(prepared, batch_fallback="realtime", batch_poll_s=0.05, use_cache=False,
+                                        backoff=lambda attempt, retry_after: 0.01)  # fmt: skip
+    assert result.stats.answered > 0
+    assert (load_results(tmp_path / "out")["status"] == "ok").all()

@@ -129,11 +129,11 @@ class BatchSender:
         async with anyio.create_task_group() as waiters:
 
             async def on_source() -> None:
-                if not await source.wait_ready():
+                if not await source.wait_ready() and self._open:
                     # Nothing more will be handed out, at once and for good, while batches are
                     # still open (all of them, when re-attached after a restart): only a batch
                     # or a halt can give the loop something to do, else it would spin until
-                    # the batches end.
+                    # the batches end. With none open, the loop decides (it may be finished).
                     await source.halted.wait()
                 waiters.cancel_scope.cancel()
 
