@@ -348,7 +348,7 @@ async def run_prepared(
                         max_connections=concurrency,
                     )
                 by_model[model.label] = clients[ident]
-            pacer = Pacer(max_concurrency=concurrency, clock=clock)
+            pacer = Pacer(max_concurrency=concurrency, clock=clock, probe_first=True)
             realtime = RealtimeSender(
                 clients=by_model,
                 lanes=lane_names(prepared.all_models, keys),

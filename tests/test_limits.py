@@ -281,6 +281,25 @@ async def test_the_concurrency_limit_holds_sends_until_a_request_finishes(fake_c
 
 
 @pytest.mark.anyio
+async def test_a_lane_sends_alone_until_its_first_reply(fake_clock: FakeClock) -> None:
+    # Whatever the run loop does (a model answered from the shared cache skips its warm-up),
+    # a new lane does not burst to its ceiling before it has heard from the server.
+    pacer = Pacer(max_concurrency=1024, clock=fake_clock, probe_first=True)
+
+    async def reply_later() -> None:
+        await fake_clock.sleep(0.3)
+        pacer.release(LANE)  # a failure is no reply: the next request goes alone too
+        await fake_clock.sleep(0.3)
+        pacer.release(LANE, output_tokens=1, max_tokens=1, latency_s=0.3)  # a reply, no headers
+
+    async with fake_clock.running(), anyio.create_task_group() as tg:
+        tg.start_soon(reply_later)
+        granted = await acquire_all(pacer, fake_clock, [(1, 1)] * 4)
+    assert sorted(granted) == [(0, 0.0), (1, 0.3), (2, 0.6), (3, 0.6)]  # then the lane is open
+    assert pacer.lane(LANE).concurrency >= 1024 - 1
+
+
+@pytest.mark.anyio
 async def test_a_waiter_that_is_cancelled_leaves_the_queue(fake_clock: FakeClock) -> None:
     pacer = Pacer(max_concurrency=1, clock=fake_clock)
     async with fake_clock.running():

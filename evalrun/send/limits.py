@@ -68,6 +68,7 @@ class Lane:
     max_concurrency: int
     concurrency: float
     in_flight: int = 0
+    answered: bool = False  # a reply has come back (until then, with probe_first, one at a time)
     buckets: dict[str, TokenBucket] = field(default_factory=dict)
     limits: dict[str, float] = field(default_factory=dict)  # learned per-minute limits
     paused_until: float = 0.0
@@ -159,8 +160,17 @@ class Pacer:
     """
 
     def __init__(
-        self, *, max_concurrency: int, initial_concurrency: int | None = None, clock: Clock | None = None
+        self,
+        *,
+        max_concurrency: int,
+        initial_concurrency: int | None = None,
+        clock: Clock | None = None,
+        probe_first: bool = False,
     ) -> None:
+        # probe_first: a lane sends one request at a time until a reply comes back, whatever
+        # the run loop does (a model answered from the shared cache skips its own warm-up), so
+        # no lane bursts to its ceiling before it has seen the server's rate-limit headers.
+        self.probe_first = probe_first
         self.max_concurrency = max_concurrency
         start = max_concurrency if initial_concurrency is None else initial_concurrency
         self.initial_concurrency = max(1, min(start, max_concurrency))
@@ -223,7 +233,8 @@ class Pacer:
                 bucket = lane.buckets.get(kind)
                 if bucket is not None:
                     wait = max(wait, bucket.wait_for(amount, now))
-        if wait == 0.0 and lane.in_flight >= max(1, int(lane.concurrency)):
+        limit = int(lane.concurrency) if lane.answered or not self.probe_first else 1
+        if wait == 0.0 and lane.in_flight >= max(1, limit):
             lane.bound_at = now
             return math.inf
         return wait
@@ -282,6 +293,8 @@ class Pacer:
         lane = self.lane(name)
         lane.in_flight = max(0, lane.in_flight - 1)
         now = self.clock.now()
+        if output_tokens is not None or rate_limits:
+            lane.answered = True
         if output_tokens is not None:
             lane.overload_streak = 0
             bucket = lane.buckets.get("output")
