@@ -133,6 +133,15 @@ def test_a_key_echoed_in_part_is_blanked_too() -> None:
     assert client.scrub("nothing of the key here") == "nothing of the key here"
 
 
+def test_a_reply_that_names_the_public_key_prefix_is_left_alone() -> None:
+    key = "sk-ant-api03-Zq8vXw2LmN4pR7tY9uKj3hG6fD1sA5"
+    client = MessagesClient(base_url="http://127.0.0.1:1", api_key=key)
+    answer = b'{"text": "set api_key=\\"sk-ant-api03-...\\" in the environment"}'
+    assert client.unechoed(answer) == answer  # an answer about keys, not a leak
+    echoed = client.unechoed(f'{{"text": "yours is {key}, or {key[:24]}"}}'.encode()).decode()
+    assert key[13:21] not in echoed and "yours is [redacted key]" in echoed
+
+
 @pytest.mark.anyio
 async def test_closing_under_cancellation_closes_every_session() -> None:
     async with raw_server(answer) as (port, _):

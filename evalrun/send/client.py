@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -192,6 +193,7 @@ def validate_message(payload: Any) -> str | None:
 
 _REDACTED = "[redacted key]"
 _LEAK_MIN = 8  # a run of the key this long in an error text is blanked out
+_PUBLIC_PREFIX = re.compile(r"^sk-ant-[a-z]+\d*-")  # the part of a key every key shares
 _MAX_HEADER_LINE = 65536  # aiohttp's default 8,190 would fail (and retry) a long set-cookie
 
 
@@ -320,14 +322,24 @@ class MessagesClient:
 
     def unechoed(self, content: bytes) -> bytes:
         """A body as received, with this client's key blanked out if the server echoed it (even
-        in part) anywhere in it — in a reply's text too, which would otherwise be stored. Two
-        byte searches when it did not (the usual case)."""
+        in part) anywhere in it — in a reply's text too, which would otherwise be stored. Only
+        the key's secret part counts: every Anthropic key starts `sk-ant-api03-`, and a reply
+        that merely names that prefix is an answer, not a leak. Two byte searches when the key
+        is not there (the usual case)."""
         secret = self._secret
-        if not secret or len(secret) < _LEAK_MIN:
+        if not secret:
             return content
-        if secret[:_LEAK_MIN].encode() not in content and secret[-_LEAK_MIN:].encode() not in content:
+        part = _PUBLIC_PREFIX.sub("", secret, count=1)
+        if len(part) < _LEAK_MIN:
             return content
-        return self.scrub(content.decode("utf-8", "replace")).encode()
+        if part[:_LEAK_MIN].encode() not in content and part[-_LEAK_MIN:].encode() not in content:
+            return content
+        text = content.decode("utf-8", "replace").replace(secret, _REDACTED)
+        if part[:_LEAK_MIN] in text:
+            text = text.replace(_longest(part, text, head=True), _REDACTED)
+        if part[-_LEAK_MIN:] in text:
+            text = text.replace(_longest(part, text, head=False), _REDACTED)
+        return text.encode()
 
     def _aiohttp(self) -> Any:
         if self._session is None:
