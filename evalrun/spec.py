@@ -453,13 +453,14 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
 
 
 def _check_answer_source(experiment: Experiment, source: str) -> None:
-    """Refuse a `fields` scorer that waits for what no request asks for: a tool call when no tools
-    are sent (or not the tool it names, or tool_choice rules it out), or structured output when no
-    `output_config.format` is sent. Each would score every cell `unparsed`. Every model × prompt
-    is checked with its own params (experiment < prompt < model), as the plan merges them.
-    `from: text` (a JSON object anywhere in the text) needs nothing and is not checked."""
+    """Refuse a `fields` scorer that waits for a tool call no request asks for: no tools sent, not
+    the tool it names, or a tool_choice that rules it out. Each would score every cell
+    `unparsed`. Every model × prompt is checked with its own params (experiment < prompt <
+    model), as the plan merges them. `from: json` (the whole reply as JSON: structured output,
+    or a prompt asking for bare JSON) and `from: text` (a JSON object anywhere in the text) can
+    always be answered and are not checked."""
     scorer = experiment.scorer
-    if scorer.type != "fields" or scorer.from_ == "text":
+    if scorer.type != "fields" or scorer.from_ in ("text", "json"):
         return
     combos = [
         (model.display, name, {**experiment.params, **prompt.params, **model.params})
@@ -488,14 +489,9 @@ def _source_problem(scorer: ScorerSpec, params: Mapping[str, Any]) -> tuple[str,
     """(the scorer key at fault, why no reply can give the answer object; `{scope}` marks where
     the requests it concerns are named), or None when a reply can."""
     if scorer.from_ == "json":
-        config = params.get("output_config")
-        if isinstance(config, Mapping) and config.get("format"):
-            return None
-        return "from", (
-            "`json` reads structured output, but no output_config.format is sent{scope}: every reply would be "
-            "unparsed; add params.output_config.format (a JSON schema), or use `from: text` to read a JSON "
-            "object from free text"
-        )
+        # The whole reply parsed as JSON: structured output gives that, and so does a prompt that
+        # asks for a bare JSON reply. Nothing to refuse.
+        return None
     tools = params.get("tools")
     if not tools:
         return "from", (

@@ -252,9 +252,6 @@ def _without_params(text: str, *keys: str) -> str:
         # (b) a tool call is read, but the spec sends no tools
         ("cities-tool", lambda t: _without_params(t, "tools", "tool_choice"),
          "scorer.from: `tool` reads a tool call, but no `tools` are sent"),
-        # (c) structured output is read, but none is asked for
-        ("cities-json", lambda t: _without_params(t, "output_config"),
-         "scorer.from: `json` reads structured output, but no output_config.format is sent"),
     ],
 )  # fmt: skip
 def test_a_fields_scorer_that_can_never_match_is_refused_by_validate_and_run(

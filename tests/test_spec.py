@@ -117,9 +117,6 @@ def fields_spec(scorer: dict, params: dict | None = None, **changes) -> dict:
         (fields_spec({"tool": "nope"}, {"max_tokens": 100, "tools": [TOOL]}), "scorer.tool: 'nope' is not one of"),
         (fields_spec({"from": "tool"}), "spec.yaml: scorer.from: `tool` reads a tool call, but no `tools` are sent"),
         (fields_spec({"from": "tool", "tool": "record_city"}), "scorer.from: `tool` reads a tool call, but no `tools`"),
-        (fields_spec({"from": "json"}), "spec.yaml: scorer.from: `json` reads structured output, but no output_config.format"),
-        (fields_spec({}), "scorer.from: `json` reads structured output"),  # `from` defaults to json
-        (fields_spec({"from": "json"}, {"max_tokens": 100, "output_config": {"effort": "low"}}), "no output_config.format"),
         (
             fields_spec({"tool": "other"}, {"max_tokens": 100, "tools": [TOOL, {**TOOL, "name": "other"}], "tool_choice": FORCED}),
             "scorer.tool: 'other' is never called: tool_choice forces 'record_city'",
@@ -146,9 +143,9 @@ def test_tools_and_output_config_given_per_prompt_or_model_count_and_a_variant_w
 
     message = error_of(fields_spec({"tool": "record_city"}, prompts={"p": with_tools, "bare": PROMPT}))
     assert message.startswith("spec.yaml: scorer.from: `tool` reads a tool call, but no `tools` are sent with prompt 'bare'")
-    two_models = ["claude-haiku-4-5", {"name": "claude-sonnet-4-6", "params": {"output_config": OUTPUT}}]
-    message = error_of(fields_spec({"from": "json"}, models=two_models))
-    assert "no output_config.format is sent with prompt 'p' to model 'claude-haiku-4-5'" in message
+    two_models = ["claude-haiku-4-5", {"name": "claude-sonnet-4-6", "params": {"tools": [TOOL]}}]
+    message = error_of(fields_spec({"from": "tool"}, models=two_models))
+    assert "no `tools` are sent with prompt 'p' to model 'claude-haiku-4-5'" in message
 
 
 @pytest.mark.parametrize(
@@ -159,6 +156,8 @@ def test_tools_and_output_config_given_per_prompt_or_model_count_and_a_variant_w
         ({"tool": "record_city"}, {"max_tokens": 100, "tools": [TOOL], "tool_choice": FORCED}),
         ({"tool": "record_city"}, {"max_tokens": 100, "tools": [TOOL], "tool_choice": {"type": "any"}}),
         ({"from": "json"}, {"max_tokens": 100, "output_config": OUTPUT}),
+        ({"from": "json"}, {"max_tokens": 100}),  # a prompt may ask for a bare JSON reply
+        ({}, {"max_tokens": 100}),  # `from` defaults to json
     ],
 )
 def test_fields_scorers_that_can_find_their_answer_are_accepted(scorer: dict, params: dict) -> None:
