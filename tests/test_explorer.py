@@ -378,9 +378,24 @@ def test_the_spill_is_removed_with_the_reports(run: Path) -> None:
 def test_the_explorer_built_in_a_second_process_is_the_same(run: Path) -> None:
     from evalrun.reports.build import build_reports
 
+    from evalrun.reports.explorer_process import ExplorerProcess
+
     build_reports(run, parallel_cells=10**9)  # one process
     alone = (run / "report.html").read_bytes()
-    build_reports(run, parallel_cells=1)  # the explorer's pass in a child process
+    results: list[Any] = []
+
+    class Watched(ExplorerProcess):
+        def result(self) -> Any:
+            results.append(super().result())
+            return results[-1]
+
+    def spawn(folder: Path, scratch: Path) -> Watched:
+        started = ExplorerProcess.start(folder, scratch)
+        assert started is not None
+        return Watched(started.process, scratch)
+
+    build_reports(run, parallel_cells=1, spawn_explorer=spawn)  # the explorer's pass in a child process
+    assert len(results) == 1 and results[0] is not None  # the child did the work (no fallback)
     assert (run / "report.html").read_bytes() == alone
     assert not [p.name for p in run.iterdir() if p.name.startswith(".") and "tmp" in p.name]
 
