@@ -377,7 +377,6 @@ def test_the_spill_is_removed_with_the_reports(run: Path) -> None:
 
 def test_the_explorer_built_in_a_second_process_is_the_same(run: Path) -> None:
     from evalrun.reports.build import build_reports
-
     from evalrun.reports.explorer_process import ExplorerProcess
 
     build_reports(run, parallel_cells=10**9)  # one process
