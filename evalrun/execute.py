@@ -34,7 +34,7 @@ from evalrun.plan.grid import Plan
 from evalrun.plan.judge import JudgePlan, judge_mode
 from evalrun.send.batch import BatchSender
 from evalrun.send.client import MessagesClient, check_api_key
-from evalrun.send.clock import Clock
+from evalrun.send.clock import Clock, SystemClock
 from evalrun.send.fdlimit import SPARE_FILES, allow_open_files
 from evalrun.send.limits import Pacer
 from evalrun.send.realtime import RealtimeSender
@@ -381,6 +381,8 @@ async def run_prepared(
                 on_progress=on_progress,
                 warmup=not prepared.batch,
             )
+            timer = clock or SystemClock()
+            started_at = timer.now()
             runner = stage_runner(
                 plan=plan, replan=prepared.replan, fingerprint=prepared.fingerprint, plan_stored=stored
             )
@@ -392,7 +394,11 @@ async def run_prepared(
                 if judge_plan is not None:
                     # The grading stage: one request to the grader per answered cell, same loop.
                     spent = stats
-                    runner = stage_runner(plan=judge_plan, replan=None, fingerprint=None, stage="judge")
+                    # One deadline for the whole run: the grading stage gets what is left of it.
+                    left = None if deadline_s is None else max(0.001, deadline_s - (timer.now() - started_at))
+                    runner = stage_runner(
+                        plan=judge_plan, replan=None, fingerprint=None, stage="judge", deadline_s=left
+                    )
                     if on_runner is not None:
                         on_runner(runner)
                     graded = await runner.run()

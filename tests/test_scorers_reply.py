@@ -170,3 +170,25 @@ async def test_a_grading_request_shared_by_identical_replies_is_paid_once_and_sp
     assert results["judge_cost_usd"].sum() == pytest.approx(paid)  # each of 4 cells carries half
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary["judge_cost_usd"].sum() == pytest.approx(paid)
+
+
+@pytest.mark.anyio
+async def test_the_grading_stage_gets_what_is_left_of_the_deadline(tmp_path: Path, fake_clock: Any) -> None:
+    from evalrun.errors import DeadlineReached
+
+    fake = GradingFake()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if b"<response>" in request.content:
+            await fake_clock.sleep(3600)  # the grader never answers
+        else:
+            await fake_clock.sleep(0.5)  # two answers, the first alone: done at 1 s
+        return fake.handle(request)
+
+    prepared = prepare(judged_spec(tmp_path), out=tmp_path / "out")
+    async with fake_clock.running():
+        with pytest.raises(DeadlineReached):
+            await run_prepared(prepared, transport=httpx.MockTransport(handle), clock=fake_clock, deadline_s=1.5)
+    # Answers by 1 s, the deadline at 1.5 s, then the grace for the grading requests in flight
+    # (1 s): not a fresh 1.5 s for the grading stage.
+    assert fake_clock.elapsed == pytest.approx(1.5 + 1.0)
