@@ -283,7 +283,19 @@ async def test_a_deadline_does_not_wait_for_a_server_that_never_answers(write_sp
         await run_prepared(prepared, transport=httpx.MockTransport(never), deadline_s=0.5, request_timeout_s=60)
     assert time.monotonic() - start < 0.5 + deadline_grace(0.5) + 2.0  # not the 60 s attempt timeout
     assert (load_results("hung")["status"] == "pending").all()  # nothing half-stored
-    await run_prepared(prepare(write_spec(), out="hung"), transport=Hostile().transport())
+    # The abandoned request may have been billed: a budget counts it at its worst case.
+    from evalrun.errors import BudgetExceeded
+    from evalrun.send.runner import UNCONFIRMED_KEY
+    from evalrun.store.run_store import Store
+
+    with Store.open(prepared.folder, create=False) as store:
+        unconfirmed = float(store.meta()[UNCONFIRMED_KEY])
+    assert unconfirmed > 0
+    api = Hostile()
+    with pytest.raises(BudgetExceeded, match="abandoned at a deadline"):
+        await run_prepared(prepare(write_spec(), out="hung"), transport=api.transport(), budget_usd=unconfirmed)
+    assert not api.bodies  # nothing more could be reserved
+    await run_prepared(prepare(write_spec(), out="hung"), transport=api.transport(), budget_usd=1.0)
     assert (load_results("hung")["status"] == "ok").all()
 
 

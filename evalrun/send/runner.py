@@ -56,6 +56,9 @@ from evalrun.store.run_store import Learned, PendingRequest, Store
 
 __all__ = ["HOPELESS_AFTER", "RunStats", "Runner", "deadline_grace"]
 
+UNCONFIRMED_KEY = "unconfirmed_usd"  # store meta: worst case of requests abandoned at a deadline
+
+
 def deadline_grace(deadline_s: float) -> float:
     """How long requests in flight at the deadline may still take: a tenth of the deadline,
     between 1 and 30 s."""
@@ -176,6 +179,9 @@ class Runner:
         self.learned: dict[str, Learned] = dict(plan.learned)
         spent = store.spent_usd()
         self.stats = RunStats(spent_usd=spent, spent_before_usd=spent)
+        # Requests abandoned in flight at a deadline, at their worst case: the server may have
+        # finished (and billed) them, with no record here. Counted against the budget only.
+        self._unconfirmed_usd = float(store.meta().get(UNCONFIRMED_KEY) or 0.0)
         # Scheduling state.
         self._buffers: dict[str, deque[PendingRequest]] = {m: deque() for m in self.models}
         self._cursor: dict[str, int] = dict.fromkeys(self.models, -1)
@@ -253,8 +259,13 @@ class Runner:
                 f"{abandoned}; run again to resume"
             )
         if self._budget_hit:
+            unconfirmed = (
+                f" (and up to ${self._unconfirmed_usd:.4f} for requests abandoned at a deadline)"
+                if self._unconfirmed_usd
+                else ""
+            )
             raise BudgetExceeded(
-                f"stopped at the budget: ${self.stats.spent_usd:.4f} of ${self.budget_usd:.4f} spent, "
+                f"stopped at the budget: ${self.stats.spent_usd:.4f} of ${self.budget_usd:.4f} spent{unconfirmed}, "
                 f"{self._left()} requests left; run again with a higher budget to finish"
             )
         return self.stats
@@ -522,7 +533,7 @@ class Runner:
         if self.budget_usd is None:
             return 0.0
         worst = self.worst_case(pending)
-        if self.stats.spent_usd + self._reserved_usd + worst > self.budget_usd:
+        if self.stats.spent_usd + self._unconfirmed_usd + self._reserved_usd + worst > self.budget_usd:
             return None
         self._reserved_usd += worst
         return worst
@@ -710,6 +721,11 @@ class Runner:
         await self.clock.sleep(deadline_grace(self.deadline_s))
         if self._in_flight:
             self._abandoned = len(self._in_flight)
+            if self.warmup:  # real time (a batch goes on and is collected by the next run)
+                lost = sum(self.worst_case(request) for request, _, _ in self._in_flight.values())
+                if lost:
+                    self._unconfirmed_usd += lost
+                    self.store.set_meta(**{UNCONFIRMED_KEY: repr(self._unconfirmed_usd)})
             assert self._task_group is not None
             self._task_group.cancel_scope.cancel()
 
