@@ -134,7 +134,7 @@ def test_a_key_echoed_in_part_is_blanked_too() -> None:
 
 
 def test_a_reply_that_names_the_public_key_prefix_is_left_alone() -> None:
-    key = "sk-ant-api03-Zq8vXw2LmN4pR7tY9uKj3hG6fD1sA5"
+    key = "sk-ant-api03-EXAMPLE-not-a-real-key-0000000000"
     client = MessagesClient(base_url="http://127.0.0.1:1", api_key=key)
     answer = b'{"text": "set api_key=\\"sk-ant-api03-...\\" in the environment"}'
     assert client.unechoed(answer) == answer  # an answer about keys, not a leak
