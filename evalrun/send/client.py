@@ -209,6 +209,19 @@ def _longest(secret: str, text: str, *, head: bool) -> str:
     return secret[:low] if head else secret[-low:]
 
 
+def _blank(text: str, secret: str, part: str) -> str:
+    """`text` with `secret` blanked out, and the longest head or tail of `part` (its part that
+    is secret) still in it: an echo cut short, such as an error quoting a header line up to
+    some length."""
+    if secret in text:
+        text = text.replace(secret, _REDACTED)
+    if part[:_LEAK_MIN] in text:
+        text = text.replace(_longest(part, text, head=True), _REDACTED)
+    if part[-_LEAK_MIN:] in text:
+        text = text.replace(_longest(part, text, head=False), _REDACTED)
+    return text
+
+
 def _env_proxy(url: str) -> str | None:
     """The proxy the environment names for `url` (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY; NO_PROXY)."""
     import urllib.parse
@@ -271,6 +284,14 @@ class MessagesClient:
         self.base_url = base_url.rstrip("/")
         self.api_version = api_version
         self._secret = api_key or None
+        # What of the key a reply body is searched for: the head and tail of its secret part
+        # (after the prefix every key shares), as bytes; none for a key too short to tell.
+        self._secret_part = _PUBLIC_PREFIX.sub("", api_key or "", count=1)
+        self._echo_marks = (
+            (self._secret_part[:_LEAK_MIN].encode(), self._secret_part[-_LEAK_MIN:].encode())
+            if len(self._secret_part) >= _LEAK_MIN
+            else None
+        )
         self._transport = transport
         self._http = httpx.AsyncClient(transport=transport) if transport is not None else None
         self._session: Any = None  # an aiohttp.ClientSession, made inside the running event loop
@@ -307,18 +328,7 @@ class MessagesClient:
     def scrub(self, text: str) -> str:
         """`text` with this client's key blanked out: a server that echoes the key back must not
         get it into the store, the reports or the terminal."""
-        secret = self._secret
-        if not secret:
-            return text
-        if secret in text:
-            text = text.replace(secret, _REDACTED)
-        # An echo cut short (an error message that quotes a header line up to some length):
-        # the longest head or tail of the key still in the text.
-        if secret[:_LEAK_MIN] in text:
-            text = text.replace(_longest(secret, text, head=True), _REDACTED)
-        if secret[-_LEAK_MIN:] in text:
-            text = text.replace(_longest(secret, text, head=False), _REDACTED)
-        return text
+        return _blank(text, self._secret, self._secret) if self._secret else text
 
     def unechoed(self, content: bytes) -> bytes:
         """A body as received, with this client's key blanked out if the server echoed it (even
@@ -326,20 +336,11 @@ class MessagesClient:
         the key's secret part counts: every Anthropic key starts `sk-ant-api03-`, and a reply
         that merely names that prefix is an answer, not a leak. Two byte searches when the key
         is not there (the usual case)."""
-        secret = self._secret
-        if not secret:
+        marks = self._echo_marks
+        if not marks or (marks[0] not in content and marks[1] not in content):
             return content
-        part = _PUBLIC_PREFIX.sub("", secret, count=1)
-        if len(part) < _LEAK_MIN:
-            return content
-        if part[:_LEAK_MIN].encode() not in content and part[-_LEAK_MIN:].encode() not in content:
-            return content
-        text = content.decode("utf-8", "replace").replace(secret, _REDACTED)
-        if part[:_LEAK_MIN] in text:
-            text = text.replace(_longest(part, text, head=True), _REDACTED)
-        if part[-_LEAK_MIN:] in text:
-            text = text.replace(_longest(part, text, head=False), _REDACTED)
-        return text.encode()
+        assert self._secret is not None
+        return _blank(content.decode("utf-8", "replace"), self._secret, self._secret_part).encode()
 
     def _aiohttp(self) -> Any:
         if self._session is None:
