@@ -188,7 +188,7 @@ class ResultsPass:
                 output_tokens=cell.get("judge_output_tokens"),
                 # A grading request shared by k cells (identical replies) counts 1/k in each, as
                 # the answer's own cost does: results.csv sums to what was paid.
-                cost_usd=_shared_cost(cell.get("judge_cost_usd"), cell.get("judge_sharing")),
+                cost_usd=_share_of(cell.get("judge_cost_usd"), _sharing(cell, "judge_sharing")),
             )
         reply = Reply(text=cell["text"] or "", message=message, answer_mode=cell["answer_mode"], grader=grader)
         values = json.loads(cell["values_json"]) if self.needs_values else {}
@@ -220,7 +220,7 @@ class ResultsPass:
             "correct": None,  # set only for an answer: a failed or unsent cell is not a wrong one
             "score": None,
             "stop_reason": cell["stop_reason"] or "",
-            "cost_usd": cell["cost_usd"] / share if cell["cost_usd"] is not None else None,
+            "cost_usd": _share_of(cell["cost_usd"], share),
             "shared_by": share,
             "source": cell["source"] or "",
             "latency_s": _float(cell["latency_s"]),
@@ -285,7 +285,7 @@ class ResultsPass:
         return record
 
     def _tally_grading(self, tally: VariantTally, cell: Mapping[str, Any], score: Score) -> None:
-        share = max(int(cell.get("judge_sharing") or 1), 1)
+        share = _sharing(cell, "judge_sharing")
         tally.judge_tokens["input"] += int(cell.get("judge_input_tokens") or 0) / share
         tally.judge_tokens["output"] += int(cell.get("judge_output_tokens") or 0) / share
         tally.judge_cost_usd += float(cell.get("judge_cost_usd") or 0.0) / share
@@ -319,12 +319,14 @@ class ResultsPass:
             tally.latencies.append(float(cell["latency_s"]))
 
 
-def _shared_cost(cost: float | None, sharing: Any) -> float | None:
-    return None if cost is None else float(cost) / max(int(sharing or 1), 1)
+def _share_of(cost: float | None, share: int) -> float | None:
+    """A cell's part of a request's cost (None: unknown)."""
+    return None if cost is None else float(cost) / share
 
 
-def _sharing(cell: Mapping[str, Any]) -> int:
-    return max(int(cell.get("sharing") or 1), 1)
+def _sharing(cell: Mapping[str, Any], column: str = "sharing") -> int:
+    """How many cells share the cell's request (`sharing`) or its grading request (`judge_sharing`)."""
+    return max(int(cell.get(column) or 1), 1)
 
 
 def diagnostics_frame(tallies: Iterable[VariantTally]) -> Any:
