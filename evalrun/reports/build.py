@@ -87,11 +87,6 @@ def default_comparison_by(tallies: list[VariantTally]) -> str | None:
     return None
 
 
-def _variants(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
-    models = settings.get("model_labels") or list(settings.get("models") or {})
-    return [(m, p) for m in models for p in settings.get("prompts") or []]
-
-
 def _clusters(store: Store, rows: int) -> np.ndarray | None:
     codes = np.full(rows, -1, dtype=np.int64)
     seen: dict[str, int] = {}
@@ -102,11 +97,6 @@ def _clusters(store: Store, rows: int) -> np.ndarray | None:
         any_cluster = True
         codes[row_seq] = seen.setdefault(cluster, len(seen))
     return codes if any_cluster else None
-
-
-def _rows(store: Store) -> int:
-    (count,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
-    return int(count)
 
 
 def analyze(
@@ -120,8 +110,8 @@ def analyze(
 ) -> Report:
     """Score every cell once (streaming records and cells to `sink.write(records, cells)`) and
     build the Report."""
-    rows = _rows(store)
-    results = ResultsPass(settings, rows=rows, variants=_variants(settings))
+    results = ResultsPass.of_run(settings, store)
+    rows = results.rows
     for chunk in store.iter_cells(chunk=_CHUNK, with_requests=with_requests):
         records = list(results.records(chunk))
         if sink is not None:
@@ -264,7 +254,7 @@ def iter_records(folder: str | Path) -> Iterator[dict[str, Any]]:
     """Every cell's result record (a results.csv row as a dict), streamed from the store."""
     store, settings = open_run(Path(folder))
     with store:
-        results = ResultsPass(settings, rows=_rows(store), variants=_variants(settings))
+        results = ResultsPass.of_run(settings, store)
         for chunk in store.iter_cells(chunk=_CHUNK):
             yield from results.records(chunk)
 
@@ -275,7 +265,7 @@ def load_results(folder: str | Path) -> Any:
 
     store, settings = open_run(Path(folder))
     with store:
-        results = ResultsPass(settings, rows=_rows(store), variants=_variants(settings))
+        results = ResultsPass.of_run(settings, store)
         records = [record for chunk in store.iter_cells(chunk=_CHUNK) for record in results.records(chunk)]
     frame = pd.DataFrame.from_records(records, columns=results.columns)
     frame["repeat"] = frame["repeat"].astype("int64")

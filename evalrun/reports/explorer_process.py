@@ -33,10 +33,7 @@ def explore(store: Any, settings: dict[str, Any], sink: Any) -> None:
     """Feed every stored cell, scored, to an explorer sink and close it."""
     from evalrun.results.tally import ResultsPass
 
-    (rows,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
-    models = settings.get("model_labels") or list(settings.get("models") or {})
-    variants = [(m, p) for m in models for p in settings.get("prompts") or []]
-    results = ResultsPass(settings, rows=int(rows), variants=variants)
+    results = ResultsPass.of_run(settings, store)
     sink.begin(results.columns)
     for chunk in store.iter_cells(chunk=_CHUNK):
         sink.write(list(results.records(chunk)), chunk)

@@ -25,7 +25,16 @@ from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
 from evalrun.spec import ScorerSpec
 from evalrun.store.records import reply_shown
 
-__all__ = ["RESULT_COLUMNS", "ResultsPass", "VariantTally", "diagnostics_frame", "repeat_pass", "result_columns"]
+__all__ = [
+    "RESULT_COLUMNS",
+    "ResultsPass",
+    "VariantTally",
+    "diagnostics_frame",
+    "repeat_pass",
+    "result_columns",
+    "run_variants",
+    "stored_rows",
+]
 
 RESULT_COLUMNS = [
     "model", "model_id", "prompt", "row_id", "repeat", "cluster", "answer_mode", "response_text", "answer",
@@ -166,6 +175,12 @@ class ResultsPass:
         self.choices = list(self.scorer_spec.choices or ()) if self.scorer_spec.type == "choice" else []
         self.simulated = 0
         self.max_repeat = 0
+
+    @classmethod
+    def of_run(cls, settings: Mapping[str, Any], store: Any) -> ResultsPass:
+        """The pass over a run folder's stored cells: the rows its store holds, every model ×
+        prompt its settings name (so a variant with no cell yet still has a tally)."""
+        return cls(settings, rows=stored_rows(store), variants=run_variants(settings))
 
     def tally(self, model: str, prompt: str) -> VariantTally:
         key = (model, prompt)
@@ -317,6 +332,18 @@ class ResultsPass:
             tally.from_cache += 1
         if cell["latency_s"] is not None and cell["source"] != "cache":
             tally.latencies.append(float(cell["latency_s"]))
+
+
+def stored_rows(store: Any) -> int:
+    """How many dataset rows a run store holds (row positions are 0 … n − 1)."""
+    (count,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
+    return int(count)
+
+
+def run_variants(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every model × prompt a run's settings name, in the spec's order."""
+    models = settings.get("model_labels") or list(settings.get("models") or {})
+    return [(m, p) for m in models for p in settings.get("prompts") or []]
 
 
 def _share_of(cost: float | None, share: int) -> float | None:
