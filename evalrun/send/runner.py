@@ -54,7 +54,7 @@ from evalrun.store.cache import ResponseCache
 from evalrun.store.records import Outcome
 from evalrun.store.run_store import Learned, PendingRequest, Store
 
-__all__ = ["HOPELESS_AFTER", "RunStats", "Runner", "deadline_grace"]
+__all__ = ["HOPELESS_AFTER", "UNCONFIRMED_KEY", "RunStats", "Runner", "deadline_grace"]
 
 UNCONFIRMED_KEY = "unconfirmed_usd"  # store meta: worst case of requests abandoned at a deadline
 
