@@ -370,6 +370,11 @@ class Experiment(_Strict):
     def dataset_path(self) -> Path:
         return (Path(self.base_dir) / self.dataset.path).resolve()
 
+    def params_for(self, prompt: PromptSpec, model: ModelSpec) -> dict[str, Any]:
+        """The parameters a model × prompt is sent with: the experiment's, then the prompt's,
+        then the model's (later wins)."""
+        return {**self.params, **prompt.params, **model.params}
+
 
 def _suggest(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
@@ -463,7 +468,7 @@ def _check_answer_source(experiment: Experiment, source: str) -> None:
     if scorer.type != "fields" or scorer.from_ in ("text", "json"):
         return
     combos = [
-        (model.display, name, {**experiment.params, **prompt.params, **model.params})
+        (model.display, name, experiment.params_for(prompt, model))
         for model in experiment.models
         for name, prompt in experiment.prompts.items()
     ]
@@ -486,12 +491,8 @@ def _check_answer_source(experiment: Experiment, source: str) -> None:
 
 
 def _source_problem(scorer: ScorerSpec, params: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(the scorer key at fault, why no reply can give the answer object; `{scope}` marks where
-    the requests it concerns are named), or None when a reply can."""
-    if scorer.from_ == "json":
-        # The whole reply parsed as JSON: structured output gives that, and so does a prompt that
-        # asks for a bare JSON reply. Nothing to refuse.
-        return None
+    """(the scorer key at fault, why no reply can give the tool call it reads; `{scope}` marks
+    where the requests it concerns are named), or None when a reply can."""
     tools = params.get("tools")
     if not tools:
         return "from", (

@@ -218,7 +218,7 @@ class Plan:
             model_label=model.label,
             source=experiment.source,
         )
-        params = {**experiment.params, **prompt.params, **model.spec.params}  # later wins
+        params = experiment.params_for(prompt, model.spec)
         params, notes = adapt_params(params, model, self.table, knowledge, mode)
         if prompt.prefill is not None and mode.name == "plain":
             notes.append("does not accept prefill and the scorer is not `choice`: the prefill is dropped")
