@@ -422,6 +422,17 @@ class ExplorerSink:
         self.closers: list[Callable[[], None]] = []  # called when the pass is over
         self.meta: dict[str, Any] = {}
 
+    @classmethod
+    def for_run(cls, folder: Path, directory: Path) -> ExplorerSink:
+        """A sink for the cells of the run folder `folder`, spilling into `directory`, reading the
+        request bodies from the folder's store (in the order they were written)."""
+        bodies = _Bodies.of(folder)
+        sink = cls(directory, expected_cells=bodies.cells if bodies else None, bodies=bodies.get if bodies else None)
+        if bodies is not None:
+            sink.closers.append(bodies.close)
+            weakref.finalize(sink, bodies.close)  # a build that fails before closing the sink
+        return sink
+
     # ResultsSink
     def begin(self, columns: list[str]) -> None:
         self.field_columns = [c for c in columns if c.startswith("correct_")]
@@ -1026,18 +1037,8 @@ class ExplorerResults:
     def available(self) -> bool:
         return True
 
-    @staticmethod
-    def bodies_of(folder: Path) -> _Bodies | None:
-        """The request bodies of a run folder's store, read in the order they were written."""
-        return _Bodies.of(folder)
-
     def open(self, staged: Any) -> ExplorerSink:
-        bodies = _Bodies.of(staged.folder)
-        sink = ExplorerSink(staged.scratch("explorer"), expected_cells=bodies.cells if bodies else None,
-                            bodies=bodies.get if bodies else None)  # fmt: skip
-        if bodies is not None:
-            sink.closers.append(bodies.close)
-            weakref.finalize(sink, bodies.close)  # a build that fails before closing the sink
+        sink = ExplorerSink.for_run(staged.folder, staged.scratch("explorer"))
         _COLLECTED[staged] = sink
         return sink
 

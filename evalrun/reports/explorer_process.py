@@ -92,13 +92,10 @@ class ExplorerProcess:
 
 def _main(folder: Path, directory: Path) -> None:
     from evalrun.gctune import fewer_collections
-    from evalrun.reports.explorer import ExplorerResults, ExplorerSink
+    from evalrun.reports.explorer import ExplorerSink
     from evalrun.store.run_store import Store
 
-    bodies = ExplorerResults.bodies_of(folder)
-    sink = ExplorerSink(directory, expected_cells=bodies.cells if bodies else None, bodies=bodies.get if bodies else None)
-    if bodies is not None:
-        sink.closers.append(bodies.close)
+    sink = ExplorerSink.for_run(folder, directory)
     with Store.open_readonly(folder) as store, fewer_collections():
         explore(store, store.last_settings(), sink)
     with (directory / _PAYLOAD).open("w", encoding="utf-8") as out:
