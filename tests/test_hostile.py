@@ -318,7 +318,7 @@ async def test_a_run_deadline_stops_sending_and_the_next_run_finishes(write_spec
 
 
 async def test_a_model_without_a_price_is_never_reported_as_costing_nothing(write_spec, tmp_path: Path) -> None:
-    from evalrun.cli import _spent
+    from evalrun.cli._app import spent as _spent
 
     write_mc_csv(tmp_path / "mc.csv", 8)
     spec = write_spec(

@@ -1,130 +1,21 @@
-"""The command line: the only place that prints, exits, or draws progress.
-
-Start-up is kept instant: this module imports click and the standard library only; each command
-imports what it needs when it runs.
-"""
+"""`validate`, `estimate` and `run`: from a spec to a plan, a price, a stored run."""
 
 from __future__ import annotations
 
 import json
-import math
 import signal
-import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from evalrun import __version__
-from evalrun.errors import EvalrunError, RunFailed, RunInterrupted
-
-__all__ = ["cli", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _spent(usd: float, unpriced: int) -> str:
-    """What the folder has paid, never a plain $0 when some answers have no known price."""
-    if unpriced and not usd:
-        return f"spent in this folder: unknown ({unpriced} answers of models without a price)"
-    unknown = f" plus {unpriced} answers of models without a price" if unpriced else ""
-    return f"${usd:.4f} spent in this folder in total{unknown}"
-
-
-def _echo_warnings(warnings: Sequence[str]) -> None:
-    for warning in warnings:
-        click.echo(f"warning: {warning}", err=True)
-
-
-def _first_evalrun_error(group: BaseExceptionGroup) -> EvalrunError | None:
-    for exc in group.exceptions:
-        if isinstance(exc, EvalrunError):
-            return exc
-        if isinstance(exc, BaseExceptionGroup):
-            found = _first_evalrun_error(exc)
-            if found is not None:
-                return found
-    return None
-
-
-class _Group(click.Group):
-    """Turns every EvalrunError, usage mistake and Ctrl-C into one line and its exit code:
-    tracebacks are for bugs."""
-
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
-        try:
-            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-            _fail(f"{exc.format_message()}{hint}", 2)
-        except click.ClickException as exc:
-            _fail(exc.format_message(), exc.exit_code)
-        except (click.Abort, KeyboardInterrupt):
-            _fail("interrupted", 130)
-        if not standalone_mode:
-            return result
-        sys.exit(result if isinstance(result, int) else 0)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EvalrunError as exc:
-            _fail(_with_notes(exc), exc.exit_code)
-        except BaseExceptionGroup as group:
-            # Task groups wrap what their tasks raised; a user's mistake is still one line.
-            known = _first_evalrun_error(group)
-            if known is None:
-                raise
-            _fail(_with_notes(known), known.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-
-
-def _with_notes(exc: BaseException) -> str:
-    notes = getattr(exc, "__notes__", None) or []
-    return "; ".join([str(exc), *notes])
-
-
-@click.group(cls=_Group)
-@click.version_option(__version__, prog_name="evalrun")
-def cli() -> None:
-    """Batch evaluations and prompt experiments on the Anthropic Messages API."""
-
-
-def _common(f: F) -> F:
-    f = click.option("--sim", is_flag=True, help="Send to the built-in Messages API simulator.")(f)
-    f = click.option("--limit", type=click.IntRange(min=1), help="Use only the first N dataset rows.")(f)
-    f = click.option("--out", type=click.Path(path_type=Path), help="Run folder (default reports/<name>/<run-id>/).")(f)
-    return click.argument("spec", type=click.Path(path_type=Path))(f)
-
-
-def _positive_finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and (not math.isfinite(value) or value <= 0):
-        raise click.BadParameter(f"{value!r} is not a positive number", ctx=ctx, param=param)
-    return value
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    from evalrun.spec import parse_duration
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+from evalrun.cli._app import cli, common_options, duration, echo_warnings, positive_finite, spent
+from evalrun.errors import RunFailed, RunInterrupted
 
 
 @cli.command()
-@_common
+@common_options
 @click.option("--batch", "batch", flag_value=True, default=None, help="As `run --batch` would send it.")
 def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: bool | None) -> None:
     """Check a spec: schema, dataset columns, modes and parameters, first request body."""
@@ -145,7 +36,7 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
             params = plan.params[(model.label, prompt)]
             shown = {k: v for k, v in params.items() if k != "output_config"}
             click.echo(f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}")
-    _echo_warnings(plan.warnings)
+    echo_warnings(plan.warnings)
     body = plan.first_body()
     if body is not None:
         click.echo("\nfirst request body:")
@@ -153,7 +44,7 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
     judge = prepared.judge_plan(None)
     first_row = next(prepared.dataset.iter_rows(), None)
     if judge is not None and first_row is not None:
-        _echo_warnings([f"{judge.model.label}: {note}" for note in judge.notes])
+        echo_warnings([f"{judge.model.label}: {note}" for note in judge.notes])
         click.echo(f"\ngrader {judge.model.label} ({judge.model.spec.name}; answer_mode={judge.mode_name}); "
                    "first grading request body:")  # fmt: skip
         stand_in = "<the reply of the graded model>"
@@ -162,12 +53,12 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
 
 
 @cli.command()
-@_common
+@common_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--local", is_flag=True, help="Count tokens locally; do not ask the endpoint.")
-@click.option("--rpm", type=float, callback=_positive_finite, help="Requests per minute allowed (for the wall time).")
-@click.option("--itpm", type=float, callback=_positive_finite, help="Input tokens per minute allowed.")
-@click.option("--otpm", type=float, callback=_positive_finite, help="Output tokens per minute allowed.")
+@click.option("--rpm", type=float, callback=positive_finite, help="Requests per minute allowed (for the wall time).")
+@click.option("--itpm", type=float, callback=positive_finite, help="Input tokens per minute allowed.")
+@click.option("--otpm", type=float, callback=positive_finite, help="Output tokens per minute allowed.")
 @click.option("--detect", type=click.FloatRange(min=0, max=1, min_open=True), help="An accuracy difference "
               "(e.g. 0.03): how many rows a paired comparison needs to detect it.")  # fmt: skip
 @click.option("--batch", "batch", flag_value=True, default=None, help="Price the run as `run --batch` sends it.")
@@ -196,7 +87,7 @@ def estimate(
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    _echo_warnings(prepared.plan.warnings)
+    echo_warnings(prepared.plan.warnings)
     click.echo(
         f"{'model':<24} {'prompt':<16} {'mode':<11} {'requests':>8} {'input tok':>11} {'output tok':>10} {'USD':>10}"
     )
@@ -303,11 +194,11 @@ class _ProgressLine:
 
 
 @cli.command()
-@_common
+@common_options
 @click.option("--concurrency", type=click.IntRange(min=1, max=100_000), help="Most requests in flight at once.")
-@click.option("--budget", type=float, callback=_positive_finite, help="Spend cap in USD for the run folder (exit code 3).")
-@click.option("--deadline", callback=_duration, help="Stop sending after this long (e.g. 30m, 2h; exit code 5).")
-@click.option("--request-timeout", callback=_duration,
+@click.option("--budget", type=float, callback=positive_finite, help="Spend cap in USD for the run folder (exit code 3).")
+@click.option("--deadline", callback=duration, help="Stop sending after this long (e.g. 30m, 2h; exit code 5).")
+@click.option("--request-timeout", callback=duration,
               help="Most one attempt may take (default: sized to max_tokens, at most 10 min).")  # fmt: skip
 @click.option("--batch", "batch", flag_value=True, default=None,
               help="Send through the Message Batches API (half the price; also `batch: true` in the spec).")
@@ -340,7 +231,7 @@ def run(
     from evalrun.execute import prepare, run_prepared
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
-    _echo_warnings(prepared.plan.warnings)
+    echo_warnings(prepared.plan.warnings)
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
     holder: dict[str, Any] = {}
@@ -385,7 +276,7 @@ def run(
 
 
 def _echo_done(result: Any) -> None:
-    _echo_warnings(result.warnings)
+    echo_warnings(result.warnings)
     stats, counts = result.stats, result.counts
     cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
     # Answers collected from batches a killed run had submitted were not sent by this one.
@@ -394,7 +285,7 @@ def _echo_done(result: Any) -> None:
         f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
         f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, {reattached}"
         f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
-        f"not sent; {stats.retries} retries; {_spent(stats.spent_usd, counts.get('unpriced', 0))}"
+        f"not sent; {stats.retries} retries; {spent(stats.spent_usd, counts.get('unpriced', 0))}"
     )
     if counts.get("graded_requests"):
         line += f"; graded by {counts['graded_requests']} grading requests ({counts.get('ungraded', 0)} cells ungraded)"
@@ -422,180 +313,3 @@ async def _watch_signals(holder: dict[str, Any], scope: Any) -> None:
             else:
                 scope.cancel()
                 return
-
-
-@cli.command()
-@click.argument("folder", type=click.Path(path_type=Path))
-def report(folder: Path) -> None:
-    """Rebuild the report files of a run folder from its store."""
-    from evalrun.reports.build import build_reports
-
-    build_reports(folder)
-    click.echo(f"report: {folder}")
-
-
-@cli.command(name="compare")
-@click.argument("folder", type=click.Path(path_type=Path))
-@click.option("--by", type=click.Choice(["prompt", "model"]), default="prompt", show_default=True)
-@click.option("--baseline", help="Compare every variant against this one instead of every pair.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
-def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
-    """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.reports.build import analyze, open_run
-    from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
-    from evalrun.reports.writers import write_csv
-    from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
-
-    store, settings = open_run(folder)
-    with store:
-        report_ = analyze(store, settings, folder=folder)
-    try:
-        table = compare_tallies(
-            report_.tallies, by=by, clusters=report_.clusters, baseline=baseline,
-            reducer=str(settings.get("reducer") or "mean"), repeats=report_.repeats, seed=seed,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--baseline") from None
-    if not table:
-        other = "models" if by == "prompt" else "prompts"
-        click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
-        return
-    path = folder / "comparison.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        write_csv(handle, COMPARISON_COLUMNS, table)
-    click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
-    if any(row["modes_differ"] for row in table):
-        click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
-    click.echo(f"comparison: {path}")
-
-
-@cli.group(name="cache")
-def cache_group() -> None:
-    """The response cache shared by run folders."""
-
-
-@cache_group.command(name="info")
-def cache_info() -> None:
-    """Where the shared response cache is and what it holds."""
-    from evalrun.store.cache import ResponseCache
-
-    cache = ResponseCache.open()
-    info = cache.info()
-    cache.close()
-    click.echo(f"path: {info.path}")
-    click.echo(f"answers: {info.responses:,} ({info.bytes / 1e6:.1f} MB), worth ${info.cost_usd:.4f}")
-    if info.oldest:
-        click.echo(f"from {info.oldest} to {info.newest}")
-
-
-@cache_group.command(name="clear")
-def cache_clear() -> None:
-    """Forget every answer in the shared response cache (run folders keep theirs)."""
-    from evalrun.store.cache import ResponseCache
-
-    cache = ResponseCache.open()
-    removed = cache.clear()
-    cache.close()
-    click.echo(f"removed {removed:,} answers from {cache.path}")
-
-
-def _probability(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if not (0.0 <= value <= 1.0):
-        raise click.BadParameter(f"{value!r} is not a probability between 0 and 1", ctx=ctx, param=param)
-    return value
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--api-key", help="Require this key (x-api-key or Bearer).")
-@click.option("--rpm", type=float, callback=_positive_finite, help="Requests per minute per model class.")
-@click.option("--itpm", type=float, callback=_positive_finite, help="Input tokens per minute per model class.")
-@click.option("--otpm", type=float, callback=_positive_finite, help="Output tokens per minute per model class.")
-@click.option("--burst", type=click.IntRange(min=1), help="Request bucket capacity (token buckets scale with it).")
-@click.option("--latency-ms", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Median latency.")
-@click.option("--p500", type=float, default=0.0, callback=_probability, help="Probability of a 500 api_error.")
-@click.option("--p529", type=float, default=0.0, callback=_probability, help="Probability of a 529 overloaded_error.")
-@click.option("--pdrop", type=float, default=0.0, callback=_probability, help="Probability of a dropped connection.")
-@click.option("--batch-seconds", type=click.FloatRange(min=0), default=0.2, show_default=True,
-              help="How long a message batch takes to process.")  # fmt: skip
-@click.option("--batch-error-rate", type=float, default=0.0, callback=_probability,
-              help="Probability a batch request ends errored.")  # fmt: skip
-@click.option("--batch-expire-rate", type=float, default=0.0, callback=_probability,
-              help="Probability a batch request ends expired.")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--answers", help="Answer key: FILE.csv:COLUMN.")
-def sim(
-    host: str,
-    port: int,
-    api_key: str | None,
-    rpm: float | None,
-    itpm: float | None,
-    otpm: float | None,
-    burst: int | None,
-    latency_ms: float,
-    p500: float,
-    p529: float,
-    pdrop: float,
-    batch_seconds: float,
-    batch_error_rate: float,
-    batch_expire_rate: float,
-    seed: int,
-    answers: str | None,
-) -> None:
-    """Run the Messages API simulator as a server."""
-    import socket
-
-    from evalrun.sim import AnswerKey, SimConfig, serve
-
-    key = None
-    if answers:
-        path, sep, column = answers.rpartition(":")
-        if not sep or not path or not column:
-            raise click.BadParameter("expected FILE.csv:COLUMN", param_hint="--answers")
-        key = AnswerKey.from_csv(Path(path), column)
-    try:
-        config = SimConfig(
-            api_key=api_key, rpm=rpm, itpm=itpm, otpm=otpm, burst=burst, latency_ms=latency_ms, p500=p500,
-            p529=p529, pdrop=pdrop, seed=seed, answers=key, batch_seconds=batch_seconds,
-            batch_error_rate=batch_error_rate, batch_expire_rate=batch_expire_rate,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # see evalrun.sim.running_server
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        reason = "is already in use" if exc.errno == 98 else f"cannot be used ({exc.strerror})"
-        raise click.UsageError(f"{host}:{port} {reason}; choose another --port") from None
-    bound = sock.getsockname()[1]
-    click.echo(f"evalrun simulator on http://{host}:{bound} (Ctrl-C to stop)", err=True)
-    serve(config, host, bound, sock=sock)
-
-
-def main() -> None:
-    try:
-        cli(prog_name="evalrun")
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-
-
-@cli.command(name="runs")
-@click.argument("folder", required=False, default="reports", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run folder, newest first.")
-def runs_command(folder: Path, as_json: bool) -> None:
-    """The run folders under FOLDER (default reports): date, name, endpoint, cells done, cost and
-    accuracy per model × prompt, newest first."""
-    from evalrun.reports.runs import format_runs, list_runs
-
-    if not folder.is_dir():
-        raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
-    found = list_runs(folder)
-    if as_json:
-        click.echo(json.dumps([info.as_json() for info in found], indent=2))
-    else:
-        click.echo(format_runs(found, folder))

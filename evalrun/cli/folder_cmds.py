@@ -1,0 +1,102 @@
+"""Commands over run folders and the shared cache: `report`, `compare`, `runs`, `cache`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from evalrun.cli._app import cli
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+def report(folder: Path) -> None:
+    """Rebuild the report files of a run folder from its store."""
+    from evalrun.reports.build import build_reports
+
+    build_reports(folder)
+    click.echo(f"report: {folder}")
+
+
+@cli.command(name="compare")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--by", type=click.Choice(["prompt", "model"]), default="prompt", show_default=True)
+@click.option("--baseline", help="Compare every variant against this one instead of every pair.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
+def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
+    """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
+    from evalrun.reports.build import analyze, open_run
+    from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
+    from evalrun.reports.writers import write_csv
+    from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
+
+    store, settings = open_run(folder)
+    with store:
+        report_ = analyze(store, settings, folder=folder)
+    try:
+        table = compare_tallies(
+            report_.tallies, by=by, clusters=report_.clusters, baseline=baseline,
+            reducer=str(settings.get("reducer") or "mean"), repeats=report_.repeats, seed=seed,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--baseline") from None
+    if not table:
+        other = "models" if by == "prompt" else "prompts"
+        click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
+        return
+    path = folder / "comparison.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, COMPARISON_COLUMNS, table)
+    click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
+    if any(row["modes_differ"] for row in table):
+        click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
+    click.echo(f"comparison: {path}")
+
+
+@cli.group(name="cache")
+def cache_group() -> None:
+    """The response cache shared by run folders."""
+
+
+@cache_group.command(name="info")
+def cache_info() -> None:
+    """Where the shared response cache is and what it holds."""
+    from evalrun.store.cache import ResponseCache
+
+    cache = ResponseCache.open()
+    info = cache.info()
+    cache.close()
+    click.echo(f"path: {info.path}")
+    click.echo(f"answers: {info.responses:,} ({info.bytes / 1e6:.1f} MB), worth ${info.cost_usd:.4f}")
+    if info.oldest:
+        click.echo(f"from {info.oldest} to {info.newest}")
+
+
+@cache_group.command(name="clear")
+def cache_clear() -> None:
+    """Forget every answer in the shared response cache (run folders keep theirs)."""
+    from evalrun.store.cache import ResponseCache
+
+    cache = ResponseCache.open()
+    removed = cache.clear()
+    cache.close()
+    click.echo(f"removed {removed:,} answers from {cache.path}")
+
+
+@cli.command(name="runs")
+@click.argument("folder", required=False, default="reports", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run folder, newest first.")
+def runs_command(folder: Path, as_json: bool) -> None:
+    """The run folders under FOLDER (default reports): date, name, endpoint, cells done, cost and
+    accuracy per model × prompt, newest first."""
+    from evalrun.reports.runs import format_runs, list_runs
+
+    if not folder.is_dir():
+        raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
+    found = list_runs(folder)
+    if as_json:
+        click.echo(json.dumps([info.as_json() for info in found], indent=2))
+    else:
+        click.echo(format_runs(found, folder))
