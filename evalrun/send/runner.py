@@ -624,7 +624,8 @@ class Runner:
         if isinstance(error, AuthError):
             self._fatal = RunStopped(
                 f"{model.label}: the API refused the key ({error}); check {model.key_variable}. "
-                f"{self._sent_note()}"
+                f"{self._sent_note()}",
+                model=model.label,
             )
             return True
         if not isinstance(error, PermanentApiError):
@@ -633,7 +634,8 @@ class Runner:
             self._fatal = RunStopped(
                 f"{model.label}: the API does not know model {request.body.get('model')!r} (404 from "
                 f"{model.base_url or 'the simulator'}: {error.message}); check the model name in the spec "
-                f"(and base_url). {self._sent_note()}"
+                f"(and base_url). {self._sent_note()}",
+                model=model.label,
             )
             return True
         refusal = capability_refusal(error, request.body) if self.replan is not None else None
@@ -643,7 +645,8 @@ class Runner:
         if request.model not in self._succeeded and self._count_failure(request.model, error.message):
             self._fatal = RunStopped(
                 f"{model.label}: its first {HOPELESS_AFTER} requests all failed with the same error ({error}); "
-                f"fix the spec and run again. {self._sent_note()}"
+                f"fix the spec and run again. {self._sent_note()}",
+                model=model.label,
             )
         return False
 
@@ -674,7 +677,7 @@ class Runner:
         try:
             plan = self.replan(self.learned)
         except SpecError as spec_error:
-            self._fatal = RunStopped(f"{label}: refused the request ({error.message}); {spec_error}")
+            self._fatal = RunStopped(f"{label}: refused the request ({error.message}); {spec_error}", model=label)
             return
         self.store.save_learned(label, new)
         self.plan = plan

@@ -175,7 +175,22 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
+def m005_run_stop_reason(db: sqlite3.Connection) -> None:
+    """Why a run stopped before its end (the error's one line) and the model that stopped it,
+    so a run stopped by a 404 for a mistyped model says so in its reports and in `runs`."""
+    db.executescript(
+        """
+        ALTER TABLE runs ADD COLUMN stop_reason TEXT;
+        ALTER TABLE runs ADD COLUMN stop_model TEXT;
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_initial,
+    m002_cells_apart_from_requests,
+    m005_run_stop_reason,
+]
 
 
 def apply_migrations(db: sqlite3.Connection) -> list[str]:
