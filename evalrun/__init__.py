@@ -19,10 +19,12 @@ _EXPORTS = {
     "DatasetError": "evalrun.errors",
     "DeadlineReached": "evalrun.errors",
     "EvalrunError": "evalrun.errors",
+    "Estimate": "evalrun.engine.costing",
     "Experiment": "evalrun.spec",
     "MalformedReplyError": "evalrun.errors",
     "PermanentApiError": "evalrun.errors",
     "RateLimitError": "evalrun.errors",
+    "Run": "evalrun.api",
     "RunFailed": "evalrun.errors",
     "RunInterrupted": "evalrun.errors",
     "RunStopped": "evalrun.errors",
@@ -30,14 +32,20 @@ _EXPORTS = {
     "StoreError": "evalrun.errors",
     "TemplateError": "evalrun.errors",
     "TransientApiError": "evalrun.errors",
+    "arun": "evalrun.api",
     "build_reports": "evalrun.reports.build",
+    "compare": "evalrun.api",
+    "estimate": "evalrun.api",
     "load_results": "evalrun.reports.build",
     "load_spec": "evalrun.spec",
+    "run": "evalrun.api",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if _typing.TYPE_CHECKING:
+    from evalrun.api import Run, arun, compare, estimate, run
+    from evalrun.engine.costing import Estimate
     from evalrun.errors import (
         ApiError,
         AuthError,

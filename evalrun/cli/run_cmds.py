@@ -19,7 +19,7 @@ from evalrun.errors import RunFailed, RunInterrupted
 @click.option("--batch", "batch", flag_value=True, default=None, help="As `run --batch` would send it.")
 def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: bool | None) -> None:
     """Check a spec: schema, dataset columns, modes and parameters, first request body."""
-    from evalrun.execute import prepare
+    from evalrun.engine.prepare import nearest_model, prepare
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     plan = prepared.plan
@@ -31,6 +31,9 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
     for model in prepared.models:
         info = model.info
         known = "in the model table" if info.known else "NOT in the model table"
+        nearest = None if info.known else nearest_model(prepared.table, model.spec.name)
+        if nearest is not None:
+            known += f"; did you mean {nearest!r}?"
         click.echo(f"\nmodel {model.label} ({model.spec.name}, {known}; API version {model.api_version})")
         for prompt in experiment.prompts:
             params = plan.params[(model.label, prompt)]
@@ -78,7 +81,8 @@ def estimate(
     """Requests, tokens, USD, wall time and statistical power, before spending anything."""
     import anyio
 
-    from evalrun.execute import estimate_prepared, prepare
+    from evalrun.engine.estimating import estimate_prepared
+    from evalrun.engine.prepare import prepare
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     result = anyio.run(
@@ -228,7 +232,9 @@ def run(
     """Send, score, report. Resumes if interrupted: run the same command again."""
     import anyio
 
-    from evalrun.execute import prepare, run_prepared
+    from evalrun.engine.options import RunOptions
+    from evalrun.engine.prepare import prepare
+    from evalrun.engine.run import run_prepared
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     echo_warnings(prepared.plan.warnings)
@@ -241,8 +247,7 @@ def run(
             tg.start_soon(_watch_signals, holder, tg.cancel_scope)
             try:
                 with _ProgressLine() as line:
-                    return await run_prepared(
-                        prepared,
+                    options = RunOptions(
                         fresh=fresh,
                         use_cache=not no_cache,
                         concurrency=concurrency,
@@ -255,6 +260,7 @@ def run(
                         on_progress=line.update,
                         on_runner=lambda runner: holder.__setitem__("runner", runner),
                     )
+                    return await run_prepared(prepared, options)
             finally:
                 tg.cancel_scope.cancel()
 
@@ -278,17 +284,24 @@ def run(
 def _echo_done(result: Any) -> None:
     echo_warnings(result.warnings)
     stats, counts = result.stats, result.counts
+    # The answers' counters alone: a judged run's grading requests are counted apart.
+    answers = result.stages.get("answer", stats)
     cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
     # Answers collected from batches a killed run had submitted were not sent by this one.
-    reattached = f"{stats.reattached} from re-attached batches, " if stats.reattached else ""
+    reattached = f"{answers.reattached} from re-attached batches, " if answers.reattached else ""
     line = (
         f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
-        f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, {reattached}"
-        f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
+        f"answered from {counts.get('answered_requests', 0)} requests ({answers.answered} sent now, {reattached}"
+        f"{answers.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
         f"not sent; {stats.retries} retries; {spent(stats.spent_usd, counts.get('unpriced', 0))}"
     )
     if counts.get("graded_requests"):
-        line += f"; graded by {counts['graded_requests']} grading requests ({counts.get('ungraded', 0)} cells ungraded)"
+        grading = result.stages.get("judge")
+        sent_now = f"{grading.answered} sent now, {grading.from_cache} from the shared cache; " if grading else ""
+        line += (
+            f"; graded by {counts['graded_requests']} grading requests ({sent_now}"
+            f"{counts.get('ungraded', 0)} cells ungraded)"
+        )
     click.echo(line, err=True)
 
 

@@ -17,7 +17,7 @@ from evalrun.send.client import MessagesClient
 from evalrun.store.run_store import Learned
 
 if TYPE_CHECKING:
-    from evalrun.estimate import Estimate
+    from evalrun.engine.costing import Estimate
 
 __all__ = ["estimate_prepared"]
 
@@ -36,7 +36,7 @@ async def estimate_prepared(
     """Estimate the run without sending a Messages request (count_tokens is free): the plan the
     run would send (re-planned by what its folder learned), counted by the endpoint when it
     answers, else locally; then the power of its comparisons."""
-    from evalrun.estimate import estimate_plan, power_analysis
+    from evalrun.engine.costing import estimate_plan, power_analysis
 
     plan = prepared.plan
     observed = _observed(prepared)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.engine.options import RunOptions
-from evalrun.engine.prepare import Prepared
+from evalrun.engine.prepare import Prepared, nearest_model
 from evalrun.engine.stages import (
     OpenFolder,
     SendContext,
@@ -138,6 +138,9 @@ def _close_folder(prepared: Prepared, folder: OpenFolder, progress: _Progress) -
             if left_unanswered(counts, progress.stats):
                 status = RUN_FAILED_CELLS
     reason, model = _stop_reason(progress)
+    hint = _model_hint(prepared, progress.error)
+    if hint and reason:
+        reason += hint
     with contextlib.suppress(StoreError):
         store.finish_run(run_id, status, stop_reason=reason, stop_model=model)
     if progress.cache is not None:
@@ -159,6 +162,21 @@ def _stop_reason(progress: _Progress) -> tuple[str | None, str | None]:
         model, reason = next(iter(stopped.items()))
         return f"{model} was stopped: {reason}", model
     return None, None
+
+
+def _model_hint(prepared: Prepared, error: BaseException | None) -> str:
+    """For a run stopped by a model the table does not know: the nearest name it does know (a
+    typo is the likeliest cause), also added to the error the caller sees."""
+    label = getattr(error, "model", None) if isinstance(error, RunStopped) else None
+    model = next((m for m in prepared.all_models if m.label == label), None)
+    if error is None or model is None or model.info.known:
+        return ""
+    nearest = nearest_model(prepared.table, model.spec.name)
+    if nearest is None:
+        return ""
+    hint = f" (did you mean {nearest!r}?)"
+    error.add_note(f"did you mean {nearest!r}?")
+    return hint
 
 
 def _rebuild_reports(folder: Path, progress: _Progress) -> None:

@@ -134,7 +134,7 @@ def check_owner(prepared: Prepared, *, fresh: bool) -> str | None:
     if not fresh:
         raise SpecError(
             f"{folder}: this run folder holds experiment {owner!r}, not {name!r}; give --out another folder "
-            f"(or out= in Python), or add --fresh to set {owner!r}'s store aside and start {name!r} there"
+            f"(or out= in Python), or add --fresh to set the store of {owner!r} aside and start {name!r} there"
         )
     return Store.set_aside(folder, owner)
 

@@ -790,6 +790,9 @@ def write_html(
             + " Run the same command again to retry the failed requests"
             + ("; the Rows section shows each error." if has_explorer else ".") + "</p>"
         )
+    stopped = settings.get("stopped")  # why the last run stopped early (the store records it)
+    if isinstance(stopped, Mapping) and stopped.get("reason"):
+        parts.append(f'<p class="banner failed" role="alert" id="stopped">Stopped: {_esc(str(stopped["reason"]))}</p>')
     unreliable = [_label(r) for r in rows if _unreliable(r) and r.get("n")]
     if unreliable and not failure:
         parts.append(f'<p class="banner failed">Unreliable: more than 5 % of the requests of {_esc(", ".join(unreliable))} '

@@ -69,6 +69,8 @@ def render_markdown(report: Report) -> str:
     lines = [f"# {settings.get('name', 'experiment')}", ""]
     if report.simulated:
         lines += ["> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.", ""]
+    if (settings.get("stopped") or {}).get("reason"):  # why the last run stopped (the store records it)
+        lines += [f"> **STOPPED:** {settings['stopped']['reason']}", ""]
     if report.failure:
         lines += [f"> **FAILED RUN:** {report.failure}. Run the same command again to retry the failed requests.", ""]
     lines += [markdown_table(_summary_rows(report), SUMMARY_TABLE_COLUMNS), ""]

@@ -42,6 +42,8 @@ class RunInfo:
     cells_done: int | None = None
     spent_usd: float | None = None
     failure: str | None = None
+    stop_reason: str | None = None  # why the last run stopped early, as its store recorded it
+    stop_model: str | None = None
     accuracy: list[dict[str, Any]] = field(default_factory=list)
     problem: str | None = None
 
@@ -126,6 +128,8 @@ def read_run(folder: Path) -> RunInfo:
             info.name = str(settings.get("name") or folder.name)
             info.endpoint = _endpoint(settings)
             info.simulated = settings.get("endpoint") == "simulator"
+            stopped = settings.get("stopped") or {}
+            info.stop_reason, info.stop_model = stopped.get("reason"), stopped.get("model")
             runs = store.runs()
             info.runs = len(runs)
             if runs:
@@ -221,6 +225,8 @@ def format_runs(runs: Sequence[RunInfo], root: Path) -> str:
             last.append(f"cannot read it: {info.problem}")
         elif info.failure:
             last.append(f"failed: {info.failure}")
+        if info.stop_reason and not info.problem:
+            last.append(f"stopped: {info.stop_reason}")
         table.append([[_when(info.started_at)], [info.name or "—"], [endpoint], [_status(info)], [cells], [spent],
                       _accuracy_lines(info), last])  # fmt: skip
     widths = [max(len(header[i]), *(len(line) for row in table for line in row[i])) for i in range(len(header) - 1)]

@@ -275,8 +275,14 @@ class Store:
             db.execute("UPDATE runs SET status = 'aborted' WHERE status = 'running'")
 
     def last_settings(self) -> dict[str, Any]:
+        """The last run's settings; with `stopped` ({status, reason, model}) when it stopped early
+        for a reason it recorded, so every report can say why."""
         rows = self.query("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0][0]) if rows else {}
+        settings: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
+        stop = self.last_stop() if rows else None
+        if stop is not None:
+            settings["stopped"] = stop
+        return settings
 
     @staticmethod
     def experiment_in(folder: Path) -> str | None:
