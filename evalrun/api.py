@@ -260,13 +260,20 @@ def compare(
 ) -> pd.DataFrame:
     """The paired comparison of a run folder's prompts (or models, `by="model"`) on the rows both
     answered, against `baseline` or every pair; written to its comparison.csv unless `write=False`."""
+    import io
+
     import pandas as pd
 
+    from evalrun.reports.writers import write_csv
     from evalrun.results.summary import COMPARISON_COLUMNS
 
     path = folder.folder if isinstance(folder, Run) else Path(folder)
     rows = comparison_rows(path, by=by, baseline=baseline, seed=seed, write=write)
-    return pd.DataFrame.from_records(rows, columns=COMPARISON_COLUMNS)
+    # Through the CSV form, so the frame equals comparison.csv read back (empty cells as NaN).
+    text = io.StringIO()
+    write_csv(text, COMPARISON_COLUMNS, rows)
+    text.seek(0)
+    return pd.read_csv(text)
 
 
 def comparison_rows(

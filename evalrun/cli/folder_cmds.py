@@ -27,28 +27,19 @@ def report(folder: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.reports.build import analyze, open_run
+    from evalrun.api import comparison_rows
+    from evalrun.errors import SpecError
     from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
-    from evalrun.reports.writers import write_csv
-    from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
 
-    store, settings = open_run(folder)
-    with store:
-        report_ = analyze(store, settings, folder=folder)
     try:
-        table = compare_tallies(
-            report_.tallies, by=by, clusters=report_.clusters, baseline=baseline,
-            reducer=str(settings.get("reducer") or "mean"), repeats=report_.repeats, seed=seed,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--baseline") from None
+        table = comparison_rows(folder, by=by, baseline=baseline, seed=seed)
+    except SpecError as exc:
+        raise click.BadParameter(str(exc).removeprefix("baseline: "), param_hint="--baseline") from None
     if not table:
         other = "models" if by == "prompt" else "prompts"
         click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
         return
     path = folder / "comparison.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
     if any(row["modes_differ"] for row in table):
         click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
