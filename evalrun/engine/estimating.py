@@ -14,7 +14,7 @@ from evalrun.engine.prepare import Prepared, simulator
 from evalrun.engine.stages import run_keys
 from evalrun.errors import EvalrunError, SpecError, StoreError
 from evalrun.send.client import MessagesClient
-from evalrun.store.run_store import Learned
+from evalrun.store.run_store import Learned, Store
 
 if TYPE_CHECKING:
     from evalrun.engine.costing import Estimate
@@ -99,6 +99,11 @@ def _observed(prepared: Prepared) -> tuple[Any, dict[str, Learned]] | None:
     from evalrun.reports.build import analyze, open_run
 
     if not (prepared.folder / "store.sqlite").exists():
+        return None
+    try:
+        if Store.experiment_in(prepared.folder) not in (None, prepared.experiment.name):
+            return None  # another experiment's folder (a run there would be refused): nothing observed
+    except StoreError:
         return None
     try:
         store, settings = open_run(prepared.folder)

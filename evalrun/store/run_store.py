@@ -291,10 +291,11 @@ class Store:
         path = folder / STORE_NAME
         if not path.is_file():
             return None
+        # Without a WAL file everything is in the main file: read it as immutable, which creates
+        # no -wal/-shm beside it (a refused folder is left exactly as it was).
+        mode = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
         try:
-            with contextlib.closing(
-                sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=10.0)
-            ) as db:
+            with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True, timeout=10.0)) as db:
                 rows = db.execute("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1").fetchall()
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, path) from None
