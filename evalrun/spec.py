@@ -165,13 +165,72 @@ class _ModelEntry(_Strict):
 
 
 class ModelSpec(_ModelEntry):
-    """A model to evaluate, with its per-model overrides."""
+    """A model to evaluate, with its per-model overrides.
+
+    `effort`, `thinking` and `vary` make it a sweep: a list expands into one configuration per
+    value (several lists: their product), labelled `<label>@effort=high,thinking=2048`; a single
+    value sets the parameter without sweeping (see `evalrun.plan.thinking`)."""
 
     answer_mode: AnswerMode | None = None
+    effort: str | list[str] | None = None
+    thinking: int | str | list[int | str] | None = None
+    vary: dict[str, list[Any]] | None = None
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _thinking_words(cls, value: Any) -> Any:
+        # YAML reads a bare `off` as false.
+        if isinstance(value, list):
+            return ["off" if v is False else v for v in value]
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _sweep_values(self) -> ModelSpec:
+        _check_sweep(self.effort, self.thinking, self.vary)
+        return self
 
     @property
     def display(self) -> str:
         return self.label or self.name
+
+
+THINKING_MIN_BUDGET = 1024  # the API's smallest `budget_tokens`
+
+
+def _check_sweep(effort: Any, thinking: Any, vary: Mapping[str, list[Any]] | None) -> None:
+    """Each swept value is well formed (whether the model takes it is the plan's check)."""
+    lists = [("effort", effort), ("thinking", thinking), *((f"vary.{k}", v) for k, v in (vary or {}).items())]
+    for key, value in lists:
+        values = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not value:
+            raise ValueError(f"{key}: an empty list sweeps nothing; give one or more values")
+        if len({json_key(v) for v in values}) != len(values):
+            raise ValueError(f"{key}: a value appears twice; each value is one configuration")
+    for value in thinking if isinstance(thinking, list) else [thinking]:
+        if value is None or value in ("off", "adaptive"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"thinking: {value!r} is not off, adaptive or a budget in tokens (e.g. 4096)")
+        if value < THINKING_MIN_BUDGET:
+            raise ValueError(
+                f"thinking: a budget of {value} is below the API's minimum of {THINKING_MIN_BUDGET} tokens; "
+                f"use {THINKING_MIN_BUDGET} or more"
+            )
+    for path in vary or {}:
+        if not path or any(not part for part in path.split(".")) or path.split(".")[0] not in MESSAGES_PARAMS:
+            raise ValueError(
+                f"vary: {path!r} is not a Messages parameter path (e.g. max_tokens, output_config.effort)"
+                f"{_suggest(path.split('.')[0], sorted(MESSAGES_PARAMS))}"
+            )
+        if (path == "output_config.effort" and effort is not None) or (path == "thinking" and thinking is not None):
+            raise ValueError(f"vary: {path!r} is also set by `{path.split('.')[-1]}`; give it once")
+
+
+def json_key(value: Any) -> str:
+    """A value as canonical JSON (to compare swept values of any type)."""
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 class FieldSpec(_Strict):
