@@ -14,6 +14,7 @@ from evalrun.models import ModelInfo
 from evalrun.sim._fields import field_provider
 from evalrun.sim._grader import grade, grade_text, grading_provider, grading_request
 from evalrun.sim._schema import first_enum, instance_for, property_paths
+from evalrun.sim._thinking import SUMMARY, skill_with_thinking, thinking_tokens
 from evalrun.sim.answers import AnswerKey, KeyRow, letter_of
 from evalrun.tokens import count_text_tokens, cut_to_tokens
 
@@ -201,12 +202,20 @@ def generate_reply(
     schema = schema if isinstance(schema, Mapping) else None
     last = body["messages"][-1]
     prefill = "".join(_texts(last["content"])) if last["role"] == "assistant" else ""
+    thought = thinking_tokens(body, _draws(seed, info, body)[1] % 10_007 / 10_007)
+    skill = skill_with_thinking(skill, thought)
     content = _content(body, info, schema, prefill, seed=seed, skill=skill, key=key)
 
     budget = int(body["max_tokens"])
     thinking = None
     used = 0
-    if info.thinking == "always":
+    if thought:
+        # Billed as output; the block shows a summary. Cut while thinking: no text at all.
+        thinking, used = SUMMARY, min(thought, budget)
+        budget -= used
+        if budget <= 0:
+            return Reply("", thinking, "max_tokens", None, used)
+    elif info.thinking == "always":
         # Always-on thinking spends max_tokens before any text is written.
         thinking, cut = cut_to_tokens(_THINKING, budget)
         used = count_text_tokens(thinking)
