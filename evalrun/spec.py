@@ -207,23 +207,32 @@ def _check_sweep(effort: Any, thinking: Any, vary: Mapping[str, list[Any]] | Non
         if len({json_key(v) for v in values}) != len(values):
             raise ValueError(f"{key}: a value appears twice; each value is one configuration")
     for value in thinking if isinstance(thinking, list) else [thinking]:
-        if value is None or value in ("off", "adaptive"):
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"thinking: {value!r} is not off, adaptive or a budget in tokens (e.g. 4096)")
-        if value < THINKING_MIN_BUDGET:
-            raise ValueError(
-                f"thinking: a budget of {value} is below the API's minimum of {THINKING_MIN_BUDGET} tokens; "
-                f"use {THINKING_MIN_BUDGET} or more"
-            )
+        _check_thinking_value(value)
     for path in vary or {}:
-        if not path or any(not part for part in path.split(".")) or path.split(".")[0] not in MESSAGES_PARAMS:
-            raise ValueError(
-                f"vary: {path!r} is not a Messages parameter path (e.g. max_tokens, output_config.effort)"
-                f"{_suggest(path.split('.')[0], sorted(MESSAGES_PARAMS))}"
-            )
-        if (path == "output_config.effort" and effort is not None) or (path == "thinking" and thinking is not None):
-            raise ValueError(f"vary: {path!r} is also set by `{path.split('.')[-1]}`; give it once")
+        _check_vary_path(path, effort=effort, thinking=thinking)
+
+
+def _check_thinking_value(value: Any) -> None:
+    if value is None or value in ("off", "adaptive"):
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"thinking: {value!r} is not off, adaptive or a budget in tokens (e.g. 4096)")
+    if value < THINKING_MIN_BUDGET:
+        raise ValueError(
+            f"thinking: a budget of {value} is below the API's minimum of {THINKING_MIN_BUDGET} tokens; "
+            f"use {THINKING_MIN_BUDGET} or more"
+        )
+
+
+def _check_vary_path(path: str, *, effort: Any, thinking: Any) -> None:
+    head = path.split(".")[0]
+    if not path or any(not part for part in path.split(".")) or head not in MESSAGES_PARAMS:
+        raise ValueError(
+            f"vary: {path!r} is not a Messages parameter path (e.g. max_tokens, output_config.effort)"
+            f"{_suggest(head, sorted(MESSAGES_PARAMS))}"
+        )
+    if (path == "output_config.effort" and effort is not None) or (path == "thinking" and thinking is not None):
+        raise ValueError(f"vary: {path!r} is also set by `{path.split('.')[-1]}`; give it once")
 
 
 def json_key(value: Any) -> str:

@@ -190,6 +190,20 @@ def _content(
     return f"The answer is ({answer})." if is_letter else answer
 
 
+def _think(thought: int, info: ModelInfo, max_tokens: int) -> tuple[str | None, int, bool]:
+    """(the thinking block's text, the tokens thinking spent, whether max_tokens cut it)."""
+    if thought:
+        # Billed as output; the block shows a summary. Cut while thinking: no text at all.
+        used = min(thought, max_tokens)
+        return SUMMARY, used, used >= max_tokens
+    if info.thinking == "always":
+        # Always-on thinking spends max_tokens before any text is written.
+        text, cut = cut_to_tokens(_THINKING, max_tokens)
+        used = count_text_tokens(text)
+        return text, used, cut or used >= max_tokens
+    return None, 0, False
+
+
 def generate_reply(
     body: Mapping[str, Any], info: ModelInfo, *, seed: int, skill: float, key: AnswerKey | None
 ) -> Reply:
@@ -206,22 +220,10 @@ def generate_reply(
     skill = skill_with_thinking(skill, thought)
     content = _content(body, info, schema, prefill, seed=seed, skill=skill, key=key)
 
-    budget = int(body["max_tokens"])
-    thinking = None
-    used = 0
-    if thought:
-        # Billed as output; the block shows a summary. Cut while thinking: no text at all.
-        thinking, used = SUMMARY, min(thought, budget)
-        budget -= used
-        if budget <= 0:
-            return Reply("", thinking, "max_tokens", None, used)
-    elif info.thinking == "always":
-        # Always-on thinking spends max_tokens before any text is written.
-        thinking, cut = cut_to_tokens(_THINKING, budget)
-        used = count_text_tokens(thinking)
-        budget -= used
-        if cut or budget <= 0:
-            return Reply("", thinking, "max_tokens", None, used)
+    thinking, used, cut = _think(thought, info, int(body["max_tokens"]))
+    budget = int(body["max_tokens"]) - used
+    if cut:
+        return Reply("", thinking, "max_tokens", None, used)
 
     if tool is not None:
         # A call cut short by max_tokens is no call: the reply then ends without it.
