@@ -18,6 +18,7 @@ from typing import IO, Any, ClassVar, Protocol
 
 from evalrun.reports.build import Report
 from evalrun.reports.explorer import ExplorerResults
+from evalrun.reports.frontier import FrontierCsv
 from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter", "Staged"]
@@ -270,4 +271,4 @@ class HtmlReport:
 
 
 RESULTS_WRITERS: list[ResultsWriter] = [CsvResults(), ParquetResults(), ExplorerResults()]
-REPORT_WRITERS: list[ReportWriter] = [SummaryCsv(), ComparisonCsv(), MarkdownReport(), HtmlReport()]
+REPORT_WRITERS: list[ReportWriter] = [SummaryCsv(), ComparisonCsv(), FrontierCsv(), MarkdownReport(), HtmlReport()]
