@@ -34,6 +34,7 @@ __all__ = [
     "check_reasoning",
     "configurations",
     "thinking_of",
+    "thinking_variants",
 ]
 
 # max_tokens when adaptive thinking is on and the spec sets none: thinking spends it first.
@@ -251,3 +252,13 @@ def _check_budget(
             f"max_tokens {max_tokens} leaves {max_tokens - budget} tokens for the answer after a thinking budget of "
             f"{budget}; a {mode.name} answer needs {room}: raise max_tokens to at least {budget + room}"
         )
+
+
+def thinking_variants(plan: Any) -> set[tuple[str, str]]:
+    """The (model label, prompt) pairs of a plan that think: their output tokens are bounded by
+    max_tokens (thinking spends up to it), not predictable from the answer mode."""
+    return {
+        (v.model.label, v.prompt_name)
+        for v in plan.variants
+        if thinking_of(v.params) is not None or v.model.info.thinking == "always"
+    }
