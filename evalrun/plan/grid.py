@@ -23,7 +23,6 @@ from evalrun.plan.caching import CachePoint, apply_cache_point, plan_cache_point
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
-from evalrun.plan.thinking import check_reasoning, thinking_of
 from evalrun.plan.render import (
     Template,
     fill_template,
@@ -33,6 +32,7 @@ from evalrun.plan.render import (
     render_system,
     render_turns,
 )
+from evalrun.plan.thinking import check_reasoning, thinking_of
 from evalrun.results.scoring import STRIP as _TARGET_STRIP
 from evalrun.spec import Experiment, ImageBlock, PromptSpec
 from evalrun.store.records import CellRecord, RequestRecord, RowRecord
