@@ -21,7 +21,7 @@ from evalrun.cli import cli
 from evalrun.errors import SpecError
 from evalrun.execute import estimate_prepared, prepare, run_prepared
 from evalrun.pilot import pilot_estimate
-from tests.fakes_thinking import PRICE_IN, PRICE_OUT, ThinkingAPI, config_of, thinking_tokens, write_questions
+from tests.fakes_thinking import ThinkingAPI, config_of, thinking_tokens, write_questions
 
 ROWS = 60
 PROMPT = (
