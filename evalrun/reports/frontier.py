@@ -27,6 +27,7 @@ from evalrun.results.tally import RepeatTally, VariantTally
 __all__ = ["ALPHA", "FRONTIER_COLUMNS", "FrontierCsv", "frontier_html", "frontier_markdown", "frontier_rows", "frontier_svg"]
 
 ALPHA = 0.05
+XMLNS = ' xmlns="http://www.w3.org/2000/svg"'
 FRONTIER_COLUMNS = [
     "model", "prompt", "accuracy", "ci_low", "ci_high", "cost_per_1k_rows_usd", "mean_output_tokens", "on_frontier",
     "recommended", "reason",
@@ -182,15 +183,18 @@ def frontier_html(report: Any) -> list[tuple[str, str, str]]:
     if not sentence:
         return []
     body = (
-        f'<p class="note">{html.escape(sentence)}</p><figure>{frontier_svg(report.frontier)}'
+        f'<p class="note">{html.escape(sentence)}</p><figure>{frontier_svg(report.frontier, standalone=False)}'
         "<figcaption>Accuracy (95 % interval) against cost per 1,000 rows; the line joins the frontier, the ring "
         "marks the recommended configuration</figcaption></figure>"
     )
     return [("frontier", "Frontier", body)]
 
 
-def frontier_svg(rows: Sequence[Mapping[str, Any]], *, width: int = 640, height: int = 360) -> str:
-    """A self-contained SVG: accuracy against cost per 1,000 rows (log scale when costs span 20×)."""
+def frontier_svg(
+    rows: Sequence[Mapping[str, Any]], *, width: int = 640, height: int = 360, standalone: bool = True
+) -> str:
+    """An SVG of accuracy against cost per 1,000 rows (log scale when costs span 20×); inline in
+    HTML (`standalone=False`) it needs no namespace, so the page names no outside address."""
     points = [r for r in rows if _finite(r["accuracy"]) and _finite(r["cost_per_1k_rows_usd"])]
     if not points:
         return ""
@@ -208,7 +212,7 @@ def frontier_svg(rows: Sequence[Mapping[str, Any]], *, width: int = 640, height:
         return top + (1 - acc) * (height - top - bottom)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'<svg{XMLNS if standalone else ""} viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         'role="img" aria-label="accuracy against cost" font-family="sans-serif" font-size="11">',
         f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>',
