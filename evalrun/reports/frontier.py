@@ -236,7 +236,11 @@ def frontier_svg(
                      f'{row["accuracy"]:.3f}, ${row["cost_per_1k_rows_usd"]:.4f} per 1,000 rows</title></circle>')  # fmt: skip
         if row["recommended"]:
             parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="8" fill="none" stroke="#d60" stroke-width="2"/>')
-        parts.append(f'<text x="{px + 7:.1f}" y="{py - 6:.1f}">{html.escape(str(row["model"]))}</text>')
+        # Labels on the right half sit left of their point, so none runs off the chart.
+        # Points off the frontier are labelled below, those on it above.
+        anchor, dx = ("end", -7) if px > width / 2 else ("start", 7)
+        dy = -6 if row["on_frontier"] else 14
+        parts.append(f'<text x="{px + dx:.1f}" y="{py + dy:.1f}" text-anchor="{anchor}">{html.escape(str(row["model"]))}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
