@@ -306,3 +306,13 @@ def test_the_simulator_thinks_more_accurately_and_more_expensively_with_more_eff
     right = results.pivot(index="row_id", columns="model", values="correct").astype(bool)
     assert not (right["o@effort=low"] & ~right["o@effort=max"]).any()
     assert not math.isnan(got["cost"]["o@effort=low"])
+
+
+def test_the_cell_ceiling_counts_every_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import evalrun.execute
+
+    # The real ceiling (50 M cells) would need a huge dataset: lower it to see the sweep counted.
+    monkeypatch.setattr(evalrun.execute, "MAX_CELLS", 200)
+    spec, _ = _spec(tmp_path, SWEEP)  # 60 rows × 4 configurations of one entry = 240 cells
+    with pytest.raises(SpecError, match="240 cells .* 4 model configurations"):
+        prepare(spec, out=tmp_path / "run")

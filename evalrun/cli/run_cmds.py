@@ -35,6 +35,8 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
         for prompt in experiment.prompts:
             params = plan.params[(model.label, prompt)]
             shown = {k: v for k, v in params.items() if k != "output_config"}
+            if (params.get("output_config") or {}).get("effort"):  # the rest is the answer format
+                shown["effort"] = params["output_config"]["effort"]
             click.echo(f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}")
     echo_warnings(plan.warnings)
     body = plan.first_body()
