@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalrun.errors import SpecError
 from evalrun.messages_api import SPEC_PARAMS
+from evalrun.sweeps import check_sweep
 from evalrun.yamlio import load_yaml
 
 __all__ = [
@@ -186,60 +187,12 @@ class ModelSpec(_ModelEntry):
 
     @model_validator(mode="after")
     def _sweep_values(self) -> ModelSpec:
-        _check_sweep(self.effort, self.thinking, self.vary)
+        check_sweep(self.effort, self.thinking, self.vary)
         return self
 
     @property
     def display(self) -> str:
         return self.label or self.name
-
-
-THINKING_MIN_BUDGET = 1024  # the API's smallest `budget_tokens`
-
-
-def _check_sweep(effort: Any, thinking: Any, vary: Mapping[str, list[Any]] | None) -> None:
-    """Each swept value is well formed (whether the model takes it is the plan's check)."""
-    lists = [("effort", effort), ("thinking", thinking), *((f"vary.{k}", v) for k, v in (vary or {}).items())]
-    for key, value in lists:
-        values = value if isinstance(value, list) else [value]
-        if isinstance(value, list) and not value:
-            raise ValueError(f"{key}: an empty list sweeps nothing; give one or more values")
-        if len({json_key(v) for v in values}) != len(values):
-            raise ValueError(f"{key}: a value appears twice; each value is one configuration")
-    for value in thinking if isinstance(thinking, list) else [thinking]:
-        _check_thinking_value(value)
-    for path in vary or {}:
-        _check_vary_path(path, effort=effort, thinking=thinking)
-
-
-def _check_thinking_value(value: Any) -> None:
-    if value is None or value in ("off", "adaptive"):
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"thinking: {value!r} is not off, adaptive or a budget in tokens (e.g. 4096)")
-    if value < THINKING_MIN_BUDGET:
-        raise ValueError(
-            f"thinking: a budget of {value} is below the API's minimum of {THINKING_MIN_BUDGET} tokens; "
-            f"use {THINKING_MIN_BUDGET} or more"
-        )
-
-
-def _check_vary_path(path: str, *, effort: Any, thinking: Any) -> None:
-    head = path.split(".")[0]
-    if not path or any(not part for part in path.split(".")) or head not in MESSAGES_PARAMS:
-        raise ValueError(
-            f"vary: {path!r} is not a Messages parameter path (e.g. max_tokens, output_config.effort)"
-            f"{_suggest(head, sorted(MESSAGES_PARAMS))}"
-        )
-    if (path == "output_config.effort" and effort is not None) or (path == "thinking" and thinking is not None):
-        raise ValueError(f"vary: {path!r} is also set by `{path.split('.')[-1]}`; give it once")
-
-
-def json_key(value: Any) -> str:
-    """A value as canonical JSON (to compare swept values of any type)."""
-    import json
-
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 class FieldSpec(_Strict):

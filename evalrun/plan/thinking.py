@@ -24,7 +24,8 @@ from typing import Any
 from evalrun.errors import SpecError
 from evalrun.models import ModelInfo
 from evalrun.plan.modes import AnswerMode
-from evalrun.spec import THINKING_MIN_BUDGET, ModelSpec
+from evalrun.spec import ModelSpec
+from evalrun.sweeps import THINKING_MIN_BUDGET
 
 __all__ = [
     "ADAPTIVE_MAX_TOKENS",

@@ -198,51 +198,75 @@ def frontier_svg(
     points = [r for r in rows if _finite(r["accuracy"]) and _finite(r["cost_per_1k_rows_usd"])]
     if not points:
         return ""
-    costs = [max(float(r["cost_per_1k_rows_usd"]), 1e-9) for r in points]
-    log = max(costs) / min(costs) > 20
-    scale = (lambda c: math.log10(max(c, 1e-9))) if log else (lambda c: c)
-    lo, hi = scale(min(costs)), scale(max(costs))
-    span = hi - lo or 1.0
-    left, right, top, bottom = 60, 20, 20, 40
-
-    def x(cost: float) -> float:
-        return left + (scale(max(cost, 1e-9)) - lo) / span * (width - left - right)
-
-    def y(acc: float) -> float:
-        return top + (1 - acc) * (height - top - bottom)
-
+    axes = _Axes([max(float(r["cost_per_1k_rows_usd"]), 1e-9) for r in points], width, height)
     parts = [
         f'<svg{XMLNS if standalone else ""} viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
         'role="img" aria-label="accuracy against cost" font-family="sans-serif" font-size="11">',
-        f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" stroke="#888"/>',
-        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#888"/>',
-        f'<text x="{width / 2}" y="{height - 8}" text-anchor="middle">cost per 1,000 rows (USD{", log scale" if log else ""})</text>',
-        f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">accuracy</text>',
+        *axes.frame(),
     ]
-    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
-        parts.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:.2f}</text>')
-    for cost in (min(costs), max(costs)):
-        parts.append(f'<text x="{x(cost):.1f}" y="{height - bottom + 14}" text-anchor="middle">${cost:.4g}</text>')
     front = sorted((r for r in points if r["on_frontier"]), key=lambda r: r["cost_per_1k_rows_usd"])
     if len(front) > 1:
-        path = " ".join(f"{x(r['cost_per_1k_rows_usd']):.1f},{y(r['accuracy']):.1f}" for r in front)
+        path = " ".join(f"{axes.x(r['cost_per_1k_rows_usd']):.1f},{axes.y(r['accuracy']):.1f}" for r in front)
         parts.append(f'<polyline points="{path}" fill="none" stroke="#2a7" stroke-width="1.5"/>')
     for row in points:
-        px, py = x(row["cost_per_1k_rows_usd"]), y(row["accuracy"])
-        if _finite(row["ci_low"]) and _finite(row["ci_high"]):
-            parts.append(f'<line x1="{px:.1f}" y1="{y(row["ci_low"]):.1f}" x2="{px:.1f}" y2="{y(row["ci_high"]):.1f}" stroke="#bbb"/>')
-        colour = "#2a7" if row["on_frontier"] else "#999"
-        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"><title>{html.escape(_name(row))}: '
-                     f'{row["accuracy"]:.3f}, ${row["cost_per_1k_rows_usd"]:.4f} per 1,000 rows</title></circle>')  # fmt: skip
-        if row["recommended"]:
-            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="8" fill="none" stroke="#d60" stroke-width="2"/>')
-        # Labels on the right half sit left of their point, so none runs off the chart.
-        # Points off the frontier are labelled below, those on it above.
-        anchor, dx = ("end", -7) if px > width / 2 else ("start", 7)
-        dy = -6 if row["on_frontier"] else 14
-        parts.append(f'<text x="{px + dx:.1f}" y="{py + dy:.1f}" text-anchor="{anchor}">{html.escape(str(row["model"]))}</text>')
+        parts += _point(row, axes)
     parts.append("</svg>")
     return "".join(parts)
+
+
+class _Axes:
+    """Where a cost and an accuracy sit on the chart."""
+
+    left, right, top, bottom = 60, 20, 20, 40
+
+    def __init__(self, costs: list[float], width: int, height: int) -> None:
+        self.costs, self.width, self.height = costs, width, height
+        self.log = max(costs) / min(costs) > 20
+        self.lo, hi = self._scale(min(costs)), self._scale(max(costs))
+        self.span = hi - self.lo or 1.0
+
+    def _scale(self, cost: float) -> float:
+        return math.log10(max(cost, 1e-9)) if self.log else cost
+
+    def x(self, cost: float) -> float:
+        return self.left + (self._scale(max(cost, 1e-9)) - self.lo) / self.span * (self.width - self.left - self.right)
+
+    def y(self, accuracy: float) -> float:
+        return self.top + (1 - accuracy) * (self.height - self.top - self.bottom)
+
+    def frame(self) -> list[str]:
+        w, h, left, bottom = self.width, self.height, self.left, self.bottom
+        parts = [
+            f'<line x1="{left}" y1="{h - bottom}" x2="{w - self.right}" y2="{h - bottom}" stroke="#888"/>',
+            f'<line x1="{left}" y1="{self.top}" x2="{left}" y2="{h - bottom}" stroke="#888"/>',
+            f'<text x="{w / 2}" y="{h - 8}" text-anchor="middle">cost per 1,000 rows (USD{", log scale" if self.log else ""})</text>',
+            f'<text x="14" y="{h / 2}" transform="rotate(-90 14 {h / 2})" text-anchor="middle">accuracy</text>',
+        ]
+        parts += [f'<text x="{left - 6}" y="{self.y(t) + 4:.1f}" text-anchor="end">{t:.2f}</text>' for t in (0, 0.25, 0.5, 0.75, 1)]
+        parts += [
+            f'<text x="{self.x(c):.1f}" y="{h - bottom + 14}" text-anchor="middle">${c:.4g}</text>'
+            for c in (min(self.costs), max(self.costs))
+        ]
+        return parts
+
+
+def _point(row: Mapping[str, Any], axes: _Axes) -> list[str]:
+    """One configuration: its interval, its dot (green on the frontier), a ring if recommended, its label."""
+    px, py = axes.x(row["cost_per_1k_rows_usd"]), axes.y(row["accuracy"])
+    parts = []
+    if _finite(row["ci_low"]) and _finite(row["ci_high"]):
+        parts.append(f'<line x1="{px:.1f}" y1="{axes.y(row["ci_low"]):.1f}" x2="{px:.1f}" y2="{axes.y(row["ci_high"]):.1f}" stroke="#bbb"/>')
+    colour = "#2a7" if row["on_frontier"] else "#999"
+    parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{colour}"><title>{html.escape(_name(row))}: '
+                 f'{row["accuracy"]:.3f}, ${row["cost_per_1k_rows_usd"]:.4f} per 1,000 rows</title></circle>')  # fmt: skip
+    if row["recommended"]:
+        parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="8" fill="none" stroke="#d60" stroke-width="2"/>')
+    # Labels on the right half sit left of their point, so none runs off the chart; points off
+    # the frontier are labelled below, those on it above.
+    anchor, dx = ("end", -7) if px > axes.width / 2 else ("start", 7)
+    dy = -6 if row["on_frontier"] else 14
+    parts.append(f'<text x="{px + dx:.1f}" y="{py + dy:.1f}" text-anchor="{anchor}">{html.escape(str(row["model"]))}</text>')
+    return parts
 
 
 def _csv_value(value: Any) -> Any:
