@@ -34,7 +34,17 @@ from evalrun.plan.dataset import Dataset
 from evalrun.plan.grid import Plan
 from evalrun.results.reasoning import reasoning_of
 
-__all__ = ["CONFIDENCE", "PilotForecast", "bound_note", "pilot_dataset", "pilot_estimate", "pilot_lines", "run_pilot"]
+__all__ = [
+    "CONFIDENCE",
+    "PilotForecast",
+    "bound_note",
+    "forecast_lines",
+    "pilot_dataset",
+    "pilot_estimate",
+    "pilot_json",
+    "pilot_lines",
+    "run_pilot",
+]
 
 CONFIDENCE = 0.95
 
@@ -212,3 +222,16 @@ def pilot_lines(forecast: PilotForecast) -> list[str]:
     )
     lines += [f"  note: {note}" for note in forecast.pilot_notes]
     return lines
+
+
+def pilot_json(forecast: PilotForecast | None) -> dict[str, Any]:
+    """What a pilot adds to `estimate --json` (nothing without one)."""
+    return forecast.to_json() if forecast is not None else {}
+
+
+def forecast_lines(estimate: Any, forecast: PilotForecast | None) -> list[str]:
+    """`estimate`'s lines about the cost of thinking: the pilot's forecast, or which figures are bounds."""
+    if forecast is not None:
+        return pilot_lines(forecast)
+    note = bound_note(estimate)
+    return [f"note: {note}"] if note else []

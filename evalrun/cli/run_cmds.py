@@ -91,11 +91,11 @@ def estimate(
     result = anyio.run(
         lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local, detect=detect)
     )
-    from evalrun.pilot import bound_note, pilot_estimate, pilot_lines
+    from evalrun.pilot import forecast_lines, pilot_estimate, pilot_json
 
     forecast = anyio.run(lambda: pilot_estimate(prepared, result, rows=pilot, budget_usd=budget)) if pilot else None
     if as_json:
-        click.echo(json.dumps({**result.to_json(), **(forecast.to_json() if forecast else {})}, indent=2))
+        click.echo(json.dumps({**result.to_json(), **pilot_json(forecast)}, indent=2))
         return
     echo_warnings(prepared.plan.warnings)
     click.echo(
@@ -129,8 +129,8 @@ def estimate(
         click.echo(f"wall time: about {result.wall_time_s:,.0f} s at {result.limits}")
     else:
         click.echo("wall time: give --rpm (and --itpm/--otpm) for an estimate under your rate limits")
-    note = None if forecast else bound_note(result)
-    click.echo("\n".join(pilot_lines(forecast)) if forecast else f"note: {note}" if note else "", nl=bool(forecast or note))
+    for line in forecast_lines(result, forecast):
+        click.echo(line)
     power = result.power
     if power:
         click.echo(
