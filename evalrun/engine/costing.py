@@ -25,6 +25,7 @@ from evalrun.cost import cost_usd
 from evalrun.errors import ApiError, AuthError
 from evalrun.plan.grid import Plan
 from evalrun.plan.modes import MODES
+from evalrun.plan.thinking import thinking_variants
 from evalrun.send.client import MessagesClient
 from evalrun.tokens import estimate_input_tokens
 
@@ -157,6 +158,7 @@ async def estimate_plan(
     for (model, prompt), group in streamed.groups.items():
         row = _priced_row(group, counted.input_tokens(model, prompt, group["local_input"]), prices.get(model),
                           variants.get((model, prompt)), written, batch=plan.batch)  # fmt: skip
+        row["output_basis"] = "bound" if (model, prompt) in streamed.thinks else "expected"
         _add_row(result, row)
     if judge is not None:
         grading = judge_estimate(plan, judge, seed=seed)
@@ -180,6 +182,7 @@ class _Streamed:
         self.groups: dict[tuple[str, str], dict[str, Any]] = {}
         self.distinct: dict[str, _Distinct] = defaultdict(_Distinct)
         self.seen_requests: set[int] = set()
+        self.thinks = thinking_variants(plan)  # their output is bounded by max_tokens, not forecast
 
     def add(self, cell: Any, request: Any) -> None:
         self.cells += 1
@@ -194,7 +197,9 @@ class _Streamed:
             return  # answered by the same request as an earlier cell: not paid again
         self.seen_requests.add(fingerprint)
         group["requests"] += 1
-        group["output_tokens"] += MODES[cell.answer_mode].expected_output_tokens(cell.max_tokens, self.plan.choices)
+        thinking = (cell.model, cell.prompt) in self.thinks
+        mode = MODES[cell.answer_mode]
+        group["output_tokens"] += cell.max_tokens if thinking else mode.expected_output_tokens(cell.max_tokens, self.plan.choices)
         group["output_tokens_max"] += cell.max_tokens
         group["local_input"] += request.input_tokens
         if self.remote:
