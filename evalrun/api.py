@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from evalrun.engine.costing import Estimate
     from evalrun.engine.prepare import SpecInput
-    from evalrun.send.runner import RunStats
+    from evalrun.send.runner import Runner, RunStats
 
 __all__ = ["Run", "arun", "compare", "estimate", "run"]
 
@@ -169,8 +169,17 @@ def run(
     experiment's store aside); `cache=False` skips the shared response cache; `progress` is
     called with the run loop's counters. See the module docstring for what raises.
     """
-    return _sync(lambda: arun(spec, sim=sim, out=out, limit=limit, batch=batch, budget=budget, deadline=deadline,
-                              fresh=fresh, cache=cache, progress=progress))  # fmt: skip
+    runners: list[Runner] = []
+
+    def stop() -> None:
+        for runner in runners[-1:]:
+            runner.request_stop()
+
+    return _sync(
+        lambda: _arun(spec, sim=sim, out=out, limit=limit, batch=batch, budget=budget, deadline=deadline,
+                      fresh=fresh, cache=cache, progress=progress, on_runner=runners.append),
+        on_interrupt=stop,
+    )  # fmt: skip
 
 
 async def arun(
@@ -187,13 +196,32 @@ async def arun(
     progress: Callable[[RunStats], None] | None = None,
 ) -> Run:
     """`run` for async code: `await evalrun.arun(...)`."""
+    return await _arun(spec, sim=sim, out=out, limit=limit, batch=batch, budget=budget, deadline=deadline,
+                       fresh=fresh, cache=cache, progress=progress)  # fmt: skip
+
+
+async def _arun(
+    spec: SpecInput,
+    *,
+    sim: bool,
+    out: str | Path | None,
+    limit: int | None,
+    batch: bool | None,
+    budget: float | None,
+    deadline: float | str | None,
+    fresh: bool,
+    cache: bool,
+    progress: Callable[[RunStats], None] | None,
+    on_runner: Callable[[Runner], None] | None = None,
+) -> Run:
     from evalrun.engine.options import RunOptions
     from evalrun.engine.prepare import prepare
     from evalrun.engine.run import run_prepared
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     options = RunOptions(
-        fresh=fresh, use_cache=cache, budget_usd=_budget(budget), deadline_s=_seconds(deadline), on_progress=progress
+        fresh=fresh, use_cache=cache, budget_usd=_budget(budget), deadline_s=_seconds(deadline),
+        on_progress=progress, on_runner=on_runner,
     )
     try:
         result = await run_prepared(prepared, options)
@@ -302,26 +330,38 @@ def comparison_rows(
     return table
 
 
-def _sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def _sync(make: Callable[[], Coroutine[Any, Any, T]], *, on_interrupt: Callable[[], None] | None = None) -> T:
     """Run a coroutine to its end from synchronous code: on this thread when no event loop runs
-    here, else (a notebook cell) on a worker thread with a loop of its own, this one waiting."""
+    here, else (a notebook cell) on a worker thread with a loop of its own, this one waiting.
+    A Ctrl-C (a notebook's interrupt) while it waits calls `on_interrupt` on the worker's loop
+    (the run stops handing out requests) and waits for the run to store what is in flight."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(make())
     box: dict[str, Any] = {}
+    loop = asyncio.new_event_loop()
 
     def work() -> None:
         try:
-            box["value"] = asyncio.run(make())
+            box["value"] = loop.run_until_complete(make())
         except BaseException as exc:  # handed back to the caller's thread as it was
             box["error"] = exc
+        finally:
+            loop.close()
+            done.set()
 
-    worker = threading.Thread(target=work, name="evalrun-run", daemon=True)
-    worker.start()
-    worker.join()
+    # Waited for on an Event, not by join(): an interrupted join() can take a live thread for ended.
+    done = threading.Event()
+    threading.Thread(target=work, name="evalrun-run", daemon=True).start()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        if on_interrupt is None or done.is_set():
+            raise
+        loop.call_soon_threadsafe(on_interrupt)
+        done.wait()
     if "error" in box:
         raise box["error"]
     value: T = box["value"]
     return value
-

@@ -193,3 +193,34 @@ def test_the_example_notebook_runs_in_a_running_loop(tmp_path: Path) -> None:
     run = namespace["run"]
     assert isinstance(run, evalrun.Run) and run.status == "complete"
     assert (tmp_path / "examples" / "reports" / "quickstart" / "report.html").exists()
+
+
+def test_an_interrupt_in_a_notebook_stops_the_run_and_keeps_what_arrived(tmp_path: Path) -> None:
+    """Jupyter's interrupt is a SIGINT to the kernel's main thread, which waits on the run's worker."""
+    import signal
+    import threading
+
+    main = threading.main_thread().ident
+    assert main is not None and threading.current_thread().ident == main
+    sent: list[bool] = []
+
+    def progress(stats: object) -> None:
+        if not sent and getattr(stats, "answered", 0) >= 1:
+            sent.append(True)
+            signal.pthread_kill(main, signal.SIGINT)
+
+    async def cell() -> evalrun.Run:
+        return evalrun.run(SPEC, sim=True, out=tmp_path / "stopped", progress=progress)
+
+    # A loop run as ipykernel runs it (asyncio.run would put its own SIGINT handler in).
+    loop = asyncio.new_event_loop()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = loop.run_until_complete(cell())
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        loop.close()
+    assert sent and (run.status, run.exit_code) == ("interrupted", 130)
+    assert len(evalrun.load_results(run.folder).query("status == 'ok'")) >= 1  # what arrived is stored
+    # Running it again resumes: the rest is sent, nothing stored is sent again.
+    assert evalrun.run(SPEC, sim=True, out=tmp_path / "stopped").status == "complete"

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from evalrun.errors import SpecError
 from evalrun.spec import Experiment, parse_duration
@@ -36,7 +36,7 @@ class RunOptions:
     max_retries: int | None = None
     deadline_s: float | None = None
     request_timeout_s: float | None = None
-    batch_fallback: Literal["batch", "realtime"] | str = "batch"
+    batch_fallback: str = "batch"  # "batch" or "realtime": how a batch's unanswered requests are sent again
     cancel_on_exit: bool = False
     batch_poll_s: float = 0.5
     environ: Mapping[str, str] | None = None
