@@ -65,6 +65,14 @@ def test_an_edited_spec_says_what_it_changed(write_spec) -> None:
     assert "0 cells added, 3 cells no longer in the plan" in shrunk.output
     same = invoke("run", str(spec), "--sim", "--out", "f", "--limit", "3")
     assert "cells added" not in same.output
+    # The 3 cells the shrunk plan dropped are still stored and listed by `report`.
+    listed = invoke("report", "f")
+    assert listed.exit_code == 0
+    assert "3 cells of an earlier plan" in listed.output and "claude-haiku-4-5 · plain: 3 cells, 3 answered" in listed.output
+    assert len(pd.read_csv("f/results.csv")) == 3
+    grown_back = invoke("run", str(spec), "--sim", "--out", "f", "--limit", "6")
+    assert "(6 already stored)" in grown_back.output and "(0 sent now" in grown_back.output  # nothing paid twice
+    assert "earlier plan" not in invoke("report", "f").output
 
 
 def test_a_run_stopped_by_an_unknown_model_says_why_everywhere(write_spec) -> None:

@@ -17,7 +17,28 @@ def report(folder: Path) -> None:
     from evalrun.reports.build import build_reports
 
     build_reports(folder)
+    for line in _retired_lines(folder):
+        click.echo(line)
     click.echo(f"report: {folder}")
+
+
+def _retired_lines(folder: Path) -> list[str]:
+    """The cells an edited spec took out of the folder's plan, by model × prompt: still stored."""
+    from collections import Counter
+
+    from evalrun.store.run_store import Store
+
+    with Store.open(folder, create=False) as store:
+        retired = store.retired_cells()
+    if not retired:
+        return []
+    cells = Counter((c["model"], c["prompt"]) for c in retired)
+    answered = Counter((c["model"], c["prompt"]) for c in retired if c["status"] == "ok")
+    lines = [f"{len(retired):,} cells of an earlier plan of this experiment are no longer in its plan (not in the "
+             "reports; their answers stay in the store and are used again if the spec plans them again):"]  # fmt: skip
+    lines += [f"  {model} · {prompt}: {n:,} cells, {answered[(model, prompt)]:,} answered"
+              for (model, prompt), n in sorted(cells.items())]  # fmt: skip
+    return lines
 
 
 @cli.command(name="compare")

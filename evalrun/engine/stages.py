@@ -197,7 +197,7 @@ def _plan_changes(store: Store, prepared: Prepared) -> list[str]:
         return []
     return [
         f"the spec changed since this folder's last run: {added:,} cells added, {dropped:,} cells no longer in "
-        f"the plan (their answers stay in the store; the reports show the new plan)"
+        f"the plan (kept in the store with their answers and listed by `evalrun report`; the reports show the new plan)"
     ]
 
 

@@ -335,8 +335,15 @@ class Store:
         return meta.get("plan_fingerprint") if meta.get("plan_complete") == "1" else None
 
     def clear_plan(self) -> None:
-        """Forget the planned cells, requests and rows (responses are kept: they were paid for)."""
+        """Forget the planned cells, requests and rows (responses are kept: they were paid for).
+        The cells are kept in `retired_cells` first, for `retired_cells()` to list those a new
+        plan does not have."""
         with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO retired_cells (model, prompt, row_id, repeat, request_key, retired_at)"
+                " SELECT model, prompt, row_id, repeat, request_key, ? FROM cells",
+                (_now(),),
+            )
             db.execute("DELETE FROM cells")
             db.execute("DELETE FROM requests")
             db.execute("DELETE FROM rows")
@@ -380,6 +387,18 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE cells SET judge_key = NULL")
             db.execute("DELETE FROM requests WHERE stage = 'judge'")
+
+    def retired_cells(self) -> list[dict[str, Any]]:
+        """Cells of an earlier plan of this folder that the current plan does not have, with
+        whether their answer is stored (it stays: it was paid for)."""
+        rows = self.query(
+            "SELECT t.model, t.prompt, t.row_id, t.repeat, t.retired_at, r.status FROM retired_cells t"
+            " LEFT JOIN responses r ON r.key = t.request_key"
+            " WHERE NOT EXISTS (SELECT 1 FROM cells c WHERE c.model = t.model AND c.prompt = t.prompt"
+            " AND c.row_id = t.row_id AND c.repeat = t.repeat) ORDER BY t.retired_at, t.model, t.prompt, t.row_id"
+        )
+        names = ("model", "prompt", "row_id", "repeat", "retired_at", "status")
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     def cell_identities(self) -> set[tuple[str, str, str, int]]:
         """Every planned cell as (model, prompt, row id, repeat)."""
