@@ -34,7 +34,8 @@ def test_a_second_experiment_into_a_first_ones_folder_is_refused_and_changes_not
     assert "'first'" in refused.output and "'second'" in refused.output and "--fresh" in refused.output
     assert _snapshot(Path("shared")) == before  # not a byte changed, no migration, no new run row
     assert len(pd.read_csv("shared/results.csv")) == rows
-    # validate and estimate only read: they are not refused.
+    # validate and estimate only read: they are not refused; validate says what run would do.
+    assert "holds experiment 'first'" in invoke("validate", str(second), "--sim", "--out", "shared").output
     assert invoke("estimate", str(second), "--sim", "--out", "shared", "--local").exit_code == 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from evalrun.cli._app import cli, common_options, duration, echo_warnings, positive_finite, spent
-from evalrun.errors import RunFailed, RunInterrupted
+from evalrun.errors import EvalrunError, RunFailed, RunInterrupted
 
 
 @cli.command()
@@ -54,7 +54,20 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
                    "first grading request body:")  # fmt: skip
         stand_in = "<the reply of the graded model>"
         click.echo(json.dumps(judge.body(first_row.values, stand_in), indent=2, ensure_ascii=False)[:20000])
-    click.echo(f"\nrun folder: {prepared.folder}")
+    click.echo(f"\nrun folder: {prepared.folder}{_owner_note(prepared)}")
+
+
+def _owner_note(prepared: Any) -> str:
+    """A note when the run folder holds another experiment (`run` would refuse it)."""
+    from evalrun.store.run_store import Store
+
+    try:
+        owner = Store.experiment_in(prepared.folder)
+    except EvalrunError:
+        return " (its store cannot be read)"
+    if owner is None or owner == prepared.experiment.name:
+        return ""
+    return f" (holds experiment {owner!r}: `run` will refuse it; add --fresh to set that store aside)"
 
 
 @cli.command()
