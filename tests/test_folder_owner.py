@@ -111,3 +111,18 @@ def test_run_settings_read_old_stored_forms_and_keep_unknown_keys() -> None:
     assert settings.name == "x" and settings.simulated and settings.labels == ["m"] and settings.repeats == 1
     assert settings.to_json()["from_the_future"] == [1, 2]
     assert RunSettings.from_json(settings.to_json()) == settings
+
+
+def test_both_stages_plans_keep_the_one_request_plan_contract() -> None:
+    """The run loop is fed the answers' Plan and the grading JudgePlan alike (mypy checks the
+    assignments below against the Protocol)."""
+    from evalrun.engine.prepare import prepare
+    from evalrun.plan.contract import RequestPlan
+
+    prepared = prepare(Path(__file__).resolve().parents[1] / "experiments" / "definitions.yaml", sim=True, limit=2)
+    answers: RequestPlan = prepared.plan
+    grading: RequestPlan | None = prepared.judge_plan(None)
+    assert grading is not None
+    assert [m.label for m in answers.models] and [m.label for m in grading.models] == [prepared.judge.label]  # type: ignore[union-attr]
+    assert answers.total_cells == 2 * len(prepared.models) * len(prepared.experiment.prompts)
+    assert grading.total_cells == 0 and dict(grading.learned) == {}  # nothing answered yet: nothing to grade

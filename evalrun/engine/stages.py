@@ -292,7 +292,7 @@ class RequestStage:
     from the answered cells, nothing to re-plan)."""
 
     name: str  # "answer" or "judge": the `requests.stage` its requests are stored under
-    plan: Plan | JudgePlan
+    plan: Plan | JudgePlan  # both are a `RequestPlan` (evalrun/plan/contract.py)
     replan: Callable[[Mapping[str, Learned]], Plan] | None = None
     fingerprint: Callable[[Plan], str] | None = None
     plan_stored: bool = False
