@@ -96,7 +96,7 @@ def test_an_unknown_model_raises_and_the_folder_says_why(tmp_path: Path) -> None
     assert caught.value.model == "claude-sonet-4-6"
     opened = evalrun.Run.open(tmp_path / "typo")
     assert opened.status == "stopped" and opened.stop_reason is not None
-    assert "claude-sonet-4-6" in opened.stop_reason and "did you mean 'claude-sonnet-4-6'" in opened.stop_reason
+    assert "claude-sonet-4-6" in opened.stop_reason and "Did you mean 'claude-sonnet-4-6'?" in opened.stop_reason
 
 
 def test_run_open_reads_an_existing_folder(tmp_path: Path) -> None:

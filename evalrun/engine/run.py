@@ -174,8 +174,8 @@ def _model_hint(prepared: Prepared, error: BaseException | None) -> str:
     nearest = nearest_model(prepared.table, model.spec.name)
     if nearest is None:
         return ""
-    hint = f" (did you mean {nearest!r}?)"
-    error.add_note(f"did you mean {nearest!r}?")
+    hint = f" Did you mean {nearest!r}?"
+    error.args = (f"{error}{hint}", *error.args[1:])  # the one line the CLI prints ends with it
     return hint
 
 
