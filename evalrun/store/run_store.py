@@ -553,6 +553,15 @@ class Store:
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, self.path) from None
 
+    def iter_rows(self, *, chunk: int = 5000) -> Iterator[list[tuple[int, str, str | None, str]]]:
+        """The stored dataset rows as (row_seq, row_id, cluster, values_json), in row order."""
+        cursor = self._db.execute("SELECT row_seq, row_id, cluster, values_json FROM rows ORDER BY row_seq")
+        try:
+            while batch := cursor.fetchmany(chunk):
+                yield batch
+        except sqlite3.Error as exc:
+            raise translate_sqlite_error(exc, self.path) from None
+
     def cell_rows(self) -> list[dict[str, Any]]:
         """Every planned cell with its row and response, in plan order (small runs and tests)."""
         return [row for chunk in self.iter_cells() for row in chunk]
