@@ -11,7 +11,7 @@ comparison, with the baseline as `a` and the candidate as `b`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ def _majority(variant: VariantCells, rows: np.ndarray, mask: np.ndarray) -> np.n
                 "answer": int(answers[i, j]), "correct": bool(correct[i, j] == 1)}
                for i, j in zip(*np.nonzero(mask), strict=True)]  # fmt: skip
 
-    def score(cell: dict[str, Any]) -> Score:
+    def score(cell: Mapping[str, Any]) -> Score:
         answer = cell["answer"]
         return Score(answer=str(answer) if answer >= 0 else None, correct=cell["correct"],
                      status="ok" if answer >= 0 else "unparsed")  # fmt: skip
