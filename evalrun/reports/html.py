@@ -34,6 +34,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
+from evalrun.reports.baseline import baseline_html
 from evalrun.results.tally import diagnostics_frame
 
 __all__ = ["explore_link", "render_html", "render_report", "write_html", "write_report"]
@@ -661,6 +662,7 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         simulated=report.simulated,
         explorer=explorer,
         totals=report.totals,
+        baseline=baseline_html(getattr(report, "baseline", None), explorer=explorer is not None),
     )
 
 
@@ -746,6 +748,7 @@ def write_html(
     simulated: bool = False,
     explorer: Any = None,
     totals: Mapping[str, Any] | None = None,
+    baseline: str = "",
 ) -> None:
     """Write the whole report into `out` as one self-contained HTML document.
 
@@ -772,6 +775,8 @@ def write_html(
         nav.append(("accuracy", "Accuracy"))
     if comparison is not None:
         nav.append(("comparisons", "Comparisons"))
+    if baseline:  # evalrun.reports.baseline: the run compared with its baseline
+        nav.append(("baseline", "Baseline"))
     if has_explorer:
         nav.append(("explore", "Rows"))
     if outcomes is not None and not outcomes.empty:
@@ -819,6 +824,7 @@ def write_html(
                              "sides happened to answer.</p>")  # fmt: skip
             parts.append(_comparison_section(records, explorer=has_explorer))
         parts.append("</section>")
+    parts.append(baseline)
     if has_explorer:
         parts.append('<section id="explore"><h2>Rows</h2>')
         parts.append('<p class="note">Every cell: what was asked, what came back, the answer read from it and its score. '

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evalrun.reports.baseline import baseline_markdown
 from evalrun.reports.build import Report
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
@@ -107,6 +108,7 @@ def render_markdown(report: Report) -> str:
             "clusters); p_holm adjusts across the table.",
             "",
         ]
+    lines += baseline_markdown(getattr(report, "baseline", None))  # evalrun.reports.baseline
     lines += ["## Totals", ""]
     cost = totals["cost_usd"]
     unknown = totals["cost_unknown"]
