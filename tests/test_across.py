@@ -206,3 +206,49 @@ def test_clustered_repeats_go_through_the_cluster_robust_test(tmp_path: Path) ->
     assert row["diff"] == pytest.approx(float(fit.params[0]))
     assert row["p_value"] == pytest.approx(float(fit.pvalues[0]), rel=1e-6)
     assert not math.isnan(row["diff_ci_low"]) and row["diff_ci_high"] < 0
+
+
+def test_a_run_with_a_baseline_reports_the_change_and_the_flipped_rows(two_runs, tmp_path: Path) -> None:
+    from evalrun.reports.baseline import remember_baseline
+
+    base, _, _ = two_runs
+    folder = tmp_path / "with-baseline"
+    remember_baseline(folder, base)  # what `run --baseline` does before it sends
+    run_spec(write_experiment(tmp_path / "cand.yaml", CAND_PROMPTS), folder, Oracle(wrong, MARKERS))
+    markdown = (folder / "report.md").read_text()
+    assert "## Compared with the baseline" in markdown
+    assert "| claude-haiku-4-5 | worse | 200 | 90.0% | 60.0% | -30.0 pt |" in markdown
+    assert "| claude-haiku-4-5 | same | 200 | 90.0% | 90.0% | +0.0 pt | [+0.0, +0.0] |" in markdown
+    page = (folder / "report.html").read_text()
+    assert '<section id="baseline">' in page and 'href="#baseline"' in page
+    assert 'href="#explore?model=claude-haiku-4-5&amp;prompt=worse&amp;flipped=down">60 wrong now' in page
+    assert 'href="#explore?model=claude-haiku-4-5&amp;prompt=slight&amp;row=r9">r9</a>' in page
+    flips = json.loads(page.split('<script type="application/json" id="baseline-flips">')[1].split("</script>")[0])
+    down = flips["claude-haiku-4-5\u0000worse"]["down"]
+    assert sorted(down) == sorted(f"r{i}" for i in range(ROWS) if i % 10 in (0, 1, 2))
+    assert flips["claude-haiku-4-5\u0000slight"]["up"] == ["r9"]
+    # `evalrun report` rebuilds it; a baseline that is gone is said, never a failed report.
+    import shutil
+
+    shutil.rmtree(base)
+    assert invoke("report", str(folder)).exit_code == 0  # type: ignore[attr-defined]
+    assert "The baseline could not be compared: " in (folder / "report.md").read_text()
+
+
+def test_run_baseline_option_and_spec_key(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data.csv", 12)
+    spec = write_experiment(tmp_path / "s.yaml", {"p": "Answer:"})
+    first = invoke("run", str(spec), "--sim", "--out", "first")
+    assert first.exit_code == 0  # type: ignore[attr-defined]
+    second = invoke("run", str(spec), "--sim", "--out", "second", "--baseline", "first")
+    assert second.exit_code == 0  # type: ignore[attr-defined]
+    assert "## Compared with the baseline" in Path("second/report.md").read_text()
+    keyed = write_experiment(tmp_path / "k.yaml", {"p": "Answer:"}, extra="baseline: first\n")
+    assert invoke("run", str(keyed), "--sim", "--out", "third").exit_code == 0  # type: ignore[attr-defined]
+    assert "baseline: `" + str((tmp_path / "first").resolve()) in Path("third/report.md").read_text()
+    # The key does not name another run folder: the same spec without it lands in the same one.
+    from evalrun.execute import prepare
+
+    assert prepare(keyed, sim=True).folder == prepare(spec, sim=True).folder
+    bad = CliRunner().invoke(cli, ["run", str(spec), "--sim", "--baseline", "nowhere"])
+    assert bad.exit_code == 2 and "not a run folder" in bad.output
