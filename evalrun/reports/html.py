@@ -32,9 +32,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from evalrun.reports.baseline import baseline_html
+from evalrun.reports.frontier import frontier_html
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
-from evalrun.reports.baseline import baseline_html
 from evalrun.results.tally import diagnostics_frame
 
 __all__ = ["explore_link", "render_html", "render_report", "write_html", "write_report"]
@@ -663,6 +664,7 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         explorer=explorer,
         totals=report.totals,
         baseline=baseline_html(getattr(report, "baseline", None), explorer=explorer is not None),
+        sections=frontier_html(report),
     )
 
 
@@ -749,6 +751,7 @@ def write_html(
     explorer: Any = None,
     totals: Mapping[str, Any] | None = None,
     baseline: str = "",
+    sections: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     """Write the whole report into `out` as one self-contained HTML document.
 
@@ -773,6 +776,7 @@ def write_html(
     nav = [("summary", "Summary")]
     if not withheld:
         nav.append(("accuracy", "Accuracy"))
+        nav += [(anchor, title) for anchor, title, _ in sections]
     if comparison is not None:
         nav.append(("comparisons", "Comparisons"))
     if baseline:  # evalrun.reports.baseline: the run compared with its baseline
@@ -811,6 +815,7 @@ def write_html(
         parts.append(f"<figure>{_cost_chart(summary)}<figcaption>Accuracy against the total cost of the answers"
                      "</figcaption></figure>")  # fmt: skip
         parts.append("</div></section>")
+        parts += [f'<section id="{anchor}"><h2>{_esc(title)}</h2>{body}</section>' for anchor, title, body in sections]
     if comparison is not None:
         parts.append('<section id="comparisons"><h2>Comparisons</h2>')
         records = _records(comparison)

@@ -10,6 +10,7 @@ from typing import Any
 
 from evalrun.reports.baseline import baseline_markdown
 from evalrun.reports.build import Report
+from evalrun.reports.frontier import frontier_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -108,6 +109,7 @@ def render_markdown(report: Report) -> str:
             "clusters); p_holm adjusts across the table.",
             "",
         ]
+    lines += frontier_markdown(report)
     lines += baseline_markdown(getattr(report, "baseline", None))  # evalrun.reports.baseline
     lines += ["## Totals", ""]
     cost = totals["cost_usd"]
