@@ -242,7 +242,10 @@ def test_run_baseline_option_and_spec_key(tmp_path: Path) -> None:
     assert first.exit_code == 0  # type: ignore[attr-defined]
     second = invoke("run", str(spec), "--sim", "--out", "second", "--baseline", "first")
     assert second.exit_code == 0  # type: ignore[attr-defined]
-    assert "## Compared with the baseline" in Path("second/report.md").read_text()
+    section = Path("second/report.md").read_text().split("## Compared with the baseline")[1]
+    # Two simulator runs have different request keys (a new port each time): the bodies say the
+    # prompt did not change.
+    assert "| claude-haiku-4-5 | p | 12 |" in section and section.split("\n")[6].endswith("| no |")
     keyed = write_experiment(tmp_path / "k.yaml", {"p": "Answer:"}, extra="baseline: first\n")
     assert invoke("run", str(keyed), "--sim", "--out", "third").exit_code == 0  # type: ignore[attr-defined]
     assert "baseline: `" + str((tmp_path / "first").resolve()) in Path("third/report.md").read_text()

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.across.pairing import RowPairing, RunSide, VariantCells, pair_rows, read_cells, two_runs
+from evalrun.across.pairing import (
+    RowPairing,
+    RunSide,
+    VariantCells,
+    body_digests,
+    pair_rows,
+    read_cells,
+    two_runs,
+)
 from evalrun.errors import NothingInCommon
 from evalrun.results.scoring import Score
 from evalrun.results.stats import mean_interval, paired_compare
@@ -108,19 +116,45 @@ def variant_accuracy(side: RunSide, variant: VariantCells, *, clusters: np.ndarr
     """A run's accuracy for one model × prompt with its interval (a `MeanEstimate`): the reduced
     row values and `mean_interval`, as its summary computes them."""
     rows = np.arange(variant.score.shape[0])
-    planned = variant.body != 0
+    planned = variant.key != 0
     values = reduce_rows(variant, rows, planned, side.reducer)
     kept = ~np.isnan(values)
     return mean_interval(values[kept], clusters=clusters[kept] if clusters is not None else None)
 
 
+def _keys_say_it(sides: tuple[RunSide, RunSide], base: VariantCells, cand: VariantCells) -> bool:
+    """Whether equal request keys mean equal request texts: same endpoints, API version and
+    model id (a key hashes them with the body). The simulator's port differs every run."""
+    a, b = (side.settings for side in sides)
+    label = cand.model
+    return (
+        a.get("endpoint") != "simulator"
+        and a.get("endpoint") == b.get("endpoint")
+        and (a.get("api_versions") or {}).get(label) == (b.get("api_versions") or {}).get(label)
+        and base.model_ids == cand.model_ids
+    )
+
+
+def _prompt_changed(sides: tuple[RunSide, RunSide], base: VariantCells, cand: VariantCells,
+                    keys: tuple[np.ndarray, np.ndarray]) -> bool:  # fmt: skip
+    """Whether a paired cell was asked with another request text (the model id aside)."""
+    key_base, key_cand = keys
+    if _keys_say_it(sides, base, cand):
+        return bool((key_base != key_cand).any())
+    digests = body_digests(sides[0], base), body_digests(sides[1], cand)
+    return any(
+        digests[0].get(int(x)) != digests[1].get(int(y)) for x, y in zip(key_base.tolist(), key_cand.tolist(), strict=True)
+    )
+
+
 def _compare(
-    base: VariantCells, cand: VariantCells, pairing: RowPairing, reducer: str, seed: int
+    sides: tuple[RunSide, RunSide], base: VariantCells, cand: VariantCells, pairing: RowPairing, seed: int
 ) -> tuple[dict[str, Any], tuple[list[str], list[str]]]:
-    width = min(base.body.shape[1], cand.body.shape[1])
-    body_base = base.body[pairing.base_seq][:, :width]
-    body_cand = cand.body[pairing.cand_seq][:, :width]
-    planned = (body_base != 0) & (body_cand != 0)  # a cell pair: planned in both runs
+    reducer = sides[1].reducer
+    width = min(base.key.shape[1], cand.key.shape[1])
+    key_base = base.key[pairing.base_seq][:, :width]
+    key_cand = cand.key[pairing.cand_seq][:, :width]
+    planned = (key_base != 0) & (key_cand != 0)  # a cell pair: planned in both runs
     values_base = reduce_rows(base, pairing.base_seq, planned, reducer)
     values_cand = reduce_rows(cand, pairing.cand_seq, planned, reducer)
     kept = ~np.isnan(values_base) & ~np.isnan(values_cand)
@@ -151,7 +185,7 @@ def _compare(
         "test": result.test,
         "flipped_up": len(up),
         "flipped_down": len(down),
-        "prompt_changed": bool((body_base[planned] != body_cand[planned]).any()),
+        "prompt_changed": _prompt_changed(sides, base, cand, (key_base[planned], key_cand[planned])),
         "changed_rows": pairing.changed_rows,
         "only_base_rows": pairing.only_base_rows,
         "only_cand_rows": pairing.only_cand_rows,
@@ -181,7 +215,7 @@ def diff_sides(base: RunSide, cand: RunSide, *, seed: int = 0) -> DiffResult:
     out = DiffResult(Path(base.folder), Path(cand.folder), [], pairing, simulated=base.simulated or cand.simulated,
                      baseline_name=base.name, candidate_name=cand.name)  # fmt: skip
     for key in shared:
-        row, flips = _compare(base.variants[key], cand.variants[key], pairing, cand.reducer, seed)
+        row, flips = _compare((base, cand), base.variants[key], cand.variants[key], pairing, seed)
         out.rows.append(row)
         out.flips[key] = flips
     if not any(row["n"] for row in out.rows):

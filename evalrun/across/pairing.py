@@ -1,11 +1,10 @@
 """Two run folders read side by side: their dataset rows matched by id and content, their cells
 scored once and kept as a few bytes each.
 
-A run's cells are streamed from its store in chunks and scored by the run's own results pass
-(its scorer, its human reviews), exactly as its reports score them. What is kept per cell is a
-score (NaN: no answer), whether it was correct, an interned answer (for the majority reducer)
-and an 8-byte digest of the request body it was asked with — arrays indexed by (row, repeat),
-never a frame of every cell. Rows pair on their id; a row whose content differs between the two
+A run's cells are streamed from its store in chunks (only the columns scoring needs) and scored
+by the run's own results pass, as its reports count them. What is kept per cell is a score (NaN:
+no answer), whether it was correct, an interned answer (for the majority reducer) and 8 bytes of
+its request key — arrays indexed by (row, repeat), never a frame of every cell. Rows pair on their id; a row whose content differs between the two
 runs is left out (`changed_rows`), and rows in one run only are counted.
 
 Row content is the row's stored values (`rows.values_json`, every column of the dataset row), so
@@ -19,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from evalrun.errors import NotARunFolder, StoreError
+from evalrun.results.scoring import Score
 from evalrun.results.tally import ANSWERED, ResultsPass
 from evalrun.store.run_store import STORE_NAME, Store
 
-__all__ = ["RowPairing", "RunSide", "VariantCells", "open_side", "pair_rows", "read_cells"]
+__all__ = ["RowPairing", "RunSide", "VariantCells", "body_digests", "open_side", "pair_rows", "read_cells", "two_runs"]
 
 _CHUNK = 5000
 
@@ -45,7 +44,7 @@ class VariantCells:
     score: np.ndarray  # float64, NaN where the cell has no answer (failed, unsent, ungraded)
     correct: np.ndarray  # int8: 1 right, 0 wrong, -1 no answer
     answer: np.ndarray  # int32: the interned answer, -1 none (unparsed or no answer)
-    body: np.ndarray  # uint64: digest of the request body (model id left out), 0 where not planned
+    key: np.ndarray  # uint64: the request key's first 8 bytes (never 0), 0 where the cell is not planned
     model_ids: set[str] = field(default_factory=set)
     modes: set[str] = field(default_factory=set)
 
@@ -66,7 +65,7 @@ class VariantCells:
         self.score = np.hstack([self.score, np.full((rows, extra), np.nan)])
         self.correct = np.hstack([self.correct, np.full((rows, extra), -1, dtype=np.int8)])
         self.answer = np.hstack([self.answer, np.full((rows, extra), -1, dtype=np.int32)])
-        self.body = np.hstack([self.body, np.zeros((rows, extra), dtype=np.uint64)])
+        self.key = np.hstack([self.key, np.zeros((rows, extra), dtype=np.uint64)])
 
 
 @dataclass
@@ -208,47 +207,70 @@ def pair_rows(base: RunSide, cand: RunSide) -> RowPairing:
     )  # fmt: skip
 
 
-def _body_digest(body_json: str | None, model_id: str) -> int:
-    """A request body's digest without its model id (a label moved to another model is not an
-    edited prompt; that is said apart). Never 0, which marks a cell that is not planned."""
-    if not body_json:
-        return 1
-    text = body_json.replace(f'"model":{json.dumps(model_id, ensure_ascii=False)}', "", 1)
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") | 1
+def _key_code(key: str) -> int:
+    """A request key (hex SHA-256) as a nonzero 64-bit number (0 marks a cell not planned)."""
+    return int(key[:16], 16) | 1
+
+
+def body_digests(side: RunSide, variant: VariantCells) -> dict[int, int]:
+    """Request key code → digest of the body without its model id, for one model label's
+    requests: what the request text is, apart from the endpoint, API version and model."""
+    ids = [f'"model":{json.dumps(m, ensure_ascii=False)}' for m in variant.model_ids]
+    out: dict[int, int] = {}
+    for chunk in side.store.iter_request_bodies(variant.model):
+        for key, body_json in chunk:
+            text = body_json
+            for model_id in ids:  # canonical JSON: the body's own model key, spelled exactly so
+                text = text.replace(model_id, "", 1)
+            out[_key_code(key)] = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    return out
 
 
 def read_cells(side: RunSide) -> RunSide:
-    """Score every cell of a run once (its own results pass) into its `VariantCells`."""
+    """Score every cell of a run once, as its results count it (its scorer, refusals, replies
+    cut while thinking), into its `VariantCells`, streaming the store's lean `iter_outcomes`."""
     store, settings = side.store, side.settings
     results = ResultsPass.of_run(settings, store)
     side.rows = results.rows
     repeats = max(int(settings.get("repeats") or 1), 1)
-    for chunk in store.iter_cells(chunk=_CHUNK, with_requests=True):
-        for cell, record in zip(chunk, results.records(chunk), strict=True):
-            _keep(side, cell, record, repeats)
-    side.simulated = settings.get("endpoint") == "simulator" or results.simulated > 0
+    score = getattr(results, "reviewed_counted_score", results.counted_score)
+    simulated = 0
+    for chunk in store.iter_outcomes(chunk=_CHUNK, values=results.needs_values, judged=results.judged):
+        simulated += sum(bool(cell["simulated"]) for cell in chunk)
+        groups: dict[tuple[str, str], list[tuple[Mapping[str, Any], Score | None]]] = {}
+        for cell in chunk:
+            groups.setdefault((cell["model"], cell["prompt"]), []).append((cell, score(cell)))
+        for key, scored in groups.items():
+            _keep(side, key, scored, repeats)
+    side.simulated = settings.get("endpoint") == "simulator" or simulated > 0
     return side
 
 
-def _keep(side: RunSide, cell: Mapping[str, Any], record: Mapping[str, Any], repeats: int) -> None:
-    key = (cell["model"], cell["prompt"])
+def _keep(side: RunSide, key: tuple[str, str], scored: list[tuple[Mapping[str, Any], Score | None]], repeats: int) -> None:
+    """Put one variant's scored cells of a chunk into its arrays (one numpy assignment per array)."""
     variant = side.variants.get(key)
     if variant is None:
         variant = side.variants[key] = VariantCells.empty(key[0], key[1], side.rows, repeats)
-    row, repeat = int(cell["row_seq"]), int(cell["repeat"])
-    if repeat >= variant.score.shape[1]:
-        variant.widen(repeat + 1)
-    variant.model_ids.add(str(cell["model_id"]))
-    variant.modes.add(str(cell["answer_mode"]))
-    variant.body[row, repeat] = _body_digest(cell.get("request_json"), str(cell["model_id"]))
-    score = record.get("score")
-    if record["status"] not in ANSWERED or score is None or (isinstance(score, float) and math.isnan(score)):
+    rows = np.fromiter((int(cell["row_seq"]) for cell, _ in scored), dtype=np.int64, count=len(scored))
+    reps = np.fromiter((int(cell["repeat"]) for cell, _ in scored), dtype=np.int64, count=len(scored))
+    if int(reps.max()) >= variant.score.shape[1]:
+        variant.widen(int(reps.max()) + 1)
+    variant.model_ids.update({str(cell["model_id"]) for cell, _ in scored})
+    variant.modes.update({str(cell["answer_mode"]) for cell, _ in scored})
+    variant.key[rows, reps] = np.fromiter((_key_code(str(cell["request_key"])) for cell, _ in scored),
+                                          dtype=np.uint64, count=len(scored))  # fmt: skip
+    # As the results count it: an answer (ok, unparsed, refused) has a value; a failed request,
+    # or a grading that failed or is still to come, has none (never a wrong answer).
+    answered = [(i, s) for i, (_, s) in enumerate(scored) if s is not None and s.status in ANSWERED]
+    if not answered:
         return
-    variant.score[row, repeat] = float(score)
-    variant.correct[row, repeat] = 1 if record.get("correct") else 0
-    answer = record.get("answer")
-    if record["status"] == "ok" and answer:
-        variant.answer[row, repeat] = side.answers.setdefault(str(answer), len(side.answers))
+    at = np.fromiter((i for i, _ in answered), dtype=np.int64, count=len(answered))
+    variant.score[rows[at], reps[at]] = [s.value if s.status == "ok" else 0.0 for _, s in answered]
+    variant.correct[rows[at], reps[at]] = [1 if s.correct else 0 for _, s in answered]
+    variant.answer[rows[at], reps[at]] = [
+        side.answers.setdefault(str(s.answer), len(side.answers)) if s.status == "ok" and s.answer else -1
+        for _, s in answered
+    ]
 
 
 @contextlib.contextmanager
