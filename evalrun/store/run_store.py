@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from evalrun.errors import StoreError
 from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
+from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 
@@ -87,7 +88,7 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store:
+class Store(AcrossReads):
     """A run folder's `store.sqlite`."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
@@ -550,45 +551,6 @@ class Store:
         try:
             while batch := cursor.fetchmany(chunk):
                 yield [dict(zip(names, row, strict=True)) for row in batch]
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self.path) from None
-
-    def iter_outcomes(
-        self, *, chunk: int = 5000, values: bool = False, judged: bool = False
-    ) -> Iterator[list[dict[str, Any]]]:
-        """Every planned cell with just what scoring it needs (its answer, target, request key;
-        `values`: the row's values; `judged`: its grading), in no particular order: the lean
-        read `evalrun diff` streams instead of `iter_cells`' wide rows."""
-        cursor = self._db.execute(
-            "SELECT c.model, c.prompt, c.model_id, c.row_seq, c.row_id, c.repeat, c.answer_mode, c.request_key,"
-            " w.target, r.status, r.text, r.stop_reason, r.message_json, r.output_tokens, r.simulated"
-            + (", w.values_json" if values else "")
-            + (", j.status AS judge_status, j.text AS judge_text, j.error AS judge_error" if judged else "")
-            + " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
-            + (" LEFT JOIN responses j ON j.key = c.judge_key" if judged else "")
-        )
-        names = [d[0] for d in cursor.description]
-        try:
-            while batch := cursor.fetchmany(chunk):
-                yield [dict(zip(names, row, strict=True)) for row in batch]
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self.path) from None
-
-    def iter_request_bodies(self, model: str, *, chunk: int = 5000) -> Iterator[list[tuple[str, str]]]:
-        """(request key, body) of a model label's answer requests."""
-        cursor = self._db.execute("SELECT key, body_json FROM requests WHERE model = ? AND stage = 'answer'", (model,))
-        try:
-            while batch := cursor.fetchmany(chunk):
-                yield batch
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self.path) from None
-
-    def iter_rows(self, *, chunk: int = 5000) -> Iterator[list[tuple[int, str, str | None, str]]]:
-        """The stored dataset rows as (row_seq, row_id, cluster, values_json), in row order."""
-        cursor = self._db.execute("SELECT row_seq, row_id, cluster, values_json FROM rows ORDER BY row_seq")
-        try:
-            while batch := cursor.fetchmany(chunk):
-                yield batch
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, self.path) from None
 
