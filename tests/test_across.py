@@ -255,3 +255,40 @@ def test_run_baseline_option_and_spec_key(tmp_path: Path) -> None:
     assert prepare(keyed, sim=True).folder == prepare(spec, sim=True).folder
     bad = CliRunner().invoke(cli, ["run", str(spec), "--sim", "--baseline", "nowhere"])
     assert bad.exit_code == 2 and "not a run folder" in bad.output
+
+
+@pytest.mark.parametrize("reducer", ["mean", "majority"])
+def test_repeats_are_reduced_as_each_runs_own_summary_reduces_them(tmp_path: Path, reducer: str) -> None:
+    """With every row paired, each side of the diff is that run's summary accuracy (its reducer
+    over three repeats whose answers differ by repeat)."""
+    write_dataset(tmp_path / "data.csv", 30)
+    extra = f"repeats: 3\nreducer: {reducer}\n"
+
+    def flaky(marker: str, row: int) -> bool:
+        return row % 3 == 0 or (marker == "EDITED" and row % 3 == 1)
+
+    class Repeating(Oracle):
+        """Answers a row's repeats differently: the request body carries no repeat, so count."""
+
+        def __init__(self) -> None:
+            super().__init__(flaky, ("EDITED",))
+            self.seen: dict[str, int] = {}
+
+        def handle(self, request):  # type: ignore[no-untyped-def]
+            text = request.content.decode()
+            self.seen[text] = self.seen.get(text, 0) + 1
+            if self.seen[text] == 2:  # every second ask of a question is answered wrong
+                self.wrong = lambda marker, row: True
+            response = super().handle(request)
+            self.wrong = flaky
+            return response
+
+    base = run_spec(write_experiment(tmp_path / "b.yaml", {"p": "Answer:"}, extra=extra), tmp_path / "b", Repeating())
+    cand = run_spec(write_experiment(tmp_path / "c.yaml", {"p": "Answer EDITED:"}, extra=extra), tmp_path / "c", Repeating())
+    row = evalrun.diff(base, cand).rows[0]
+    summary_base = pd.read_csv(base / "summary.csv").iloc[0]
+    summary_cand = pd.read_csv(cand / "summary.csv").iloc[0]
+    assert row["n"] == 30
+    assert row["acc_base"] == pytest.approx(summary_base["accuracy"])
+    assert row["acc_cand"] == pytest.approx(summary_cand["accuracy"])
+    assert row["test"] == ("mcnemar-exact" if reducer == "majority" else "paired-t")
