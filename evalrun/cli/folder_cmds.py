@@ -97,7 +97,7 @@ def runs_command(folder: Path, as_json: bool, name: str | None) -> None:
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
     if name is not None:
-        from evalrun.across.history import format_history, history
+        from evalrun.reports.history import format_history, history
 
         runs = history(folder, name)
         click.echo(json.dumps([run.as_json() for run in runs], indent=2) if as_json else format_history(runs, name))

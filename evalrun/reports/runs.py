@@ -1,5 +1,5 @@
 """`evalrun runs [DIR]`: the run folders under a folder, newest first — what a user scans to find
-yesterday's run (`--name NAME`: one experiment's history, in `evalrun.across.history`).
+yesterday's run (`--name NAME`: one experiment's history, in `evalrun.reports.history`).
 
 A run folder is a folder holding `store.sqlite` (or, listed with that problem, one holding report
 files but no store), searched to three levels below DIR (`reports/<name>/<run>/`). Each is read
