@@ -292,3 +292,18 @@ def test_repeats_are_reduced_as_each_runs_own_summary_reduces_them(tmp_path: Pat
     assert row["acc_base"] == pytest.approx(summary_base["accuracy"])
     assert row["acc_cand"] == pytest.approx(summary_cand["accuracy"])
     assert row["test"] == ("mcnemar-exact" if reducer == "majority" else "paired-t")
+
+
+def test_the_report_shows_the_experiments_other_runs(two_runs) -> None:
+    base, cand, _ = two_runs
+    assert invoke("report", str(cand)).exit_code == 0  # type: ignore[attr-defined]
+    markdown = (cand / "report.md").read_text()
+    history = markdown.split("## History")[1].split("\n## ")[0]
+    lines = [line for line in history.splitlines() if line.startswith("| ") and "started" not in line]
+    assert lines[0].startswith("| z-base | 2026-12-01T10:00:00+00:00 | 90.0% [")
+    assert lines[1].startswith("| **a-cand** (this run) | 2026-12-02T10:00:00+00:00 | 90.0% [")
+    assert "| 60.0% [" in lines[1]
+    page = (cand / "report.html").read_text()
+    assert '<section id="history"><h2>History</h2>' in page and 'href="#history"' in page
+    # The first run had no other run beside it when its report was written.
+    assert "## History" not in (base / "report.md").read_text()

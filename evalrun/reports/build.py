@@ -50,6 +50,7 @@ class Report:
     choices: list[str] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
     baseline: Any = None  # a reports.baseline.BaselineComparison when the run has a baseline
+    trend: list[Any] = field(default_factory=list)  # reports.trend.TrendPoint: the experiment's runs
     frontier: list[dict[str, Any]] = field(default_factory=list)  # evalrun.reports.frontier
 
     @property
@@ -189,6 +190,7 @@ def build_reports(
     from evalrun.reports.baseline import baseline_of
     from evalrun.reports.explorer import ExplorerResults, hand_over
     from evalrun.reports.explorer_process import PARALLEL_CELLS, ExplorerProcess, explore
+    from evalrun.reports.trend import trend_of
     from evalrun.reports.writers import REPORT_WRITERS, RESULTS_WRITERS, Staged
 
     folder = Path(folder)
@@ -219,6 +221,7 @@ def build_reports(
                     with_requests=any(w.needs_requests for w in writers),
                 )  # fmt: skip
                 report.baseline = baseline_of(folder, store)
+                report.trend = trend_of(folder, settings, report.summary, (store.runs() or [{}])[-1].get("started_at"))
                 for sink in sinks:
                     sink.close()
                 if child is not None:

@@ -1,6 +1,6 @@
 """`evalrun runs --name NAME`: one experiment's run folders, oldest first, with accuracy and its
 interval per model × prompt and the paired change from the run before (the same `diff` as
-`evalrun diff PREVIOUS THIS`)."""
+`evalrun diff PREVIOUS THIS`). A report's own "History" section is `evalrun.reports.trend`."""
 
 from __future__ import annotations
 

@@ -34,6 +34,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from evalrun.reports.baseline import baseline_html
 from evalrun.reports.frontier import frontier_html
+from evalrun.reports.trend import trend_sections
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
 from evalrun.results.tally import diagnostics_frame
@@ -664,7 +665,7 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         explorer=explorer,
         totals=report.totals,
         baseline=baseline_html(getattr(report, "baseline", None), explorer=explorer is not None),
-        sections=frontier_html(report),
+        sections=[*frontier_html(report), *trend_sections(getattr(report, "trend", []))],
     )
 
 
