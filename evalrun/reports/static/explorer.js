@@ -8,6 +8,7 @@
  * The view is addressable: the filter state lives in the URL hash,
  *   #explore?model=M&prompt=P&status=correct|wrong|unparsed|error|pending&q=TEXT&row=ROW_ID
  *   #explore?by=prompt&model=M&disagree=A,B[&right=A]
+ *   #explore?model=M&prompt=P&flipped=up|down   (rows right in this run only / in the baseline only)
  * (each value percent-encoded; the two names of `disagree` are encoded separately and joined by
  * a literal comma). Every rendered cell is an element with data-row-id, data-model, data-prompt,
  * data-repeat and data-outcome attributes; window.evalrunExplorer.matches() lists every match of
