@@ -4,8 +4,9 @@ scored once and kept as a few bytes each.
 A run's cells are streamed from its store in chunks (only the columns scoring needs) and scored
 by the run's own results pass, as its reports count them. What is kept per cell is a score (NaN:
 no answer), whether it was correct, an interned answer (for the majority reducer) and 8 bytes of
-its request key — arrays indexed by (row, repeat), never a frame of every cell. Rows pair on their id; a row whose content differs between the two
-runs is left out (`changed_rows`), and rows in one run only are counted.
+its request key — arrays indexed by (row, repeat), never a frame of every cell. Rows pair on
+their id; a row whose content differs between the two runs is left out (`changed_rows`), and
+rows in one run only are counted.
 
 Row content is the row's stored values (`rows.values_json`, every column of the dataset row), so
 no schema change was needed: when both runs have the same columns the stored JSON is compared
