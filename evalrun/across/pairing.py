@@ -260,6 +260,11 @@ def _keep(side: RunSide, key: tuple[str, str], scored: list[tuple[Mapping[str, A
     variant.modes.update({str(cell["answer_mode"]) for cell, _ in scored})
     variant.key[rows, reps] = np.fromiter((_key_code(str(cell["request_key"])) for cell, _ in scored),
                                           dtype=np.uint64, count=len(scored))  # fmt: skip
+    _keep_answers(side, variant, scored, rows, reps)
+
+
+def _keep_answers(side: RunSide, variant: VariantCells, scored: list[tuple[Mapping[str, Any], Score | None]],
+                  rows: np.ndarray, reps: np.ndarray) -> None:  # fmt: skip
     # As the results count it: an answer (ok, unparsed, refused) has a value; a failed request,
     # or a grading that failed or is still to come, has none (never a wrong answer).
     answered = [(i, s) for i, (_, s) in enumerate(scored) if s is not None and s.status in ANSWERED]
