@@ -35,7 +35,9 @@ _EXPORTS = {
     "arun": "evalrun.api",
     "build_reports": "evalrun.reports.build",
     "compare": "evalrun.api",
+    "diff": "evalrun.across.diff",
     "estimate": "evalrun.api",
+    "gate": "evalrun.across.gate",
     "load_results": "evalrun.reports.build",
     "load_spec": "evalrun.spec",
     "run": "evalrun.api",
@@ -45,6 +47,8 @@ __all__ = sorted(_EXPORTS)
 
 if _typing.TYPE_CHECKING:
     # `X as X`: explicit re-exports, so a user's code type-checks under mypy --strict.
+    from evalrun.across.diff import diff as diff
+    from evalrun.across.gate import gate as gate
     from evalrun.api import Run as Run
     from evalrun.api import arun as arun
     from evalrun.api import compare as compare

@@ -59,10 +59,10 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
 
 def _owner_note(prepared: Any) -> str:
     """A note when the run folder holds another experiment (`run` would refuse it)."""
-    from evalrun.store.run_store import Store
+    from evalrun.store.ownership import experiment_in
 
     try:
-        owner = Store.experiment_in(prepared.folder)
+        owner = experiment_in(prepared.folder)
     except EvalrunError:
         return " (its store cannot be read)"
     if owner is None or owner == prepared.experiment.name:
@@ -238,6 +238,8 @@ class _ProgressLine:
 @click.option("--fresh", is_flag=True, help="Forget stored answers and send everything again.")
 @click.option("--no-cache", is_flag=True, help="Do not take answers from the shared response cache.")
 @click.option("--max-retries", type=click.IntRange(min=0, max=100), help="Retries per request for transient failures.")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="A run folder to compare with: a section in report.md and report.html (also `baseline:`).")
 def run(
     spec: Path,
     limit: int | None,
@@ -253,6 +255,7 @@ def run(
     fresh: bool,
     no_cache: bool,
     max_retries: int | None,
+    baseline: Path | None,
 ) -> None:
     """Send, score, report. Resumes if interrupted: run the same command again."""
     import anyio
@@ -263,6 +266,10 @@ def run(
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     echo_warnings(prepared.plan.warnings)
+    if (baseline := baseline or prepared.experiment.baseline_folder()) is not None:
+        from evalrun.reports.baseline import remember_baseline
+
+        remember_baseline(prepared.folder, baseline)  # the report builds compare with it
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
     holder: dict[str, Any] = {}

@@ -14,7 +14,8 @@ from evalrun.engine.prepare import Prepared, simulator
 from evalrun.engine.stages import run_keys
 from evalrun.errors import EvalrunError, SpecError, StoreError
 from evalrun.send.client import MessagesClient
-from evalrun.store.run_store import Learned, Store
+from evalrun.store.ownership import experiment_in
+from evalrun.store.run_store import Learned
 
 if TYPE_CHECKING:
     from evalrun.engine.costing import Estimate
@@ -101,7 +102,7 @@ def _observed(prepared: Prepared) -> tuple[Any, dict[str, Learned]] | None:
     if not (prepared.folder / "store.sqlite").exists():
         return None
     try:
-        if Store.experiment_in(prepared.folder) not in (None, prepared.experiment.name):
+        if experiment_in(prepared.folder) not in (None, prepared.experiment.name):
             return None  # another experiment's folder (a run there would be refused): nothing observed
     except StoreError:
         return None

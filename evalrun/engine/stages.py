@@ -33,6 +33,7 @@ from evalrun.send.realtime import RealtimeSender
 from evalrun.send.runner import Runner, RunStats
 from evalrun.send.sender import backoff_delay
 from evalrun.store.cache import ResponseCache
+from evalrun.store.ownership import experiment_in, set_aside
 from evalrun.store.run_store import Learned, Store
 
 __all__ = [
@@ -127,7 +128,7 @@ def check_owner(prepared: Prepared, *, fresh: bool) -> str | None:
     With `fresh`, the other experiment's store is set aside (renamed, never deleted: its answers
     were paid for) and the name it was set aside under is returned."""
     folder = prepared.folder
-    owner = Store.experiment_in(folder)
+    owner = experiment_in(folder)
     name = prepared.experiment.name
     if owner is None or owner == name:
         return None
@@ -136,7 +137,7 @@ def check_owner(prepared: Prepared, *, fresh: bool) -> str | None:
             f"{folder}: this run folder holds experiment {owner!r}, not {name!r}; give --out another folder "
             f"(or out= in Python), or add --fresh to set the store of {owner!r} aside and start {name!r} there"
         )
-    return Store.set_aside(folder, owner)
+    return set_aside(folder, owner)
 
 
 @dataclass

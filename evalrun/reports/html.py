@@ -32,7 +32,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from evalrun.reports.baseline import baseline_html
 from evalrun.reports.frontier import frontier_html
+from evalrun.reports.trend import trend_sections
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
 from evalrun.results.tally import diagnostics_frame
@@ -662,7 +664,8 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         simulated=report.simulated,
         explorer=explorer,
         totals=report.totals,
-        sections=frontier_html(report),
+        baseline=baseline_html(getattr(report, "baseline", None), explorer=explorer is not None),
+        sections=[*frontier_html(report), *trend_sections(getattr(report, "trend", []))],
     )
 
 
@@ -734,6 +737,14 @@ def render_html(**kwargs: Any) -> str:
     return out.getvalue()
 
 
+def _stopped_banner(settings: Mapping[str, object]) -> list[str]:
+    """Why the last run stopped early, when it did (the store adds `stopped` to the settings)."""
+    stopped = settings.get("stopped")
+    if not isinstance(stopped, Mapping) or not stopped.get("reason"):
+        return []
+    return [f'<p class="banner failed" role="alert" id="stopped">Stopped: {_esc(str(stopped["reason"]))}</p>']
+
+
 def write_html(
     out: IO[str],
     *,
@@ -748,6 +759,7 @@ def write_html(
     simulated: bool = False,
     explorer: Any = None,
     totals: Mapping[str, Any] | None = None,
+    baseline: str = "",
     sections: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     """Write the whole report into `out` as one self-contained HTML document.
@@ -776,6 +788,8 @@ def write_html(
         nav += [(anchor, title) for anchor, title, _ in sections]
     if comparison is not None:
         nav.append(("comparisons", "Comparisons"))
+    if baseline:  # evalrun.reports.baseline: the run compared with its baseline
+        nav.append(("baseline", "Baseline"))
     if has_explorer:
         nav.append(("explore", "Rows"))
     if outcomes is not None and not outcomes.empty:
@@ -794,9 +808,7 @@ def write_html(
             + " Run the same command again to retry the failed requests"
             + ("; the Rows section shows each error." if has_explorer else ".") + "</p>"
         )
-    stopped = settings.get("stopped")  # why the last run stopped early (the store records it)
-    if isinstance(stopped, Mapping) and stopped.get("reason"):
-        parts.append(f'<p class="banner failed" role="alert" id="stopped">Stopped: {_esc(str(stopped["reason"]))}</p>')
+    parts += _stopped_banner(settings)
     unreliable = [_label(r) for r in rows if _unreliable(r) and r.get("n")]
     if unreliable and not failure:
         parts.append(f'<p class="banner failed">Unreliable: more than 5 % of the requests of {_esc(", ".join(unreliable))} '
@@ -827,6 +839,7 @@ def write_html(
                              "sides happened to answer.</p>")  # fmt: skip
             parts.append(_comparison_section(records, explorer=has_explorer))
         parts.append("</section>")
+    parts.append(baseline)
     if has_explorer:
         parts.append('<section id="explore"><h2>Rows</h2>')
         parts.append('<p class="note">Every cell: what was asked, what came back, the answer read from it and its score. '

@@ -8,8 +8,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evalrun.reports.baseline import baseline_markdown
 from evalrun.reports.build import Report
 from evalrun.reports.frontier import frontier_markdown
+from evalrun.reports.trend import trend_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -64,14 +66,19 @@ def _summary_rows(report: Report) -> list[dict[str, Any]]:
     return rows
 
 
+def _stopped_lines(settings: Mapping[str, Any]) -> list[str]:
+    """Why the last run stopped early, when it did (the store adds `stopped` to the settings)."""
+    reason = (settings.get("stopped") or {}).get("reason")
+    return [f"> **STOPPED:** {reason}", ""] if reason else []
+
+
 def render_markdown(report: Report) -> str:
     settings = report.settings
     totals = report.totals
     lines = [f"# {settings.get('name', 'experiment')}", ""]
     if report.simulated:
         lines += ["> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.", ""]
-    if (settings.get("stopped") or {}).get("reason"):  # why the last run stopped (the store records it)
-        lines += [f"> **STOPPED:** {settings['stopped']['reason']}", ""]
+    lines += _stopped_lines(settings)
     if report.failure:
         lines += [f"> **FAILED RUN:** {report.failure}. Run the same command again to retry the failed requests.", ""]
     lines += [markdown_table(_summary_rows(report), SUMMARY_TABLE_COLUMNS), ""]
@@ -111,6 +118,8 @@ def render_markdown(report: Report) -> str:
             "",
         ]
     lines += frontier_markdown(report)
+    lines += baseline_markdown(getattr(report, "baseline", None))  # evalrun.reports.baseline
+    lines += trend_markdown(getattr(report, "trend", []))  # evalrun.reports.trend
     lines += ["## Totals", ""]
     cost = totals["cost_usd"]
     unknown = totals["cost_unknown"]

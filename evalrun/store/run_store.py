@@ -22,8 +22,10 @@ from typing import IO, Any
 
 from evalrun.errors import StoreError
 from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
+from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
+from evalrun.store.run_ledger import RunLedger
 
 __all__ = ["RUN_FAILED_CELLS", "STORE_NAME", "Learned", "PendingRequest", "Store"]
 
@@ -87,7 +89,7 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store:
+class Store(AcrossReads, RunLedger):
     """A run folder's `store.sqlite`."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
@@ -242,28 +244,6 @@ class Store:
             )
         return int(cursor.lastrowid or 0)
 
-    def finish_run(self, run_id: int, status: str, *, stop_reason: str | None = None, stop_model: str | None = None) -> None:
-        """End a run with its status and, when it stopped early, why (and which model stopped it)."""
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE runs SET finished_at = ?, status = ?, stop_reason = ?, stop_model = ? WHERE id = ?",
-                (_now(), status, stop_reason, stop_model, run_id),
-            )
-
-    def last_stop(self) -> dict[str, Any] | None:
-        """The last run's status and why it stopped, when it stopped early; None otherwise (or
-        for a store written before stop reasons were kept)."""
-        try:
-            rows = self._db.execute(
-                "SELECT status, stop_reason, stop_model FROM runs ORDER BY id DESC LIMIT 1"
-            ).fetchall()
-        except sqlite3.Error:
-            return None  # an older store read without migrating: no stop reasons in it
-        if not rows or not rows[0][1]:
-            return None
-        status, reason, model = rows[0]
-        return {"status": status, "reason": reason, "model": model}
-
     def update_settings(self, run_id: int, settings: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute("UPDATE runs SET settings_json = ? WHERE id = ?", (json.dumps(settings, sort_keys=True), run_id))
@@ -284,46 +264,6 @@ class Store:
             settings["stopped"] = stop
         return settings
 
-    @staticmethod
-    def experiment_in(folder: Path) -> str | None:
-        """The experiment whose store `folder` holds (its last run's name), or None when there is
-        no store or no run in it yet. Reads without locking, migrating or creating anything."""
-        path = folder / STORE_NAME
-        if not path.is_file():
-            return None
-        # Without a WAL file everything is in the main file: read it as immutable, which creates
-        # no -wal/-shm beside it (a refused folder is left exactly as it was).
-        mode = "mode=ro" if Path(f"{path}-wal").exists() else "mode=ro&immutable=1"
-        try:
-            with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True, timeout=10.0)) as db:
-                rows = db.execute("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1").fetchall()
-        except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, path) from None
-        if not rows:
-            return None
-        try:
-            name = json.loads(rows[0][0]).get("name")
-        except (ValueError, AttributeError):
-            return None
-        return str(name) if name else None
-
-    @staticmethod
-    def set_aside(folder: Path, owner: str) -> str:
-        """Rename the folder's store (with its WAL files) out of the way, under the folder's
-        one-writer lock, so a new experiment can start there; nothing is deleted. Returns the new name."""
-        with contextlib.closing(Store._take_lock(folder)):
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in owner)[:60]
-            target = f"{STORE_NAME}.{safe}.{stamp}.old"
-            try:
-                for suffix in ("-wal", "-shm", ""):
-                    source = folder / f"{STORE_NAME}{suffix}"
-                    if source.exists():
-                        source.rename(folder / f"{target}{suffix}")
-            except OSError as exc:
-                raise StoreError(f"{folder}: cannot set the old store aside ({exc.strerror})") from None
-        return target
-
     def runs(self) -> list[dict[str, Any]]:
         rows = self.query("SELECT id, started_at, finished_at, status FROM runs ORDER BY id")
         return [dict(zip(("id", "started_at", "finished_at", "status"), r, strict=True)) for r in rows]
@@ -333,21 +273,6 @@ class Store:
         """The fingerprint of the stored plan when it was written completely, else None."""
         meta = self.meta()
         return meta.get("plan_fingerprint") if meta.get("plan_complete") == "1" else None
-
-    def clear_plan(self) -> None:
-        """Forget the planned cells, requests and rows (responses are kept: they were paid for).
-        The cells are kept in `retired_cells` first, for `retired_cells()` to list those a new
-        plan does not have."""
-        with self.transaction() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO retired_cells (model, prompt, row_id, repeat, request_key, retired_at)"
-                " SELECT model, prompt, row_id, repeat, request_key, ? FROM cells",
-                (_now(),),
-            )
-            db.execute("DELETE FROM cells")
-            db.execute("DELETE FROM requests")
-            db.execute("DELETE FROM rows")
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('plan_complete', '0')")
 
     def add_rows(self, rows: Iterable[RowRecord]) -> None:
         with self.transaction() as db:
@@ -387,70 +312,6 @@ class Store:
         with self.transaction() as db:
             db.execute("UPDATE cells SET judge_key = NULL")
             db.execute("DELETE FROM requests WHERE stage = 'judge'")
-
-    def retired_cells(self) -> list[dict[str, Any]]:
-        """Cells of an earlier plan of this folder that the current plan does not have, with
-        whether their answer is stored (it stays: it was paid for)."""
-        rows = self.query(
-            "SELECT t.model, t.prompt, t.row_id, t.repeat, t.retired_at, r.status FROM retired_cells t"
-            " LEFT JOIN responses r ON r.key = t.request_key"
-            " WHERE NOT EXISTS (SELECT 1 FROM cells c WHERE c.model = t.model AND c.prompt = t.prompt"
-            " AND c.row_id = t.row_id AND c.repeat = t.repeat) ORDER BY t.retired_at, t.model, t.prompt, t.row_id"
-        )
-        names = ("model", "prompt", "row_id", "repeat", "retired_at", "status")
-        return [dict(zip(names, row, strict=True)) for row in rows]
-
-    def cell_identities(self) -> set[tuple[str, str, str, int]]:
-        """Every planned cell as (model, prompt, row id, repeat)."""
-        rows = self.query("SELECT model, prompt, row_id, repeat FROM cells")
-        return {(str(m), str(p), str(r), int(k)) for m, p, r, k in rows}
-
-    def answered_cell_count(self) -> int:
-        """How many planned cells have an answer (what the grading stage grades)."""
-        (count,) = self.query(
-            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key WHERE r.status = 'ok'"
-        )[0]
-        return int(count)
-
-    def outcome_counts(self, run_id: int | None) -> dict[str, int]:
-        """The cells by outcome (answered, failed, not_sent), those answered before run `run_id`,
-        the ungraded and the graded requests, the unpriced answers, the distinct answered requests."""
-        rows = self.query(
-            "SELECT CASE WHEN r.key IS NULL THEN 'not_sent' WHEN r.status = 'ok' THEN 'answered' ELSE 'failed' END,"
-            " count(*) FROM cells c LEFT JOIN responses r ON r.key = c.request_key GROUP BY 1"
-        )
-        (stored_before,) = self.query(
-            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
-            " WHERE r.status = 'ok' AND coalesce(r.run_id, -1) != ?",
-            (run_id if run_id is not None else -1,),
-        )[0]
-        (ungraded,) = self.query(
-            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key"
-            " LEFT JOIN responses j ON j.key = c.judge_key WHERE r.status = 'ok'"
-            " AND (SELECT count(*) FROM requests WHERE stage = 'judge') > 0 AND coalesce(j.status, '') != 'ok'"
-        )[0]
-        (unpriced,) = self.query(
-            "SELECT count(*) FROM responses WHERE status = 'ok' AND source != 'cache' AND cost_usd IS NULL"
-        )[0]
-        (answered_requests,) = self.query(
-            "SELECT count(DISTINCT c.request_key) FROM cells c JOIN responses r ON r.key = c.request_key"
-            " WHERE r.status = 'ok'"
-        )[0]
-        counts = {
-            "answered": 0, "failed": 0, "not_sent": 0, "stored_before": int(stored_before),
-            "answered_requests": int(answered_requests), "ungraded": int(ungraded),
-            "graded_requests": self.request_count("judge"), "unpriced": int(unpriced),
-        }  # fmt: skip
-        counts.update({str(k): int(v) for k, v in rows})
-        return counts
-
-    def cell_errors(self) -> list[tuple[str, int | None, str | None]]:
-        """(error type, HTTP status, message) of every planned cell whose request failed."""
-        rows = self.query(
-            "SELECT coalesce(r.error_type, ''), r.http_status, r.error FROM cells c"
-            " JOIN responses r ON r.key = c.request_key WHERE r.status != 'ok'"
-        )
-        return [(str(t), s, m) for t, s, m in rows]
 
     def answered_cells(self, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
         """Answered cells not yet linked to a grading request, in plan order."""
