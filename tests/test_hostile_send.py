@@ -1,0 +1,259 @@
+"""The sending layer against a hostile or broken server: every case here was broken once (a
+hostile pass of the issue tracker's #21), and each test reproduces it with a fake transport or
+a tiny loopback server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from evalrun.errors import MalformedReplyError, PermanentApiError, RateLimitError, RunFailed
+from evalrun.execute import prepare, run_prepared
+from evalrun.reports.build import load_results
+from evalrun.send.client import MessagesClient
+from evalrun.send.scrub import KeyScrubber
+from evalrun.store.run_store import Store
+
+from .conftest import QUESTIONS, FakeClock
+from .fakes_send import BatchAPI, letter_for, message
+from .test_client_wire import MESSAGE, raw_server
+
+BODY = {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def client_for(handler: Any) -> MessagesClient:
+    return MessagesClient(base_url="https://api.anthropic.com", api_key=KEY, transport=httpx.MockTransport(handler))
+
+pytestmark = pytest.mark.anyio
+
+
+async def batch_run(write_spec, tmp_path: Path, fake: BatchAPI, **kwargs):
+    prepared = prepare(write_spec(), out=tmp_path / "out", batch=True)
+    return await run_prepared(prepared, transport=fake.transport(), batch_poll_s=0.01, **kwargs)
+
+
+def all_answered(tmp_path: Path) -> bool:
+    results = load_results(tmp_path / "out")
+    return len(results) == len(QUESTIONS) and bool((results["status"] == "ok").all())
+
+
+# -- 6.1 / 6.2: a batch is paid for once ----------------------------------------------------------
+async def test_a_batch_create_whose_reply_was_lost_is_not_created_again(write_spec, tmp_path: Path) -> None:
+    fake = BatchAPI()
+    fake.drop_create = 1  # the server created the batch; the connection dropped before its reply
+    await batch_run(write_spec, tmp_path, fake)
+    assert fake.created == 1  # found by its custom_ids, not created a second time
+    assert all_answered(tmp_path)
+
+
+async def test_every_create_reply_lost_still_creates_one_batch(write_spec, tmp_path: Path) -> None:
+    fake = BatchAPI()
+    fake.drop_create = 10
+    await batch_run(write_spec, tmp_path, fake)
+    assert fake.created == 1 and all_answered(tmp_path)
+
+
+async def test_a_lost_batch_is_found_by_its_content_beside_another_of_the_same_size(write_spec, tmp_path: Path) -> None:
+    # A run killed while it created its batch (the id never reached the store); since then the
+    # account holds another batch of the same size. The next run finds its own by its
+    # custom_ids instead of giving up on two candidates and paying again.
+    fake = BatchAPI()
+    fake.drop_create = 1
+    with anyio.CancelScope() as killed:
+        fake.on_list = killed.cancel  # killed while it looks for the batch it lost
+        await batch_run(write_spec, tmp_path, fake)
+    fake.on_list = None
+    with Store.open(tmp_path / "out") as store:
+        assert [b["status"] for b in store.open_batches()] == ["submitting"]
+    fake.add_foreign(len(QUESTIONS))
+    await batch_run(write_spec, tmp_path, fake)
+    assert fake.created == 1 and all_answered(tmp_path)
+
+
+# -- 6.3: the key goes to the configured endpoint only ----------------------------------------------
+async def test_a_results_url_on_another_host_gets_no_key_and_no_second_batch(write_spec, tmp_path: Path) -> None:
+    fake = BatchAPI()
+    fake.results_origin = "http://127.0.0.1:9"
+    for _ in range(2):
+        with pytest.raises(RunFailed) as failed:
+            await batch_run(write_spec, tmp_path, fake)
+    assert fake.foreign_keys == [] and not any("127.0.0.1" in line for line in fake.log)
+    assert fake.created == 1  # the batch is kept for a later run, never paid for again
+    results = load_results(tmp_path / "out")
+    assert results["error"].str.contains("http://127.0.0.1:9/v1/messages/batches/msgbatch_1/results").all()
+    assert "not on the configured endpoint" in results["error"].iloc[0]
+    assert failed.value.result is not None
+
+
+# -- 6.7: the results download is bounded; a 404 there sends the requests again once ----------------
+async def test_a_failing_results_download_backs_off_and_stops(write_spec, tmp_path: Path, fake_clock: FakeClock) -> None:
+    fake = BatchAPI()
+    fake.results_status = [500, 0] * 50  # a 500, then a dropped connection, again and again
+    async with fake_clock.running():
+        with pytest.raises(RunFailed):
+            await batch_run(write_spec, tmp_path, fake, clock=fake_clock)
+    assert fake.results_fetches == 8  # not 114–228 a minute, forever
+    assert fake_clock.elapsed >= 1.0  # backed off between fetches
+    fake.results_status = []
+    await batch_run(write_spec, tmp_path, fake)  # the next run collects the batch it kept
+    assert fake.created == 1 and all_answered(tmp_path)
+
+
+async def test_results_that_are_gone_send_the_requests_again_once(write_spec, tmp_path: Path) -> None:
+    fake = BatchAPI()
+    fake.results_status = [404]
+    await batch_run(write_spec, tmp_path, fake)
+    assert fake.created == 2 and all_answered(tmp_path)
+    with Store.open(tmp_path / "out") as store:
+        assert store.open_batches() == []  # the folder is not stuck on the batch that is gone
+
+
+async def test_a_batch_the_server_no_longer_knows_is_not_reported_as_an_unknown_model(write_spec, tmp_path: Path) -> None:
+    fake = BatchAPI(polls_to_end=50)
+    with anyio.CancelScope() as killed:
+        fake.on_poll = killed.cancel  # killed while it polls: the batch stays open in the store
+        await batch_run(write_spec, tmp_path, fake)
+    fake.on_poll = None
+    fake.batches.clear()  # the server forgot it (deleted, or listed under another key)
+    fake.polls_to_end = 1
+    await batch_run(write_spec, tmp_path, fake)  # no "does not know model": sent again
+    assert fake.created == 1 and all_answered(tmp_path)
+
+
+# -- 6.4: a piece of the key echoed anywhere is blanked --------------------------------------------
+KEY = "sk-test-secret-key-0123456789"  # what the test environment exports
+
+
+async def test_a_middle_piece_of_the_key_in_a_500_reaches_no_file(write_spec, tmp_path: Path) -> None:
+    piece = KEY[4:20]
+    seen: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(1)
+        if len(seen) <= 2:  # the first request fails twice, echoing a piece of the key
+            body = {"type": "error", "error": {"type": "api_error", "message": f"upstream saw '{piece}'"}}
+            return httpx.Response(500, json=body)
+        text = json.dumps(json.loads(request.content)["messages"])
+        return httpx.Response(200, json=message(f"{letter_for({'messages': json.loads(text)})} {KEY[9:19]}"))
+
+    prepared = prepare(write_spec("max_retries: 1\n"), out=tmp_path / "out")
+    with contextlib.suppress(RunFailed):
+        await run_prepared(prepared, transport=httpx.MockTransport(handler), backoff=lambda a, r: 0.0)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for start in range(len(KEY) - 7):
+                assert KEY[start : start + 8].encode() not in data, (path, KEY[start : start + 8])
+
+
+def test_any_run_of_eight_characters_of_the_key_is_blanked() -> None:
+    scrubber = KeyScrubber("sk-ant-api03-" + "Abc123XyZ789-_qrsTUV456" * 3)
+    secret = scrubber.key[13:]
+    assert secret[10:18] not in scrubber.text(f"at {secret[10:18]}!")
+    assert secret[5:40].encode() not in scrubber.body(f'{{"text": "{secret[5:40]}"}}'.encode())
+    assert scrubber.body(b'{"text": "sk-ant-api03-... is a key"}') == b'{"text": "sk-ant-api03-... is a key"}'
+    assert scrubber.text(f"a{secret[3:10]}b") == f"a{secret[3:10]}b"  # 7 characters: not a piece
+
+
+# -- 13: what a server's text may do to a terminal --------------------------------------------------
+async def test_escape_sequences_and_carriage_returns_in_an_error_are_taken_out() -> None:
+    body = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad\x1b]0;pwned\x07\rOK \x1b[2Jdone"}}
+    async with client_for(lambda request: httpx.Response(400, json=body)) as client:
+        with pytest.raises(PermanentApiError) as info:
+            await client.create(BODY)
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F for c in str(info.value))
+
+
+async def test_a_huge_retry_after_is_capped_and_said() -> None:
+    reply = httpx.Response(429, json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}},
+                           headers={"retry-after": "999999"})  # fmt: skip
+    async with client_for(lambda request: reply) as client:
+        with pytest.raises(RateLimitError) as info:
+            await client.create(BODY)
+    assert info.value.retry_after is not None and info.value.retry_after <= 300
+    assert "999,999 s" in str(info.value) and "300 s at most" in str(info.value)
+
+
+async def test_count_tokens_tries_a_transient_error_again() -> None:
+    answers = [httpx.Response(529, json={"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}),
+               httpx.Response(200, json={"input_tokens": 42})]  # fmt: skip
+    async with client_for(lambda request: answers.pop(0)) as client:
+        assert await client.count_tokens(BODY) == 42
+
+
+# -- 6.10, 6.9: what a reply body can do ------------------------------------------------------------
+async def test_a_gzip_bomb_is_not_inflated_past_the_cap() -> None:
+    bomb = gzip.compress(b" " * (8 * 1024 * 1024))  # 8 MB of spaces in a few KB
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bomb, headers={"content-encoding": "gzip", "content-type": "application/json"})
+
+    async with MessagesClient(base_url="https://api.anthropic.com", api_key=KEY, transport=httpx.MockTransport(handler),
+                              max_reply_bytes=1024 * 1024) as client:  # fmt: skip
+        with pytest.raises(MalformedReplyError, match="inflated past 1,048,576 bytes"):
+            await client.create(BODY)
+
+
+async def test_a_gzip_bomb_on_the_wire_path_is_capped_too() -> None:
+    bomb = gzip.compress(b" " * (8 * 1024 * 1024))
+
+    async def handler(writer: asyncio.StreamWriter, _: bytes) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
+                     + f"content-length: {len(bomb)}\r\nconnection: close\r\n\r\n".encode() + bomb)  # fmt: skip
+        await writer.drain()
+
+    async with (
+        raw_server(handler) as (port, _),
+        MessagesClient(base_url=f"http://127.0.0.1:{port}", api_key=KEY, max_reply_bytes=1024 * 1024) as client,
+    ):
+        with pytest.raises(MalformedReplyError, match="inflated past"):
+            await client.create(BODY)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (json.dumps(message("A", usage={"input_tokens": 2**63, "output_tokens": 1})).encode(), "below 2\\^63"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+async def test_a_reply_no_store_can_hold_is_kept_raw_not_a_traceback(content: bytes, why: str) -> None:
+    async with client_for(lambda request: httpx.Response(200, content=content)) as client:
+        with pytest.raises(MalformedReplyError, match=why) as info:
+            await client.create(BODY)
+    assert info.value.raw
+
+
+# -- 21.3: latency is the server's time -----------------------------------------------------------
+async def test_latency_does_not_count_the_wait_for_a_connection() -> None:
+    # One connection, three requests at once: the second and third wait in the client for the
+    # first to finish. Their latency is the server's time, their wait is reported apart.
+    async def slow(writer: asyncio.StreamWriter, _: bytes) -> None:
+        await asyncio.sleep(0.3)  # the server's own time
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                     + f"content-length: {len(MESSAGE)}\r\n\r\n".encode() + MESSAGE)  # fmt: skip
+        await writer.drain()
+
+    replies = []
+    async with (
+        raw_server(slow) as (port, _),
+        MessagesClient(base_url=f"http://127.0.0.1:{port}", api_key=KEY, max_connections=1) as client,
+    ):
+
+        async def one() -> None:
+            replies.append(await client.create(BODY))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(one)
+    first, _, last = sorted(replies, key=lambda r: r.queued_s)
+    assert last.queued_s >= first.latency_s  # it waited for the first's connection …
+    assert last.latency_s < first.latency_s + last.queued_s / 2  # … and that wait is not its latency
