@@ -18,7 +18,7 @@ import pytest
 from evalrun.errors import MalformedReplyError, PermanentApiError, RateLimitError, RunFailed
 from evalrun.execute import prepare, run_prepared
 from evalrun.reports.build import load_results
-from evalrun.send.client import MessagesClient
+from evalrun.send.client import MessagesClient, WireRequest, WireResponse
 from evalrun.send.scrub import KeyScrubber
 from evalrun.store.run_store import Store
 
@@ -257,3 +257,36 @@ async def test_latency_does_not_count_the_wait_for_a_connection() -> None:
     first, _, last = sorted(replies, key=lambda r: r.queued_s)
     assert last.queued_s >= first.latency_s  # it waited for the first's connection …
     assert last.latency_s < first.latency_s + last.queued_s / 2  # … and that wait is not its latency
+
+
+# -- 6.8: an endpoint that accepts and never answers -----------------------------------------------
+class Silent:
+    """A transport to an endpoint that takes every request and never answers: each attempt
+    lasts its whole deadline on the injected clock."""
+
+    keeps_deadline = True
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.timeouts: list[float | None] = []
+
+    async def send(self, request: WireRequest) -> WireResponse:
+        self.timeouts.append(request.timeout)
+        await self.clock.sleep(request.timeout or 3600.0)
+        raise TimeoutError
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_silent_endpoint_with_default_settings_ends_within_200_seconds(
+    write_spec, tmp_path: Path, fake_clock: FakeClock
+) -> None:
+    silent = Silent(fake_clock)
+    prepared = prepare(write_spec("params: {max_tokens: 1024}\n"), out=tmp_path / "out")
+    async with fake_clock.running():
+        with pytest.raises(RunFailed) as failed:
+            await run_prepared(prepared, transport=silent, clock=fake_clock)
+    assert fake_clock.elapsed <= 200  # not 15 attempts of 61 s, one at a time
+    assert "no answer from" in str(failed.value)
+    assert len(silent.timeouts) <= 6

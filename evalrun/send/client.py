@@ -310,7 +310,9 @@ class MessagesClient:
     def _wire_error(self, exc: WireError, url: str) -> ApiError:
         if exc.permanent:
             return PermanentApiError(f"cannot send to {self.scrub(url)}: {self.scrub(str(exc))}")
-        return TransientApiError(self.scrub(str(exc)), connection=exc.connection)
+        return TransientApiError(
+            self.scrub(str(exc)), connection=exc.connection, error_type="timeout" if exc.timeout else None
+        )
 
     async def _read(self, response: WireResponse, limit: int) -> bytes:
         """The whole body, decoded, at most `limit` bytes (a compressed body can inflate to GBs)."""
@@ -356,7 +358,7 @@ class MessagesClient:
                     reply = await self._exchange(wire)
         except TimeoutError:
             raise TransientApiError(
-                f"no complete reply within {timeout:g} s (the attempt's deadline)"
+                f"no complete reply within {timeout:g} s (the attempt's deadline)", error_type="timeout"
             ) from None
         if reply.status_code >= 400:
             raise self._error_from(reply)

@@ -56,6 +56,7 @@ from evalrun.store.run_store import Learned, PendingRequest, Store
 
 __all__ = ["HOPELESS_AFTER", "UNCONFIRMED_KEY", "RunStats", "Runner", "deadline_grace"]
 
+_SENT_MARK = "\x00sent\x00"  # where a stop's message says how many requests were sent
 UNCONFIRMED_KEY = "unconfirmed_usd"  # store meta: worst case of requests abandoned at a deadline
 
 
@@ -68,6 +69,8 @@ def deadline_grace(deadline_s: float) -> float:
 # Failures with no success first after which a model is hopeless; also how many requests a model
 # may have in flight before its first success.
 HOPELESS_AFTER = 5
+# Attempts of a model that has never answered which may time out before it is stopped.
+SILENT_AFTER = 3
 _PAGE = 256
 _CACHE_FLUSH = 64
 _PROGRESS_EVERY_S = 0.2
@@ -193,6 +196,8 @@ class Runner:
         self._succeeded: set[str] = set()
         self._heard: set[str] = set()  # models with at least one outcome
         self._failures: dict[str, tuple[str, int]] = {}
+        self._timeouts: dict[str, int] = {}
+        self._unrecorded = 0  # attempts timed out before the model first answered
         self._reserved_usd = 0.0
         self._changed = anyio.Event()
         self.halted = anyio.Event()
@@ -247,6 +252,9 @@ class Runner:
             tg.cancel_scope.cancel()
         self._progress(force=True)
         if self._fatal is not None:
+            text = str(self._fatal)
+            if _SENT_MARK in text:  # counted now: requests held at the pace were not sent
+                raise RunStopped(text.replace(_SENT_MARK, self._sent_note()))
             raise self._fatal
         if self._stop_requested:
             raise RunInterrupted(
@@ -323,6 +331,9 @@ class Runner:
             or self._deadline_hit
             or (model is not None and model in self.stats.stopped_models)
         )
+
+    def stopped(self, model: str) -> bool:
+        return self._halted(model)
 
     async def take(self, model: str) -> Request | None:
         while True:
@@ -555,6 +566,17 @@ class Runner:
         ):
             base = self._plans[model].base_url or "the simulator"
             self._stop_model(model, f"cannot reach {base}: {error.message} ({HOPELESS_AFTER} attempts, none answered)")
+        if error.error_type == "timeout" and model not in self._succeeded:
+            # Accepted and never answered in time: an endpoint that never answers is found out
+            # after a few deadlines (the first attempts of a model go one at a time).
+            self._timeouts[model] = self._timeouts.get(model, 0) + 1
+            if self._timeouts[model] >= SILENT_AFTER:
+                base = self._plans[model].base_url or "the simulator"
+                self._stop_model(
+                    model,
+                    f"no answer from {base}: {error.message} ({SILENT_AFTER} attempts in a row, none answered; "
+                    "set request_timeout if a first answer takes longer)",
+                )
         if self._halted(model) or attempts > self.max_retries:
             return False
         self.stats.retries += 1
@@ -574,6 +596,7 @@ class Runner:
                 return
             self._heard.add(request.model)
             if error is not None and self._fatal_or_learned(request, error):
+                self._unrecorded += 1  # sent, and not recorded (the run stops, or it is re-planned)
                 return
             if outcome.status == "ok":
                 outcome = self._priced(request, outcome)
@@ -624,7 +647,7 @@ class Runner:
         if isinstance(error, AuthError):
             self._fatal = RunStopped(
                 f"{model.label}: the API refused the key ({error}); check {model.key_variable}. "
-                f"{self._sent_note()}"
+                f"{_SENT_MARK}"
             )
             return True
         if not isinstance(error, PermanentApiError):
@@ -633,7 +656,7 @@ class Runner:
             self._fatal = RunStopped(
                 f"{model.label}: the API does not know model {request.body.get('model')!r} (404 from "
                 f"{model.base_url or 'the simulator'}: {error.message}); check the model name in the spec "
-                f"(and base_url). {self._sent_note()}"
+                f"(and base_url). {_SENT_MARK}"
             )
             return True
         refusal = capability_refusal(error, request.body) if self.replan is not None else None
@@ -643,12 +666,12 @@ class Runner:
         if request.model not in self._succeeded and self._count_failure(request.model, error.message):
             self._fatal = RunStopped(
                 f"{model.label}: its first {HOPELESS_AFTER} requests all failed with the same error ({error}); "
-                f"fix the spec and run again. {self._sent_note()}"
+                f"fix the spec and run again. {_SENT_MARK}"
             )
         return False
 
     def _sent_note(self) -> str:
-        sent = self.stats.answered + self.stats.errors + len(self._in_flight) + 1
+        sent = self.stats.answered + self.stats.errors + self._unrecorded
         return "Nothing more was sent." if sent <= 1 else f"{sent} requests were sent in all; nothing more will be."
 
     def _count_failure(self, model: str, kind: str) -> bool:
