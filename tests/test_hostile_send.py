@@ -290,3 +290,12 @@ async def test_a_silent_endpoint_with_default_settings_ends_within_200_seconds(
     assert fake_clock.elapsed <= 200  # not 15 attempts of 61 s, one at a time
     assert "no answer from" in str(failed.value)
     assert len(silent.timeouts) <= 6
+
+
+# -- 6.5: a pinned snapshot is sent as written ----------------------------------------------------
+@pytest.mark.parametrize("name", ["claude-haiku-4-5-20251001", "claude-3-5-haiku-20241022", "claude-haiku-4-5"])
+def test_a_model_id_is_sent_as_written(write_spec, name: str) -> None:
+    prepared = prepare(write_spec(f"models: [{name}]\n"), out="out")
+    bodies = [json.loads(r.body_json) for chunk in prepared.plan.chunks() for r in chunk.requests]
+    assert bodies and {b["model"] for b in bodies} == {name}
+    assert prepared.models[0].info.known  # the table's entry (prices, capabilities) still applies

@@ -33,8 +33,10 @@ class ModelPlan:
 
     @property
     def request_model(self) -> str:
-        """The `model` sent in the body: the table's id for a known model, else the spec's name."""
-        return self.info.id if self.info.known else self.spec.name
+        """The `model` sent in the body: the name the spec gives, as written — a pinned snapshot
+        (`claude-haiku-4-5-20251001`) goes out as that snapshot, never as its alias. The table
+        entry (capabilities, price) is still found by alias or dated id."""
+        return self.spec.name
 
     @property
     def key_variable(self) -> str:
