@@ -299,3 +299,30 @@ def test_a_model_id_is_sent_as_written(write_spec, name: str) -> None:
     bodies = [json.loads(r.body_json) for chunk in prepared.plan.chunks() for r in chunk.requests]
     assert bodies and {b["model"] for b in bodies} == {name}
     assert prepared.models[0].info.known  # the table's entry (prices, capabilities) still applies
+
+
+# -- 13: the key goes nowhere that takes none --------------------------------------------------------
+async def test_the_key_is_not_sent_to_a_server_that_takes_none(write_spec, tmp_path: Path) -> None:
+    headers: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        headers.append(request.headers)
+        return httpx.Response(200, json=message(letter_for(json.loads(request.content))))
+
+    spec = write_spec(
+        "models: [{name: my-llama, base_url: 'http://127.0.0.1:8080'}]\n"
+        "model_table:\n  my-llama: {prefill: true, needs_key: false, price: {input: 0, output: 0}}\n"
+    )
+    await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(handler))
+    assert headers and all("x-api-key" not in h for h in headers)
+
+
+# -- 6.9: a base URL that cannot be read is one clear line ---------------------------------------------
+def test_an_unreadable_base_url_is_one_line_and_exit_2(write_spec) -> None:
+    from click.testing import CliRunner
+
+    from evalrun.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", str(write_spec('models: [{name: claude-haiku-4-5, base_url: "http://[::1"}]\n'))])
+    assert result.exit_code == 2, result.output
+    assert "base_url: 'http://[::1' is not a URL" in result.output and "Traceback" not in result.output

@@ -58,7 +58,10 @@ def experiment_table(experiment: Experiment) -> ModelTable:
 def check_base_url(url: str, *, where: str) -> tuple[str, str | None]:
     """A usable base URL (no trailing slash, no trailing `/v1`) and a warning when it was changed."""
     cleaned = url.strip().rstrip("/")
-    parts = urlsplit(cleaned)
+    try:
+        parts = urlsplit(cleaned)
+    except ValueError as exc:  # "http://[::1": Invalid IPv6 URL
+        raise SpecError(f"{where}: {url!r} is not a URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SpecError(f"{where}: {url!r} is not an http(s) URL (e.g. http://localhost:4000)")
     try:
