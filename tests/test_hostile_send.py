@@ -326,3 +326,37 @@ def test_an_unreadable_base_url_is_one_line_and_exit_2(write_spec) -> None:
     result = CliRunner().invoke(cli, ["run", str(write_spec('models: [{name: claude-haiku-4-5, base_url: "http://[::1"}]\n'))])
     assert result.exit_code == 2, result.output
     assert "base_url: 'http://[::1' is not a URL" in result.output and "Traceback" not in result.output
+
+
+# -- 6.9 / 13: a shared cache that holds something else ---------------------------------------------
+async def test_a_cache_row_that_is_not_a_message_is_sent_again_not_a_crash(write_spec, tmp_path: Path) -> None:
+    import sqlite3
+
+    sent: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(1)
+        return httpx.Response(200, json=message(letter_for(json.loads(request.content))))
+
+    await run_prepared(prepare(write_spec(), out=tmp_path / "one"), transport=httpx.MockTransport(handler))
+    first = len(sent)
+    with sqlite3.connect(tmp_path / "response-cache" / "responses.sqlite") as db:
+        db.execute("""UPDATE responses SET message_json = CASE WHEN rowid % 3 = 0 THEN '{"a": 1}'
+                      WHEN rowid % 3 = 1 THEN '[1, 2]' ELSE '"text"' END""")
+    await run_prepared(prepare(write_spec(), out=tmp_path / "two"), transport=httpx.MockTransport(handler))
+    assert len(sent) == 2 * first  # each is sent again, and answered
+    assert (load_results(tmp_path / "two")["status"] == "ok").all()
+
+
+def test_cache_clear_clears_a_corrupt_cache(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from evalrun.cli import cli
+
+    folder = tmp_path / "response-cache"
+    folder.mkdir()
+    (folder / "responses.sqlite").write_bytes(b"this is not a database at all" * 100)
+    result = CliRunner().invoke(cli, ["cache", "clear"])
+    assert result.exit_code == 0, result.output
+    assert not (folder / "responses.sqlite").exists() and "removed" in result.output
+    assert CliRunner().invoke(cli, ["cache", "info"]).exit_code == 0  # usable again
