@@ -21,6 +21,7 @@ from evalrun.errors import (
     BudgetExceeded,
     DeadlineReached,
     EvalrunError,
+    RunAborted,
     RunFailed,
     RunInterrupted,
     RunStopped,
@@ -417,6 +418,9 @@ async def run_prepared(
                 raise
             except RunStopped:
                 status = "stopped"
+                raise
+            except RunAborted:  # the store could not be written: stopped at once, not a failure
+                status = "aborted"
                 raise
             finally:
                 if stats is None:

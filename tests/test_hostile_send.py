@@ -15,14 +15,23 @@ import anyio
 import httpx
 import pytest
 
-from evalrun.errors import MalformedReplyError, PermanentApiError, RateLimitError, RunFailed
+from evalrun.errors import (
+    BudgetExceeded,
+    MalformedReplyError,
+    PermanentApiError,
+    RateLimitError,
+    RunAborted,
+    RunFailed,
+    RunStopped,
+    StoreError,
+)
 from evalrun.execute import prepare, run_prepared
 from evalrun.reports.build import load_results
 from evalrun.send.client import MessagesClient, WireRequest, WireResponse
 from evalrun.send.scrub import KeyScrubber
 from evalrun.store.run_store import Store
 
-from .conftest import QUESTIONS, FakeClock
+from .conftest import QUESTIONS, FakeClock, write_mc_csv
 from .fakes_send import BatchAPI, letter_for, message
 from .test_client_wire import MESSAGE, raw_server
 
@@ -360,3 +369,72 @@ def test_cache_clear_clears_a_corrupt_cache(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not (folder / "responses.sqlite").exists() and "removed" in result.output
     assert CliRunner().invoke(cli, ["cache", "info"]).exit_code == 0  # usable again
+
+
+# -- 6.6: a store that cannot be written (a full disk) ------------------------------------------------
+class FullDisk:
+    """The run's store, failing every write after the first `after` (as a disk that fills up)."""
+
+    def __init__(self, store: Store, after: int) -> None:
+        self._store, self.after, self.writes = store, after, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def record(self, outcome: Any, *, run_id: int | None = None) -> None:
+        self.writes += 1
+        if self.writes > self.after:
+            raise StoreError(f"{self._store.path}: the disk is full; free space and run again to resume")
+        self._store.record(outcome, run_id=run_id)
+
+    def record_many(self, outcomes: Any, *, run_id: int | None = None) -> None:
+        raise StoreError(f"{self._store.path}: the disk is full")
+
+
+async def test_a_full_disk_stops_sending_at_once_and_keeps_what_was_answered(write_spec, tmp_path: Path) -> None:
+    import sqlite3
+    from collections import Counter
+
+    write_mc_csv(tmp_path / "mc.csv", 300)
+    sent: Counter[str] = Counter()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent[request.content.decode()] += 1
+        return httpx.Response(200, json=message("A"))
+
+    def fill_disk(runner: Any) -> None:
+        runner.store = FullDisk(runner.store, after=40)
+
+    spec = write_spec("concurrency: 8\n")
+    with pytest.raises(RunAborted, match=r"disk is full.*sending stopped at once"):
+        await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(handler), on_runner=fill_disk)
+    first = sum(sent.values())
+    assert first <= 40 + 8 + 1  # what was stored, what was in flight, the one that found the disk full
+    with sqlite3.connect(tmp_path / "out" / "store.sqlite") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("aborted",)]
+    await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(handler))
+    paid_again = sum(1 for count in sent.values() if count > 1)
+    assert paid_again < 8  # fewer than the in-flight ceiling (here: none, they were in the cache)
+    assert (load_results(tmp_path / "out")["status"] == "ok").all()
+
+
+# -- 6.11: malformed replies were paid for ------------------------------------------------------------
+async def test_malformed_replies_count_toward_the_budget_and_every_body_is_kept(write_spec, tmp_path: Path) -> None:
+    bodies: list[bytes] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.dumps({**message("A", usage={"input_tokens": 400, "output_tokens": 50}),
+                           "content": [None], "n": len(bodies)}).encode()  # fmt: skip
+        bodies.append(body)
+        return httpx.Response(200, content=body)
+
+    spec = write_spec("models: [claude-haiku-4-5]\n")
+    for _ in range(3):
+        with contextlib.suppress(RunFailed, BudgetExceeded, RunStopped):
+            await run_prepared(prepare(spec, out=tmp_path / "out"), transport=httpx.MockTransport(handler), budget_usd=0.01)
+    # Haiku 4.5 at $1 / $5 per million: 400 in + 50 out = $0.00065 a reply.
+    with Store.open(tmp_path / "out") as store:
+        assert store.spent_usd() == pytest.approx(len(bodies) * 0.00065)
+        key = store.cell_rows()[0]["request_key"]
+        assert len(store.paid_replies(key)) >= 2  # every re-run's body is kept, none overwritten
+    assert len(bodies) * 0.00065 <= 0.01 + 8 * 0.00065  # the budget saw them

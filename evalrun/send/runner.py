@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from evalrun.cost import usage_cost, worst_case_usd
+from evalrun.cost import counters_cost, usage_cost, worst_case_usd
 from evalrun.errors import (
     ApiError,
     AuthError,
@@ -38,12 +38,15 @@ from evalrun.errors import (
     EvalrunError,
     PermanentApiError,
     RateLimitError,
+    RunAborted,
     RunInterrupted,
     RunStopped,
     SpecError,
+    StoreError,
     TransientApiError,
 )
 from evalrun.gctune import fewer_collections
+from evalrun.messages_api import usage_counters
 from evalrun.models import SAMPLING_PARAMS, Price
 from evalrun.plan.grid import Plan, PlanChunk
 from evalrun.plan.judge import JudgePlan
@@ -196,8 +199,9 @@ class Runner:
         self._succeeded: set[str] = set()
         self._heard: set[str] = set()  # models with at least one outcome
         self._failures: dict[str, tuple[str, int]] = {}
-        self._timeouts: dict[str, int] = {}
-        self._unrecorded = 0  # attempts timed out before the model first answered
+        self._timeouts: dict[str, int] = {}  # attempts timed out before the model first answered
+        self._unrecorded = 0  # outcomes sent and not recorded (the run stopped, or a re-plan)
+        self._unstored: list[Outcome] = []  # outcomes a failing store did not take
         self._reserved_usd = 0.0
         self._changed = anyio.Event()
         self.halted = anyio.Event()
@@ -248,6 +252,7 @@ class Runner:
                 await self.sender.run(self)
             finally:
                 self._flush_cache()
+                self._write_unstored()
             self._planner_cancel()
             tg.cancel_scope.cancel()
         self._progress(force=True)
@@ -599,37 +604,91 @@ class Runner:
                 self._unrecorded += 1  # sent, and not recorded (the run stops, or it is re-planned)
                 return
             if outcome.status == "ok":
-                outcome = self._priced(request, outcome)
-                self.store.record(outcome, run_id=self.run_id)
-                if self.cache is not None and not outcome.simulated:
-                    # The folder's store is the record; the shared cache is written in batches.
-                    self._to_cache.append(outcome)
-                    if len(self._to_cache) >= _CACHE_FLUSH:
-                        self._flush_cache()
-                if outcome.cost_usd is not None:
-                    self.stats.spent_usd += outcome.cost_usd
-                if entry is None:
-                    self.stats.reattached += 1  # never handed out here: an earlier run's batch sent it
-                else:
-                    self.stats.answered += 1
-                self._succeeded.add(request.model)
-                self._failures.pop(request.model, None)
+                self._answered(request, outcome, reattached=entry is None)
             else:
-                self.store.record(outcome, run_id=self.run_id)
-                self.stats.errors += 1
-                if request.model not in self._succeeded and outcome.retryable:
-                    kind = error.message if error is not None else outcome.error or ""
-                    if self._count_failure(request.model, f"gave up: {kind}"):
-                        self._stop_model(
-                            request.model,
-                            f"its first {HOPELESS_AFTER} requests all failed ({outcome.error}); none answered",
-                        )
+                self._errored(request, outcome, error)
             for gate in self._gates.values():
                 if gate.opener == request.key:
                     gate.open = True
         finally:
             self._notify()
             self._progress()
+
+    def _answered(self, request: Request, outcome: Outcome, *, reattached: bool) -> None:
+        outcome = self._priced(request, outcome)
+        if self.cache is not None and not outcome.simulated:
+            # The folder's store is the record; the shared cache is written in batches.
+            self._to_cache.append(outcome)
+            if len(self._to_cache) >= _CACHE_FLUSH:
+                self._flush_cache()
+        if outcome.cost_usd is not None:
+            self.stats.spent_usd += outcome.cost_usd
+        if reattached:
+            self.stats.reattached += 1  # never handed out here: an earlier run's batch sent it
+        else:
+            self.stats.answered += 1
+        self._succeeded.add(request.model)
+        self._failures.pop(request.model, None)
+        self._keep(outcome)
+
+    def _errored(self, request: Request, outcome: Outcome, error: ApiError | None) -> None:
+        if outcome.raw is not None:
+            # A malformed reply was paid for: what its usage says (else its worst case) counts.
+            outcome = dataclasses.replace(outcome, cost_usd=self._raw_cost(request, outcome.raw))
+            self.stats.spent_usd += outcome.cost_usd or 0.0
+        self.stats.errors += 1
+        if request.model not in self._succeeded and outcome.retryable:
+            kind = error.message if error is not None else outcome.error or ""
+            if self._count_failure(request.model, f"gave up: {kind}"):
+                self._stop_model(
+                    request.model,
+                    f"its first {HOPELESS_AFTER} requests all failed ({outcome.error}); none answered",
+                )
+        self._keep(outcome)
+
+    def _keep(self, outcome: Outcome) -> None:
+        """Commit an outcome. When the store cannot be written (a full disk) sending stops at
+        once: answers go to the shared cache now and are held here, to be written at the end if
+        the store takes them by then; nothing paid for waits on a store that fails."""
+        if self._unstored:
+            self._unstored.append(outcome)
+            self._flush_cache()
+            return
+        try:
+            self.store.record(outcome, run_id=self.run_id)
+        except StoreError as exc:
+            self._unstored.append(outcome)
+            self._flush_cache()
+            self._fatal = RunAborted(f"{exc}; sending stopped at once")
+            self._notify()
+
+    def _write_unstored(self) -> None:
+        """Try once more to store what a failing store did not take; say where it is if not."""
+        if not self._unstored:
+            return
+        answers = sum(1 for o in self._unstored if o.status == "ok")
+        try:
+            self.store.record_many(self._unstored, run_id=self.run_id)
+            self._unstored = []
+            note = "the answers received since were stored at the end"
+        except StoreError:
+            where = "kept in the shared response cache" if self.cache is not None else "lost (no shared cache)"
+            note = f"{answers} answers received since could not be stored: {where}; the next run takes them from there"
+        assert self._fatal is not None
+        self._fatal = RunAborted(f"{self._fatal} ({note})")
+
+    def _raw_cost(self, request: Request, raw: str) -> float | None:
+        """What a malformed reply cost by its own usage figures; its worst case when it has
+        none that can be read (never a silent $0)."""
+        try:
+            usage = json.loads(raw).get("usage")
+        except (ValueError, RecursionError, AttributeError):
+            usage = None
+        counts = usage_counters(usage)
+        price = self._prices.get(request.model)
+        readable = counts is not None and 0 < (counts.input_tokens or 0) < 10**9 and (counts.output_tokens or 0) < 10**9
+        cost = counters_cost(price, counts) if counts is not None and readable else self.worst_case(request)
+        return None if math.isnan(cost) else cost
 
     def _priced(self, request: Request, outcome: Outcome) -> Outcome:
         usage = (outcome.message or {}).get("usage")
