@@ -339,8 +339,7 @@ class MessagesClient:
             limit = self._max_reply if response.status < 300 else MAX_ERROR_BYTES
             content = await self._read(response, limit)
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.close()
+            await _close(response)
         return Reply(response.status, response.headers, content, response.reason, response.sent_at)
 
     async def request(
@@ -477,8 +476,7 @@ class MessagesClient:
             async for line in self._lines(response):
                 yield _result_line(self.unechoed(line))
         finally:
-            with anyio.CancelScope(shield=True):
-                await response.close()
+            await _close(response)
 
     async def _lines(self, response: WireResponse) -> AsyncIterator[bytes]:
         pending = b""
@@ -603,6 +601,13 @@ def classify_error(
     if retryable:
         return TransientApiError(message, retry_after=retry_after, **kwargs)
     return PermanentApiError(message, **kwargs)
+
+
+async def _close(response: WireResponse) -> None:
+    closing = response.close()
+    if closing is not None:  # shielded: the connection goes back even under cancellation
+        with anyio.CancelScope(shield=True):
+            await closing
 
 
 def _result_line(line: bytes) -> dict[str, Any]:

@@ -75,7 +75,7 @@ class WireResponse:
     headers: Mapping[str, str]  # case-insensitive
     reason: str
     chunks: AsyncIterator[bytes]
-    close: Callable[[], Awaitable[None]]
+    close: Callable[[], Awaitable[None] | None]  # None when the connection went back at once
     sent_at: float
 
 
@@ -197,7 +197,7 @@ class AiohttpTransport:
                     raise
                 raise failure from exc
 
-        async def close() -> None:
+        def close() -> None:
             response.release()
 
         return WireResponse(
