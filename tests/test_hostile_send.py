@@ -119,8 +119,10 @@ async def test_a_failing_results_download_backs_off_and_stops(write_spec, tmp_pa
 async def test_results_that_are_gone_send_the_requests_again_once(write_spec, tmp_path: Path) -> None:
     fake = BatchAPI()
     fake.results_status = [404]
-    await batch_run(write_spec, tmp_path, fake)
+    lines: list[str] = []
+    await batch_run(write_spec, tmp_path, fake, on_progress=lambda stats: lines.append(stats.pacing))
     assert fake.created == 2 and all_answered(tmp_path)
+    assert any("batch msgbatch_1 is gone" in line and "requests are sent again" in line for line in lines)
     with Store.open(tmp_path / "out") as store:
         assert store.open_batches() == []  # the folder is not stuck on the batch that is gone
 

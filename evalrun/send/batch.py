@@ -95,6 +95,7 @@ class BatchSender:
         self._attempts: dict[str, int] = {}
         self._retry: list[Request] = []
         self._resent: set[str] = set()  # sent again because their batch was gone
+        self.notes: list[str] = []  # what the user should know about a batch (shown on the progress line)
         self._turnarounds: list[float] = []
         self._started = time.monotonic()
         self._wake = anyio.Event()
@@ -102,6 +103,10 @@ class BatchSender:
 
     # -- progress ------------------------------------------------------------------------------
     def status(self) -> str:
+        line = self._status()
+        return f"{line}; {self.notes[-1]}" if self.notes and line else (line or (self.notes[-1] if self.notes else ""))
+
+    def _status(self) -> str:
         if not self._open and not self._turnarounds:
             return ""
         totals: dict[str, int] = {}
@@ -335,15 +340,17 @@ class BatchSender:
         if batch.reattached_usd:
             source.release_hold(batch.reattached_usd)
         if not isinstance(error, AuthError):
+            self.notes.append(f"batch {batch.id} is gone ({error.message}): its {len(batch.requests)} requests are sent again")
             error = TransientApiError(
                 f"the server no longer knows batch {batch.id} ({error.message}); its requests are sent again",
                 error_type="batch_gone",
             )
         for request in batch.requests.values():
+            ended: ApiError = error
             if isinstance(error, TransientApiError) and request.key in self._resent:
-                error = PermanentApiError(f"{error.message} (already sent again once: not again)", error_type="batch_gone")
+                ended = PermanentApiError(f"{error.message} (already sent again once: not again)", error_type="batch_gone")
             self._resent.add(request.key)
-            await self._failed(request, error, source, tg)
+            await self._failed(request, ended, source, tg)
         self._kick()
 
     async def _collect(self, batch: _Batch, state: Mapping[str, Any], source: RequestSource, tg: anyio.abc.TaskGroup) -> None:
