@@ -5,8 +5,13 @@ worst case is reserved before it is submitted), the deadline and progress come f
 loop unchanged. What is particular to batches:
 
 * A batch is committed to the store *before* it is submitted and given its id the moment the
-  API answers, so a killed run re-attaches to its batches instead of paying for them twice (a
-  batch whose id never reached the store is found again by listing the account's batches).
+  API answers, so a killed run re-attaches to its batches instead of paying for them twice. A
+  batch whose creation has an unknown outcome (the reply was lost, or the id never reached the
+  store) is looked for among the account's batches by its content — the custom_ids of an ended
+  batch's results — never by its size alone, before anything is sent again.
+* Results are read from the configured endpoint's origin only; a download that keeps failing is
+  tried a bounded number of times and the batch is left for the next run; results that are gone
+  (404) send the batch's requests again, once.
 * `custom_id` is the request key (64 hex characters, within `^[a-zA-Z0-9_-]{1,64}$`).
 * Polling backs off from `poll_s` to `poll_max_s`; results are streamed from `results_url` in
   any order and mapped back by `custom_id`.
