@@ -13,12 +13,10 @@ and for the in-process simulator. A transport only moves bytes; it reports its o
 from __future__ import annotations
 
 import json
-import math
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -33,6 +31,7 @@ from evalrun.errors import (
     TransientApiError,
 )
 from evalrun.messages_api import COUNT_TOKENS_FIELDS, is_count, validate_message
+from evalrun.send.headers import RateLimitInfo, retry_after_seconds
 from evalrun.send.scrub import KeyScrubber
 from evalrun.send.transports import (
     CONNECT_TIMEOUT_S,
@@ -72,7 +71,6 @@ MAX_RESULT_LINE_BYTES = 64 * 1024 * 1024  # one line of a batch results file
 # A retry-after above this is not waited out silently: the wait is capped and the error says so.
 MAX_RETRY_AFTER_S = 300.0
 _RETRYABLE_STATUS = {408, 409, 429}
-_LIMIT_KINDS = ("requests", "tokens", "input-tokens", "output-tokens")
 # The status an error `type` stands for, when a server puts an error object in a 200 body.
 _ERROR_TYPE_STATUS = {
     "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402, "permission_error": 403,
@@ -107,34 +105,6 @@ def origin_of(url: str) -> tuple[str, str, int | None]:
 
 
 @dataclass(frozen=True)
-class RateLimitInfo:
-    """The `anthropic-ratelimit-*` headers of one response: limit, remaining, reset (epoch s)."""
-
-    limits: dict[str, tuple[float | None, float | None, float | None]]
-
-    @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> RateLimitInfo:
-        limits = {}
-        for kind in _LIMIT_KINDS:
-            prefix = f"anthropic-ratelimit-{kind}-"
-            limit = headers.get(prefix + "limit")
-            if limit is None:
-                continue
-            limits[kind] = (
-                _number(limit),
-                _number(headers.get(prefix + "remaining")),
-                _epoch(headers.get(prefix + "reset")),
-            )
-        return cls(limits=limits)
-
-    def get(self, kind: str) -> tuple[float | None, float | None, float | None]:
-        return self.limits.get(kind, (None, None, None))
-
-    def __bool__(self) -> bool:
-        return bool(self.limits)
-
-
-@dataclass(frozen=True)
 class ApiResponse:
     """A successful Messages reply and what its headers said. `latency_s` is the server's time:
     from the request leaving (after waiting for a connection) to the reply arriving whole;
@@ -146,44 +116,6 @@ class ApiResponse:
     latency_s: float
     simulated: bool = False
     queued_s: float = 0.0
-
-
-def _number(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _epoch(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """`retry-after-ms` wins over `retry-after` (seconds, or an HTTP date)."""
-    ms = _number(headers.get("retry-after-ms"))
-    if ms is not None:
-        return max(ms / 1000.0, 0.0)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = _number(value)
-    if seconds is not None:
-        return max(seconds, 0.0)
-    try:
-        from email.utils import parsedate_to_datetime
-
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError, OverflowError):
-        return None
 
 
 @dataclass(frozen=True)
