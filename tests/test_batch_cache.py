@@ -99,9 +99,11 @@ class BatchFake:
         self.polls_to_end = polls_to_end
         self.on_poll: Callable[[], None] | None = None
         self.created = 0
+        self.origin = "http://api.test"
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        self.origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
         if request.method == "POST" and path == "/v1/messages/batches":
             self.created += 1
             batch_id = f"msgbatch_{self.created}"
@@ -127,7 +129,7 @@ class BatchFake:
         return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
                 "request_counts": {"processing": 0 if ended else n, "succeeded": n if ended else 0, "errored": 0,
                                    "canceled": 0, "expired": 0},
-                "results_url": f"http://api.test/v1/messages/batches/{batch_id}/results"}  # fmt: skip
+                "results_url": f"{self.origin}/v1/messages/batches/{batch_id}/results"}  # fmt: skip
 
     def _result(self, batch_id: str, item: dict[str, Any]) -> dict[str, Any]:
         draw = int(hashlib.sha256(f"{batch_id}:{item['custom_id']}".encode()).hexdigest()[:8], 16) / 16**8

@@ -94,6 +94,9 @@ def cache_clear() -> None:
     cache = ResponseCache.open()
     removed = cache.clear()
     cache.close()
+    if cache.problem:  # it could not be read: the file itself is gone
+        click.echo(cache.problem)
+        return
     click.echo(f"removed {removed:,} answers from {cache.path}")
 
 

@@ -128,6 +128,8 @@ def api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | 
     for model in prepared.all_models:
         variable = model.key_variable
         key = (environ.get(variable) or "").strip() or None
+        if not model.info.needs_key:
+            key = None  # its server takes no key: the one in the environment is not sent to it
         if key is None:
             if model.info.needs_key:
                 raise SpecError(

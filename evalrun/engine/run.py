@@ -31,6 +31,7 @@ from evalrun.errors import (
     BudgetExceeded,
     DeadlineReached,
     EvalrunError,
+    RunAborted,
     RunFailed,
     RunInterrupted,
     RunStopped,
@@ -49,6 +50,7 @@ _STATUS: tuple[tuple[type[BaseException], str], ...] = (
     (DeadlineReached, "deadline"),
     (RunInterrupted, "interrupted"),
     (RunStopped, "stopped"),
+    (RunAborted, "aborted"),  # the store could not be written: stopped at once, not a failure
 )
 
 

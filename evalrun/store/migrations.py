@@ -175,6 +175,25 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
     )
 
 
+def m007_paid_replies(db: sqlite3.Connection) -> None:
+    """Every malformed reply received, kept apart from the request's latest outcome: each was
+    paid for (its cost counts toward the folder's spend), and a re-run that sends the request
+    again must not overwrite the body of an earlier one."""
+    db.executescript(
+        """
+        CREATE TABLE paid_replies (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            run_id INTEGER,
+            raw TEXT NOT NULL,
+            cost_usd REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX paid_replies_key ON paid_replies (key);
+        """
+    )
+
+
 def m005_run_stop_reason(db: sqlite3.Connection) -> None:
     """Why a run stopped before its end (the error's one line) and the model that stopped it,
     so a run stopped by a 404 for a mistyped model says so in its reports and in `runs`; and the
@@ -197,11 +216,11 @@ def m005_run_stop_reason(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    m001_initial,
-    m002_cells_apart_from_requests,
-    m005_run_stop_reason,
-]
+# In order of their numbers (the steps are independent: a store that has a later one applies an
+# earlier one it lacks when it is next opened).
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
+MIGRATIONS.append(m005_run_stop_reason)
+MIGRATIONS.append(m007_paid_replies)
 
 
 def apply_migrations(db: sqlite3.Connection) -> list[str]:

@@ -383,14 +383,19 @@ class Store(AcrossReads, RunLedger):
     def record(self, outcome: Outcome, *, run_id: int | None = None) -> None:
         """Commit one request's outcome now: a killed run loses at most what is in flight.
         (One statement in autocommit mode is its own transaction.)"""
+        if outcome.raw is not None:
+            self.record_many([outcome], run_id=run_id)  # its row, and its entry in the ledger of paid bodies
+            return
         try:
             self._db.execute(_INSERT_RESPONSE, _response_row(outcome, run_id))
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, self.path) from None
 
     def record_many(self, outcomes: Iterable[Outcome], *, run_id: int | None = None) -> None:
+        outcomes = list(outcomes)
         with self.transaction() as db:
             db.executemany(_INSERT_RESPONSE, (_response_row(o, run_id) for o in outcomes))
+            db.executemany(_INSERT_PAID, (_paid_row(o, run_id) for o in outcomes if o.raw is not None))
 
     def spent_usd(self) -> float:
         """Everything this folder ever paid for (answers copied from the shared cache are free)."""
@@ -398,11 +403,21 @@ class Store(AcrossReads, RunLedger):
             "SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE source != 'cache' AND cost_usd IS NOT NULL"
         )[0]
         before = float(self.meta().get("spent_before_fresh_usd", "0") or 0)
-        return float(total) + before
+        return float(total) + self.paid_replies_usd() + before
+
+    def paid_replies_usd(self) -> float:
+        """What the malformed replies this folder received cost, every one of them (by their
+        own usage figures, else their worst case)."""
+        (total,) = self.query("SELECT coalesce(sum(cost_usd), 0) FROM paid_replies")[0]
+        return float(total)
+
+    def paid_replies(self, key: str) -> list[str]:
+        """The bodies of every malformed reply received for request `key`, oldest first."""
+        return [raw for (raw,) in self.query("SELECT raw FROM paid_replies WHERE key = ? ORDER BY id", (key,))]
 
     def forget_responses(self) -> None:
         """`--fresh`: forget the stored answers (what they cost still counts against the budget)."""
-        spent = self.spent_usd()
+        spent = self.spent_usd() - self.paid_replies_usd()  # the ledger of paid bodies stays
         with self.transaction() as db:
             db.execute("DELETE FROM responses")
             db.execute("DELETE FROM learned")
@@ -563,12 +578,22 @@ _INSERT_RESPONSE = (
 )
 
 
+_INSERT_PAID = "INSERT INTO paid_replies (key, run_id, raw, cost_usd, created_at) VALUES (?, ?, ?, ?, ?)"
+
+
+def _finite(cost: float | None) -> float | None:
+    return cost if cost is not None and math.isfinite(cost) else None
+
+
+def _paid_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
+    return (outcome.key, run_id, outcome.raw, _finite(outcome.cost_usd), _now())
+
+
 def _response_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
     message = outcome.message or {}
     counters = usage_counters(message.get("usage")) or _NO_USAGE
-    cost = outcome.cost_usd
-    if cost is not None and not math.isfinite(cost):
-        cost = None
+    # A malformed reply's cost is counted in the ledger of paid bodies (once, whatever replaces it).
+    cost = _finite(outcome.cost_usd) if outcome.raw is None else None
     return (
         outcome.key,
         outcome.status,
