@@ -13,6 +13,7 @@ __all__ = [
     "NotARunFolder",
     "PermanentApiError",
     "RateLimitError",
+    "ReviewError",
     "RunFailed",
     "RunInterrupted",
     "RunStopped",
@@ -149,3 +150,10 @@ class RunInterrupted(EvalrunError):
     """The user interrupted the run; what arrived is stored and the run can resume."""
 
     exit_code = 130
+
+
+class ReviewError(EvalrunError):
+    """A human review that cannot be stored: no such cell, or a verdict or grade the run's scorer
+    does not have."""
+
+    exit_code = 2

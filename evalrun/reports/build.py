@@ -119,7 +119,7 @@ def analyze(
     tallies = [t for t in results.tallies.values() if t.cells]
     repeats: dict[tuple[str, str], RepeatTally] = {}
     if results.max_repeat > 0:
-        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
+        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.reviewed_score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
     scorer = ScorerSpec.model_validate(settings["scorer"])
@@ -168,7 +168,8 @@ def report_state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
     (count, top) = store.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
     (cells,) = store.query("SELECT count(*) FROM cells")[0]
-    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{__version__}"
+    reviews = store.review_state()  # a human review changes the scores
+    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{reviews}:{__version__}"
 
 
 def build_reports(

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalrun.reports.build import Report
+from evalrun.reports.reviewed import human_review_lines
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -121,6 +122,7 @@ def render_markdown(report: Report) -> str:
         + (f" (plus {unknown:,} answers of unknown cost)" if unknown else "")
         + f"; paid by this run folder in all: {_paid(totals['spent_usd'], unknown)}"
         + f" (prices as of {settings.get('prices_as_of', 'unknown')})",
+        *human_review_lines(report.tallies),
         "",
     ]
     judge = settings.get("judge")
@@ -134,7 +136,7 @@ def render_markdown(report: Report) -> str:
         ]
         if any("judge_kappa" in row for row in report.summary):
             lines += [
-                "Agreement of the grader with the human grades (`human` column): judge_agreement is the share of "
+                "Agreement of the grader with the human grades (the `human` column and reviews in `evalrun view`; judge_agreement_from_column and judge_agreement_from_reviews count each): judge_agreement is the share of "
                 "cells graded alike (95 % Wilson interval); judge_kappa is Cohen's κ with its 95 % interval.",
                 "",
                 markdown_table(report.summary, AGREEMENT_COLUMNS),

@@ -175,7 +175,34 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
+def m003_reviews(db: sqlite3.Connection) -> None:
+    """Human reviews of cells, appended and never updated: the latest one of a cell counts, the
+    history stays. A cell is named by what pairs it across plans (model label, prompt, row id,
+    repeat), so a review survives a re-planned store."""
+    db.executescript(
+        """
+        CREATE TABLE reviews (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model TEXT NOT NULL,              -- the model's label
+            prompt TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            verdict TEXT,                     -- correct | wrong (NULL when a grade is given)
+            grade TEXT,                       -- a grade on the judge's scale (NULL when a verdict is given)
+            note TEXT NOT NULL DEFAULT '',
+            reviewer TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX reviews_cell ON reviews (model, prompt, row_id, repeat, id);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_initial,
+    m002_cells_apart_from_requests,
+    m003_reviews,
+]
 
 
 def apply_migrations(db: sqlite3.Connection) -> list[str]:
