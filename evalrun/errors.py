@@ -10,6 +10,7 @@ __all__ = [
     "DeadlineReached",
     "EvalrunError",
     "MalformedReplyError",
+    "NoSuchCell",
     "NotARunFolder",
     "PermanentApiError",
     "RateLimitError",
@@ -157,3 +158,7 @@ class ReviewError(EvalrunError):
     does not have."""
 
     exit_code = 2
+
+
+class NoSuchCell(ReviewError):
+    """A review names a cell (model, prompt, row id, repeat) the run does not have."""

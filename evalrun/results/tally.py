@@ -40,7 +40,7 @@ __all__ = [
 
 RESULT_COLUMNS = [
     "model", "model_id", "prompt", "row_id", "repeat", "cluster", "answer_mode", "response_text", "answer",
-    "target", "correct", "score", "correct_auto", "score_source", "status", "stop_reason", "input_tokens", "output_tokens",
+    "target", "correct", "correct_auto", "score_source", "score", "status", "stop_reason", "input_tokens", "output_tokens",
     "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "shared_by", "source", "latency_s",
     "attempts", "error",
 ]  # fmt: skip
