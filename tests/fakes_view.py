@@ -53,9 +53,9 @@ def running_viewer(root: Path, *args: str, timeout: float = 60.0) -> Iterator[Vi
         line = ""
         while "http://" not in line:
             ready, _, _ = select.select([process.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not ready or process.poll() is not None and not line:
+            line = process.stdout.readline() if ready else ""
+            if not line:  # no address in time, or the process ended
                 raise AssertionError(f"the viewer did not start: {process.stderr.read() if process.stderr else ''}")
-            line = process.stdout.readline()
         url = line[line.index("http://") :].strip()
         base, token = url.split("/?token=")
         while True:  # ready when the API answers

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalrun.reports.build import Report
+from evalrun.reports.frontier import frontier_markdown
 from evalrun.reports.reviewed import human_review_lines
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
@@ -108,6 +109,7 @@ def render_markdown(report: Report) -> str:
             "clusters); p_holm adjusts across the table.",
             "",
         ]
+    lines += frontier_markdown(report)
     lines += ["## Totals", ""]
     cost = totals["cost_usd"]
     unknown = totals["cost_unknown"]
