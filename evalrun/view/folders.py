@@ -9,14 +9,14 @@ The run list reads each folder with `evalrun.reports.runs.read_run` (settings, p
 accuracy from its fresh summary.csv, else recomputed), cached by the store's signature (size and
 modification time of `store.sqlite` and its WAL, and of summary.csv): listing 200 folders again
 costs 200 `stat` calls. A run that is going changes its signature with every answer; it is read
-again at most every few times its last read took, so a large live run cannot keep the viewer busy.
+again in the background while the list answers with what it read last, so a large live run
+cannot keep the list waiting.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,28 +28,23 @@ from evalrun.store.run_store import STORE_NAME
 __all__ = ["RunFolders", "trends"]
 
 _SIGNATURE_FILES = (STORE_NAME, f"{STORE_NAME}-wal", "summary.csv")
-# A folder that changed is read again once this many times its last read took has passed.
-_BACKOFF = 4.0
 
 
 @dataclass
 class _Cached:
     signature: tuple[Any, ...]
     info: RunInfo
-    read_at: float
-    took: float
 
 
 class RunFolders:
     """The run folders under `root`, resolved safely and read through a cache."""
 
-    def __init__(self, root: Path, *, read: Callable[[Path], RunInfo] = read_run,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(self, root: Path, *, read: Callable[[Path], RunInfo] = read_run) -> None:
         self.root = root.resolve()
         self._read = read
-        self._clock = clock
         self._cache: dict[Path, _Cached] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[Path] = set()
 
     def name_of(self, folder: Path) -> str:
         """A folder's run name: its path relative to the root, with `/` (`.` for the root itself)."""
@@ -97,23 +92,33 @@ class RunFolders:
             except OSError:
                 out.append(None)
                 continue
-            out.append((stat.st_size, stat.st_mtime_ns))
+            # An empty WAL (a reader's, or one checkpointed away) says nothing new: as if absent.
+            out.append((stat.st_size, stat.st_mtime_ns) if stat.st_size or not name.endswith("-wal") else None)
         return tuple(out)
 
     def info(self, folder: Path) -> RunInfo:
-        """One folder's `RunInfo`, from the cache while its store has not changed."""
+        """One folder's `RunInfo`: read now the first time; afterwards from the cache, which a
+        changed store refreshes in the background (one refresh per folder at a time), so the
+        list never waits for a large run that is going to be scored again."""
         signature = self.signature(folder)
-        now = self._clock()
         with self._lock:
             cached = self._cache.get(folder)
-        if cached is not None and (
-            cached.signature == signature or now - cached.read_at < _BACKOFF * cached.took
-        ):
+            stale = cached is not None and cached.signature != signature
+            if stale and folder not in self._refreshing:
+                self._refreshing.add(folder)
+                threading.Thread(target=self._refresh, args=(folder, signature), daemon=True).start()
+        if cached is not None:
             return cached.info
-        info = self._read(folder)
-        took = self._clock() - now
+        return self._refresh(folder, signature)
+
+    def _refresh(self, folder: Path, signature: tuple[Any, ...]) -> RunInfo:
+        try:
+            info = self._read(folder)
+        finally:
+            with self._lock:
+                self._refreshing.discard(folder)
         with self._lock:
-            self._cache[folder] = _Cached(signature, info, now, took)
+            self._cache[folder] = _Cached(signature, info)
         return info
 
     def forget(self, folder: Path) -> None:
