@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,6 +29,7 @@ from evalrun.store.run_store import STORE_NAME
 __all__ = ["RunFolders", "trends"]
 
 _SIGNATURE_FILES = (STORE_NAME, f"{STORE_NAME}-wal", "summary.csv")
+_READERS = 4
 
 
 @dataclass
@@ -128,7 +130,13 @@ class RunFolders:
 
     def list(self) -> list[dict[str, Any]]:
         """The run list as the API gives it: newest first, each run with its name in URLs."""
-        infos = [(folder, self.info(folder)) for folder in self.folders()]
+        folders = self.folders()
+        with self._lock:
+            unread = [folder for folder in folders if folder not in self._cache]
+        if len(unread) > 1:  # the first look: SQLite reads in parallel (its queries release the GIL)
+            with ThreadPoolExecutor(max_workers=_READERS) as pool:
+                list(pool.map(self.info, unread))
+        infos = [(folder, self.info(folder)) for folder in folders]
         infos.sort(key=lambda pair: (pair[1].problem is None, pair[1].started_at or "", pair[1].folder), reverse=True)
         out = []
         for folder, info in infos:
