@@ -127,6 +127,7 @@ def _cell_json(record: Mapping[str, Any], cell: Mapping[str, Any], review: Revie
         "input_tokens": record.get("input_tokens"),
         "output_tokens": record.get("output_tokens"),
         "request": request,
+        "answered": cell["status"] == "ok",  # a reply to review (its grader may have failed)
         "review": review.as_json() if review is not None else None,
         "seq": int(cell["seq"]),
     }

@@ -47,6 +47,8 @@ def parse_review(payload: Any) -> tuple[CellKey, Any, Any, str]:
     if unknown:
         raise ReviewError(f"unknown field `{unknown[0]}`; known: {', '.join(sorted(_FIELDS))}")
     repeat = payload.get("repeat", 0)
+    if isinstance(repeat, str) and repeat.strip().isdigit():
+        repeat = int(repeat)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 0:
         raise ReviewError(f"`repeat` must be a whole number from 0, not {repeat!r}")
     note = payload.get("note", "")

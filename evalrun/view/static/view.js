@@ -266,7 +266,7 @@
           });
         }).catch(function (e) { said.textContent = "not saved: " + e.message; });
       }
-      if (c.status !== "pending" && c.status !== "error") {
+      if (c.answered) {
         ["correct", "wrong"].forEach(function (v) {
           var b = el("button", "verdict", v === "correct" ? "✓ correct" : "✗ wrong"); b.type = "button";
           b.setAttribute("data-verdict", v);
