@@ -228,14 +228,16 @@
       item.setAttribute("data-repeat", String(c.repeat));
       item.setAttribute("data-outcome", c.outcome);
       item.setAttribute("data-source", c.score_source);
-      var head = el("div", "line");
-      head.appendChild(el("span", "oc", c.outcome));
-      head.appendChild(el("span", "var", c.model + " · " + c.prompt));
-      head.appendChild(el("span", "rid", c.row_id + " #" + c.repeat));
-      head.appendChild(el("span", "ans", "answer " + (c.answer || "—") + " · target " + (c.target || "—")));
+      var head = el("div", "v-line");
+      head.appendChild(el("span", "v-oc", c.outcome));
+      head.appendChild(el("span", "v-var", c.model + " · " + c.prompt));
+      head.appendChild(el("span", "v-rid", c.row_id + " #" + c.repeat));
+      head.appendChild(el("span", "v-ans", "answer " + (c.answer || "—") + " · target " + (c.target || "—")));
+      var snip = (c.reply || c.error || "").replace(/\s+/g, " ");
+      head.appendChild(el("span", "v-snip", snip.length > 120 ? snip.slice(0, 120) + "…" : snip));
       head.appendChild(el("span", "src " + c.score_source, c.score_source === "human" ? "human" : c.score_source));
       item.appendChild(head);
-      var d = el("details", "detail");
+      var d = el("details", "v-detail");
       d.appendChild(el("summary", null, "request, reply and score"));
       (c.request || []).forEach(function (turn) {
         var t = el("div", "turn role-" + turn[0]);
@@ -249,7 +251,7 @@
       d.appendChild(el("pre", "reply", c.reply || c.error || "—"));
       if (c.grade) d.appendChild(el("p", null, "grader's grade: " + c.grade + (c.grade_explanation ? " — " + c.grade_explanation : "")));
       item.appendChild(d);
-      var rv = el("div", "review");
+      var rv = el("div", "v-review");
       var stateLine = reviewLine(c);
       rv.appendChild(stateLine);
       var note = el("input", "note"); note.type = "text"; note.placeholder = "note (optional)"; note.maxLength = 10000;
