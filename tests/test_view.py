@@ -244,3 +244,20 @@ def test_the_view_command_refuses_a_missing_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["view", str(tmp_path / "nope")])
     assert result.exit_code == 2 and "not a folder" in result.output
     assert os.path.exists(tmp_path) and not (tmp_path / "nope").exists()
+
+
+def test_a_run_that_is_going_is_read_while_its_writer_holds_the_lock_and_a_transaction(runs: Path, tmp_path: Path) -> None:
+    root = tmp_path / "reports"
+    folder = _copy_run(runs, root / "capitals" / "r1")
+    writer = Store.open(folder, lock=True)  # what a running evalrun holds
+    try:
+        run_id = writer.start_run(writer.last_settings())
+        with TestClient(create_app(root, token=TOKEN, reviewer="ada")) as client:
+            assert client.get("/api/runs/capitals/r1").json()["status"] == "running"
+            with writer.transaction() as db:  # a write under way: readers still answer, from before it
+                db.execute("DELETE FROM responses")
+                page = client.get("/api/runs/capitals/r1/cells", params={"limit": 5}).json()
+                assert page["total"] == 160 and all(c["outcome"] != "pending" for c in page["cells"])
+        writer.finish_run(run_id, "complete")
+    finally:
+        writer.close()
