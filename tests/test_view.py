@@ -261,3 +261,18 @@ def test_a_run_that_is_going_is_read_while_its_writer_holds_the_lock_and_a_trans
         writer.finish_run(run_id, "complete")
     finally:
         writer.close()
+
+
+def test_a_runs_report_html_is_served_sandboxed_and_only_from_inside(runs: Path, tmp_path: Path) -> None:
+    root = tmp_path / "reports"
+    folder = _copy_run(runs, root / "capitals" / "r1")
+    other = _copy_run(runs, root / "capitals" / "r2")
+    (other / "report.html").unlink()
+    (other / "report.html").symlink_to(tmp_path / "elsewhere.html")
+    (tmp_path / "elsewhere.html").write_text("secret", encoding="utf-8")
+    with TestClient(create_app(root, token=TOKEN, reviewer="ada")) as client:
+        page = client.get("/runs/capitals/r1/report.html")
+        assert page.status_code == 200 and page.text == (folder / "report.html").read_text(encoding="utf-8")
+        assert page.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+        assert 'href="/runs/capitals/r1/report.html"' in client.get("/runs/capitals/r1").text
+        assert client.get("/runs/capitals/r2/report.html").status_code == 404

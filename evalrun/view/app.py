@@ -2,6 +2,7 @@
 
     GET  /                               the run list (newest first, filterable, trends)
     GET  /runs/{run}                     a run: live progress, the report's sections, its cells
+    GET  /runs/{run}/report.html         the run's report.html as written (sandboxed: its own origin)
     GET  /diff?a={run}&b={run}           two runs side by side on shared cells
     GET  /api/runs                       every run folder under the root (JSON)
     GET  /api/runs/{run}                 one run's progress, cost and accuracy (polled by its page)
@@ -32,7 +33,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
 
@@ -175,6 +176,17 @@ def create_app(root: Path, *, token: str, reviewer: str, allowed_hosts: Sequence
             return HTMLResponse(_not_found(), status_code=404, headers=_HEADERS)
         return HTMLResponse(run_page(folder, folders.name_of(folder), pages.get), headers=_HEADERS)
 
+    def page_report(request: Request) -> Response:
+        folder = run_folder(request)
+        report = folder / "report.html" if folder is not None else None
+        if report is None or report.is_symlink() or not report.is_file():
+            return HTMLResponse(_not_found(), status_code=404, headers=_HEADERS)
+        # The report's own page, with its explorer (inline script): sandboxed, so it runs in an
+        # origin of its own and can neither call the API nor read the session token.
+        headers = {**_HEADERS, "Content-Security-Policy": "sandbox allow-scripts; default-src 'none'; "
+                   "script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"}  # fmt: skip
+        return FileResponse(report, media_type="text/html", headers=headers)
+
     def page_diff(request: Request) -> Response:
         a = folders.resolve(request.query_params.get("a", ""))
         b = folders.resolve(request.query_params.get("b", ""))
@@ -185,6 +197,7 @@ def create_app(root: Path, *, token: str, reviewer: str, allowed_hosts: Sequence
     routes = [
         Route("/", page_list),
         Route("/diff", page_diff),
+        Route("/runs/{run:path}/report.html", page_report),
         Route("/runs/{run:path}", page_run),
         Route("/api/runs", api_runs),
         Route("/api/diff", api_diff),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 __all__ = ["diff_page", "list_page", "run_page"]
 
@@ -75,7 +76,10 @@ def run_page(folder: Path, name: str, cached: Callable[[tuple[Path, str], Callab
     attrs = f'data-page="run" data-run="{escape(name)}" data-grades="{escape(json.dumps(grades))}"'
     return (
         _HEAD.format(title=escape(f"{settings.get('name') or name} · evalrun"))
-        + f'<div class="viewer-bar"><a href="/">← all runs</a> <span class="run-name">{escape(name)}</span></div>'
+        + f'<div class="viewer-bar"><a href="/">← all runs</a> <span class="run-name">{escape(name)}</span>'
+        + (f' · <a href="/runs/{quote(name)}/report.html">report.html with its row explorer</a>'
+           if (folder / "report.html").is_file() else "")
+        + "</div>"
         + f'<div id="view-app" {attrs}><section id="live"><h2>Progress</h2><div id="live-box">'
         + '<p class="note">Loading…</p></div></section></div>'
         + f'<div class="report">{body}</div>'
