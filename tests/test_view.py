@@ -276,3 +276,15 @@ def test_a_runs_report_html_is_served_sandboxed_and_only_from_inside(runs: Path,
         assert page.headers["content-security-policy"].startswith("sandbox allow-scripts;")
         assert 'href="/runs/capitals/r1/report.html"' in client.get("/runs/capitals/r1").text
         assert client.get("/runs/capitals/r2/report.html").status_code == 404
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["view", str(tmp_path), "--port", str(port)])
+    assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
