@@ -236,8 +236,11 @@ def test_two_runs_side_by_side_pair_the_same_cells(runs: Path, tmp_path: Path) -
         cell = client.get("/api/runs/b/cells", params={"status": "correct", "limit": 1}).json()["cells"][0]
         client.post("/api/runs/b/reviews", json=_cell_body(cell, verdict="wrong"), headers={TOKEN_HEADER: TOKEN})
         paired = client.get("/api/diff", params={"a": "a", "b": "b"}).json()
-    assert sum(v["n"] for v in paired["variants"]) == 160
-    assert [(f["row_id"], f["right"]) for f in paired["flips"]] == [(cell["row_id"], "a")]
+    assert sum(v["n"] for v in paired["variants"]) == 160  # 4 variants × 40 rows, each answered by both
+    assert [(f["model"], f["prompt"], f["row_id"], f["right"]) for f in paired["flips"]] == [
+        (cell["model"], cell["prompt"], cell["row_id"], "a")]  # the review in B turned that row wrong there
+    changed = next(v for v in paired["variants"] if (v["model"], v["prompt"]) == (cell["model"], cell["prompt"]))
+    assert (changed["a_only"], changed["b_only"]) == (1, 0) and changed["diff"] == pytest.approx(-1 / 40)
 
 
 def test_the_view_command_refuses_a_missing_folder(tmp_path: Path) -> None:

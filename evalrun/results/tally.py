@@ -229,6 +229,20 @@ class ResultsPass:
         review = self.reviews.get(cell_key(cell)) if score is not None and self.reviews else None
         return score if review is None or score is None else human_score(score, review, self.scorer_spec)
 
+    def counted_score(self, cell: Mapping[str, Any]) -> Score | None:
+        """The score an answered cell counts with in the results (a refusal, a reply cut while
+        thinking), or None when it has no answer. Reads only the columns `score` and
+        `reasoning_of` need (what `Store.iter_outcomes` gives): `evalrun diff` scores with it."""
+        if cell["status"] != "ok":
+            return None
+        return self._reasoned_score(cell, reasoning_of(cell), {})
+
+    def reviewed_counted_score(self, cell: Mapping[str, Any]) -> Score | None:
+        """`counted_score` with the cell's human review applied (what `evalrun diff` compares)."""
+        score = self.counted_score(cell)
+        review = self.reviews.get(cell_key(cell)) if score is not None and self.reviews else None
+        return score if review is None or score is None else human_score(score, review, self.scorer_spec)
+
     def records(self, chunk: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
         """Result records (results.csv rows) of a chunk of stored cells, tallied on the way."""
         for cell in chunk:

@@ -23,6 +23,7 @@ from typing import IO, Any
 from evalrun.errors import StoreError
 from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
 from evalrun.store._cells_sql import cells_select
+from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 from evalrun.store.reviews import ReviewMethods
@@ -89,8 +90,8 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store(ReviewMethods):
-    """A run folder's `store.sqlite` (its human reviews: `ReviewMethods`)."""
+class Store(AcrossReads, ReviewMethods):
+    """A run folder's `store.sqlite` (the reads across runs: `AcrossReads`; human reviews: `ReviewMethods`)."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
         self.path = path

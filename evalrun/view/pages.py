@@ -92,7 +92,7 @@ def run_page(folder: Path, name: str, cached: Callable[[tuple[Path, str], Callab
 
 
 def diff_page(name_a: str, name_b: str, a: Path, b: Path) -> str:
-    """Two runs side by side on the cells both answered, with the cells that flipped."""
+    """Two runs side by side (`evalrun diff`): the rows both answered, and the rows that flipped."""
     from evalrun.errors import EvalrunError
     from evalrun.view.pairing import pair_runs
 
@@ -102,29 +102,34 @@ def diff_page(name_a: str, name_b: str, a: Path, b: Path) -> str:
         paired = pair_runs(a, b)
     except EvalrunError as exc:
         return head + f'<p class="banner failed">{escape(str(exc))}</p></body></html>\n'
+
+    def pct(value: Any) -> str:
+        return "—" if value is None else f"{100 * value:.1f}%"
+
+    def pts(value: Any) -> str:
+        return "—" if value is None else f"{100 * value:+.1f}"
+
     rows = "".join(
         f"<tr><td>{escape(v['model'])}</td><td>{escape(v['prompt'])}</td><td>{v['n']:,}</td>"
-        f"<td>{100 * v['acc_a']:.1f}%</td><td>{100 * v['acc_b']:.1f}%</td><td>{100 * v['diff']:+.1f} pts</td>"
-        f"<td>{v['a_only']:,}</td><td>{v['b_only']:,}</td></tr>"
+        f"<td>{pct(v['acc_a'])}</td><td>{pct(v['acc_b'])}</td>"
+        f"<td>{pts(v['diff'])} pts ({pts(v['diff_ci_low'])} to {pts(v['diff_ci_high'])})</td>"
+        f"<td>{v['a_only']:,}</td><td>{v['b_only']:,}</td><td>{escape(v['note'])}</td></tr>"
         for v in paired["variants"]
     )
     flips = "".join(
         f"<tr><td>{escape(f['model'])}</td><td>{escape(f['prompt'])}</td><td>{escape(f['row_id'])}</td>"
-        f"<td>{f['repeat']}</td><td>{escape(f['answer_a'])}</td><td>{escape(f['answer_b'])}</td>"
-        f"<td>{escape(f['target'])}</td><td>{'A' if f['right'] == 'a' else 'B'}</td></tr>"
+        f"<td>{'A' if f['right'] == 'a' else 'B'}</td></tr>"
         for f in paired["flips"]
     )
-    note = (f"<p class=\"note\">{paired['target_changed']:,} cells left out: their row's target changed between the runs.</p>"
-            if paired["target_changed"] else "")  # fmt: skip
     return (
         head
-        + '<p class="note">Cells paired on (model, prompt, row id, repeat), both answered. Accuracy of each run on '
-        + "those cells only; “only A right” counts the cells that flipped.</p>"
-        + "<table><thead><tr><th>model</th><th>prompt</th><th>shared cells</th><th>A</th><th>B</th><th>B − A</th>"
-        + f"<th>only A right</th><th>only B right</th></tr></thead><tbody>{rows}</tbody></table>"
-        + note
-        + f"<h2>Cells that flipped</h2><p class=\"note\">{paired['flips_shown']:,} shown.</p>"
-        + "<table><thead><tr><th>model</th><th>prompt</th><th>row</th><th>repeat</th><th>A answered</th>"
-        + f"<th>B answered</th><th>target</th><th>right in</th></tr></thead><tbody>{flips}</tbody></table>"
+        + '<p class="note">What <code>evalrun diff A B</code> computes: the rows both runs answered, paired on '
+        + "(model, prompt, row id, repeat) and reduced per row; B − A with its 95 % interval. A row whose "
+        + "content changed between the runs is left out and counted in the note.</p>"
+        + "<table><thead><tr><th>model</th><th>prompt</th><th>rows</th><th>A</th><th>B</th><th>B − A</th>"
+        + f"<th>only A right</th><th>only B right</th><th>note</th></tr></thead><tbody>{rows}</tbody></table>"
+        + f"<h2>Rows that flipped</h2><p class=\"note\">{paired['flips_shown']:,} of {paired['flips_total']:,} shown.</p>"
+        + "<table><thead><tr><th>model</th><th>prompt</th><th>row</th><th>right in</th></tr></thead>"
+        + f"<tbody>{flips}</tbody></table>"
         + "</body></html>\n"
     )

@@ -1,59 +1,50 @@
-"""Two runs side by side: their cells paired on (model label, prompt, row id, repeat).
+"""Two runs side by side: `evalrun diff` (evalrun.across) as the viewer shows it.
 
-`evalrun diff` (across runs, with its statistics) is the fuller answer; until the viewer calls it
-this small pairing gives the page what it shows: per model × prompt the cells both runs answered,
-each run's accuracy on them, and the cells that flipped (right in one run, wrong in the other).
-A row whose target changed between the runs is left out and counted.
+The runs are paired on (model label, prompt, row id, repeat) by `evalrun.across.diff.diff` — the
+same per-row reduction, intervals and tests as `evalrun diff`, with human reviews applied — and
+turned into what the page and `GET /api/diff` give: per model × prompt the rows both runs
+answered, each run's accuracy on them with the change and its interval, and the rows that
+flipped (right in one run, wrong in the other).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 from pathlib import Path
 from typing import Any
-
-from evalrun.reports.build import iter_records
 
 __all__ = ["pair_runs"]
 
 _FLIPS_SHOWN = 200
 
 
-def _answered(folder: Path) -> Iterator[tuple[tuple[str, str, str, int], bool, str, str]]:
-    for record in iter_records(folder):
-        if record["status"] in ("ok", "unparsed") and record["correct"] is not None:
-            key = (str(record["model"]), str(record["prompt"]), str(record["row_id"]), int(record["repeat"]))
-            yield key, bool(record["correct"]), str(record["target"]), str(record.get("answer") or "")
+def _number(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def pair_runs(a: Path, b: Path) -> dict[str, Any]:
-    """Per model × prompt: shared answered cells, accuracy of each run on them, and the flips."""
-    first = {key: (right, target, answer) for key, right, target, answer in _answered(a)}
-    variants: dict[tuple[str, str], dict[str, Any]] = {}
+    """`evalrun diff A B` as JSON: `variants` (one per shared model × prompt: `n` rows, `acc_a`,
+    `acc_b`, `diff` = b − a with `diff_ci_low/high`, `p_value`, `a_only`/`b_only` rows right in
+    one run only, rows left out because their content changed) and the `flips` (row ids)."""
+    from evalrun.across.diff import diff
+
+    result = diff(a, b)
+    variants = []
+    for row in result.rows:
+        variants.append({
+            "model": row["model"], "prompt": row["prompt"], "n": int(row["n"] or 0),
+            "acc_a": _number(row["acc_base"]), "acc_b": _number(row["acc_cand"]), "diff": _number(row["diff"]),
+            "diff_ci_low": _number(row["diff_ci_low"]), "diff_ci_high": _number(row["diff_ci_high"]),
+            "p_value": _number(row["p_value"]), "test": row["test"],
+            "a_only": int(row["flipped_down"] or 0), "b_only": int(row["flipped_up"] or 0),
+            "changed_rows": int(row["changed_rows"] or 0), "prompt_changed": bool(row["prompt_changed"]),
+            "note": row["note"] or "",
+        })  # fmt: skip
     flips: list[dict[str, Any]] = []
-    changed = 0
-    for key, right_b, target_b, answer_b in _answered(b):
-        found = first.get(key)
-        if found is None:
-            continue
-        right_a, target_a, answer_a = found
-        if target_a != target_b:
-            changed += 1
-            continue
-        row = variants.setdefault(key[:2], {"model": key[0], "prompt": key[1], "n": 0, "correct_a": 0,
-                                            "correct_b": 0, "a_only": 0, "b_only": 0})  # fmt: skip
-        row["n"] += 1
-        row["correct_a"] += right_a
-        row["correct_b"] += right_b
-        if right_a != right_b:
-            row["a_only" if right_a else "b_only"] += 1
+    for (model, prompt), (up, down) in result.flips.items():
+        for row_id, right in [*((r, "b") for r in up), *((r, "a") for r in down)]:
             if len(flips) < _FLIPS_SHOWN:
-                flips.append({"model": key[0], "prompt": key[1], "row_id": key[2], "repeat": key[3],
-                              "answer_a": answer_a, "answer_b": answer_b, "target": target_b,
-                              "right": "a" if right_a else "b"})  # fmt: skip
-    for row in variants.values():
-        row["acc_a"] = row["correct_a"] / row["n"]
-        row["acc_b"] = row["correct_b"] / row["n"]
-        row["diff"] = row["acc_b"] - row["acc_a"]
-    return {"variants": list(variants.values()), "flips": flips, "target_changed": changed,
-            "flips_shown": len(flips), "pairing": "evalrun.view.pairing (model, prompt, row_id, repeat)"}  # fmt: skip
+                flips.append({"model": model, "prompt": prompt, "row_id": row_id, "right": right})
+    total = sum(len(up) + len(down) for up, down in result.flips.values())
+    return {"variants": variants, "flips": flips, "flips_shown": len(flips), "flips_total": total,
+            "pairing": "evalrun diff (model, prompt, row id, repeat)"}  # fmt: skip
