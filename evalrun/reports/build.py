@@ -24,7 +24,7 @@ from evalrun.errors import NotARunFolder, StoreError
 from evalrun.gctune import fewer_collections
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
-from evalrun.spec import ScorerSpec
+from evalrun.spec import parse_scorer
 from evalrun.store.run_store import STORE_NAME, Store
 
 __all__ = ["Report", "analyze", "build_reports", "default_comparison_by", "load_results", "open_run", "report_state"]
@@ -122,7 +122,7 @@ def analyze(
         repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
-    scorer = ScorerSpec.model_validate(settings["scorer"])
+    scorer = parse_scorer(settings["scorer"])
     summary = summarize(tallies, clusters=clusters, reducer=reducer, repeats=repeats, scorer=scorer)
     by = default_comparison_by(tallies)
     comparison = (

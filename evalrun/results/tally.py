@@ -22,7 +22,7 @@ from evalrun.cost import cost_usd
 from evalrun.models import Price
 from evalrun.results.judge import match_grade
 from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
-from evalrun.spec import ScorerSpec
+from evalrun.spec import ScorerSpec, parse_scorer
 from evalrun.store.records import reply_shown
 
 __all__ = [
@@ -156,7 +156,7 @@ class ResultsPass:
         scorer: Scorer | None = None,
     ) -> None:
         self.settings = settings
-        self.scorer_spec = ScorerSpec.model_validate(settings["scorer"])
+        self.scorer_spec = parse_scorer(settings["scorer"])
         self.scorer = scorer or make_scorer(self.scorer_spec)
         self.field_names = list(self.scorer_spec.field_specs) if self.scorer_spec.type == "fields" else []
         self.judged = self.scorer_spec.type == "judge"
