@@ -4,7 +4,8 @@ The grader was asked (see `evalrun.plan.judge`) for a short explanation and one 
 scale, best first: as structured output `{"explanation", "grade"}` where the grader refuses
 prefill, or as `<explanation>…</explanation><grade>…</grade>` text. A grade is scored by its
 place on the scale (best 1, worst 0); it is correct when it is at least `pass_grade` (the best
-grade by default). A graded reply whose grader request failed has no score (status `error`),
+grade by default). A graded reply whose grader request failed, or whose grader replied with no
+grade of the scale (garbage, a refusal, a grade off the scale), has no score (status `error`),
 never a wrong one; one not graded yet is `pending`.
 """
 
@@ -96,7 +97,10 @@ def judge_scorer(spec: ScorerSpec) -> Scorer:
         grade, explanation = parse_grade(grader.text, labels)
         extra.update(grade=grade or "", grade_explanation=explanation or "")
         if grade is None:
-            return Score(answer=None, correct=False, status="unparsed", explanation="the grader gave no grade", extra=extra)
+            # A grading that failed says nothing about the answer: an error (no score), never wrong.
+            said = " ".join(grader.text.split())[:120] or "an empty reply"
+            return Score(answer=None, correct=False, status="error", extra=extra,
+                         explanation=f"judge: the grader's reply has no usable grade ({', '.join(labels)}): {said!r}")  # fmt: skip
         place = labels.index(grade)
         return Score(
             answer=grade,
