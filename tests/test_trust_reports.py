@@ -46,3 +46,52 @@ async def test_an_unusable_grade_leaves_the_accuracy_of_the_graded_rows(tmp_path
     # r1 was graded (fail by the fake's rule); r2's grading failed: 1 answered row, not 2 wrong ones.
     assert summary.loc[0, "accuracy"] == pytest.approx(results.loc["r1", "correct"] * 1.0)
     assert summary.loc[0, "n"] == 1
+
+
+# -- #21.1 the estimate under an explicit cache TTL ---------------------------------------------
+def two_shot_spec(tmp_path: Path, rows: int) -> Path:
+    """A few-shot prefix of about 1,800 tokens marked `cache: 5m`: below haiku 4.5's 4,096."""
+    example = " ".join(f"word{i}" for i in range(900))
+    lines = ["id,question,A,B,C,D,answer"]
+    lines += [f"r{i},Which option is number {i}?,a{i},b{i},c{i},d{i},{'ABCD'[i % 4]}" for i in range(rows)]
+    (tmp_path / "mc.csv").write_text("\n".join(lines) + "\n")
+    shots = "".join(
+        f"      - {{role: user, content: \"Example {k}: {example} (A) x (B) y (C) z (D) w\"}}\n"
+        f"      - {{role: assistant, content: \"The answer is ({'ABCD'[k % 4]})\"}}\n"
+        for k in range(2)
+    )
+    spec = tmp_path / "two-shot.yaml"
+    spec.write_text(
+        "name: two-shot\ndataset: {path: mc.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 1}\n"
+        "prompts:\n  two-shot:\n    cache: 5m\n    system: Answer with the letter of the correct option.\n"
+        "    messages:\n" + shots
+        + "      - {role: user, content: \"{question} (A) {A} (B) {B} (C) {C} (D) {D}\"}\n"
+        "    prefill: \"The answer is (\"\n"
+        "scorer: {type: choice, target: answer}\n"
+    )
+    return spec
+
+
+def cli_run(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from evalrun.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_a_short_prefix_marked_5m_is_not_cached_and_the_estimate_matches_the_bill(tmp_path: Path) -> None:
+    spec = two_shot_spec(tmp_path, 30)
+    note = "marked for caching (cache: 5m) but below the 4,096-token minimum"
+    checked = cli_run("validate", str(spec), "--sim")
+    assert checked.exit_code == 0 and note in checked.output
+    estimated = cli_run("estimate", str(spec), "--sim", "--json")
+    assert estimated.exit_code == 0 and note in estimated.stderr
+    estimate = json.loads(estimated.stdout)
+    assert estimate["cache_write_tokens"] == 0 and estimate["cache_read_tokens"] == 0
+    ran = cli_run("run", str(spec), "--sim", "--out", str(tmp_path / "out"))
+    assert ran.exit_code == 0, ran.output
+    results = load_results(tmp_path / "out")
+    assert results["cache_read_input_tokens"].sum() == 0 and results["cache_creation_input_tokens"].sum() == 0
+    assert estimate["cost_usd"] == pytest.approx(results["cost_usd"].sum(), rel=0.02)
+    assert note in (tmp_path / "out" / "report.md").read_text()

@@ -84,10 +84,10 @@ def estimate(
     result = anyio.run(
         lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local, detect=detect)
     )
+    echo_warnings(prepared.plan.warnings)  # on stderr: the JSON on stdout stays parseable
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
-    echo_warnings(prepared.plan.warnings)
     click.echo(
         f"{'model':<24} {'prompt':<16} {'mode':<11} {'requests':>8} {'input tok':>11} {'output tok':>10} {'USD':>10}"
     )
