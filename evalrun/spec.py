@@ -20,6 +20,8 @@ from evalrun.spec_scorers import (
     ModelEntry,
     ScorerSpec,
     Strict,
+    api_version_text,
+    check_api_version,
     parse_scorer,
 )
 from evalrun.yamlio import load_yaml
@@ -203,6 +205,8 @@ class Experiment(Strict):
         return value
 
     _cache = field_validator("cache", mode="before")(classmethod(lambda cls, v: _cache_word(v)))
+    _version_text = field_validator("api_version", mode="before")(classmethod(lambda cls, v: api_version_text(v)))
+    _version = field_validator("api_version")(classmethod(lambda cls, v: check_api_version(v)))
 
     @field_validator("deadline", "request_timeout")
     @classmethod
@@ -339,11 +343,49 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
                 raise SpecError(
                     f"{source}: {where}.{key}: not a Messages API parameter{_suggest(key, sorted(MESSAGES_PARAMS))}"
                 )
-        max_tokens = params.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-            raise SpecError(f"{source}: {where}.max_tokens: must be a whole number ≥ 1, got {max_tokens!r}")
+        _check_param_values(params, f"{source}: {where}")
     _check_answer_source(experiment, source)
+    _check_tool_choice(experiment, source)
     return experiment
+
+
+# Sampling parameters and their range in the Messages API.
+_UNIT_RANGE = ("temperature", "top_p")
+
+
+def _check_param_values(params: Mapping[str, Any], where: str) -> None:
+    """The values the API would refuse on every request, caught before anything is sent."""
+    max_tokens = params.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise SpecError(f"{where}.max_tokens: must be a whole number ≥ 1, got {max_tokens!r}")
+    for key in _UNIT_RANGE:
+        value = params.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise SpecError(f"{where}.{key}: must be a number from 0 to 1, got {value!r}")
+    top_k = params.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise SpecError(f"{where}.top_k: must be a whole number ≥ 1, got {top_k!r}")
+
+
+def _check_tool_choice(experiment: Experiment, source: str) -> None:
+    """A tool_choice forcing a tool no request sends: the API refuses every request."""
+    for model in experiment.models:
+        for name, prompt in experiment.prompts.items():
+            params = experiment.params_for(prompt, model)
+            choice = params.get("tool_choice")
+            if not isinstance(choice, Mapping) or choice.get("type") != "tool":
+                continue
+            tools = params.get("tools")
+            names = [str(t.get("name")) for t in tools if isinstance(t, Mapping)] if isinstance(tools, list) else []
+            if choice.get("name") not in names:
+                scope = f" with prompt {name!r} to model {model.display!r}" if len(experiment.models) > 1 or len(
+                    experiment.prompts) > 1 else ""  # fmt: skip
+                raise SpecError(
+                    f"{source}: tool_choice: forces {choice.get('name')!r}, which is not one of the tools "
+                    f"sent{scope} ({', '.join(names) or 'no tools are sent'}): the API would refuse every request"
+                )
 
 
 def _check_answer_source(experiment: Experiment, source: str) -> None:

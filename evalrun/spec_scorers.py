@@ -8,10 +8,13 @@ Each model takes only its own keys (`extra="forbid"`); the keys it does not take
 
 from __future__ import annotations
 
+import datetime
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 __all__ = [
     "SCORER_KEYS",
@@ -25,17 +28,49 @@ __all__ = [
     "JudgeScorer",
     "RegexScorer",
     "ScorerSpec",
+    "match_grade",
     "parse_scorer",
 ]
 
 AnswerMode = Literal["auto", "prefill", "structured", "instruction"]
 DEFAULT_CHOICES = ("A", "B", "C", "D")
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class Strict(BaseModel):
     """A spec part: unknown keys are errors, values never change after validation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def api_version_text(value: Any) -> Any:
+    """YAML reads a bare `2023-06-01` as a date: take it as the version string it names."""
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+def check_api_version(value: str | None) -> str | None:
+    """An `anthropic-version` is a date, YYYY-MM-DD (whether the table knows it is checked by the plan)."""
+    if value is not None and not _VERSION.match(value):
+        raise ValueError(f"{value!r} is not an API version (a date such as 2023-06-01)")
+    return value
+
+
+def no_credentials(value: str | None) -> str | None:
+    """A base URL may not carry a user name or password: evalrun records the URL in the store and
+    the reports, and prints it."""
+    if value is None:
+        return value
+    try:
+        parts = urlsplit(value.strip())
+        credentials = parts.username is not None or parts.password is not None
+    except ValueError:
+        return value  # not a URL at all: the plan's check names the problem
+    if credentials:
+        raise ValueError(
+            "holds a user name or password (`user:…@`); evalrun records the base URL in the store and the "
+            "reports, so credentials do not belong in it: give the key through api_key_env instead"
+        )
+    return value
 
 
 class ModelEntry(Strict):
@@ -47,6 +82,10 @@ class ModelEntry(Strict):
     api_key_env: str | None = None
     api_version: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+
+    _version_text = field_validator("api_version", mode="before")(classmethod(lambda cls, v: api_version_text(v)))
+    _version = field_validator("api_version")(classmethod(lambda cls, v: check_api_version(v)))
+    _base_url = field_validator("base_url")(classmethod(lambda cls, v: no_credentials(v)))
 
 
 class FieldSpec(Strict):
@@ -283,6 +322,29 @@ class JudgeScorer(_Scorer, _NoChoices, _NoPattern, _NoCase, _NoFields):
     def columns(self) -> list[tuple[str, str]]:
         found = super().columns()
         return [*found, (self.human, "scorer.human")] if self.human else found
+
+
+def match_grade(value: Any, labels: Sequence[str]) -> str | None:
+    """The label of `labels` a grader (or a human) gave, however it was written ("Pass", 4.0);
+    None when it is none of them."""
+    if value is None:
+        return None
+    text = str(value).strip().strip("\"'*").strip()
+    folded = {label.casefold(): label for label in labels}
+    if text.casefold() in folded:
+        return folded[text.casefold()]
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    for label in labels:
+        try:
+            if float(label) == number:
+                return label
+        except ValueError:
+            continue
+    return None
+
 
 
 ScorerSpec = Annotated[

@@ -95,3 +95,55 @@ def test_a_short_prefix_marked_5m_is_not_cached_and_the_estimate_matches_the_bil
     assert results["cache_read_input_tokens"].sum() == 0 and results["cache_creation_input_tokens"].sum() == 0
     assert estimate["cost_usd"] == pytest.approx(results["cost_usd"].sum(), rel=0.02)
     assert note in (tmp_path / "out" / "report.md").read_text()
+
+
+# -- #21.14 what was accepted without a word ------------------------------------------------------
+SPEC_ERRORS = {
+    "params: {max_tokens: 1, temperature: hot}\n": "spec.yaml: params.temperature: must be a number from 0 to 1, got 'hot'",
+    "params: {max_tokens: 1, temperature: 5}\n": "spec.yaml: params.temperature: must be a number from 0 to 1, got 5",
+    "api_version: 1999-01-01\n": "API version '1999-01-01' is not one the model table knows (2023-06-01, 2026-10-21)",
+    "api_version: soon\n": "spec.yaml: api_version: 'soon' is not an API version (a date such as 2023-06-01)",
+    "params: {max_tokens: 1, tools: [{name: a, input_schema: {type: object}}], tool_choice: {type: tool, name: b}}\n":
+        "spec.yaml: tool_choice: forces 'b', which is not one of the tools sent (a)",
+    "params: {max_tokens: 1, tool_choice: {type: tool, name: b}}\n":
+        "spec.yaml: tool_choice: forces 'b', which is not one of the tools sent (no tools are sent)",
+    "scorer: {type: choice, target: answer, choices: []}\n": "spec.yaml: scorer: choices is empty",
+    "models: [{name: claude-haiku-4-5, base_url: 'http://user:hunter2@localhost:9/'}]\n":
+        "spec.yaml: models.0.base_url: holds a user name or password",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "expected"), list(SPEC_ERRORS.items()))
+def test_values_the_api_would_refuse_are_spec_errors(write_spec: Any, body: str, expected: str) -> None:
+    spec = write_spec(body)
+    checked = cli_run("validate", str(spec))
+    assert checked.exit_code == 2
+    line = checked.output.strip()
+    assert "\n" not in line and expected in line and "hunter2" not in line
+
+
+def test_a_numeric_field_needs_a_number_in_its_column(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("id,q,amount\nr1,a,12.5\nr2,b,\nr3,c,lots\n")
+    (tmp_path / "s.yaml").write_text(
+        "name: n\ndataset: {path: d.csv, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 50}\n"
+        "prompts: {p: {messages: [{role: user, content: '{q}'}]}}\n"
+        "scorer: {type: fields, from: text, fields: {amount: {column: amount, tolerance: 0.01}}}\n"
+    )
+    checked = cli_run("validate", str(tmp_path / "s.yaml"), "--sim")
+    assert checked.exit_code == 2
+    assert "line 3: column 'amount' holds '', not a number" in checked.output
+
+
+def test_a_human_grade_off_the_scale_is_named(tmp_path: Path) -> None:
+    spec = judged_spec(tmp_path, human=True)
+    (tmp_path / "d.csv").write_text("id,term,reference,human\nr1,tarn,a lake,pass\nr2,cwm,a valley,\nr3,col,a pass,maybe\n")
+    checked = cli_run("validate", str(spec), "--sim")
+    assert checked.exit_code == 2
+    assert "line 4: column 'human' holds 'maybe', which is not one of the grades pass, fail" in checked.output
+
+
+def test_validate_without_a_key_says_what_run_will_need(write_spec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    checked = cli_run("validate", str(write_spec()))
+    assert checked.exit_code == 0
+    assert "note: `run` will need a usable API key: ANTHROPIC_API_KEY is not set" in checked.stderr

@@ -50,6 +50,21 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
         stand_in = "<the reply of the graded model>"
         click.echo(json.dumps(judge.body(first_row.values, stand_in), indent=2, ensure_ascii=False)[:20000])
     click.echo(f"\nrun folder: {prepared.folder}")
+    if not sim:
+        _note_missing_key(prepared)
+
+
+def _note_missing_key(prepared: Any) -> None:
+    """validate checks the spec, not the environment: a missing or unusable key is said, not fatal."""
+    import os
+
+    from evalrun.errors import SpecError
+    from evalrun.execute import api_keys
+
+    try:
+        api_keys(prepared, os.environ)
+    except SpecError as exc:
+        click.echo(f"note: `run` will need a usable API key: {exc}", err=True)
 
 
 @cli.command()

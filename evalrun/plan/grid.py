@@ -22,6 +22,7 @@ from evalrun.models import SAMPLING_PARAMS, ModelTable
 from evalrun.plan.caching import CachePoint, apply_cache_point, cache_note, plan_cache_point
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
+from evalrun.plan.gold import check_gold
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
 from evalrun.plan.render import (
     Template,
@@ -286,6 +287,7 @@ class Plan:
         for row in self.dataset.iter_rows():
             self.target(row)
             self.cluster(row)
+            check_gold(self.experiment, row, str(self.dataset.path))
             for prompt, name in image_prompts:
                 turns = render_turns(
                     prompt.messages, row.values, base_dir=self.image_dir, where=f"prompts.{name}",

@@ -18,6 +18,7 @@ from typing import Any
 
 from evalrun.results.scoring import Grader, Reply, Score, Scorer
 from evalrun.spec import ScorerSpec
+from evalrun.spec_scorers import match_grade
 
 __all__ = ["GRADER_COLUMNS", "Grader", "judge_scorer", "match_grade", "parse_grade"]
 
@@ -25,27 +26,6 @@ GRADER_COLUMNS = ["grade", "grade_explanation", "judge_input_tokens", "judge_out
 _GRADE_TAG = re.compile(r"<grade>\s*(.*?)\s*</grade>", re.IGNORECASE | re.DOTALL)
 _EXPLANATION_TAG = re.compile(r"(?:<explanation>)?(.*?)</explanation>", re.IGNORECASE | re.DOTALL)
 _GRADE_LINE = re.compile(r"grade\s*[:=]\s*\**\s*([^\s*.,;]+)", re.IGNORECASE)
-
-
-def match_grade(value: Any, labels: Sequence[str]) -> str | None:
-    """The label a grader (or a human) gave, however it was written; None when it is none."""
-    if value is None:
-        return None
-    text = str(value).strip().strip("\"'*").strip()
-    folded = {label.casefold(): label for label in labels}
-    if text.casefold() in folded:
-        return folded[text.casefold()]
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    for label in labels:
-        try:
-            if float(label) == number:
-                return label
-        except ValueError:
-            continue
-    return None
 
 
 def parse_grade(text: str, labels: Sequence[str]) -> tuple[str | None, str | None]:
