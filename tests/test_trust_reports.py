@@ -147,3 +147,40 @@ def test_validate_without_a_key_says_what_run_will_need(write_spec: Any, monkeyp
     checked = cli_run("validate", str(write_spec()))
     assert checked.exit_code == 0
     assert "note: `run` will need a usable API key: ANTHROPIC_API_KEY is not set" in checked.stderr
+
+
+# -- #21.13 a read-only run folder is read without a change ---------------------------------------
+def _make_read_only(folder: Path) -> Any:
+    """Make `folder` read-only for this process (chmod; as root, the immutable flag); None when
+    this machine cannot."""
+    import os
+    import subprocess
+
+    for path in [*folder.iterdir(), folder]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    if not os.access(folder, os.W_OK):
+        return lambda: [p.chmod(0o755) for p in [folder, *folder.iterdir()]]
+    done = subprocess.run(["chattr", "-R", "+i", str(folder)], capture_output=True, check=False)
+    if done.returncode != 0 or os.access(folder, os.W_OK):
+        return None
+    return lambda: subprocess.run(["chattr", "-R", "-i", str(folder)], check=True)
+
+
+def test_report_and_compare_read_a_read_only_folder_without_writing(tmp_path: Path, write_spec: Any) -> None:
+    spec = write_spec("models: [claude-haiku-4-5, claude-sonnet-4-6]\n")
+    ran = cli_run("run", str(spec), "--sim", "--out", str(tmp_path / "out"))
+    assert ran.exit_code == 0, ran.output
+    folder = tmp_path / "out"
+    before = sorted(p.name for p in folder.iterdir())
+    undo = _make_read_only(folder)
+    if undo is None:
+        pytest.skip("this machine cannot make a folder read-only for this user")
+    try:
+        compared = cli_run("compare", str(folder), "--by", "model")
+        rebuilt = cli_run("report", str(folder))
+    finally:
+        undo()
+    assert compared.exit_code == 0 and "| plain | claude-haiku-4-5 | claude-sonnet-4-6 |" in compared.stdout
+    assert "comparison.csv not written" in compared.stderr and "Traceback" not in compared.output
+    assert rebuilt.exit_code != 0 and "read-only" in rebuilt.output and "Traceback" not in rebuilt.output
+    assert sorted(p.name for p in folder.iterdir()) == before

@@ -23,7 +23,7 @@ class RequestBodies:
 
     def __init__(self, store: Any) -> None:
         self.store = store
-        (self.cells,) = store.query("SELECT count(*) FROM cells")[0]
+        self.cells = store.count_cells()
         self.after = 0  # the last rowid read
         self.page: list[tuple[int, str, str]] = []  # (rowid, key, body) of the page being met in order
         self.at = 0
@@ -69,8 +69,7 @@ class RequestBodies:
     def _read(self) -> list[tuple[int, str, str]]:
         if self.done:
             return []
-        rows: list[tuple[int, str, str]] = self.store.query(
-            "SELECT rowid, key, body_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?", (self.after, self.PAGE))
+        rows: list[tuple[int, str, str]] = self.store.request_bodies_after(self.after, self.PAGE)
         if len(rows) < self.PAGE:
             self.done = True
         if rows:

@@ -336,8 +336,7 @@ class ResultsPass:
 
 def stored_rows(store: Any) -> int:
     """How many dataset rows a run store holds (row positions are 0 … n − 1)."""
-    (count,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
-    return int(count)
+    return int(store.count_rows())
 
 
 def run_variants(settings: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -148,8 +148,11 @@ class Store:
         path = folder / STORE_NAME
         if not path.exists():
             raise StoreError(f"{folder}: no {STORE_NAME} here; is this a run folder (reports/<name>/<run>/)?")
+        # A WAL store needs its -shm file even to be read: in a folder nobody may write (a
+        # read-only copy, an archive) nothing can change it either, so it is read as immutable.
+        mode = "ro" if os.access(folder, os.W_OK) else "ro&immutable=1"
         try:
-            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, timeout=10.0, check_same_thread=False)
             applied = {n for (n,) in db.execute("SELECT name FROM _migrations")}
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, path) from None
@@ -556,6 +559,29 @@ class Store:
     def cell_rows(self) -> list[dict[str, Any]]:
         """Every planned cell with its row and response, in plan order (small runs and tests)."""
         return [row for chunk in self.iter_cells() for row in chunk]
+
+    # -- reading for reports: counts, clusters, request bodies (reporttrust) ----------------
+    def count_cells(self) -> int:
+        """How many cells the store plans."""
+        return int(self.query("SELECT count(*) FROM cells")[0][0])
+
+    def count_rows(self) -> int:
+        """How many dataset rows the store holds (row positions are 0 … n − 1)."""
+        return int(self.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0][0])
+
+    def row_clusters(self) -> list[tuple[int, str | None]]:
+        """(row position, cluster) of every stored dataset row, in row order."""
+        return list(self.query("SELECT row_seq, cluster FROM rows ORDER BY row_seq"))
+
+    def responses_mark(self) -> tuple[int, int]:
+        """(how many responses, the last one's rowid): changes whenever a response is stored."""
+        count, top = self.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
+        return int(count), int(top)
+
+    def request_bodies_after(self, rowid: int, limit: int) -> list[tuple[int, str, str]]:
+        """(rowid, key, body) of the next `limit` stored requests after `rowid`, in the order written."""
+        return list(self.query(
+            "SELECT rowid, key, body_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)))
 
 
 _INSERT_RESPONSE = (
