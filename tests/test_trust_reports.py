@@ -184,3 +184,58 @@ def test_report_and_compare_read_a_read_only_folder_without_writing(tmp_path: Pa
     assert "comparison.csv not written" in compared.stderr and "Traceback" not in compared.output
     assert rebuilt.exit_code != 0 and "read-only" in rebuilt.output and "Traceback" not in rebuilt.output
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_a_long_row_id_is_embedded_whole_so_its_link_finds_it() -> None:
+    from evalrun.reports.explorer import ExplorerSink, decode
+
+    row_id = "r" + "0123456789" * 1000  # 10,001 characters
+    sink = ExplorerSink()
+    sink.begin([])
+    record = {"model": "m", "prompt": "p", "row_id": row_id, "repeat": 0, "status": "ok", "correct": True,
+              "answer": "A", "target": "A", "response_text": "A", "stop_reason": "end_turn", "answer_mode": "plain",
+              "cost_usd": 0.001, "latency_s": 0.5, "input_tokens": 10, "output_tokens": 1, "attempts": 1}  # fmt: skip
+    sink.write([record], [{"seq": 0, "row_seq": 0, "request_key": "k", "request_json": None}])
+    sink.close()
+    payload = decode(json.loads(sink.json()))
+    assert [payload["strings"][i] for i in payload["cells"]["r"]] == [row_id]
+
+
+# -- #21.5 results.parquet's `correct` is a nullable boolean in every run ------------------------
+@pytest.mark.parametrize("values", [[True, False], [True, None]])
+def test_parquet_correct_is_a_nullable_boolean_whether_or_not_a_cell_failed(tmp_path: Path, values: list[Any]) -> None:
+    from evalrun.reports.writers import ParquetResults, Staged
+
+    staged = Staged(tmp_path)
+    sink = ParquetResults().open(staged)
+    sink.begin(["row_id", "correct", "repeat"])
+    sink.write([{"row_id": str(i), "correct": v, "repeat": 0} for i, v in enumerate(values)], [])
+    sink.close()
+    staged.commit()
+    frame = pd.read_parquet(tmp_path / "results.parquet")
+    assert str(frame["correct"].dtype) == "boolean" and str(frame["repeat"].dtype) == "Int64"
+    assert frame["correct"].tolist()[0] is True and (frame["correct"].isna().tolist() == [v is None for v in values])
+
+
+def test_a_full_disk_under_the_parquet_writer_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from evalrun.reports.writers import ParquetResults
+
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    class Full:
+        def path(self, name: str) -> Path:
+            return Path("/dev/full")
+
+    sink = ParquetResults().open(Full())  # type: ignore[arg-type]
+    sink.begin(["row_id", "correct"])
+    with pytest.raises(OSError):
+        sink.write([{"row_id": "x" * 50, "correct": True}] * 10_000, [])
+        sink.close()
+    del sink
+    import gc
+
+    gc.collect()
+    assert unraisable == []

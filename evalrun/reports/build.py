@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,13 +237,20 @@ def _write_reports(
         if child is not None:
             child.stop()
         staged.abandon()
-        raise StoreError(f"{folder}: cannot write the reports ({exc.strerror or exc}); nothing was lost: "
+        raise StoreError(f"{folder}: cannot write the reports ({_why(exc)}); nothing was lost: "
                          f"free space and run `evalrun report {folder}`") from None
     except BaseException:
         if child is not None:
             child.stop()
         staged.abandon()
         raise
+
+
+def _why(exc: OSError) -> str:
+    """An OSError's reason in a few words (pyarrow's own carry `[errno N]` in a long message)."""
+    found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+    number = exc.errno or (int(found.group(1)) if found else None)
+    return exc.strerror or (os.strerror(number) if number else str(exc))
 
 
 def _stage(staged: Any, store: Store, settings: dict[str, Any], writers: list[Any], child: Any) -> None:

@@ -60,6 +60,8 @@ from evalrun.reports.explorer_parts import (
 
 __all__ = ["ExplorerSink"]
 
+ID_CHARS = 1 << 40  # no cap: a row id is a key, and a shortened one matches nothing
+
 _BUCKET_SHIFT = 48
 _BUCKETS = 1 << 16
 _SHRINK_TO = 0.9
@@ -267,7 +269,7 @@ class ExplorerSink:
         score = columns["sc"]
         columns["sc"] = np.where((score > 0) & (score < 1), score, math.nan)  # partial credit only
         texts = self._texts
-        columns["r"] = texts(rec["row_id"], PART_CHARS)
+        columns["r"] = texts(rec["row_id"], ID_CHARS)  # an id is never shortened: links find a row by it
         for column, name, cap in _TEXT_FIELDS:
             columns[column] = texts(rec[name], cap)
         columns["y"] = texts([_reply(text, message, raw) for text, message, raw
