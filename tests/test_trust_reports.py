@@ -239,3 +239,45 @@ def test_a_full_disk_under_the_parquet_writer_is_one_clear_error(monkeypatch: py
 
     gc.collect()
     assert unraisable == []
+
+
+@pytest.mark.anyio
+async def test_paid_by_this_folder_counts_the_grading_too(tmp_path: Path) -> None:
+    fake = GradingFake()
+    await run_prepared(prepare(judged_spec(tmp_path), out=tmp_path / "out"), transport=httpx.MockTransport(fake.handle))
+    results = load_results(tmp_path / "out")
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    paid = results["cost_usd"].sum() + results["judge_cost_usd"].sum()
+    assert results["judge_cost_usd"].sum() > 0
+    assert summary.loc[0, "paid_usd"] == pytest.approx(paid)
+
+
+def _main_table(page: str) -> str:
+    """The summary's main table (before its "More columns")."""
+    summary = page[page.index('<section id="summary">'):]
+    return summary[: summary.index("</table>")]
+
+
+@pytest.mark.anyio
+async def test_the_graders_figures_are_on_the_main_view_and_rows_come_last(tmp_path: Path) -> None:
+    fake = GradingFake()
+    await run_prepared(prepare(judged_spec(tmp_path, human=True), out=tmp_path / "out"),
+                       transport=httpx.MockTransport(fake.handle))  # fmt: skip
+    page = (tmp_path / "out" / "report.html").read_text()
+    main = _main_table(page)
+    for header in ("judge agrees with people", "κ", "cost of the grading", "correct cells"):
+        assert header in main, header
+    assert "rows graded by both" in main
+    # Nothing below the lazily rendered rows: a nav link to a section cannot land mid-list.
+    assert page.index('id="explore"') > max(page.index('id="settings"'), page.index('id="outcomes"'))
+    assert "paid by this folder (answers and grading)" in page
+
+
+def test_per_field_accuracy_is_on_the_main_view(tmp_path: Path) -> None:
+    spec = Path(__file__).resolve().parent.parent / "experiments" / "cities-json.yaml"
+    ran = cli_run("run", str(spec), "--sim", "--limit", "4", "--out", str(tmp_path / "out"))
+    assert ran.exit_code == 0, ran.output
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    fields = [c.removeprefix("accuracy_") for c in summary.columns if c.startswith("accuracy_")]
+    main = _main_table((tmp_path / "out" / "report.html").read_text())
+    assert fields and all(f"{field} accuracy" in main for field in fields)

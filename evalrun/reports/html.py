@@ -280,9 +280,11 @@ SECTIONS: list[Section] = [
     Section(_summary, "summary", "Summary"),
     Section(_accuracy, "accuracy", "Accuracy"),
     Section(_comparisons, "comparisons", "Comparisons"),
-    Section(_rows, "explore", "Rows"),
     Section(_outcomes, "outcomes", "Outcomes"),
     Section(_settings, "settings", "Settings"),
+    # Last: the explorer renders its rows lazily, so a section below it would move as they come
+    # and a link to it would land mid-list.
+    Section(_rows, "explore", "Rows"),
 ]
 
 
@@ -303,11 +305,11 @@ def write_html(out: IO[str], *, summary: pd.DataFrame, comparison: pd.DataFrame 
 
     The sections (`SECTIONS` unless ``sections`` is given) in order: simulator banner (a
     simulated run), failure banner, summary table, accuracy chart with CI whiskers and cost
-    against accuracy (both left out for a failed run), comparisons, the row explorer (when
-    ``explorer``, an `ExplorerSink`, saw the cells: its data is streamed into the page from its
-    spill), outcomes with the letter distribution (when ``choices`` is given) and the repeat
-    summary (when any cell was repeated), and the run settings. ``rest`` are the other fields
-    of `Page` (``outcomes`` is the weighted outcome frame of the tallies).
+    against accuracy (both left out for a failed run), comparisons, outcomes with the letter
+    distribution (when ``choices`` is given) and the repeat summary (when any cell was
+    repeated), the run settings, and last the row explorer (when ``explorer``, an
+    `ExplorerSink`, saw the cells: its data is streamed into the page from its spill). ``rest``
+    are the other fields of `Page` (``outcomes`` is the weighted outcome frame of the tallies).
     """
     page = Page(summary=summary, comparison=comparison, settings=settings, rows=frame_records(summary), **rest)
     drawn = [(section, section.render(page)) for section in (SECTIONS if sections is None else sections)]

@@ -79,48 +79,95 @@ _SECONDARY = [
     ("ci_method", "interval method"), ("clusters", "clusters"), ("pending", "not sent"),
     ("input_tokens", "input tokens"), ("output_tokens", "output tokens"),
     ("cache_creation_input_tokens", "cache write tokens"), ("cache_read_input_tokens", "cache read tokens"),
-    ("paid_usd", "paid by this folder"), ("from_cache", "from shared cache"),
+    ("paid_usd", "paid by this folder (answers and grading)"), ("from_cache", "from shared cache"),
     ("cost_per_1k_rows_usd", "cost per 1k rows"),
 ]  # fmt: skip
+_JUDGE_MAIN = {"judge_agreement", "judge_agreement_low", "judge_agreement_high", "judge_agreement_n", "judge_kappa",
+               "judge_kappa_low", "judge_kappa_high", "judge_cost_usd"}  # fmt: skip
 _MAIN = {"model", "prompt", "answer_mode", "n", "cells", "answered", "unparsed", "errors", "error_rate", "correct",
          "accuracy", "ci_low", "ci_high", "reliable", "cost_usd", "cost_per_correct_usd", "latency_p50_s",
-         "latency_p95_s"}  # fmt: skip
+         "latency_p95_s", *_JUDGE_MAIN}  # fmt: skip
 
 
-def summary_section(summary: Sequence[Mapping[str, Any]], *, withheld: bool, explorer: bool) -> str:
+def _interval_cell(key: str, *, share: bool) -> Cell:
+    """A figure with its interval under it (`key_low`–`key_high`), and how many it rests on (`key_n`)."""
+    def render(row: Mapping[str, Any]) -> str:
+        value = row.get(key)
+        if is_missing(value):
+            return "—"
+        def show(v: Any) -> str:
+            return pct(v) if share else f"{float(v):.2f}"
+
+        text = f"<strong>{show(value)}</strong>"
+        low, high = row.get(f"{key}_low"), row.get(f"{key}_high")
+        if not (is_missing(low) or is_missing(high)):
+            text += f'<span class="sub">{show(low)}–{show(high)}</span>'
+        n = row.get(f"{key}_n", row.get("judge_agreement_n"))
+        if not is_missing(n):
+            text += f'<span class="sub">{int(n):,} rows graded by both</span>'
+        return text
+    return render
+
+
+def _abbr(text: str, title: str) -> str:
+    return f'<abbr title="{esc(title)}">{esc(text)}</abbr>'
+
+
+# (the column it needs, header HTML, kind, key or renderer), in the order shown
+_MAIN_COLUMNS: list[tuple[str, str, str, str | Cell]] = [
+    ("answer_mode", "answer mode", "text", "answer_mode"),
+    ("", _abbr("rows", "dataset rows with at least one answer: the unit of evidence"), "num", "n"),
+    ("", 'accuracy<span class="sub">95 % interval</span>', "num", _accuracy_cell(False)),
+    ("correct", _abbr("correct cells", "answered cells scored right (a row × repeat is a cell): not rows"), "num",
+     "correct"),
+    ("answered", "answered / cells", "num", _answered_cell),
+    ("unparsed", _abbr("unparsed", "replied, but no answer could be read from the reply: counted wrong"), "num",
+     "unparsed"),
+    ("errors", _abbr("errors", "requests that got no reply (or no usable grade); never counted as wrong answers"),
+     "num", _errors_cell),
+    ("judge_agreement", _abbr("judge agrees with people", "share of rows where the grader gave the human grade")
+     + '<span class="sub">95 % interval</span>', "num", _interval_cell("judge_agreement", share=True)),
+    ("judge_kappa", _abbr("κ", "Cohen's kappa: the grader's agreement with people beyond chance")
+     + '<span class="sub">95 % interval</span>', "num", _interval_cell("judge_kappa", share=False)),
+    ("cost_usd", "cost of the answers", "num", "cost_usd"),
+    ("judge_cost_usd", "cost of the grading", "num", "judge_cost_usd"),
+    ("cost_per_correct_usd", "cost per correct", "num", "cost_per_correct_usd"),
+    ("latency_p50_s", "latency p50 / p95", "num", _latency_cell),
+]  # fmt: skip
+
+
+def _main_columns(summary: Sequence[Mapping[str, Any]], *, withheld: bool,
+                  explorer: bool) -> list[tuple[str, str, str | Cell]]:  # fmt: skip
     def has(column: str) -> bool:
         return any(column in row and not is_missing(row[column]) for row in summary)
 
     columns: list[tuple[str, str, str | Cell]] = [("model", "text", "model"), ("prompt", "text", "prompt")]
-    if has("answer_mode"):
-        columns.append(("answer mode", "text", "answer_mode"))
-    columns.append(('<abbr title="dataset rows with at least one answer: the unit of evidence">rows</abbr>', "num", "n"))
-    columns.append(("accuracy<span class=\"sub\">95 % interval</span>", "num", _accuracy_cell(withheld)))
-    if has("correct"):
-        columns.append(("correct", "num", "correct"))
-    if has("answered"):
-        columns.append(("answered / cells", "num", _answered_cell))
-    if has("unparsed"):
-        columns.append(('<abbr title="replied, but no answer could be read from the reply: counted wrong">unparsed</abbr>',
-                        "num", "unparsed"))  # fmt: skip
-    if has("errors"):
-        columns.append(('<abbr title="requests that got no reply; never counted as wrong answers">errors</abbr>', "num",
-                        _errors_cell))  # fmt: skip
-    if has("cost_usd"):
-        columns.append(("cost", "num", "cost_usd"))
-    if has("cost_per_correct_usd"):
-        columns.append(("cost per correct", "num", "cost_per_correct_usd"))
-    if has("latency_p50_s"):
-        columns.append(("latency p50 / p95", "num", _latency_cell))
+    for needs, title, kind, how in _MAIN_COLUMNS:
+        if needs and not has(needs):
+            continue
+        columns.append((title, kind, _accuracy_cell(withheld) if title.startswith("accuracy<") else how))
+        if title.startswith("accuracy<"):  # per-field accuracy right after the overall one
+            fields = [c for c in dict.fromkeys(c for row in summary for c in row) if c.startswith("accuracy_")]
+            columns += [(f"{esc(c.removeprefix('accuracy_'))} accuracy", "num", c) for c in fields]
     if explorer:
         columns.append(("", "text", _read_cell))
+    return columns
+
+
+def summary_section(summary: Sequence[Mapping[str, Any]], *, withheld: bool, explorer: bool) -> str:
+    """The summary table (every figure a reader needs), with the rest under "More columns"."""
+    def has(column: str) -> bool:
+        return any(column in row and not is_missing(row[column]) for row in summary)
+
+    columns = _main_columns(summary, withheld=withheld, explorer=explorer)
 
     def row_class(row: Mapping[str, Any]) -> str:
         return "bad" if unreliable(row) or (is_missing(row.get("accuracy")) and row.get("errors")) else ""
 
     parts = [grid(summary, columns, row_class=row_class)]
     secondary = [(key, title) for key, title in _SECONDARY if has(key)]
-    extra = [c for row in summary for c in row if c not in _MAIN and c not in dict(_SECONDARY)]
+    extra = [c for row in summary for c in row
+             if c not in _MAIN and c not in dict(_SECONDARY) and not c.startswith("accuracy_")]  # fmt: skip
     secondary += [(c, c.replace("_", " ")) for c in dict.fromkeys(extra)]
     if secondary:
         more: list[tuple[str, str, str | Cell]] = [("model", "text", "model"), ("prompt", "text", "prompt")]

@@ -304,6 +304,8 @@ class ResultsPass:
         tally.judge_tokens["input"] += int(cell.get("judge_input_tokens") or 0) / share
         tally.judge_tokens["output"] += int(cell.get("judge_output_tokens") or 0) / share
         tally.judge_cost_usd += float(cell.get("judge_cost_usd") or 0.0) / share
+        if cell.get("judge_source") not in (None, "cache"):  # "paid by this folder" counts grading too
+            tally.paid_usd += float(cell.get("judge_cost_usd") or 0.0) / share
         if self.human and score.status == "ok" and score.answer:
             values = json.loads(cell["values_json"])
             human = match_grade(values.get(self.human), self.labels)
