@@ -24,6 +24,7 @@ from evalrun.spec_scorers import (
     check_api_version,
     parse_scorer,
 )
+from evalrun.sweeps import check_sweep
 from evalrun.yamlio import load_yaml
 
 __all__ = [
@@ -162,9 +163,29 @@ class DatasetSpec(Strict):
 
 
 class ModelSpec(ModelEntry):
-    """A model to evaluate, with its per-model overrides."""
+    """A model to evaluate, with its per-model overrides.
+
+    `effort`, `thinking` and `vary` make it a sweep: a list expands into one configuration per
+    value (several lists: their product), labelled `<label>@effort=high,thinking=2048`; a single
+    value sets the parameter without sweeping (see `evalrun.plan.thinking`)."""
 
     answer_mode: AnswerMode | None = None
+    effort: str | list[str] | None = None
+    thinking: int | str | list[int | str] | None = None
+    vary: dict[str, list[Any]] | None = None
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _thinking_words(cls, value: Any) -> Any:
+        # YAML reads a bare `off` as false.
+        if isinstance(value, list):
+            return ["off" if v is False else v for v in value]
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _sweep_values(self) -> ModelSpec:
+        check_sweep(self.effort, self.thinking, self.vary)
+        return self
 
     @property
     def display(self) -> str:

@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from evalrun.reports.frontier import frontier_html
 from evalrun.reports.html_charts import accuracy_chart, cost_chart, spread_labels
 from evalrun.reports.html_kit import (
     esc,
@@ -38,7 +39,8 @@ from evalrun.reports.html_settings import settings_section
 from evalrun.reports.html_tables import comparison_section, letters_section, outcomes_section, summary_section
 from evalrun.results.tally import diagnostics_frame
 
-__all__ = ["DATA", "SECTIONS", "Page", "Section", "explore_link", "render_html", "render_report", "spread_labels", "write_html", "write_report"]
+__all__ = ["DATA", "SECTIONS", "Page", "Section", "explore_link", "render_html", "render_report", "spread_labels",
+           "with_sections", "write_html", "write_report"]
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -68,6 +70,7 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         simulated=report.simulated,
         explorer=explorer,
         totals=report.totals,
+        sections=with_sections(SECTIONS, after="accuracy", added=frontier_html(report)),
     )
 
 
@@ -286,6 +289,22 @@ SECTIONS: list[Section] = [
     # and a link to it would land mid-list.
     Section(_rows, "explore", "Rows"),
 ]
+
+
+def with_sections(sections: Sequence[Section], *, after: str, added: Sequence[tuple[str, str, str]]) -> list[Section]:
+    """`sections` with ready-made ones, (anchor, title, HTML body) each, after the one at `after`;
+    like the charts, they are left out of a failed run's page."""
+    def fixed(anchor: str, title: str, body: str) -> Section:
+        def render(page: Page) -> list[Any]:
+            return [] if page.withheld else [f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>']
+        return Section(render, anchor, title)
+
+    out: list[Section] = []
+    for section in sections:
+        out.append(section)
+        if section.anchor == after:
+            out += [fixed(*part) for part in added]
+    return out
 
 
 def _header(page: Page) -> str:
