@@ -281,3 +281,16 @@ def test_per_field_accuracy_is_on_the_main_view(tmp_path: Path) -> None:
     fields = [c.removeprefix("accuracy_") for c in summary.columns if c.startswith("accuracy_")]
     main = _main_table((tmp_path / "out" / "report.html").read_text())
     assert fields and all(f"{field} accuracy" in main for field in fields)
+
+
+@pytest.mark.anyio
+async def test_report_md_of_a_run_with_no_answers_ends_its_sentences(tmp_path: Path, write_spec: Any) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"type": "error", "error": {"type": "invalid_request_error", "message": "no"}})
+
+    from evalrun.errors import EvalrunError
+
+    with pytest.raises(EvalrunError):
+        await run_prepared(prepare(write_spec(), out=tmp_path / "out"), transport=httpx.MockTransport(refuse))
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "interval: ." not in text and "No interval: nothing was answered." in text
