@@ -294,3 +294,28 @@ async def test_report_md_of_a_run_with_no_answers_ends_its_sentences(tmp_path: P
         await run_prepared(prepare(write_spec(), out=tmp_path / "out"), transport=httpx.MockTransport(refuse))
     text = (tmp_path / "out" / "report.md").read_text()
     assert "interval: ." not in text and "No interval: nothing was answered." in text
+
+
+# -- #21.5 a dead plain-http endpoint, said plainly ------------------------------------------------
+@pytest.mark.anyio
+async def test_a_refused_plain_http_connection_names_no_tls() -> None:
+    import socket
+
+    from evalrun.errors import TransientApiError
+    from evalrun.send.client import MessagesClient
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    body = {"model": "claude-haiku-4-5", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    async with MessagesClient(base_url=f"http://127.0.0.1:{port}", api_key="sk-ant-test-0123456789abcdef") as client:
+        with pytest.raises(TransientApiError) as info:
+            await client.create(body, timeout=5)
+    assert "ssl" not in str(info.value) and f"cannot connect to 127.0.0.1:{port}: Connection refused" in str(info.value)
+
+
+def test_a_base_url_warning_shared_by_two_models_is_said_once(write_spec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9/v1")
+    checked = cli_run("validate", str(write_spec("models: [claude-haiku-4-5, claude-sonnet-4-6]\n")))
+    assert checked.exit_code == 0
+    assert checked.stderr.count("base URL ends in /v1") == 1

@@ -197,7 +197,7 @@ class Plan:
         if first is not None:
             variants = [self._with_cache(v, first, warnings) for v in variants]
         self.variants = tuple(variants)
-        self.warnings = tuple(warnings)
+        self.warnings = tuple(dict.fromkeys(warnings))  # one endpoint shared by several models: said once
 
     def _with_cache(self, variant: Variant, first: Row, warnings: list[str]) -> Variant:
         mode = variant.prompt.cache or self.experiment.cache

@@ -433,8 +433,11 @@ class MessagesClient:
         except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             raise PermanentApiError(f"cannot send to {url}: {exc}") from None
         except aiohttp.ClientConnectorError as exc:
+            # aiohttp's own text names `ssl:default` even for a plain-http URL: say it plainly.
+            error = exc.os_error
+            why = os.strerror(error.errno) if (error.errno or 0) > 0 else (error.strerror or str(error))
             raise TransientApiError(
-                f"connection failed (ConnectError: {self.scrub(str(exc))})", connection=True
+                f"connection failed (cannot connect to {exc.host}:{exc.port}: {self.scrub(why)})", connection=True
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise TransientApiError(f"connection failed ({type(exc).__name__}: {self.scrub(str(exc))})") from exc
