@@ -15,55 +15,24 @@ import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evalrun import __version__
 from evalrun.errors import NotARunFolder, StoreError
 from evalrun.gctune import fewer_collections
 from evalrun.reports.frontier import frontier_rows
+from evalrun.reports.report import Report
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
 from evalrun.spec import parse_scorer
 from evalrun.store.run_store import STORE_NAME, Store
+from evalrun.version import __version__
 
 __all__ = ["Report", "analyze", "build_reports", "default_comparison_by", "load_results", "open_run", "report_state"]
 
 _CHUNK = 5000
-
-
-@dataclass
-class Report:
-    """Everything the report writers need, built from the tallies (never from all cells at once)."""
-
-    folder: Path
-    settings: Mapping[str, Any]
-    tallies: list[VariantTally]
-    summary: list[dict[str, Any]]
-    comparison: list[dict[str, Any]] | None
-    comparison_by: str | None
-    repeats: dict[tuple[str, str], RepeatTally]
-    columns: list[str]
-    simulated: bool
-    clusters: np.ndarray | None = None
-    choices: list[str] = field(default_factory=list)
-    totals: dict[str, Any] = field(default_factory=dict)
-    frontier: list[dict[str, Any]] = field(default_factory=list)  # evalrun.reports.frontier
-
-    @property
-    def failure(self) -> str | None:
-        """Why the run's accuracy cannot be trusted as a whole, or None."""
-        sent = self.totals["answered"] + self.totals["errors"]
-        if self.totals["cells"] and self.totals["answered"] == 0:
-            if self.totals["errors"]:
-                return f"every request failed ({self.totals['errors']} errors): there is no accuracy to report"
-            return "nothing was answered yet: there is no accuracy to report"
-        if sent and self.totals["errors"] / sent > 0.5:
-            return f"most requests failed ({self.totals['errors']} of {sent}): the accuracy rests on the few answered"
-        return None
 
 
 def open_run(folder: Path, *, readonly: bool = False) -> tuple[Store, dict[str, Any]]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from evalrun.reports.build import Report
 from evalrun.reports.frontier import frontier_markdown
+from evalrun.reports.md_table import fmt_value as _fmt
+from evalrun.reports.md_table import markdown_table
+from evalrun.reports.report import Report
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "MARKDOWN_SECTIONS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -31,27 +32,6 @@ CI_METHODS = {
     "clt": "t interval over per-row means",
     "clt-cluster": "cluster-robust t interval",
 }
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if value.is_integer() and abs(value) >= 1:
-            return f"{value:,.0f}"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    header = "| " + " | ".join(columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_fmt(row.get(c)).replace("|", "\\|") for c in columns) + " |" for row in rows]
-    return "\n".join([header, rule, *body])
 
 
 def _summary_rows(report: Report) -> list[dict[str, Any]]:

@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-from evalrun.reports.build import Report
 from evalrun.reports.explorer import ExplorerResults
 from evalrun.reports.frontier import FrontierCsv
+from evalrun.reports.report import Report
 from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter", "Staged"]

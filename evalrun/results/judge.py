@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalrun.results.scoring import Grader, Reply, Score, Scorer
+from evalrun.results.score import Grader, Reply, Score, Scorer
 from evalrun.spec import ScorerSpec
 from evalrun.spec_scorers import match_grade
 

@@ -435,7 +435,8 @@ class MessagesClient:
         except aiohttp.ClientConnectorError as exc:
             # aiohttp's own text names `ssl:default` even for a plain-http URL: say it plainly.
             error = exc.os_error
-            why = os.strerror(error.errno) if (error.errno or 0) > 0 else (error.strerror or str(error))
+            number = error.errno or 0
+            why = os.strerror(number) if number > 0 else (error.strerror or str(error))
             raise TransientApiError(
                 f"connection failed (cannot connect to {exc.host}:{exc.port}: {self.scrub(why)})", connection=True
             ) from exc
