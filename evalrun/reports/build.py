@@ -104,24 +104,7 @@ def analyze(
         if by is not None
         else None
     )
-    totals: dict[str, Any] = {
-        "cells": sum(t.cells for t in tallies),
-        "answered": sum(t.answered for t in tallies),
-        "errors": sum(t.errors for t in tallies),
-        "pending": sum(t.pending for t in tallies),
-        "from_cache": sum(t.from_cache for t in tallies),
-        "paid_usd": sum(t.paid_usd for t in tallies),
-        "cost_usd": sum(t.cost_usd for t in tallies),
-        "cost_unknown": sum(t.cost_unknown for t in tallies),
-        "uncached_usd": sum(t.uncached_usd for t in tallies),
-        "realtime_usd": sum(t.realtime_usd for t in tallies),
-        "rows": rows,
-        "clusters": int(clusters.max() + 1) if clusters is not None else None,
-        "requests": store.request_count(),
-        "spent_usd": store.spent_usd(),
-    }
-    for column in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-        totals[column] = round(sum(t.tokens[column] for t in tallies))
+    totals = _totals(store, tallies, rows, clusters)
     return Report(
         folder=folder,
         settings=settings,
@@ -137,6 +120,25 @@ def analyze(
         totals=totals,
         frontier=frontier_rows(tallies, summary, clusters=clusters, reducer=reducer, repeats=repeats),
     )
+
+
+_SUMMED = ("cells", "answered", "errors", "pending", "from_cache", "paid_usd", "cost_usd", "cost_unknown",
+           "uncached_usd", "realtime_usd")  # fmt: skip
+_TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _totals(store: Store, tallies: list[VariantTally], rows: int, clusters: np.ndarray | None) -> dict[str, Any]:
+    """The run's totals over every model × prompt."""
+    totals: dict[str, Any] = {name: sum(getattr(t, name) for t in tallies) for name in _SUMMED}
+    totals.update(
+        rows=rows,
+        clusters=int(clusters.max() + 1) if clusters is not None else None,
+        requests=store.request_count(),
+        spent_usd=store.spent_usd(),
+    )
+    for column in _TOKENS:
+        totals[column] = round(sum(t.tokens[column] for t in tallies))
+    return totals
 
 
 def report_state(store: Store) -> str:

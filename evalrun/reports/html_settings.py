@@ -31,23 +31,33 @@ def _value_html(value: Any, depth: int = 0) -> str:
     if isinstance(value, int | float):
         return esc(fmt("", value)) if not isinstance(value, float) or not value.is_integer() else esc(f"{value:g}")
     if isinstance(value, Mapping):
-        if not value:
-            return '<span class="note">none</span>'
-        def flat(v: Any) -> bool:
-            return not isinstance(v, Mapping | list) or all(not isinstance(x, Mapping | list) for x in v)
-
-        shown = {k: v for k, v in value.items() if v is not None}
-        if all(flat(v) for v in shown.values()) and len(shown) <= 8:
-            return ", ".join(f"{esc(k)}: {_value_html(v, depth + 1)}" for k, v in shown.items())
-        items = "".join(f"<dt>{esc(k)}</dt><dd>{_value_html(v, depth + 1)}</dd>" for k, v in value.items())
-        return f'<dl class="settings">{items}</dl>'
+        return _mapping_html(value, depth)
     if isinstance(value, list | tuple):
-        if not value:
-            return '<span class="note">none</span>'
-        if all(not isinstance(v, Mapping | list) for v in value):
-            return ", ".join(_value_html(v, depth + 1) for v in value)
-        return "<ul>" + "".join(f"<li>{_value_html(v, depth + 1)}</li>" for v in value) + "</ul>"
+        return _list_html(value, depth)
     return esc(value)
+
+
+def _flat(value: Any) -> bool:
+    return not isinstance(value, Mapping | list) or all(not isinstance(x, Mapping | list) for x in value)
+
+
+def _mapping_html(value: Mapping[str, Any], depth: int) -> str:
+    """Up to 8 flat entries on one line; otherwise a nested definition list."""
+    if not value:
+        return '<span class="note">none</span>'
+    shown = {k: v for k, v in value.items() if v is not None}
+    if all(_flat(v) for v in shown.values()) and len(shown) <= 8:
+        return ", ".join(f"{esc(k)}: {_value_html(v, depth + 1)}" for k, v in shown.items())
+    items = "".join(f"<dt>{esc(k)}</dt><dd>{_value_html(v, depth + 1)}</dd>" for k, v in value.items())
+    return f'<dl class="settings">{items}</dl>'
+
+
+def _list_html(value: list[Any] | tuple[Any, ...], depth: int) -> str:
+    if not value:
+        return '<span class="note">none</span>'
+    if all(not isinstance(v, Mapping | list) for v in value):
+        return ", ".join(_value_html(v, depth + 1) for v in value)
+    return "<ul>" + "".join(f"<li>{_value_html(v, depth + 1)}</li>" for v in value) + "</ul>"
 
 
 def _prompt_html(prompt: Mapping[str, Any]) -> str:
