@@ -221,7 +221,7 @@ def _check_scalars(entry: Mapping[str, Any], where: str) -> None:
     """The entry's yes/no flags, texts and token counts have their types."""
     for name in ("prefill", "needs_key"):
         value = entry.get(name)
-        if (value is not None or name == "needs_key" and name in entry) and not isinstance(value, bool):
+        if (value is not None or (name == "needs_key" and name in entry)) and not isinstance(value, bool):
             raise SpecError(f"{where}.{name}: expected true or false, got {value!r}")
     for name in ("family", "dated_id", "price_note"):
         if entry.get(name) is not None and not isinstance(entry[name], str):
