@@ -398,6 +398,45 @@ def _typed(values: np.ndarray, *, floating: bool = False, const: bool = False) -
     return f'{{"t":"{name}","b64":"{base64.b64encode(values.astype(kind).tobytes()).decode("ascii")}"}}'
 
 
+def plan_subset(
+    kept: np.ndarray, q: np.ndarray, texts: Sequence[np.ndarray], tables: Mapping[str, np.ndarray],
+    counts: Mapping[str, int], lengths: np.ndarray,
+) -> _Plan:  # fmt: skip
+    """The page's plan when only the `kept` cells are embedded: the texts, turns, requests and
+    media they use (`q`: their request ids, `texts`: their string-id columns), renumbered."""
+    rq_off, tu_off = _offsets(tables["rq_len"]), _offsets(tables["tu_len"])
+    requests_used = np.zeros(counts["requests"], dtype=bool)
+    requests_used[q[q >= 0]] = True
+    turns_used = np.zeros(counts["turns"], dtype=bool)
+    turns_used[tables["rq_turn"][_ranges(rq_off, requests_used)]] = True
+    parts = tables["tu_part"][_ranges(tu_off, turns_used)]
+    media_used = np.zeros(counts["media"], dtype=bool)
+    media_used[-1 - parts[parts < 0]] = True
+    strings_used = np.zeros(counts["strings"], dtype=bool)
+    strings_used[0] = True
+    strings_used[parts[parts >= 0]] = True
+    strings_used[tables["md_a"][media_used]] = True
+    strings_used[tables["md_b"][media_used & (tables["md_kind"] == 0)]] = True
+    for column in texts:
+        strings_used[column] = True
+    string_map = _numbering(strings_used)
+    media_map = _numbering(media_used)
+    maps = {"q": _numbering(requests_used), "strings": string_map}
+    md_kind = tables["md_kind"][media_used]
+    md_b = tables["md_b"][media_used]
+    renumbered = {
+        "rq_len": tables["rq_len"][requests_used],
+        "rq_turn": _numbering(turns_used)[tables["rq_turn"][_ranges(rq_off, requests_used)]],
+        "tu_role": tables["tu_role"][turns_used],
+        "tu_len": tables["tu_len"][turns_used],
+        "tu_part": _renumber(parts, string_map, media_map),
+        "md_kind": md_kind,
+        "md_a": string_map[tables["md_a"][media_used]],
+        "md_b": np.where(md_kind == 0, _renumber(md_b, string_map, None), -1),
+    }
+    return _Plan(kept, renumbered, strings_used, maps, int(lengths[strings_used].sum(dtype=np.int64)))
+
+
 # -- reading a payload back --------------------------------------------------------------------
 _DTYPES = {"u8": "<u1", "i8": "<i1", "u16": "<u2", "i16": "<i2", "i32": "<i4", "f32": "<f4", "f64": "<f8"}
 

@@ -43,11 +43,9 @@ from evalrun.reports.explorer_parts import (
     _ints,
     _json,
     _note,
-    _numbering,
     _numbers,
     _offsets,
     _Plan,
-    _ranges,
     _renumber,
     _reply,
     _row_hash,
@@ -56,6 +54,7 @@ from evalrun.reports.explorer_parts import (
     body_turns,
     clip,
     parse_body,
+    plan_subset,
 )
 
 __all__ = ["ExplorerSink"]
@@ -514,38 +513,8 @@ class ExplorerSink:
         lengths = self._load("str_len")
         if kept.size == self.spilled_cells:
             return _Plan(kept, tables, None, None, int(lengths.sum(dtype=np.int64)))
-        rq_off, tu_off = _offsets(tables["rq_len"]), _offsets(tables["tu_len"])
-        q = self._load("q")[kept]
-        requests_used = np.zeros(self.counts["requests"], dtype=bool)
-        requests_used[q[q >= 0]] = True
-        turns_used = np.zeros(self.counts["turns"], dtype=bool)
-        turns_used[tables["rq_turn"][_ranges(rq_off, requests_used)]] = True
-        parts = tables["tu_part"][_ranges(tu_off, turns_used)]
-        media_used = np.zeros(self.counts["media"], dtype=bool)
-        media_used[-1 - parts[parts < 0]] = True
-        strings_used = np.zeros(self.counts["strings"], dtype=bool)
-        strings_used[0] = True
-        strings_used[parts[parts >= 0]] = True
-        strings_used[tables["md_a"][media_used]] = True
-        strings_used[tables["md_b"][media_used & (tables["md_kind"] == 0)]] = True
-        for name in _STRINGS:
-            strings_used[self._load(name)[kept]] = True
-        string_map = _numbering(strings_used)
-        media_map = _numbering(media_used)
-        maps = {"q": _numbering(requests_used), "strings": string_map}
-        md_kind = tables["md_kind"][media_used]
-        md_b = tables["md_b"][media_used]
-        renumbered = {
-            "rq_len": tables["rq_len"][requests_used],
-            "rq_turn": _numbering(turns_used)[tables["rq_turn"][_ranges(rq_off, requests_used)]],
-            "tu_role": tables["tu_role"][turns_used],
-            "tu_len": tables["tu_len"][turns_used],
-            "tu_part": _renumber(parts, string_map, media_map),
-            "md_kind": md_kind,
-            "md_a": string_map[tables["md_a"][media_used]],
-            "md_b": np.where(md_kind == 0, _renumber(md_b, string_map, None), -1),
-        }
-        return _Plan(kept, renumbered, strings_used, maps, int(lengths[strings_used].sum(dtype=np.int64)))
+        texts = [self._load(name)[kept] for name in _STRINGS]
+        return plan_subset(kept, self._load("q")[kept], texts, tables, self.counts, lengths)
 
     def write_json(self, out: IO[str]) -> None:
         """Stream the payload (format 2) into `out`, safe inside a `<script type="application/json">`
