@@ -229,8 +229,10 @@ def _why(exc: OSError) -> str:
 
 def _stage(staged: Any, store: Store, settings: dict[str, Any], writers: list[Any], child: Any) -> None:
     """One streaming pass over the cells into the results writers, then the report writers."""
+    from evalrun.reports.baseline import baseline_of
     from evalrun.reports.explorer import ExplorerResults, hand_over
     from evalrun.reports.explorer_process import explore
+    from evalrun.reports.trend import trend_of
     from evalrun.reports.writers import REPORT_WRITERS
 
     sinks = [w.open(staged) for w in writers]
@@ -242,6 +244,8 @@ def _stage(staged: Any, store: Store, settings: dict[str, Any], writers: list[An
             store, settings, folder=staged.folder, sink=_Fanout(sinks),
             with_requests=any(w.needs_requests for w in writers),
         )  # fmt: skip
+        report.baseline = baseline_of(staged.folder, store)
+        report.trend = trend_of(staged.folder, settings, report.summary, (store.runs() or [{}])[-1].get("started_at"))
         for sink in sinks:
             sink.close()
         if child is not None:

@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
+from evalrun.reports.baseline import baseline_html
 from evalrun.reports.frontier import frontier_html
 from evalrun.reports.html_charts import accuracy_chart, cost_chart, spread_labels
 from evalrun.reports.html_kit import (
@@ -37,6 +38,7 @@ from evalrun.reports.html_kit import (
 )
 from evalrun.reports.html_settings import settings_section
 from evalrun.reports.html_tables import comparison_section, letters_section, outcomes_section, summary_section
+from evalrun.reports.trend import trend_sections
 from evalrun.results.tally import diagnostics_frame
 
 __all__ = ["DATA", "SECTIONS", "Page", "Section", "explore_link", "render_html", "render_report", "spread_labels",
@@ -70,8 +72,19 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         simulated=report.simulated,
         explorer=explorer,
         totals=report.totals,
-        sections=with_sections(SECTIONS, after="accuracy", added=frontier_html(report)),
+        sections=_report_sections(report, explorer is not None),
     )
+
+
+def _report_sections(report: Any, explorer: bool) -> list[Section]:
+    """`SECTIONS` with the ones a `Report` brings: the frontier and the history after Accuracy, the
+    comparison with the baseline after Comparisons."""
+    added = [*frontier_html(report), *trend_sections(getattr(report, "trend", []))]
+    sections = with_sections(SECTIONS, after="accuracy", added=added)
+    baseline = baseline_html(getattr(report, "baseline", None), explorer=explorer)
+    at = next(i for i, s in enumerate(sections) if s.anchor == "comparisons") + 1
+    sections.insert(at, Section(lambda page: [baseline] if baseline else [], "baseline", "Baseline"))
+    return sections
 
 
 def _repeat_frame(report: Any) -> pd.DataFrame:

@@ -7,10 +7,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from evalrun.reports.baseline import baseline_markdown
 from evalrun.reports.frontier import frontier_markdown
 from evalrun.reports.md_table import fmt_value as _fmt
 from evalrun.reports.md_table import markdown_table
 from evalrun.reports.report import Report
+from evalrun.reports.trend import trend_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "MARKDOWN_SECTIONS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -193,8 +195,16 @@ def _settings(report: Report) -> list[str]:
 
 
 # report.md, top to bottom: a new section is a function of the `Report` returning its lines.
+def _baseline(report: Report) -> list[str]:
+    return baseline_markdown(getattr(report, "baseline", None))  # evalrun.reports.baseline
+
+
+def _trend(report: Report) -> list[str]:
+    return trend_markdown(getattr(report, "trend", []))  # evalrun.reports.trend
+
+
 MARKDOWN_SECTIONS: list[Callable[[Report], list[str]]] = [
-    _head, _summary, _comparison, frontier_markdown, _totals, _fields, _errors, _settings,
+    _head, _summary, _comparison, frontier_markdown, _baseline, _trend, _totals, _fields, _errors, _settings,
 ]
 
 

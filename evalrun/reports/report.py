@@ -31,6 +31,8 @@ class Report:
     clusters: np.ndarray | None = None
     choices: list[str] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
+    baseline: Any = None  # a reports.baseline.BaselineComparison when the run has a baseline
+    trend: list[Any] = field(default_factory=list)  # reports.trend.TrendPoint: the experiment's runs
     frontier: list[dict[str, Any]] = field(default_factory=list)  # evalrun.reports.frontier
 
     @property
