@@ -149,8 +149,11 @@ class Store(AcrossReads):
         path = folder / STORE_NAME
         if not path.exists():
             raise StoreError(f"{folder}: no {STORE_NAME} here; is this a run folder (reports/<name>/<run>/)?")
+        # A WAL store needs its -shm file even to be read: in a folder nobody may write (a
+        # read-only copy, an archive) nothing can change it either, so it is read as immutable.
+        mode = "ro" if os.access(folder, os.W_OK) else "ro&immutable=1"
         try:
-            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, timeout=10.0, check_same_thread=False)
             applied = {n for (n,) in db.execute("SELECT name FROM _migrations")}
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, path) from None
@@ -549,7 +552,7 @@ class Store(AcrossReads):
             " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key,"
             " j.status AS judge_status, j.text AS judge_text, j.error AS judge_error,"
             " j.input_tokens AS judge_input_tokens, j.output_tokens AS judge_output_tokens,"
-            " j.cost_usd AS judge_cost_usd,"
+            " j.cost_usd AS judge_cost_usd, j.source AS judge_source,"
             # Correlated counts on the key indexes: the scan stays in `order_by`'s index order.
             # (Joining GROUP BY subqueries instead made SQLite sort every wide row: 1.3 s → 0.76 s
             # at 100 k cells.)
@@ -572,6 +575,29 @@ class Store(AcrossReads):
     def cell_rows(self) -> list[dict[str, Any]]:
         """Every planned cell with its row and response, in plan order (small runs and tests)."""
         return [row for chunk in self.iter_cells() for row in chunk]
+
+    # -- reading for reports: counts, clusters, request bodies (reporttrust) ----------------
+    def count_cells(self) -> int:
+        """How many cells the store plans."""
+        return int(self.query("SELECT count(*) FROM cells")[0][0])
+
+    def count_rows(self) -> int:
+        """How many dataset rows the store holds (row positions are 0 … n − 1)."""
+        return int(self.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0][0])
+
+    def row_clusters(self) -> list[tuple[int, str | None]]:
+        """(row position, cluster) of every stored dataset row, in row order."""
+        return list(self.query("SELECT row_seq, cluster FROM rows ORDER BY row_seq"))
+
+    def responses_mark(self) -> tuple[int, int]:
+        """(how many responses, the last one's rowid): changes whenever a response is stored."""
+        count, top = self.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
+        return int(count), int(top)
+
+    def request_bodies_after(self, rowid: int, limit: int) -> list[tuple[int, str, str]]:
+        """(rowid, key, body) of the next `limit` stored requests after `rowid`, in the order written."""
+        return list(self.query(
+            "SELECT rowid, key, body_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)))
 
 
 _INSERT_RESPONSE = (
