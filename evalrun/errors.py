@@ -16,6 +16,7 @@ __all__ = [
     "PermanentApiError",
     "RateLimitError",
     "ReviewError",
+    "RunAborted",
     "RunFailed",
     "RunInterrupted",
     "RunStopped",
@@ -147,6 +148,11 @@ class RunFailed(EvalrunError):
     def __init__(self, message: str, *, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class RunAborted(StoreError):
+    """The run stopped at once because its store could not be written (a full disk): nothing
+    more was sent; what was answered is in the shared cache or was stored at the end."""
 
 
 class DeadlineReached(EvalrunError):

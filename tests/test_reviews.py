@@ -11,7 +11,7 @@ import pytest
 from evalrun.errors import ReviewError
 from evalrun.results.reviews import check_review, human_grade, human_score
 from evalrun.results.scoring import Score
-from evalrun.spec import ScorerSpec
+from evalrun.spec import parse_scorer
 from evalrun.store.reviews import Review
 from evalrun.store.run_store import Store
 
@@ -47,17 +47,17 @@ def test_the_reviews_table_has_the_expected_columns_and_keeps_every_review(tmp_p
 def test_a_review_the_scorer_cannot_read_is_refused(scorer: dict[str, str], verdict: str | None, grade: str | None,
                                                     says: str) -> None:  # fmt: skip
     with pytest.raises(ReviewError, match=says):
-        check_review(ScorerSpec.model_validate(scorer), verdict=verdict, grade=grade)
+        check_review(parse_scorer(scorer), verdict=verdict, grade=grade)
 
 
 def test_a_grade_is_matched_however_it_is_written() -> None:
-    spec = ScorerSpec.model_validate({**JUDGE, "scale": 5})
+    spec = parse_scorer({**JUDGE, "scale": 5})
     assert check_review(spec, verdict=None, grade=" 4 ") == (None, "4")
-    assert check_review(ScorerSpec.model_validate(JUDGE), verdict=None, grade="PASS") == (None, "pass")
+    assert check_review(parse_scorer(JUDGE), verdict=None, grade="PASS") == (None, "pass")
 
 
 def test_a_grade_scores_by_its_place_on_the_scale_and_the_automatic_answer_stays() -> None:
-    spec = ScorerSpec.model_validate({**JUDGE, "scale": 5, "pass_grade": "3"})
+    spec = parse_scorer({**JUDGE, "scale": 5, "pass_grade": "3"})
     auto = Score(answer="5", correct=True, status="ok", score=1.0, extra={"grade": "5"})
     human = human_score(auto, _review(grade="2"), spec)
     assert (human.answer, human.correct, human.value, human.extra) == ("5", False, 0.25, {"grade": "5"})
@@ -68,13 +68,13 @@ def test_a_grade_scores_by_its_place_on_the_scale_and_the_automatic_answer_stays
 
 
 def test_a_verdict_rates_the_grader_only_when_it_names_one_grade() -> None:
-    binary = ScorerSpec.model_validate(JUDGE)  # pass / fail
+    binary = parse_scorer(JUDGE)  # pass / fail
     assert human_grade(_review(verdict="correct"), binary) == "pass"
     assert human_grade(_review(verdict="wrong"), binary) == "fail"
-    fine = ScorerSpec.model_validate({**JUDGE, "scale": 5, "pass_grade": "3"})  # 5, 4, 3 pass; 2, 1 fail
+    fine = parse_scorer({**JUDGE, "scale": 5, "pass_grade": "3"})  # 5, 4, 3 pass; 2, 1 fail
     assert human_grade(_review(verdict="correct"), fine) is None
     assert human_grade(_review(verdict="wrong"), fine) is None
     assert human_grade(_review(grade="2"), fine) == "2"
-    top = ScorerSpec.model_validate({**JUDGE, "scale": 3})  # only 3 passes; 2 and 1 fail
+    top = parse_scorer({**JUDGE, "scale": 3})  # only 3 passes; 2 and 1 fail
     assert human_grade(_review(verdict="correct"), top) == "3"
     assert human_grade(_review(verdict="wrong"), top) is None

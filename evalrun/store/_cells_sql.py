@@ -17,7 +17,7 @@ _COLUMNS = (
     " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key,"
     " j.status AS judge_status, j.text AS judge_text, j.error AS judge_error,"
     " j.input_tokens AS judge_input_tokens, j.output_tokens AS judge_output_tokens,"
-    " j.cost_usd AS judge_cost_usd,"
+    " j.cost_usd AS judge_cost_usd, j.source AS judge_source,"
     # Correlated counts on the key indexes: the scan stays in `order_by`'s index order.
     # (Joining GROUP BY subqueries instead made SQLite sort every wide row: 1.3 s → 0.76 s
     # at 100 k cells.)

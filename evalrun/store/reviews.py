@@ -145,7 +145,7 @@ class ReviewMethods:
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, self.path) from None
 
-    def count_cells(self, where: CellFilter) -> int:
+    def count_matching_cells(self, where: CellFilter) -> int:
         """How many cells match `where` (a count, no cell read)."""
         clause, params = where.where()
         (count,) = self.query(

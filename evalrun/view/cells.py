@@ -174,7 +174,7 @@ def cells_page(folder: Path, query: CellQuery) -> dict[str, Any]:
         else:
             chunk = store.cells_page(where, offset=query.offset, limit=query.limit + 1)
             page = list(zip(results.records(chunk), chunk, strict=True))
-            total = store.count_cells(where)
+            total = store.count_matching_cells(where)
         more = len(page) > query.limit
         page = page[: query.limit]
         out = [

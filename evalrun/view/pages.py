@@ -70,9 +70,9 @@ def run_page(folder: Path, name: str, cached: Callable[[tuple[Path, str], Callab
     scorer: dict[str, Any] = dict(settings.get("scorer") or {})
     grades: list[str] = []
     if scorer.get("type") == "judge":
-        from evalrun.spec import ScorerSpec
+        from evalrun.spec import parse_scorer
 
-        grades = ScorerSpec.model_validate(scorer).grade_labels
+        grades = parse_scorer(scorer).grade_labels
     attrs = f'data-page="run" data-run="{escape(name)}" data-grades="{escape(json.dumps(grades))}"'
     return (
         _HEAD.format(title=escape(f"{settings.get('name') or name} · evalrun"))

@@ -13,7 +13,7 @@ from typing import Any
 from evalrun.errors import NoSuchCell, ReviewError
 from evalrun.reports.build import open_run
 from evalrun.results.reviews import check_review
-from evalrun.spec import ScorerSpec
+from evalrun.spec import parse_scorer
 from evalrun.store.reviews import CellKey, Review
 
 __all__ = ["NOTE_CHARS", "add_review", "default_reviewer", "parse_review"]
@@ -70,7 +70,7 @@ def add_review(folder: Path, payload: Any, *, reviewer: str) -> Review:
     key, verdict, grade, note = parse_review(payload)
     store, settings = open_run(folder)
     with store:
-        verdict, grade = check_review(ScorerSpec.model_validate(settings["scorer"]), verdict=verdict, grade=grade)
+        verdict, grade = check_review(parse_scorer(settings["scorer"]), verdict=verdict, grade=grade)
         if not store.has_cell(key):
             model, prompt, row_id, repeat = key
             raise NoSuchCell(f"no cell model={model!r} prompt={prompt!r} row_id={row_id!r} repeat={repeat} in this run")
