@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evalrun.errors import StoreError
 from evalrun.store._cells_sql import cells_select
 
 __all__ = ["VERDICTS", "CellFilter", "CellKey", "Review", "ReviewMethods"]
@@ -76,6 +77,15 @@ class CellFilter:
         return " AND ".join(clauses) or "1", params
 
 
+def _store_error(exc: sqlite3.Error, path: Path, what: str) -> StoreError:
+    """One line for a failed review read or write (a busy store says so: try again)."""
+    if "locked" in str(exc) or "busy" in str(exc):
+        return StoreError(f"{path}: the store is busy (an evalrun is writing it); try again")
+    if "readonly" in str(exc):
+        return StoreError(f"{path}: {what}: the run folder is read-only")
+    return StoreError(f"{path}: {what} ({exc})")
+
+
 class ReviewMethods:
     """The store's named reads and writes of reviews (mixed into `Store`)."""
 
@@ -89,8 +99,6 @@ class ReviewMethods:
         self, key: CellKey, *, verdict: str | None, grade: str | None, note: str, reviewer: str
     ) -> Review:
         """Append one review (one statement: its own transaction) and return it as stored."""
-        from evalrun.store.run_store import translate_sqlite_error
-
         model, prompt, row_id, repeat = key
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
         try:
@@ -100,7 +108,7 @@ class ReviewMethods:
                 (model, prompt, row_id, int(repeat), verdict, grade, note, reviewer, stamp),
             )
         except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self.path) from None
+            raise _store_error(exc, self.path, "cannot store the review") from None
         return Review(int(cursor.lastrowid or 0), model, prompt, row_id, int(repeat), verdict, grade, note, reviewer, stamp)
 
     def reviews(self) -> list[Review]:
@@ -132,8 +140,6 @@ class ReviewMethods:
     def cells_page(self, where: CellFilter, *, after_seq: int = -1, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """Cells in plan order (as `iter_cells` reads them) matching `where`, from plan position
         `after_seq` on, skipping `offset` of them: one page, never the whole store."""
-        from evalrun.store.run_store import translate_sqlite_error
-
         clause, params = where.where()
         try:
             cursor = self._db.execute(
@@ -143,7 +149,7 @@ class ReviewMethods:
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         except sqlite3.Error as exc:
-            raise translate_sqlite_error(exc, self.path) from None
+            raise _store_error(exc, self.path, "cannot read the run store") from None
 
     def count_matching_cells(self, where: CellFilter) -> int:
         """How many cells match `where` (a count, no cell read)."""
