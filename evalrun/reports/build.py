@@ -93,7 +93,7 @@ def analyze(
     tallies = [t for t in results.tallies.values() if t.cells]
     repeats: dict[tuple[str, str], RepeatTally] = {}
     if results.max_repeat > 0:
-        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
+        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.reviewed_score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
     scorer = parse_scorer(settings["scorer"])
@@ -145,7 +145,8 @@ def report_state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
     count, top = store.responses_mark()
     cells = store.count_cells()
-    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{__version__}"
+    reviews = store.review_state()  # a human review changes the scores
+    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{reviews}:{__version__}"
 
 
 def writable(folder: Path) -> bool:

@@ -171,7 +171,7 @@ class ExplorerSink:
 
     # ResultsSink
     def begin(self, columns: list[str]) -> None:
-        self.field_columns = [c for c in columns if c.startswith("correct_")]
+        self.field_columns = [c for c in columns if c.startswith("correct_") and c != "correct_auto"]  # not a field: the scorer's verdict beside a human one
 
     def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         if len(records) != len(cells):
