@@ -8,7 +8,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from evalrun.errors import SpecError
 from evalrun.messages_api import SPEC_PARAMS
@@ -18,12 +27,14 @@ __all__ = [
     "AnswerMode",
     "CacheMode",
     "DatasetSpec",
+    "DocumentBlock",
     "Experiment",
     "FieldSpec",
     "ImageBlock",
     "JudgeModelSpec",
     "ModelSpec",
     "PromptSpec",
+    "RowTurns",
     "ScorerSpec",
     "TextBlock",
     "Turn",
@@ -45,6 +56,7 @@ def _cache_word(value: Any) -> Any:
 
 # Top-level Messages body fields a spec may set under `params` (`evalrun.messages_api`).
 MESSAGES_PARAMS = SPEC_PARAMS
+_OPTIONS = re.compile(r"(?<!\{)\{\s*([^{}|\s]+)\s*\|\s*options\s*\}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_REPEATS = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
@@ -94,7 +106,33 @@ class ImageBlock(_Strict):
         return self
 
 
-Block = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
+class DocumentBlock(_Strict):
+    """A document block: `path` (a PDF, sent as base64, or a plain text file) or `url`; both are
+    templates. `citations: true` asks the reply to cite the document."""
+
+    type: Literal["document"]
+    path: str | None = None
+    url: str | None = None
+    title: str | None = None
+    context: str | None = None
+    citations: bool = False
+    cache_control: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DocumentBlock:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("a document block needs exactly one of `path` or `url`")
+        return self
+
+
+Block = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
+_PLACEHOLDER = re.compile(r"^\{\s*([^{}|\s]+)\s*\}$")
+
+
+def placeholder_field(text: str) -> str | None:
+    """The field a string that is one placeholder and nothing else names (`"{messages}"`), or None."""
+    match = _PLACEHOLDER.match(text.strip())
+    return match.group(1) if match else None
 
 
 class Turn(_Strict):
@@ -104,11 +142,50 @@ class Turn(_Strict):
     content: str | list[Block]
 
 
+class RowTurns(_Strict):
+    """Where a row's own conversation goes: `"{messages}"` in a variant's `messages` is replaced
+    by the list of turns the row holds in that field."""
+
+    turns: str  # the placeholder, e.g. "{messages}"
+
+    @field_validator("turns")
+    @classmethod
+    def _one_placeholder(cls, value: str) -> str:
+        if placeholder_field(value) is None:
+            raise ValueError(
+                f"{value!r}: a turn is a mapping with role and content, or a placeholder alone "
+                f"(\"{{messages}}\") naming the field that holds the row's turns"
+            )
+        return value
+
+    @property
+    def field(self) -> str:
+        """The field holding the row's turns."""
+        return placeholder_field(self.turns) or ""
+
+    @property
+    def role(self) -> str:
+        return "row"
+
+    @property
+    def content(self) -> str:
+        return self.turns
+
+
+def _turn_kind(value: Any) -> str:
+    return "row" if isinstance(value, str | RowTurns) or (isinstance(value, Mapping) and "turns" in value) else "turn"
+
+
+AnyTurn = Annotated[
+    Annotated[Turn, Tag("turn")] | Annotated[RowTurns, Tag("row")], Discriminator(_turn_kind)
+]
+
+
 class PromptSpec(_Strict):
     """A named prompt variant."""
 
     system: str | list[TextBlock] | None = None
-    messages: list[Turn] = Field(min_length=1)
+    messages: list[AnyTurn] = Field(min_length=1)
     prefill: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     answer_mode: AnswerMode | None = None
@@ -129,9 +206,19 @@ class PromptSpec(_Strict):
             raise ValueError("is empty; leave it out instead")
         return value
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _row_turns(cls, value: Any) -> Any:
+        # `messages: "{messages}"` is the row's turns alone; a string item splices them in place.
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"turns": item} if isinstance(item, str) else item for item in value]
+        return value
+
     @model_validator(mode="after")
     def _turns_in_order(self) -> PromptSpec:
-        if self.messages[0].role != "user":
+        if self.messages[0].role not in ("user", "row"):
             raise ValueError("messages: the first turn must have role `user`")
         last = self.messages[-1]
         if last.role == "assistant" and isinstance(last.content, str) and last.content != last.content.rstrip():
@@ -142,15 +229,29 @@ class PromptSpec(_Strict):
 
 
 class DatasetSpec(_Strict):
-    """The CSV file, relative to the spec file."""
+    """The dataset: a file relative to the spec file (CSV, JSONL, JSON, Parquet; `format` when its
+    name does not say), or a Hugging Face dataset saved to disk (`hf`, with its `split`)."""
 
-    path: str
+    path: str | None = None
+    format: Literal["csv", "jsonl", "json", "parquet"] | None = None
+    hf: str | None = None
+    split: str | None = None
     id: str | None = None
     cluster: str | None = None
     limit: int | None = Field(default=None, gt=0)
     sample: int | None = Field(default=None, gt=0)
     seed: int = 0
     encoding: str = "utf-8"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("give `path` (a file) or `hf` (a saved Hugging Face dataset's folder), one of them")
+        if self.hf is not None and self.format is not None:
+            raise ValueError("`format` applies to a `path`; `hf` is always a saved Hugging Face dataset")
+        if self.split is not None and self.hf is None:
+            raise ValueError("`split` applies only with `hf` (a saved Hugging Face dataset)")
+        return self
 
 
 class _ModelEntry(_Strict):
@@ -192,7 +293,7 @@ class JudgeModelSpec(_ModelEntry):
 
 
 _SCORER_KEYS = {
-    "choice": {"target", "choices", "case_sensitive"},
+    "choice": {"target", "target_index", "options", "choices", "case_sensitive"},
     "exact": {"target", "case_sensitive"},
     "contains": {"target", "case_sensitive"},
     "regex": {"target", "pattern", "case_sensitive"},
@@ -209,6 +310,11 @@ class ScorerSpec(_Strict):
 
     type: Literal["choice", "exact", "contains", "regex", "fields", "judge"]
     target: str | None = None
+    # choice: the field holding a 0-based index into the options (2 → C), instead of `target`
+    target_index: str | None = None
+    # choice: the field holding each row's list of options (set from a `{field|options}`
+    # placeholder); a row's choices are then as many letters as its list has items
+    options: str | None = None
     choices: list[str] | None = None
     pattern: str | None = None
     case_sensitive: bool = False
@@ -233,7 +339,10 @@ class ScorerSpec(_Strict):
                 continue  # a full dump (the stored settings) names every key
             shown = "from" if name == "from_" else name
             raise ValueError(f"`{shown}` does not apply to a {self.type} scorer (it takes {', '.join(sorted(k.rstrip('_') for k in allowed))})")
-        if self.type in ("choice", "exact", "contains", "regex") and not self.target:
+        if self.type == "choice" and self.target_index is not None:
+            if self.target:
+                raise ValueError("give `target` (the right letter) or `target_index` (its 0-based index), not both")
+        elif self.type in ("choice", "exact", "contains", "regex") and not self.target:
             raise ValueError(f"a {self.type} scorer needs `target`: the column with the right answer")
         if self.type == "choice":
             choices = self.choices or ["A", "B", "C", "D"]
@@ -295,6 +404,8 @@ class ScorerSpec(_Strict):
     def columns(self) -> list[tuple[str, str]]:
         """(dataset column, what needs it) for every column this scorer reads."""
         found = [(self.target, "scorer.target")] if self.target else []
+        found += [(self.target_index, "scorer.target_index")] if self.target_index else []
+        found += [(self.options, "scorer.options")] if self.options else []
         found += [(spec.column, f"scorer.fields.{path}") for path, spec in self.field_specs.items()]
         if self.human:
             found.append((self.human, "scorer.human"))
@@ -364,11 +475,24 @@ class Experiment(_Strict):
         for name in self.prompts:
             if not _NAME_RE.match(name):
                 raise ValueError(f"prompts: {name!r} must be letters, digits, `.`, `_` or `-`")
+        self._options_field()
         return self
+
+    def _options_field(self) -> None:
+        """A `{field|options}` placeholder letters the row's own list: the choice scorer's
+        choices follow it (a row with five options is scored A–E)."""
+        named = sorted({m for p in self.prompts.values() for m in _OPTIONS.findall(p.model_dump_json())})
+        if len(named) > 1:
+            raise ValueError(f"prompts: `|options` names {' and '.join(named)}; the options must be one field")
+        if not named or self.scorer.type != "choice" or self.scorer.options is not None:
+            return
+        scorer = self.scorer.model_copy(update={"options": named[0]})
+        object.__setattr__(self, "scorer", scorer)
 
     @property
     def dataset_path(self) -> Path:
-        return (Path(self.base_dir) / self.dataset.path).resolve()
+        """The dataset file (or a saved Hugging Face dataset's folder), resolved."""
+        return (Path(self.base_dir) / (self.dataset.path or self.dataset.hf or "")).resolve()
 
     def params_for(self, prompt: PromptSpec, model: ModelSpec) -> dict[str, Any]:
         """The parameters a model × prompt is sent with: the experiment's, then the prompt's,
@@ -390,7 +514,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     for part in loc:
         if isinstance(part, str) and (part == "str" or part.startswith(_BRANCH_MARKERS)):
             continue
-        if part in ("text", "image") and out and isinstance(out[-1], int):
+        if part in ("text", "image", "document", "turn", "row") and out and isinstance(out[-1], int):
             continue  # the discriminator tag of a content block
         out.append(part)
     return tuple(out)
