@@ -24,7 +24,7 @@ from evalrun.plan.conversation import check_order
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
-from evalrun.plan.paths import FieldMissing, RowValueError, as_list, letters, lookup, text_of
+from evalrun.plan.paths import FieldMissing, RowValueError, as_list, flatten, letters, lookup, text_of
 from evalrun.plan.render import (
     Template,
     fill_template,
@@ -45,6 +45,8 @@ from evalrun.tokens import estimate_input_tokens
 
 __all__ = ["Plan", "PlanChunk", "Variant", "adapt_params", "canonical_json", "check_columns", "request_key"]
 
+# The answer key's column for a row's gold answer (as the plan reads it: a choice's letter).
+KEY_TARGET = "\x00target"
 # Bumped when the way bodies or keys are built changes, so a stored plan is rebuilt.
 PLAN_FORMAT = 2
 
@@ -316,6 +318,18 @@ class Plan:
             target=self.target(row),
             values_json=json.dumps(row.values, ensure_ascii=False, default=str),
         )
+
+    def answer_key_rows(self, keep: set[str]) -> Iterator[dict[str, str]]:
+        """Each row as flat text for the simulator's answer key: the leaves of the fields in
+        `keep` (a nested field by its dotted path) and the gold answer under `KEY_TARGET`."""
+        for row in self.dataset.iter_rows():
+            flat = {
+                path: text
+                for path, text in flatten(row.values)
+                if not keep - {""} or any(path == k or path.startswith(k + ".") for k in keep)
+            }
+            flat[KEY_TARGET] = self.target(row)
+            yield flat
 
     def check(self) -> str:
         """Check every selected row before anything is sent (targets, clusters, fields, row
