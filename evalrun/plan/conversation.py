@@ -8,7 +8,6 @@ is one clear line naming the row and the field, not a 400 on every request it ma
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -93,14 +92,23 @@ def _check_turn(turn: Any, path: str, index: int) -> None:
         _check_block(block, role, path, f"{where}, block {b}")
 
 
+def _without_nulls(value: Any) -> Any:
+    """A copy without null-valued keys: a Parquet struct column pads the keys a record lacks with null."""
+    if isinstance(value, Mapping):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def row_turns(value: Any, *, path: str) -> list[dict[str, Any]]:
     """A row's turns, checked, as copies (the request must not share the row's objects)."""
-    turns = as_list(value, path=path)
+    turns = _without_nulls(as_list(value, path=path))
     if not turns:
         raise RowValueError(f"field {path!r} holds no turns")
     for index, turn in enumerate(turns):
         _check_turn(turn, path, index)
-    return copy.deepcopy(turns)
+    return list(turns)
 
 
 def check_order(messages: list[dict[str, Any]]) -> None:
@@ -115,16 +123,16 @@ def row_system(value: Any, *, path: str) -> str | list[dict[str, Any]]:
     """A row's system prompt: text, or a list of text blocks (checked)."""
     if isinstance(value, str) and not value.lstrip().startswith("["):
         return value
-    blocks = as_list(value, path=path)
+    blocks = _without_nulls(as_list(value, path=path))
     for index, block in enumerate(blocks):
         if not (isinstance(block, Mapping) and block.get("type") == "text" and isinstance(block.get("text"), str)):
             raise _fail(path, f"block {index}", "a system prompt's blocks are text blocks ({type: text, text: …})")
-    return copy.deepcopy(blocks)
+    return list(blocks)
 
 
 def row_tools(value: Any, *, path: str) -> list[dict[str, Any]]:
     """A row's tool definitions (checked: a name, an object input_schema)."""
-    tools = as_list(value, path=path)
+    tools = _without_nulls(as_list(value, path=path))
     for index, tool in enumerate(tools):
         where = f"tool {index}"
         if not isinstance(tool, Mapping):
@@ -135,4 +143,4 @@ def row_tools(value: Any, *, path: str) -> list[dict[str, Any]]:
         schema = tool.get("input_schema")
         if not isinstance(schema, Mapping) or schema.get("type") != "object":
             raise _fail(path, where, "`input_schema` must be a JSON schema object with type: object")
-    return copy.deepcopy(tools)
+    return list(tools)
