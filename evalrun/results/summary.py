@@ -32,8 +32,9 @@ __all__ = [
 UNRELIABLE_ERROR_RATE = 0.05
 
 SUMMARY_COLUMNS = [
-    "model", "prompt", "answer_mode", "n", "cells", "answered", "unparsed", "errors", "error_rate", "pending",
-    "correct", "accuracy", "ci_low", "ci_high", "ci_method", "clusters", "reliable", *TOKEN_COLUMNS, "cost_usd",
+    "model", "prompt", "answer_mode", "n", "cells", "answered", "unparsed", "refusals", "truncated_thinking", "errors",
+    "error_rate", "pending", "correct", "accuracy", "ci_low", "ci_high", "ci_method", "clusters", "reliable",
+    *TOKEN_COLUMNS, "mean_thinking_tokens", "cost_usd",
     "paid_usd", "from_cache", "cost_per_correct_usd", "cost_per_1k_rows_usd", "latency_p50_s", "latency_p95_s",
 ]  # fmt: skip
 COMPARISON_COLUMNS = [
@@ -89,6 +90,8 @@ def summarize(
                 "cells": tally.cells,
                 "answered": tally.answered,
                 "unparsed": tally.unparsed,
+                "refusals": tally.refused,
+                "truncated_thinking": tally.truncated_thinking,
                 "errors": tally.errors,
                 "error_rate": error_rate,
                 "pending": tally.pending,
@@ -100,6 +103,7 @@ def summarize(
                 "clusters": estimate.clusters if estimate.clusters is not None else math.nan,
                 "reliable": bool(n) and not error_rate > UNRELIABLE_ERROR_RATE,
                 **{column: round(tally.tokens[column]) for column in TOKEN_COLUMNS},
+                "mean_thinking_tokens": _mean_thinking(tally),
                 "cost_usd": cost,
                 # Unknown (no price for the model), never $0.
                 "paid_usd": math.nan if tally.answered and tally.cost_unknown == tally.answered else tally.paid_usd,
@@ -112,6 +116,11 @@ def summarize(
             }
         )
     return out
+
+
+def _mean_thinking(tally: VariantTally) -> float:
+    """Thinking tokens per answered cell (empty when nothing was answered)."""
+    return tally.thinking_tokens / tally.answered if tally.answered else math.nan
 
 
 def _scorer_columns(tally: VariantTally, scorer: ScorerSpec | None, confidence: float) -> dict[str, Any]:
