@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from evalrun import __version__
+from evalrun.content import placeholder_field
 from evalrun.errors import DatasetError, TemplateError
 from evalrun.models import SAMPLING_PARAMS, ModelTable
 from evalrun.plan.caching import CachePoint, apply_cache_point, plan_cache_point
@@ -39,7 +40,7 @@ from evalrun.plan.render import (
 )
 from evalrun.plan.thinking import check_reasoning, thinking_of
 from evalrun.results.scoring import STRIP as _TARGET_STRIP
-from evalrun.spec import DocumentBlock, Experiment, ImageBlock, PromptSpec, RowTurns, Turn, placeholder_field
+from evalrun.spec import DocumentBlock, Experiment, ImageBlock, PromptSpec, RowTurns, Turn
 from evalrun.store.records import CellRecord, RequestRecord, RowRecord
 from evalrun.store.run_store import Learned
 from evalrun.tokens import estimate_input_tokens

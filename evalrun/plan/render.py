@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from evalrun.content import placeholder_field
 from evalrun.errors import DatasetError, TemplateError
 from evalrun.messages_api import IMAGE_MEDIA_TYPES, detect_image_type
 from evalrun.plan.conversation import row_system, row_tools, row_turns
@@ -28,7 +29,7 @@ from evalrun.plan.files import (
     materialize,
 )
 from evalrun.plan.paths import lookup, options_text, text_of
-from evalrun.spec import DocumentBlock, ImageBlock, PromptSpec, RowTurns, TextBlock, Turn, placeholder_field
+from evalrun.spec import DocumentBlock, ImageBlock, PromptSpec, RowTurns, TextBlock, Turn
 
 __all__ = [
     "FILE_SOURCE",
