@@ -19,6 +19,7 @@ from typing import Any
 
 from evalrun.errors import DatasetError
 from evalrun.messages_api import detect_image_type
+from evalrun.tokens import MAX_PDF_PAGES, count_text_tokens
 
 __all__ = [
     "FILE_SOURCE",
@@ -36,7 +37,6 @@ __all__ = [
 FILE_SOURCE = "evalrun_file"
 MAX_IMAGE_BYTES = 5 * 1024 * 1024  # the Messages API's limit per base64 image
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # the Messages API's limit per request
-MAX_PDF_PAGES = 100  # the Messages API's limit per PDF
 PDF = "application/pdf"
 TEXT = "text/plain"
 # A page object (`/Type /Page`), not the page tree (`/Type /Pages`).
@@ -98,7 +98,9 @@ def _document_file(path: Path, size: int, mtime_ns: int) -> dict[str, Any]:
         raise ValueError("neither a PDF (it does not start with %PDF-) nor UTF-8 text") from None
     if "\0" in text:
         raise ValueError("neither a PDF (it does not start with %PDF-) nor plain text")
-    return {"type": FILE_SOURCE, "path": str(path), "media_type": TEXT, "sha256": sha}
+    # Its tokens now, as the text source sent will count: estimates never read the file again.
+    tokens = count_text_tokens(text)
+    return {"type": FILE_SOURCE, "path": str(path), "media_type": TEXT, "sha256": sha, "tokens": tokens}
 
 
 def document_file_source(path: Path) -> dict[str, Any]:
