@@ -216,6 +216,7 @@ class JsonReader(Reader):
             if buffer.peek() == "]":
                 return
             while True:
+                buffer.peek()  # the spaces before a record
                 line = buffer.line
                 value = self._decode(buffer, decoder)
                 yield line, _object(value, f"{self.path}: line {line}")
