@@ -163,7 +163,7 @@ def _json(value: Any) -> str:
 # A rendered request is a tuple of turns: (role, parts). Roles: "system", "user", "assistant",
 # "prefill" (a final assistant turn: the reply continues it) and "note" (parameters, the output
 # format, tools). A part is a text (str) or an image: ("img", sha256, path, media_type) for a file,
-# ("url", url) for an image given by URL.
+# ("url", url) for an image given by URL, ("doc", label, link) for a document.
 Part = str | tuple[str, ...]
 Turn = tuple[str, tuple[Part, ...]]
 
@@ -193,6 +193,8 @@ def _block_parts(content: Any) -> tuple[Part, ...]:
                 parts.append(("url", str(source.get("url") or "")))
             else:
                 parts.append(f"[image: {source.get('type', 'unknown')} source, not embedded]")
+        elif kind == "document":
+            parts.append(document_part(block))
         else:
             parts.append(_clip(f"[{kind}] " + _ENCODE({k: v for k, v in block.items() if k != "type"})))
     return tuple(parts)
@@ -244,11 +246,45 @@ def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
+def document_part(block: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A document block as the explorer shows it: ("doc", label, link) — the file's name, its
+    page count and type (or the URL), and where to open it."""
+    from pathlib import Path
+
+    found = block.get("source")
+    source: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    cited = " · citations" if isinstance(block.get("citations"), Mapping) else ""
+    if source.get("type") == "url":
+        url = str(source.get("url") or "")
+        return ("doc", f"document by URL (not fetched){cited}", url)
+    if source.get("type") == "evalrun_file":
+        path = Path(str(source.get("path") or ""))
+        pages = source.get("pages")
+        size = f"{pages} page{'s' if pages != 1 else ''}" if isinstance(pages, int) and pages else "text"
+        return ("doc", f"{path.name} · {size} · {source.get('media_type')}{cited}", path.as_uri() if path.is_absolute() else str(path))
+    return ("doc", f"document ({source.get('type', 'unknown')} source, not embedded){cited}", "")
+
+
+def _citations(block: Mapping[str, Any]) -> str:
+    """A reply text block's cited spans, one line each: what was cited and where."""
+    lines = []
+    for cite in block.get("citations") or ():
+        if not isinstance(cite, Mapping):
+            continue
+        where = [f"document {cite.get('document_index', '?')}"]
+        if cite.get("start_page_number") is not None:
+            where.append(f"pages {cite.get('start_page_number')}–{int(cite.get('end_page_number') or 0) - 1}")
+        elif cite.get("start_char_index") is not None:
+            where.append(f"characters {cite.get('start_char_index')}–{cite.get('end_char_index')}")
+        lines.append(f"  [cites {', '.join(where)}: \"{cite.get('cited_text', '')}\"]")
+    return "\n".join(lines)
+
+
 def _reply(text: Any, message_json: Any, raw: Any) -> str:
     """The reply as a reader wants it (from the record's `response_text` and the cell's stored
     message or raw reply): its text, plus tool calls and thinking when it has them."""
     text = text or ""
-    if not message_json or ('"tool_use"' not in message_json and "thinking" not in message_json):
+    if not message_json or ('"tool_use"' not in message_json and "thinking" not in message_json and '"citations"' not in message_json):
         if not text and raw:
             return "[not a valid message] " + str(raw)
         return text if type(text) is str else str(text)
@@ -262,6 +298,8 @@ def _reply(text: Any, message_json: Any, raw: Any) -> str:
             continue
         if block.get("type") == "text":
             pieces.append(str(block.get("text") or ""))
+            if block.get("citations"):
+                pieces.append(_citations(block))
         elif block.get("type") == "tool_use":
             pieces.append(f"[tool_use {block.get('name')}] " + json.dumps(block.get("input"), ensure_ascii=False))
         elif block.get("type") in ("thinking", "redacted_thinking"):
@@ -734,6 +772,8 @@ class ExplorerSink:
             _, sha, path, media_type = part
             self._embed(sha, path, media_type)
             key = (0, self._sid(sha, j), self._sid(path, j))
+        elif part[0] == "doc":
+            key = (2, self._sid(part[1], j), self._sid(part[2], j))
         else:
             key = (1, self._sid(part[1], j), -1)
         found = self.media.find(key)
@@ -1007,7 +1047,10 @@ def decode(payload: Mapping[str, Any]) -> dict[str, Any]:
         if p >= 0:
             return p
         m = -1 - p
-        return {"img": strings[t["md_a"][m]], "path": t["md_b"][m]} if t["md_kind"][m] == 0 else {"url": t["md_a"][m]}
+        kind = t["md_kind"][m]
+        if kind == 2:
+            return {"doc": t["md_a"][m], "link": t["md_b"][m]}
+        return {"img": strings[t["md_a"][m]], "path": t["md_b"][m]} if kind == 0 else {"url": t["md_a"][m]}
 
     roles = payload["roles"]
     turns = [(roles[t["tu_role"][i]][0], [part(p) for p in t["tu_part"][t["tu_off"][i]: t["tu_off"][i + 1]]])
