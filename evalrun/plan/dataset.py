@@ -199,8 +199,10 @@ class _Scan:
                 )
         # 64-bit hashes of the ids seen: a few bytes per row instead of the ids themselves.
         seen: set[int] = set()
+        flat = reader.flat  # every record has the header's columns, as text: nothing nests
         for number, values in reader.records():
-            self._shape(values, "", 0)
+            if not flat:
+                self._shape(values, "", 0)
             if id_column is not None:
                 self._check_id(number, values, seen)
             self.count += 1
@@ -231,19 +233,18 @@ class _Scan:
     def _check_id(self, number: int, values: Mapping[str, Any], seen: set[int]) -> None:
         reader, id_column = self.reader, self.id_column
         assert id_column is not None
-        where = reader.where(number)
         try:
             row_id = text_of(lookup(values, id_column)).strip()
         except FieldMissing:
-            raise DatasetError(f"{where}: no id field {id_column!r} (dataset.id)") from None
+            raise DatasetError(f"{reader.where(number)}: no id field {id_column!r} (dataset.id)") from None
         if not row_id:
-            raise DatasetError(f"{where}: column {id_column!r} (the id) is empty")
+            raise DatasetError(f"{reader.where(number)}: column {id_column!r} (the id) is empty")
         fingerprint = int.from_bytes(hashlib.blake2b(row_id.encode(), digest_size=8).digest(), "big")
         if fingerprint in seen:
             earlier = _first_number_of(reader, id_column, row_id)
             if earlier != number:  # else two different ids share a hash: not a repeat
                 raise DatasetError(
-                    f"{where}: id {row_id!r} in column {id_column!r} repeats {reader.unit} {earlier}"
+                    f"{reader.where(number)}: id {row_id!r} in column {id_column!r} repeats {reader.unit} {earlier}"
                 )
         seen.add(fingerprint)
 
