@@ -206,3 +206,45 @@ def test_a_bad_row_conversation_is_named_before_anything_is_sent(tmp_path: Path,
     result = CliRunner().invoke(cli, ["validate", str(tmp_path / "s.yaml")])
     assert result.exit_code == 2, result.output
     assert re.search(message, result.output), result.output
+
+
+@pytest.mark.anyio
+async def test_a_rows_system_prompt_and_tools_are_sent_as_the_row_holds_them(tmp_path: Path) -> None:
+    weather = {"name": "weather", "description": "Look up the weather.", "input_schema": {"type": "object", "properties": {}}}
+    clock = {"name": "clock", "input_schema": {"type": "object"}}
+    rows = [
+        {"id": "a", "sys": [{"type": "text", "text": "You are terse."}], "tools": [weather], "q": "Which river is the longest?"},
+        {"id": "b", "sys": "Plain system text.", "tools": [weather, clock], "q": "Which lake is the deepest?"},
+    ]
+    spec = """\
+name: tools
+dataset: {{path: {data}, id: id}}
+models: [claude-haiku-4-5]
+params:
+  max_tokens: 5
+  tools: [{{name: fixed, input_schema: {{type: object}}}}, "{{tools}}"]
+prompts:
+  p:
+    system: "{{sys}}"
+    messages: [{{role: user, content: "{{q}}"}}]
+scorer: {{type: contains, target: id}}
+"""
+    api, results = await _run(tmp_path, spec, write_jsonl(tmp_path / "t.jsonl", rows), "tools")
+    by_row = {("a" if "river" in json.dumps(b) else "b"): b for b in api.bodies}
+    assert by_row["a"]["system"] == [{"type": "text", "text": "You are terse."}]
+    assert by_row["b"]["system"] == "Plain system text."
+    assert [t["name"] for t in by_row["a"]["tools"]] == ["fixed", "weather"]
+    assert by_row["b"]["tools"][1:] == [weather, clock]
+    assert set(results["status"]) == {"ok"}
+
+
+def test_a_bad_row_tool_is_named_before_anything_is_sent(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "t.jsonl", [{"id": "a", "q": "x", "tools": [{"name": "bad name!", "input_schema": {"type": "object"}}]}])
+    (tmp_path / "s.yaml").write_text(
+        "name: t\ndataset: {path: t.jsonl, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 5, tools: \"{tools}\"}\n"
+        "prompts:\n  p:\n    messages: [{role: user, content: \"{q}\"}]\nscorer: {type: contains, target: id}\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(cli, ["validate", str(tmp_path / "s.yaml")])
+    assert result.exit_code == 2, result.output
+    assert "t.jsonl: line 1: prompts.p.params.tools: field 'tools', tool 0: `name` must be" in result.output
