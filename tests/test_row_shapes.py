@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from evalrun.cli import cli
 from evalrun.execute import prepare, run_prepared
+from evalrun.reports.build import analyze, open_run
 from tests.fakes_datasets import ROWS, RecordingAPI, write_jsonl, write_parquet
 
 MC_SPEC = """\
@@ -80,6 +81,11 @@ async def test_options_are_lettered_from_each_rows_list_and_the_index_is_the_gol
     assert dict(zip(results["row_id"], results["target"], strict=True)) == {"r1": "C", "r2": "A", "r3": "E"}
     assert dict(zip(results["row_id"], results["answer"], strict=True)) == {"r1": "C", "r2": "B", "r3": "E"}
     assert list(results["correct"].astype(str)) == ["True", "False", "True"]
+    store, settings = open_run(tmp_path / f"out-{kind}", readonly=True)
+    try:  # the report's letter tables run to E, where the rows' options do
+        assert analyze(store, settings, folder=tmp_path / f"out-{kind}").choices == list("ABCDE")
+    finally:
+        store.close()
 
 
 @pytest.mark.anyio

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,10 +161,23 @@ def analyze(
         columns=results.columns,
         simulated=settings.get("endpoint") == "simulator" or results.simulated > 0,
         clusters=clusters,
-        choices=list(scorer.choices or ()) if scorer.type == "choice" else [],
+        choices=report_choices(scorer, tallies),
         totals=totals,
         frontier=frontier_rows(tallies, summary, clusters=clusters, reducer=reducer, repeats=repeats),
     )
+
+
+def report_choices(scorer: ScorerSpec, tallies: Sequence[VariantTally]) -> list[str]:
+    """The letters the report's letter tables show: the scorer's choices, or, when each row
+    letters its own options (`options`), A to the furthest letter a target or answer reached."""
+    if scorer.type != "choice":
+        return []
+    if scorer.options is None:
+        return list(scorer.choices or ())
+    from evalrun.plan.paths import LETTERS
+
+    seen = {x for t in tallies for (_, answer, target, _) in t.outcomes for x in (answer, target) if x in LETTERS}
+    return list(LETTERS[: max((LETTERS.index(x) + 1 for x in seen), default=4)])
 
 
 def report_state(store: Store) -> str:
