@@ -465,7 +465,7 @@ def _fields_at(parent: tuple[Any, ...], raw_loc: tuple[Any, ...]) -> list[str]:
     elif names[:1] == ["prompts"] and len(parent) == 2:
         model = PromptSpec
     elif "content" in names or "system" in names:
-        model = ImageBlock if "image" in raw_loc else TextBlock
+        model = ImageBlock if "image" in raw_loc else DocumentBlock if "document" in raw_loc else TextBlock
     elif "messages" in names:
         model = Turn
     return sorted(model.model_fields)

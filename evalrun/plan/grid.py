@@ -348,7 +348,11 @@ class Plan:
         the fingerprint."""
         digest = hashlib.sha256()
         flat = self.dataset.reader is None or self.dataset.reader.flat
-        rendered = [(n, p) for n, p in self._prompts.items() if not flat or _renders_per_row(p, f"prompts.{n}")]
+        rendered = [
+            (n, p) for n, p in self._prompts.items()
+            if not flat or _renders_per_row(p, f"prompts.{n}")
+            or any(path not in self.dataset.columns for path in prompt_placeholders(p, where=f"prompts.{n}"))
+        ]  # fmt: skip
         tooled = [v for v in self.variants if tools_fields(v.params.get("tools"))]
         for row in self.dataset.iter_rows():
             self.target(row)
