@@ -11,6 +11,7 @@ __all__ = [
     "EvalrunError",
     "MalformedReplyError",
     "NotARunFolder",
+    "NothingInCommon",
     "PermanentApiError",
     "RateLimitError",
     "RunFailed",
@@ -52,6 +53,13 @@ class StoreError(EvalrunError):
 class NotARunFolder(StoreError):
     """The folder given to `report`, `compare` (or `load_results`) does not exist, is a file, or
     holds no store: bad input (exit 2), unlike a store that cannot be read."""
+
+    exit_code = 2
+
+
+class NothingInCommon(EvalrunError):
+    """Two run folders given to `diff` or `gate` share no model × prompt with a dataset row both
+    answered: there is nothing to pair (bad input, exit 2)."""
 
     exit_code = 2
 

@@ -366,9 +366,16 @@ class Experiment(_Strict):
     concurrency: int | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
     model_table: str | dict[str, Any] | None = None
+    # A run folder to compare every report with (relative to this file). Left out of the dump
+    # that names the run folder: adding a baseline is not a new experiment.
+    baseline: str | None = Field(default=None, exclude=True)
 
     source: str = Field(default="<spec>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
+
+    def baseline_folder(self) -> Path | None:
+        """The `baseline:` run folder, resolved against the spec's folder."""
+        return None if self.baseline is None else Path(self.base_dir) / self.baseline
 
     @field_validator("name")
     @classmethod

@@ -88,13 +88,20 @@ def cache_clear() -> None:
 @cli.command(name="runs")
 @click.argument("folder", required=False, default="reports", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run folder, newest first.")
-def runs_command(folder: Path, as_json: bool) -> None:
+@click.option("--name", help="One experiment's history: its runs oldest first, with the paired change from the run before.")
+def runs_command(folder: Path, as_json: bool, name: str | None) -> None:
     """The run folders under FOLDER (default reports): date, name, endpoint, cells done, cost and
     accuracy per model × prompt, newest first."""
     from evalrun.reports.runs import format_runs, list_runs
 
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
+    if name is not None:
+        from evalrun.reports.history import format_history, history
+
+        runs = history(folder, name)
+        click.echo(json.dumps([run.as_json() for run in runs], indent=2) if as_json else format_history(runs, name))
+        return
     found = list_runs(folder)
     if as_json:
         click.echo(json.dumps([info.as_json() for info in found], indent=2))

@@ -221,6 +221,8 @@ class _ProgressLine:
 @click.option("--fresh", is_flag=True, help="Forget stored answers and send everything again.")
 @click.option("--no-cache", is_flag=True, help="Do not take answers from the shared response cache.")
 @click.option("--max-retries", type=click.IntRange(min=0, max=100), help="Retries per request for transient failures.")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="A run folder to compare with: a section in report.md and report.html (also `baseline:`).")
 def run(
     spec: Path,
     limit: int | None,
@@ -236,6 +238,7 @@ def run(
     fresh: bool,
     no_cache: bool,
     max_retries: int | None,
+    baseline: Path | None,
 ) -> None:
     """Send, score, report. Resumes if interrupted: run the same command again."""
     import anyio
@@ -244,6 +247,10 @@ def run(
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     echo_warnings(prepared.plan.warnings)
+    if (baseline := baseline or prepared.experiment.baseline_folder()) is not None:
+        from evalrun.reports.baseline import remember_baseline
+
+        remember_baseline(prepared.folder, baseline)  # the report builds compare with it
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
     holder: dict[str, Any] = {}

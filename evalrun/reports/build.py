@@ -49,6 +49,8 @@ class Report:
     clusters: np.ndarray | None = None
     choices: list[str] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
+    baseline: Any = None  # a reports.baseline.BaselineComparison when the run has a baseline
+    trend: list[Any] = field(default_factory=list)  # reports.trend.TrendPoint: the experiment's runs
     frontier: list[dict[str, Any]] = field(default_factory=list)  # evalrun.reports.frontier
 
     @property
@@ -198,8 +200,10 @@ def build_reports(
     when the store has not changed since the reports were last written. From `parallel_cells`
     cells on (default `PARALLEL_CELLS`), the explorer's pass runs in a second process, started
     by `spawn_explorer(folder, scratch)` (default `ExplorerProcess.start`)."""
+    from evalrun.reports.baseline import baseline_of
     from evalrun.reports.explorer import ExplorerResults, hand_over
     from evalrun.reports.explorer_process import PARALLEL_CELLS, ExplorerProcess, explore
+    from evalrun.reports.trend import trend_of
     from evalrun.reports.writers import REPORT_WRITERS, RESULTS_WRITERS, Staged
 
     folder = Path(folder)
@@ -229,6 +233,8 @@ def build_reports(
                     store, settings, folder=folder, sink=_Fanout(sinks),
                     with_requests=any(w.needs_requests for w in writers),
                 )  # fmt: skip
+                report.baseline = baseline_of(folder, store)
+                report.trend = trend_of(folder, settings, report.summary, (store.runs() or [{}])[-1].get("started_at"))
                 for sink in sinks:
                     sink.close()
                 if child is not None:

@@ -32,7 +32,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from evalrun.reports.baseline import baseline_html
 from evalrun.reports.frontier import frontier_html
+from evalrun.reports.trend import trend_sections
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
 from evalrun.results.tally import diagnostics_frame
@@ -662,7 +664,8 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         simulated=report.simulated,
         explorer=explorer,
         totals=report.totals,
-        sections=frontier_html(report),
+        baseline=baseline_html(getattr(report, "baseline", None), explorer=explorer is not None),
+        sections=[*frontier_html(report), *trend_sections(getattr(report, "trend", []))],
     )
 
 
@@ -748,6 +751,7 @@ def write_html(
     simulated: bool = False,
     explorer: Any = None,
     totals: Mapping[str, Any] | None = None,
+    baseline: str = "",
     sections: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     """Write the whole report into `out` as one self-contained HTML document.
@@ -776,6 +780,8 @@ def write_html(
         nav += [(anchor, title) for anchor, title, _ in sections]
     if comparison is not None:
         nav.append(("comparisons", "Comparisons"))
+    if baseline:  # evalrun.reports.baseline: the run compared with its baseline
+        nav.append(("baseline", "Baseline"))
     if has_explorer:
         nav.append(("explore", "Rows"))
     if outcomes is not None and not outcomes.empty:
@@ -824,6 +830,7 @@ def write_html(
                              "sides happened to answer.</p>")  # fmt: skip
             parts.append(_comparison_section(records, explorer=has_explorer))
         parts.append("</section>")
+    parts.append(baseline)
     if has_explorer:
         parts.append('<section id="explore"><h2>Rows</h2>')
         parts.append('<p class="note">Every cell: what was asked, what came back, the answer read from it and its score. '

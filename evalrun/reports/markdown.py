@@ -8,8 +8,10 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from evalrun.reports.baseline import baseline_markdown
 from evalrun.reports.build import Report
 from evalrun.reports.frontier import frontier_markdown
+from evalrun.reports.trend import trend_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -109,6 +111,8 @@ def render_markdown(report: Report) -> str:
             "",
         ]
     lines += frontier_markdown(report)
+    lines += baseline_markdown(getattr(report, "baseline", None))  # evalrun.reports.baseline
+    lines += trend_markdown(getattr(report, "trend", []))  # evalrun.reports.trend
     lines += ["## Totals", ""]
     cost = totals["cost_usd"]
     unknown = totals["cost_unknown"]

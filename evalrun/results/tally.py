@@ -213,6 +213,14 @@ class ResultsPass:
         values = json.loads(cell["values_json"]) if self.needs_values else {}
         return self.scorer(reply, cell["target"], values)
 
+    def counted_score(self, cell: Mapping[str, Any]) -> Score | None:
+        """The score an answered cell counts with in the results (a refusal, a reply cut while
+        thinking), or None when it has no answer. Reads only the columns `score` and
+        `reasoning_of` need (what `Store.iter_outcomes` gives): `evalrun diff` scores with it."""
+        if cell["status"] != "ok":
+            return None
+        return self._reasoned_score(cell, reasoning_of(cell), {})
+
     def records(self, chunk: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
         """Result records (results.csv rows) of a chunk of stored cells, tallied on the way."""
         for cell in chunk:

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 from evalrun.errors import StoreError
 from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
+from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 
@@ -87,7 +88,7 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store:
+class Store(AcrossReads):
     """A run folder's `store.sqlite`."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:

@@ -8,6 +8,7 @@
  * The view is addressable: the filter state lives in the URL hash,
  *   #explore?model=M&prompt=P&status=correct|wrong|unparsed|error|pending&q=TEXT&row=ROW_ID
  *   #explore?by=prompt&model=M&disagree=A,B[&right=A]
+ *   #explore?model=M&prompt=P&flipped=up|down   (rows right in this run only / in the baseline only)
  * (each value percent-encoded; the two names of `disagree` are encoded separately and joined by
  * a literal comma). Every rendered cell is an element with data-row-id, data-model, data-prompt,
  * data-repeat and data-outcome attributes; window.evalrunExplorer.matches() lists every match of
@@ -62,7 +63,7 @@
   function fmtSec(v) { return missing(v) ? "—" : v.toFixed(2) + " s"; }
 
   // ---- state and the URL hash ---------------------------------------------------------------
-  var KEYS = ["model", "prompt", "status", "q", "row", "by", "disagree", "right"];
+  var KEYS = ["model", "prompt", "status", "q", "row", "by", "disagree", "right", "flipped"];
   var state = blank();
   function blank() { var s = {}; KEYS.forEach(function (k) { s[k] = ""; }); s.a = ""; s.b = ""; return s; }
   function dec(v) { try { return decodeURIComponent(v.replace(/\+/g, "%20")); } catch (e) { return v; } }
@@ -91,7 +92,7 @@
   function hashOf(s) {
     var parts = [];
     if (s.a && s.b) parts.push("by=" + enc(s.by));
-    ["model", "prompt", "status", "q", "row"].forEach(function (k) { if (s[k]) parts.push(k + "=" + enc(s[k])); });
+    ["model", "prompt", "status", "q", "row", "flipped"].forEach(function (k) { if (s[k]) parts.push(k + "=" + enc(s[k])); });
     if (s.a && s.b) {
       parts.push("disagree=" + enc(s.a) + "," + enc(s.b));
       if (s.right) parts.push("right=" + enc(s.right));
@@ -233,11 +234,24 @@
         hit[C.g[c]] || (C.q[c] >= 0 && reqHit[C.q[c]]) || false;
     };
   }
+  // Rows that flipped against the run's baseline (report section "Compared with the baseline"):
+  // #explore?model=M&prompt=P&flipped=up|down keeps the rows right in one run only.
+  function flippedRows(s) {
+    var node = document.getElementById("baseline-flips"), found = new Set();
+    var flips = node ? JSON.parse(node.textContent || "{}") : {};
+    Object.keys(flips).forEach(function (key) {
+      var mp = key.split("\u0000");
+      if ((s.model && mp[0] !== s.model) || (s.prompt && mp[1] !== s.prompt)) return;
+      (flips[key][s.flipped] || []).forEach(function (id) { var i = S.indexOf(id); if (i >= 0) found.add(i); });
+    });
+    return found;
+  }
   function cellFilter(s, ignore) {
     var mi = s.model ? MODELS.indexOf(s.model) : -1, pi = s.prompt ? PROMPTS.indexOf(s.prompt) : -1;
     var oi = s.status ? OUT.indexOf(s.status) : -1;
     var text = s.q ? textHits(s.q) : null;
     var row = s.row ? S.indexOf(s.row) : -1;
+    var flips = s.flipped ? flippedRows(s) : null;
     var none = (s.model && mi < 0) || (s.prompt && pi < 0) || (s.row && row < 0) || (s.status && oi < 0);
     return function (c) {
       if (none) return false;
@@ -245,6 +259,7 @@
       if (pi >= 0 && ignore !== "prompt" && C.p[c] !== pi) return false;
       if (oi >= 0 && C.o[c] !== oi) return false;
       if (row >= 0 && C.r[c] !== row) return false;
+      if (flips && !flips.has(C.r[c])) return false;
       if (text && !text(c)) return false;
       return true;
     };
