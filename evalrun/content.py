@@ -4,7 +4,7 @@ place where a row's own turns go. Part of the experiment spec (`evalrun.spec` re
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
@@ -17,6 +17,7 @@ __all__ = [
     "RowTurns",
     "TextBlock",
     "Turn",
+    "options_fields",
     "placeholder_field",
 ]
 
@@ -69,6 +70,14 @@ class DocumentBlock(_Strict):
 
 Block = Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]
 _PLACEHOLDER = re.compile(r"^\{\s*([^{}|\s]+)\s*\}$")
+
+
+_OPTIONS = re.compile(r"(?<!\{)\{\s*([^{}|\s]+)\s*\|\s*options\s*\}")
+
+
+def options_fields(texts: Iterable[str]) -> list[str]:
+    """The fields `{field|options}` placeholders in `texts` letter, sorted."""
+    return sorted({field for text in texts for field in _OPTIONS.findall(text)})
 
 
 def placeholder_field(text: str) -> str | None:

@@ -24,9 +24,11 @@ from evalrun.content import (
     RowTurns,
     TextBlock,
     Turn,
+    options_fields,
 )
 from evalrun.errors import SpecError
 from evalrun.messages_api import SPEC_PARAMS
+from evalrun.spec_dataset import DatasetSpec
 from evalrun.sweeps import check_sweep
 from evalrun.yamlio import load_yaml
 
@@ -63,7 +65,6 @@ def _cache_word(value: Any) -> Any:
 
 # Top-level Messages body fields a spec may set under `params` (`evalrun.messages_api`).
 MESSAGES_PARAMS = SPEC_PARAMS
-_OPTIONS = re.compile(r"(?<!\{)\{\s*([^{}|\s]+)\s*\|\s*options\s*\}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_REPEATS = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)?\s*$", re.IGNORECASE)
@@ -134,32 +135,6 @@ class PromptSpec(_Strict):
             raise ValueError("messages: a final assistant turn cannot end with whitespace")
         if last.role == "assistant" and self.prefill is not None:
             raise ValueError("messages end with an assistant turn and `prefill` is set: use one of them")
-        return self
-
-
-class DatasetSpec(_Strict):
-    """The dataset: a file relative to the spec file (CSV, JSONL, JSON, Parquet; `format` when its
-    name does not say), or a Hugging Face dataset saved to disk (`hf`, with its `split`)."""
-
-    path: str | None = None
-    format: Literal["csv", "jsonl", "json", "parquet"] | None = None
-    hf: str | None = None
-    split: str | None = None
-    id: str | None = None
-    cluster: str | None = None
-    limit: int | None = Field(default=None, gt=0)
-    sample: int | None = Field(default=None, gt=0)
-    seed: int = 0
-    encoding: str = "utf-8"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DatasetSpec:
-        if (self.path is None) == (self.hf is None):
-            raise ValueError("give `path` (a file) or `hf` (a saved Hugging Face dataset's folder), one of them")
-        if self.hf is not None and self.format is not None:
-            raise ValueError("`format` applies to a `path`; `hf` is always a saved Hugging Face dataset")
-        if self.split is not None and self.hf is None:
-            raise ValueError("`split` applies only with `hf` (a saved Hugging Face dataset)")
         return self
 
 
@@ -420,7 +395,7 @@ class Experiment(_Strict):
     def _options_field(self) -> None:
         """A `{field|options}` placeholder letters the row's own list: the choice scorer's
         choices follow it (a row with five options is scored A–E)."""
-        named = sorted({m for p in self.prompts.values() for m in _OPTIONS.findall(p.model_dump_json())})
+        named = options_fields(p.model_dump_json() for p in self.prompts.values())
         if len(named) > 1:
             raise ValueError(f"prompts: `|options` names {' and '.join(named)}; the options must be one field")
         if not named or self.scorer.type != "choice" or self.scorer.options is not None:
