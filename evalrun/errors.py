@@ -14,6 +14,7 @@ __all__ = [
     "NothingInCommon",
     "PermanentApiError",
     "RateLimitError",
+    "RunAborted",
     "RunFailed",
     "RunInterrupted",
     "RunStopped",
@@ -145,6 +146,11 @@ class RunFailed(EvalrunError):
     def __init__(self, message: str, *, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class RunAborted(StoreError):
+    """The run stopped at once because its store could not be written (a full disk): nothing
+    more was sent; what was answered is in the shared cache or was stored at the end."""
 
 
 class DeadlineReached(EvalrunError):

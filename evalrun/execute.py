@@ -21,6 +21,7 @@ from evalrun.errors import (
     BudgetExceeded,
     DeadlineReached,
     EvalrunError,
+    RunAborted,
     RunFailed,
     RunInterrupted,
     RunStopped,
@@ -142,6 +143,8 @@ def api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | 
     for model in prepared.all_models:
         variable = model.key_variable
         key = (environ.get(variable) or "").strip() or None
+        if not model.info.needs_key:
+            key = None  # its server takes no key: the one in the environment is not sent to it
         if key is None:
             if model.info.needs_key:
                 raise SpecError(
@@ -411,6 +414,9 @@ async def run_prepared(
                 raise
             except RunStopped:
                 status = "stopped"
+                raise
+            except RunAborted:  # the store could not be written: stopped at once, not a failure
+                status = "aborted"
                 raise
             finally:
                 if stats is None:

@@ -11,7 +11,8 @@ import pytest
 from evalrun.errors import DatasetError
 from evalrun.plan.files import count_pdf_pages, materialize
 from evalrun.plan.render import render_turns
-from evalrun.reports.explorer import _reply, render_request
+from evalrun.reports.explorer import render_request
+from evalrun.reports.explorer_parts import _reply
 from evalrun.sim._errors import SimError
 from evalrun.sim._validate import validate_request
 from evalrun.spec import Turn
@@ -108,3 +109,32 @@ def test_the_explorer_shows_a_document_as_a_link_with_its_pages_and_the_reply_it
     )
     shown = _reply("It opened in 1932.", message, None)
     assert shown == 'It opened in 1932.\n  [cites document 0, pages 1–1: "The bridge opened in 1932."]'
+
+
+@pytest.mark.parametrize("max_cells", [None, 3])
+def test_a_documents_label_and_link_survive_when_the_explorer_embeds_only_some_cells(max_cells: int | None) -> None:
+    import json as _json
+
+    from evalrun.reports.explorer import ExplorerSink, decode
+
+    sink = ExplorerSink(max_cells=max_cells)
+    sink.begin([])
+    records, cells = [], []
+    for i in range(12):
+        body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "url", "url": f"https://example.com/{i}.pdf"}},
+            {"type": "text", "text": f"question {i}"}]}]}  # fmt: skip
+        records.append({"model": "m", "prompt": "p", "row_id": f"r{i}", "repeat": 0, "status": "ok", "correct": True,
+                        "answer": "A", "target": "A", "response_text": "A", "attempts": 1})  # fmt: skip
+        cells.append({"seq": i, "row_seq": i, "request_key": f"k{i}", "request_json": _json.dumps(body)})
+    sink.write(records, cells)
+    sink.close()
+    payload = decode(_json.loads(sink.json()))
+    strings = payload["strings"]
+    shown = {strings[payload["cells"]["r"][c]]: payload["requests"][payload["cells"]["q"][c]] for c in range(payload["count"])}
+    assert (max_cells is None) == (len(shown) == 12)
+    for row_id, turns in shown.items():
+        docs = [p for t in turns for p in payload["turns"][t][1] if isinstance(p, dict)]
+        assert [(strings[d["doc"]], strings[d["link"]]) for d in docs] == [
+            ("document by URL (not fetched)", f"https://example.com/{row_id[1:]}.pdf")
+        ]

@@ -254,3 +254,22 @@ def test_a_bad_row_tool_is_named_before_anything_is_sent(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["validate", str(tmp_path / "s.yaml")])
     assert result.exit_code == 2, result.output
     assert "t.jsonl: line 1: prompts.p.params.tools: field 'tools', tool 0: `name` must be" in result.output
+
+
+@pytest.mark.parametrize(("amount", "error"), [(12.5, None), ("about twelve", r"d.jsonl: line 1: column 'gold.amount' holds 'about twelve', not a number")])
+def test_a_nested_numeric_gold_value_is_checked_as_a_number_before_sending(tmp_path: Path, amount: Any, error: str | None) -> None:
+    from evalrun.errors import DatasetError
+
+    write_jsonl(tmp_path / "d.jsonl", [{"id": "a", "q": "How much?", "gold": {"amount": amount}}])
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: gold\ndataset: {path: d.jsonl, id: id}\nmodels: [claude-haiku-4-5]\nparams: {max_tokens: 50}\n"
+        "prompts: {p: {messages: [{role: user, content: '{q}'}]}}\n"
+        "scorer: {type: fields, fields: {amount: {column: gold.amount, tolerance: 0.01}}}\n",
+        encoding="utf-8",
+    )
+    if error is None:
+        prepare(spec, out=tmp_path / "out")
+    else:
+        with pytest.raises(DatasetError, match=error):
+            prepare(spec, out=tmp_path / "out")

@@ -27,7 +27,7 @@ def report(folder: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.reports.build import analyze, open_run
+    from evalrun.reports.build import analyze, open_run, writable
     from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
     from evalrun.reports.writers import write_csv
     from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
@@ -46,12 +46,15 @@ def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> N
         other = "models" if by == "prompt" else "prompts"
         click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
         return
-    path = folder / "comparison.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
     if any(row["modes_differ"] for row in table):
         click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
+    path = folder / "comparison.csv"
+    if not writable(folder):
+        click.echo(f"comparison.csv not written: {folder} is read-only", err=True)
+        return
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(f"comparison: {path}")
 
 
@@ -82,6 +85,9 @@ def cache_clear() -> None:
     cache = ResponseCache.open()
     removed = cache.clear()
     cache.close()
+    if cache.problem:  # it could not be read: the file itself is gone
+        click.echo(cache.problem)
+        return
     click.echo(f"removed {removed:,} answers from {cache.path}")
 
 

@@ -20,10 +20,11 @@ from evalrun import __version__
 from evalrun.content import placeholder_field
 from evalrun.errors import DatasetError, TemplateError
 from evalrun.models import SAMPLING_PARAMS, ModelTable
-from evalrun.plan.caching import CachePoint, apply_cache_point, plan_cache_point
+from evalrun.plan.caching import CachePoint, apply_cache_point, cache_note, plan_cache_point
 from evalrun.plan.conversation import check_order
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
+from evalrun.plan.gold import check_gold
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
 from evalrun.plan.paths import FieldMissing, RowValueError, as_list, flatten, letters, lookup, text_of
 from evalrun.plan.render import (
@@ -211,16 +212,19 @@ class Plan:
                         warnings.append(f"{model.label}: {note}")
         first = next(self.dataset.iter_rows(), None)
         if first is not None:
-            variants = [self._with_cache(v, first) for v in variants]
+            variants = [self._with_cache(v, first, warnings) for v in variants]
         self.variants = tuple(variants)
-        self.warnings = tuple(warnings)
+        self.warnings = tuple(dict.fromkeys(warnings))  # one endpoint shared by several models: said once
 
-    def _with_cache(self, variant: Variant, first: Row) -> Variant:
+    def _with_cache(self, variant: Variant, first: Row, warnings: list[str]) -> Variant:
         mode = variant.prompt.cache or self.experiment.cache
-        point = plan_cache_point(
-            mode, variant.prompt, variant.params, self.body(variant, first),
-            min_tokens=variant.model.info.cache_min_tokens, batch=self.batch, model=variant.model.label,
-        )  # fmt: skip
+        body, info = self.body(variant, first), variant.model.info
+        point = plan_cache_point(mode, variant.prompt, variant.params, body, min_tokens=info.cache_min_tokens,
+                                 batch=self.batch, model=variant.model.label)  # fmt: skip
+        note = cache_note(mode, variant.prompt, variant.params, body, min_tokens=info.cache_min_tokens,
+                          batch=self.batch, model=variant.model.label)  # fmt: skip
+        if note is not None:
+            warnings.append(f"{variant.model.label} × {variant.prompt_name}: {note}")
         return dataclasses.replace(variant, cache=point) if point is not None else variant
 
     # -- decisions per model × prompt ---------------------------------------------------------
@@ -357,6 +361,7 @@ class Plan:
         for row in self.dataset.iter_rows():
             self.target(row)
             self.cluster(row)
+            check_gold(self.experiment, row, self.dataset.where(row))
             for name, prompt in rendered:
                 _, turns = self._render(name, prompt, row)
                 for message in turns:

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from evalrun.results.scoring import Reply, Score, Scorer, normalize_text
+from evalrun.results.score import Reply, Score, Scorer, normalize_text
 from evalrun.spec import FieldSpec, ScorerSpec
 
 __all__ = ["compare_field", "extract_object", "fields_scorer", "value_at"]

@@ -23,7 +23,7 @@ from evalrun.models import Price
 from evalrun.results.judge import match_grade
 from evalrun.results.reasoning import TRUNCATED_NOTE, Reasoning, reasoning_of
 from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
-from evalrun.spec import ScorerSpec
+from evalrun.spec import ScorerSpec, parse_scorer
 from evalrun.store.records import reply_shown
 
 __all__ = [
@@ -160,7 +160,7 @@ class ResultsPass:
         scorer: Scorer | None = None,
     ) -> None:
         self.settings = settings
-        self.scorer_spec = ScorerSpec.model_validate(settings["scorer"])
+        self.scorer_spec = parse_scorer(settings["scorer"])
         self.scorer = scorer or make_scorer(self.scorer_spec)
         self.field_names = list(self.scorer_spec.field_specs) if self.scorer_spec.type == "fields" else []
         self.judged = self.scorer_spec.type == "judge"
@@ -355,6 +355,8 @@ class ResultsPass:
         tally.judge_tokens["input"] += int(cell.get("judge_input_tokens") or 0) / share
         tally.judge_tokens["output"] += int(cell.get("judge_output_tokens") or 0) / share
         tally.judge_cost_usd += float(cell.get("judge_cost_usd") or 0.0) / share
+        if cell.get("judge_source") not in (None, "cache"):  # "paid by this folder" counts grading too
+            tally.paid_usd += float(cell.get("judge_cost_usd") or 0.0) / share
         if self.human and score.status == "ok" and score.answer:
             values = json.loads(cell["values_json"])
             human = match_grade(values.get(self.human), self.labels)
@@ -387,8 +389,7 @@ class ResultsPass:
 
 def stored_rows(store: Any) -> int:
     """How many dataset rows a run store holds (row positions are 0 … n − 1)."""
-    (count,) = store.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0]
-    return int(count)
+    return int(store.count_rows())
 
 
 def run_variants(settings: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -175,7 +175,27 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
     )
 
 
+def m007_paid_replies(db: sqlite3.Connection) -> None:
+    """Every malformed reply received, kept apart from the request's latest outcome: each was
+    paid for (its cost counts toward the folder's spend), and a re-run that sends the request
+    again must not overwrite the body of an earlier one."""
+    db.executescript(
+        """
+        CREATE TABLE paid_replies (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,
+            run_id INTEGER,
+            raw TEXT NOT NULL,
+            cost_usd REAL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX paid_replies_key ON paid_replies (key);
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
+MIGRATIONS.append(m007_paid_replies)
 
 
 def apply_migrations(db: sqlite3.Connection) -> list[str]:
