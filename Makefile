@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench bench-coldstart bench-scale bench-throughput bench-view bench-tools clean
+.PHONY: demo test lint typecheck bench bench-coldstart bench-scale bench-formats bench-throughput bench-view bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ bench-coldstart: $(STAMP)
 
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py
+
+bench-formats: $(STAMP)
+	$(BIN)/python bench/formats.py
 
 bench-throughput: $(STAMP) bench-tools
 	$(BIN)/python bench/throughput.py
