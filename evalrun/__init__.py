@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import typing as _typing
 
-__version__ = "0.2.0"
+from evalrun.version import __version__ as __version__
 
 # name → the module that defines it
 _EXPORTS = {

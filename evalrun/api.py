@@ -308,7 +308,7 @@ def comparison_rows(
     folder: Path, *, by: str = "prompt", baseline: str | None = None, seed: int = 0, write: bool = True
 ) -> list[dict[str, Any]]:
     """`compare`'s rows as dicts (what the CLI prints); SpecError for an unknown `by` or baseline."""
-    from evalrun.reports.build import analyze, open_run
+    from evalrun.reports.build import analyze, open_run, writable
     from evalrun.reports.writers import write_csv
     from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
 
@@ -324,7 +324,7 @@ def comparison_rows(
         )  # fmt: skip
     except ValueError as exc:
         raise SpecError(f"baseline: {exc}") from None
-    if table and write:
+    if table and write and writable(folder):  # a read-only folder is compared, not written to
         with (folder / "comparison.csv").open("w", encoding="utf-8", newline="") as handle:
             write_csv(handle, COMPARISON_COLUMNS, table)
     return table

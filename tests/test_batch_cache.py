@@ -83,9 +83,11 @@ def test_a_cached_five_shot_batch_costs_under_a_tenth_with_the_same_answers(tmp_
 def test_caching_is_left_off_below_the_models_minimum(tmp_path: Path, write_spec) -> None:
     prepared = prepare(write_spec("prompts:\n  p:\n    system: Short system prompt.\n    messages: [{role: user, content: \"{question}\"}]\n"))
     assert all(v.cache is None for v in prepared.plan.variants)
+    # An explicit TTL does not lower the minimum: the API would not cache it (#21.1).
     forced = prepare(write_spec("cache: 5m\nprompts:\n  p:\n    system: Short.\n    messages: [{role: user, content: \"{question}\"}]\n"))
     _, request = next(forced.plan.cells())
-    assert json.loads(request.body_json)["system"] == [{"type": "text", "text": "Short.", "cache_control": {"type": "ephemeral"}}]
+    assert json.loads(request.body_json)["system"] == "Short."
+    assert any("marked for caching (cache: 5m) but below the" in w for w in forced.plan.warnings)
 
 
 class BatchFake:

@@ -50,20 +50,28 @@ def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> N
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
     from evalrun.api import comparison_rows
     from evalrun.errors import SpecError
+    from evalrun.reports.build import writable
     from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
+    from evalrun.reports.writers import write_csv
+    from evalrun.results.summary import COMPARISON_COLUMNS
 
     try:
-        table = comparison_rows(folder, by=by, baseline=baseline, seed=seed)
+        table = comparison_rows(folder, by=by, baseline=baseline, seed=seed, write=False)
     except SpecError as exc:
         raise click.BadParameter(str(exc).removeprefix("baseline: "), param_hint="--baseline") from None
     if not table:
         other = "models" if by == "prompt" else "prompts"
         click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
         return
-    path = folder / "comparison.csv"
     click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
     if any(row["modes_differ"] for row in table):
         click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
+    path = folder / "comparison.csv"
+    if not writable(folder):
+        click.echo(f"comparison.csv not written: {folder} is read-only", err=True)
+        return
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(f"comparison: {path}")
 
 

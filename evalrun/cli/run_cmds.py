@@ -55,6 +55,8 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
         stand_in = "<the reply of the graded model>"
         click.echo(json.dumps(judge.body(first_row.values, stand_in), indent=2, ensure_ascii=False)[:20000])
     click.echo(f"\nrun folder: {prepared.folder}{_owner_note(prepared)}")
+    if not sim:
+        _note_missing_key(prepared)
 
 
 def _owner_note(prepared: Any) -> str:
@@ -68,6 +70,19 @@ def _owner_note(prepared: Any) -> str:
     if owner is None or owner == prepared.experiment.name:
         return ""
     return f" (holds experiment {owner!r}: `run` will refuse it; add --fresh to set that store aside)"
+
+
+def _note_missing_key(prepared: Any) -> None:
+    """validate checks the spec, not the environment: a missing or unusable key is said, not fatal."""
+    import os
+
+    from evalrun.engine.prepare import api_keys
+    from evalrun.errors import SpecError
+
+    try:
+        api_keys(prepared, os.environ)
+    except SpecError as exc:
+        click.echo(f"note: `run` will need a usable API key: {exc}", err=True)
 
 
 @cli.command()
@@ -111,10 +126,10 @@ def estimate(
     from evalrun.pilot import forecast_lines, pilot_estimate, pilot_json
 
     forecast = anyio.run(lambda: pilot_estimate(prepared, result, rows=pilot, budget_usd=budget)) if pilot else None
+    echo_warnings(prepared.plan.warnings)  # on stderr: the JSON on stdout stays parseable
     if as_json:
         click.echo(json.dumps({**result.to_json(), **pilot_json(forecast)}, indent=2))
         return
-    echo_warnings(prepared.plan.warnings)
     click.echo(
         f"{'model':<24} {'prompt':<16} {'mode':<11} {'requests':>8} {'input tok':>11} {'output tok':>10} {'USD':>10}"
     )

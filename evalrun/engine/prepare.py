@@ -14,7 +14,7 @@ from evalrun.errors import SpecError
 from evalrun.models import ModelTable
 from evalrun.plan.dataset import Dataset, scan_dataset
 from evalrun.plan.endpoints import ModelPlan, experiment_table, resolve_judge, resolve_models
-from evalrun.plan.grid import Plan
+from evalrun.plan.grid import KEY_TARGET, Plan
 from evalrun.plan.judge import JudgePlan
 from evalrun.send.client import check_api_key
 from evalrun.spec import Experiment, load_spec, parse_spec
@@ -95,6 +95,8 @@ def prepare(
         sample=spec.sample,
         seed=spec.seed,
         encoding=spec.encoding,
+        format=spec.format,
+        split=spec.split,
     )
     env = os.environ if environ is None else environ
     models = resolve_models(experiment, table, sim=sim, environ=env)  # a swept entry is several configurations
@@ -155,16 +157,18 @@ def simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     # The simulator finds a request's row by the row's text in the user turns: offer it only the
     # columns every prompt puts in a user turn (an assistant turn or a column some prompt leaves
     # out would hide the match), plus what it answers with.
-    keep = _user_turn_columns(experiment) | {c for c, _ in scorer.columns()} | {experiment.dataset.id or ""}
+    asked = _user_turn_columns(experiment)
+    keep = asked | set((fields or {}).values()) | {experiment.dataset.id or ""}
+    # What only the scorer reads (the target, a reference, an index, human grades) is no question
+    # text: left among the row's cells it could become the text the row is matched by (a judge's
+    # long reference answer did, and no reply was ever right). The gold answer is `KEY_TARGET`.
+    scorer_only = {c for c, _ in scorer.columns()} - asked - set((fields or {}).values())
+    # Rows as flat text (nested fields by dotted path), with the gold answer as the plan reads it.
     rows = [
-        {k: v for k, v in row.values.items() if k in keep} if keep - {""} else row.values
-        for row in prepared.dataset.iter_rows()
+        {k: v for k, v in row.items() if k not in scorer_only}
+        for row in prepared.plan.answer_key_rows(keep)
     ]
-    target = scorer.target or ""
-    if not target:
-        # A field scorer has no single target: the key still needs a column to match rows by.
-        target = next(iter(fields.values())) if fields else prepared.dataset.columns[0]
-    answers = AnswerKey.from_rows(rows, target, id_column=experiment.dataset.id, fields=fields)
+    answers = AnswerKey.from_rows(rows, KEY_TARGET, id_column=experiment.dataset.id, fields=fields)
     with running_server(SimConfig(api_key=api_key, answers=answers, model_table=prepared.table)) as url:
         yield url
 
@@ -177,7 +181,7 @@ def _user_turn_columns(experiment: Experiment) -> set[str]:
     for prompt in experiment.prompts.values():
         columns: set[str] = set()
         for turn in prompt.messages:
-            if turn.role != "user":
+            if turn.role not in ("user", "row"):  # "row": the row's own turns
                 continue
             texts = [turn.content] if isinstance(turn.content, str) else [b.text for b in turn.content if isinstance(b, TextBlock)]
             for text in texts:

@@ -140,6 +140,9 @@ def resolve_model(
     env = environ or {}
     info = table.get(spec.name)
     api_version = spec.api_version or experiment.api_version or table.default_api_version
+    if table.api_versions and api_version not in table.api_versions:  # the API refuses an unknown one
+        raise SpecError(f"{experiment.source}: {where}: API version {api_version!r} is not one the model table "
+                        f"knows ({', '.join(sorted(table.api_versions))}): every request would be refused")  # fmt: skip
     warnings = []
     if spec.base_url:
         check_base_url(spec.base_url, where=f"{experiment.source}: {where}.base_url")  # a typo fails even with --sim

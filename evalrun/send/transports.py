@@ -228,7 +228,11 @@ def _aiohttp_failure(exc: Exception) -> WireError | None:
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError | ValueError):
         return WireError(str(exc), permanent=True)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return WireError(f"connection failed (ConnectError: {exc})", connection=True)
+        # aiohttp's own text names `ssl:default` even for a plain-http URL: say it plainly.
+        error = exc.os_error
+        number = error.errno or 0
+        why = os.strerror(number) if number > 0 else (error.strerror or str(error))
+        return WireError(f"connection failed (cannot connect to {exc.host}:{exc.port}: {why})", connection=True)
     if isinstance(exc, aiohttp.ClientError | OSError):
         return WireError(f"connection failed ({type(exc).__name__}: {exc})")
     return None

@@ -277,30 +277,43 @@
     var found = pairIndex.get(pairKey(C.r[c], C.k[c], m, p));
     return found === undefined ? -1 : found;
   }
-  // A disagreement: the same dataset row and repeat, asked of A and of B (with the same model when
-  // prompts are compared, the same prompt when models are), both answered, exactly one correct.
+  // A disagreement, counted as the comparison table counts it: a dataset row (with the same model
+  // when prompts are compared, the same prompt when models are) that A and B both answered, every
+  // answered repeat of one right and every one of the other wrong. A row whose repeats are mixed
+  // on a side is not one (the table does not count it either). A row's cells are shown in pairs:
+  // the same repeat asked of A and of B.
   function disagreements(s) {
     var list = s.by === "model" ? MODELS : PROMPTS;
     var ia = list.indexOf(s.a), ib = list.indexOf(s.b);
-    var out = { pairs: [], aRight: 0, bRight: 0 };
+    var out = { pairs: [], aRight: 0, bRight: 0, mixed: 0 };
     if (ia < 0 || ib < 0 || ia === ib) return out;
     var pass = cellFilter({ model: s.by === "prompt" ? s.model : "", prompt: s.by === "model" ? s.prompt : "",
       status: "", q: "", row: s.row });
-    var text = s.q ? textHits(s.q) : null;
-    var col = s.by === "model" ? C.m : C.p;
+    var col = s.by === "model" ? C.m : C.p, fixed = s.by === "model" ? C.p : C.m;
+    var rows = new Map(), order = [];
     for (var c = 0; c < N; c++) {
-      if (col[c] !== ia || C.o[c] > ANSWERED_MAX || !pass(c)) continue;
+      if ((col[c] !== ia && col[c] !== ib) || C.o[c] > ANSWERED_MAX || !pass(c)) continue;
+      var key = C.r[c] + ":" + fixed[c], g = rows.get(key);
+      if (!g) { g = { a: [0, 0], b: [0, 0], pairs: [] }; rows.set(key, g); order.push(g); }
+      var side = col[c] === ia ? g.a : g.b;
+      side[0] += C.o[c] === 0 ? 1 : 0;
+      side[1] += 1;
+      if (col[c] !== ia) continue;
       var d = partnerOf(c, s.by, ib);
-      if (d < 0 || C.o[d] > ANSWERED_MAX) continue;
-      var ra = C.o[c] === 0, rb = C.o[d] === 0;
-      if (ra === rb) continue;
-      if (text && !text(c) && !text(d)) continue;
-      if (s.status) { var oi = OUT.indexOf(s.status); if (C.o[c] !== oi && C.o[d] !== oi) continue; }
-      if (ra) out.aRight++; else out.bRight++;
-      if (s.right === s.a && !ra) continue;
-      if (s.right === s.b && !rb) continue;
-      out.pairs.push([c, d]);
+      if (d >= 0 && C.o[d] <= ANSWERED_MAX) g.pairs.push([c, d]);
     }
+    var text = s.q ? textHits(s.q) : null, oi = s.status ? OUT.indexOf(s.status) : -1;
+    order.forEach(function (g) {
+      if (!g.a[1] || !g.b[1]) return;
+      var ra = g.a[0] / g.a[1], rb = g.b[0] / g.b[1];
+      var aRight = ra === 1 && rb === 0, bRight = ra === 0 && rb === 1;
+      if (!aRight && !bRight) { if (ra !== rb) out.mixed++; return; }
+      if (text && !g.pairs.some(function (p) { return text(p[0]) || text(p[1]); })) return;
+      if (oi >= 0 && !g.pairs.some(function (p) { return C.o[p[0]] === oi || C.o[p[1]] === oi; })) return;
+      if (aRight) out.aRight++; else out.bRight++;
+      if ((s.right === s.a && !aRight) || (s.right === s.b && !bRight)) return;
+      g.pairs.forEach(function (p) { out.pairs.push(p); });
+    });
     return out;
   }
 
@@ -429,6 +442,14 @@
           t.appendChild(fig);
           return;
         }
+        if (T.md_kind[m] === 2) {  // a document: its name, page count and type, as a link
+          var doc = el("p", "imgurl", "document: "), href = str(T.md_b[m]);
+          var da = el(/^(https?|file):\/\//i.test(href) ? "a" : "span", null, str(T.md_a[m]));
+          if (da.tagName === "A") { da.href = href; da.rel = "noreferrer noopener"; da.target = "_blank"; }
+          doc.appendChild(da);
+          t.appendChild(doc);
+          return;
+        }
         var url = str(T.md_a[m]);
         var wrap = el("p", "imgurl", "image by URL (not fetched): ");
         if (/^https?:\/\//i.test(url)) {
@@ -532,11 +553,16 @@
       items = res.pairs;
       var scope = s.by === "prompt" ? (s.model ? " with " + s.model : " within each model")
         : (s.prompt ? " on prompt " + s.prompt : " within each prompt");
-      summary.textContent = res.aRight + res.bRight === 0 ? "No row where " + s.a + " and " + s.b + " disagree" + scope + "."
-        : (res.aRight + res.bRight).toLocaleString("en-US") + " rows where " + s.a + " and " + s.b + " disagree" + scope +
-          ": " + res.aRight.toLocaleString("en-US") + " with " + s.a + " right and " + s.b + " wrong, " +
-          res.bRight.toLocaleString("en-US") + " the reverse" + (s.right ? "; showing " + items.length.toLocaleString("en-US") + " with " + s.right + " right" : "") +
-          ". Each row shows A's reply above B's.";
+      var rowsWord = function (n) { return n.toLocaleString("en-US") + (n === 1 ? " dataset row" : " dataset rows"); };
+      summary.textContent = (res.aRight + res.bRight === 0 ? "No dataset row where " + s.a + " and " + s.b + " disagree" + scope
+        : rowsWord(res.aRight + res.bRight) + " where " + s.a + " and " + s.b + " disagree" + scope +
+          " (the unit the comparison table counts): " + rowsWord(res.aRight) + " with " + s.a + " right and " + s.b +
+          " wrong, " + rowsWord(res.bRight) + " the reverse" +
+          (s.right ? "; showing the " + (s.right === s.a ? res.aRight : res.bRight).toLocaleString("en-US") +
+            " with " + s.right + " right" : "")) +
+        (res.mixed ? "; " + rowsWord(res.mixed) + " whose repeats are mixed are not counted" : "") +
+        (K > 1 ? ". Each row shows its repeats, A's reply above B's (" + items.length.toLocaleString("en-US") +
+          " row × repeat pairs)." : ". Each row shows A's reply above B's.");
     } else {
       var pass = cellFilter(s, "");
       items = [];
