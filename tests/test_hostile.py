@@ -144,7 +144,8 @@ async def test_the_budget_counts_everything_the_folder_spent(write_spec, tmp_pat
     api = Hostile()
     await run(first, api, out="shared")
     spent = load_results("shared")["cost_usd"].sum()
-    second = write_spec("name: two\nprompts:\n  q:\n    messages: [{role: user, content: \"Q: {question}\"}]\n", name="two.yaml")
+    # The same experiment, edited (a folder holds one experiment: another one is refused).
+    second = write_spec("name: one\nprompts:\n  q:\n    messages: [{role: user, content: \"Q: {question}\"}]\n", name="two.yaml")
     with pytest.raises(Exception, match="stopped at the budget"):
         await run(second, api, out="shared", budget_usd=spent * 1.2, use_cache=False)
     assert len(api.bodies) < 30 + 30
