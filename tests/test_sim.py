@@ -556,7 +556,9 @@ async def test_latency_is_added(make_client: Client) -> None:
     client = make_client(SimConfig(latency_ms=50, latency_spread=0.0, latency_per_output_token_ms=10))
     start = time.perf_counter()
     await client.post("/v1/messages", json=body(max_tokens=5))
-    assert 0.095 < time.perf_counter() - start < 0.5  # 50 ms + 5 tokens x 10 ms
+    # A lower bound only: a loaded machine can make the reply later, never earlier. How close
+    # to 100 ms it comes is for bench/timed.py.
+    assert time.perf_counter() - start >= 0.1 - 0.005  # 50 ms + 5 tokens x 10 ms
 
 
 def test_config_rejects_nonsense() -> None:
