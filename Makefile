@@ -18,9 +18,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q -n auto
 
+# The house rules (no import cycle, no SQL outside store/, complexity <= 20, modules <= 600
+# lines) are tests in tests/test_structure.py; lint runs them too, they take about a second.
 lint: $(STAMP)
 	$(BIN)/ruff check evalrun tests bench
 	$(BIN)/mypy
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_structure.py
 
 # Benchmarks (not tests): bench/README.md says what each measures and its targets.
 # inspect_ai is benchmark-only: installed into the venv here, never in pyproject.
