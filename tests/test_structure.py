@@ -69,10 +69,6 @@ KNOWN_COMPLEX: set[str] = {
     # hygiene: split in the commits that follow this one
     "evalrun/results/stats.py:paired_compare",
     "evalrun/results/summary.py:summarize",
-    "evalrun/sim/_cache.py:PromptCache.plan",
-    "evalrun/sim/_fields.py:coerce",
-    "evalrun/sim/_schema.py:instance_for.build",
-    "evalrun/sim/_schema.py:number_in_range",
 }
 
 # Modules above 600 lines.
