@@ -66,9 +66,6 @@ KNOWN_COMPLEX: set[str] = {
     "evalrun/sim/_validate.py:validate_request",  # datasets
     "evalrun/send/client.py:validate_message",  # sendtrust
     "evalrun/reports/runs.py:format_runs",  # across
-    # hygiene: split in the commits that follow this one
-    "evalrun/results/stats.py:paired_compare",
-    "evalrun/results/summary.py:summarize",
 }
 
 # Modules above 600 lines.

@@ -511,62 +511,66 @@ def paired_compare(
         codes, g = _cluster_codes(clusters, n)
     only_a = int(((xa == 1.0) & (xb == 0.0)).sum()) if binary else None
     only_b = int(((xa == 0.0) & (xb == 1.0)).sum()) if binary else None
-    if codes is not None:
-        test = "cluster-t"
-    elif binary:
-        test = "mcnemar-exact"
-    else:
-        test = "paired-t"
+    test = "cluster-t" if codes is not None else "mcnemar-exact" if binary else "paired-t"
+    bootstrap = "cluster-bootstrap" if codes is not None else "bootstrap"
 
     if n == 0:
-        ci_method = "cluster-bootstrap" if codes is not None else "bootstrap"
         return PairedComparison(0, g, math.nan, math.nan, math.nan, math.nan, math.nan, math.nan,
-                                ci_method, math.nan, test, only_a, only_b, "no rows")
+                                bootstrap, math.nan, test, only_a, only_b, "no rows")
 
     d = xb - xa
-    mean_a = float(xa.mean())
-    mean_b = float(xb.mean())
     diff = float(d.mean())
-    notes: list[str] = []
-
-    if codes is not None and g is not None:
-        sums, cluster_counts = _cluster_sums(d, codes, g)
-        counts: FloatArray | None = cluster_counts
-        se = _cluster_se(sums, cluster_counts, diff)
-        units, df = g, g - 1
-        if g < 2:
-            notes.append("one cluster: se, the interval and the p-value are undefined")
-    else:
-        sums, counts = d, None  # a row is its own unit
-        se = _iid_se(d)
-        units, df = n, n - 1
-        if n < 2:
-            notes.append("one row: se and the interval are undefined")
-
-    if test == "mcnemar-exact":
-        assert only_a is not None and only_b is not None
+    units = _paired_units(d, codes, g)
+    notes = list(units.notes)
+    if only_a is not None and only_b is not None and test == "mcnemar-exact":
         p_value = mcnemar_exact(only_a, only_b)
     else:
-        p_value, why = _t_pvalue(diff, se, df)
+        p_value, why = _t_pvalue(diff, units.se, units.df)
         notes.append(why)
-
-    if se == 0.0:
+    if units.se == 0.0:
         notes.append("the row differences do not vary: the interval has zero width and understates uncertainty")
-    if units < 2:
-        ci_low = ci_high = math.nan
-        ci_method = "cluster-bootstrap" if codes is not None else "bootstrap"
-    elif units <= BOOTSTRAP_MAX_UNITS:
-        ci_low, ci_high = _bootstrap_ratio(sums, counts, n_boot=n_boot, seed=seed, confidence=confidence)
-        ci_method = "cluster-bootstrap" if codes is not None else "bootstrap"
-    else:
-        half = _t(confidence, df) * se
-        ci_low, ci_high = diff - half, diff + half
-        ci_method = "clt-cluster" if codes is not None else "clt"
+    ci_low, ci_high, ci_method = _paired_interval(diff, units, clustered=codes is not None, confidence=confidence,
+                                                  n_boot=n_boot, seed=seed)  # fmt: skip
     if _all_unit(xa, xb) and not math.isnan(ci_low):
         ci_low, ci_high = max(-1.0, ci_low), min(1.0, ci_high)
 
-    return PairedComparison(n, g, mean_a, mean_b, diff, se, ci_low, ci_high, ci_method,
-                            p_value, test, only_a, only_b, _join(notes))
+    return PairedComparison(n, g, float(xa.mean()), float(xb.mean()), diff, units.se, ci_low, ci_high, ci_method,
+                            p_value, test, only_a, only_b, _join(notes))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Units:
+    """The units a paired comparison resamples (rows, or clusters) and the standard error."""
+
+    sums: FloatArray  # each unit's sum of row differences
+    counts: FloatArray | None  # each unit's row count (None: a row is its own unit)
+    se: float
+    count: int
+    df: int
+    notes: tuple[str, ...]
+
+
+def _paired_units(d: FloatArray, codes: IntArray | None, g: int | None) -> _Units:
+    if codes is not None and g is not None:
+        sums, counts = _cluster_sums(d, codes, g)
+        note = ("one cluster: se, the interval and the p-value are undefined",) if g < 2 else ()
+        return _Units(sums, counts, _cluster_se(sums, counts, float(d.mean())), g, g - 1, note)
+    n = int(d.size)
+    note = ("one row: se and the interval are undefined",) if n < 2 else ()
+    return _Units(d, None, _iid_se(d), n, n - 1, note)
+
+
+def _paired_interval(
+    diff: float, units: _Units, *, clustered: bool, confidence: float, n_boot: int, seed: int
+) -> tuple[float, float, str]:
+    """(low, high, method): a bootstrap up to BOOTSTRAP_MAX_UNITS units, analytic above."""
+    if units.count < 2:
+        return math.nan, math.nan, "cluster-bootstrap" if clustered else "bootstrap"
+    if units.count <= BOOTSTRAP_MAX_UNITS:
+        low, high = _bootstrap_ratio(units.sums, units.counts, n_boot=n_boot, seed=seed, confidence=confidence)
+        return low, high, "cluster-bootstrap" if clustered else "bootstrap"
+    half = _t(confidence, units.df) * units.se
+    return diff - half, diff + half, "clt-cluster" if clustered else "clt"
 
 
 # ----------------------------------------------------------------------------
