@@ -6,6 +6,7 @@ import ast
 import itertools
 import math
 import tracemalloc
+import types
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,10 @@ from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.inter_rater import cohens_kappa as sm_cohens_kappa
 from statsmodels.stats.multitest import multipletests
 
-from evalrun.results import stats
+from evalrun.results import agreement, stats
+from evalrun.results.agreement import cohen_kappa
 from evalrun.results.stats import (
     BOOTSTRAP_MAX_UNITS,
-    cohen_kappa,
     holm,
     mcnemar_exact,
     mean_interval,
@@ -646,13 +647,14 @@ def isort_key(name: str) -> tuple[int, str]:
     return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
 
 
-def test_all_sorted_and_complete() -> None:
-    assert stats.__all__ == sorted(stats.__all__, key=isort_key)
-    for name in stats.__all__:
-        assert hasattr(stats, name), name
+@pytest.mark.parametrize("module", [stats, agreement])
+def test_all_sorted_and_complete(module: types.ModuleType) -> None:
+    assert module.__all__ == sorted(module.__all__, key=isort_key)
+    for name in module.__all__:
+        assert hasattr(module, name), name
 
 
-@pytest.mark.parametrize("module", ["stats.py", "power.py"])
+@pytest.mark.parametrize("module", ["stats.py", "agreement.py", "power.py"])
 def test_package_imports_only_numpy_and_scipy(module: str) -> None:
     path = Path(stats.__file__).with_name(module)
     tree = ast.parse(path.read_text())

@@ -75,7 +75,6 @@ KNOWN_LONG: set[str] = {
     "evalrun/send/runner.py",  # sendtrust
     "evalrun/reports/html.py",  # reporttrust
     "evalrun/reports/explorer.py",  # reporttrust
-    "evalrun/results/stats.py",  # hygiene
 }
 
 # A statement's shape, not a word. "SELECT ... FROM" in capitals, or in lower case followed by a

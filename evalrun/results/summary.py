@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.results.stats import cohen_kappa, holm, mean_interval, paired_compare
+from evalrun.results.agreement import cohen_kappa
+from evalrun.results.stats import holm, mean_interval, paired_compare
 from evalrun.results.tally import TOKEN_COLUMNS, RepeatTally, VariantTally
 from evalrun.spec import ScorerSpec
 
