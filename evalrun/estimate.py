@@ -25,6 +25,7 @@ from evalrun.cost import cost_usd
 from evalrun.errors import ApiError, AuthError
 from evalrun.plan.grid import Plan
 from evalrun.plan.modes import MODES
+from evalrun.plan.thinking import thinking_variants
 from evalrun.send.client import MessagesClient
 from evalrun.tokens import estimate_input_tokens
 
@@ -123,6 +124,7 @@ async def estimate_plan(
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     distinct: dict[str, _Distinct] = defaultdict(_Distinct)
     seen_requests: set[int] = set()
+    thinks = thinking_variants(plan)  # their output is bounded by max_tokens, not forecast
     result = Estimate()
     for chunk in plan.chunks():
         for cell, request in zip(chunk.cells, chunk.requests, strict=True):
@@ -139,7 +141,8 @@ async def estimate_plan(
             seen_requests.add(fingerprint)
             group["requests"] += 1
             mode = MODES[cell.answer_mode]
-            group["output_tokens"] += mode.expected_output_tokens(cell.max_tokens, plan.choices)
+            thinking = (cell.model, cell.prompt) in thinks
+            group["output_tokens"] += cell.max_tokens if thinking else mode.expected_output_tokens(cell.max_tokens, plan.choices)
             group["output_tokens_max"] += cell.max_tokens
             group["local_input"] += request.input_tokens
             if clients is None:
@@ -207,6 +210,7 @@ async def estimate_plan(
             tokens = float(group["local_input"])
         price = prices.get(model)
         row = {k: v for k, v in group.items() if k != "local_input"}
+        row["output_basis"] = "bound" if (model, prompt) in thinks else "expected"
         row["input_tokens"] = round(tokens)
         # A cached prefix: the first request writes it, every later one reads it (the run loop
         # sends the first alone, so parallel first requests do not all miss).

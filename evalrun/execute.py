@@ -116,15 +116,15 @@ def prepare(
         seed=spec.seed,
         encoding=spec.encoding,
     )
-    cells = dataset.count * len(experiment.models) * len(experiment.prompts) * experiment.repeats
+    env = os.environ if environ is None else environ
+    models = resolve_models(experiment, table, sim=sim, environ=env)  # a swept entry is several configurations
+    cells = dataset.count * len(models) * len(experiment.prompts) * experiment.repeats
     if cells > MAX_CELLS:
         raise SpecError(
-            f"{experiment.source}: {cells:,} cells ({dataset.count:,} rows × {len(experiment.models)} models × "
+            f"{experiment.source}: {cells:,} cells ({dataset.count:,} rows × {len(models)} model configurations × "
             f"{len(experiment.prompts)} prompts × {experiment.repeats} repeats) is more than evalrun plans "
-            f"({MAX_CELLS:,}); check `repeats` and `dataset.limit`"
+            f"({MAX_CELLS:,}); check `repeats`, `dataset.limit` and the models' sweeps"
         )
-    env = os.environ if environ is None else environ
-    models = resolve_models(experiment, table, sim=sim, environ=env)
     judge = resolve_judge(experiment, table, sim=sim, environ=env)
     batch = experiment.batch if batch is None else batch
     plan = Plan(experiment, dataset, models, table, batch=batch)

@@ -29,7 +29,9 @@ _PRICE_KEYS = ("input", "output", "cache_write_5m", "cache_write_1h", "cache_rea
 _ENTRY_KEYS = {
     "family", "dated_id", "aliases", "prefill", "refuses", "exclusive", "thinking",
     "cache_min_tokens", "context_window", "price", "retires", "price_note", "needs_key",
+    "thinking_modes", "effort_levels",
 }  # fmt: skip
+THINKING_MODES = ("budget", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ class ModelInfo:
     retires: str | None = None
     price_note: str | None = None
     needs_key: bool = True  # False: its server takes no API key (a local server)
+    # The `thinking` types it takes ("budget", "adaptive") and its `output_config.effort` levels;
+    # None: not known, so not checked before sending.
+    thinking_modes: frozenset[str] | None = None
+    effort_levels: tuple[str, ...] | None = None
 
     @property
     def response_id(self) -> str:
@@ -143,6 +149,10 @@ def _to_raw(info: ModelInfo) -> dict[str, Any]:
             raw[key] = getattr(info, key)
     if info.price is not None:
         raw["price"] = {k: getattr(info.price, k) for k in _PRICE_KEYS}
+    if info.thinking_modes is not None:
+        raw["thinking_modes"] = sorted(info.thinking_modes)
+    if info.effort_levels is not None:
+        raw["effort_levels"] = list(info.effort_levels)
     return raw
 
 
@@ -213,7 +223,22 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
         retires=str(entry["retires"]) if entry.get("retires") else None,
         price_note=entry.get("price_note"),
         needs_key=needs_key,
+        **_reasoning_entry(entry, where),
     )
+
+
+def _reasoning_entry(entry: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The entry's `thinking_modes` and `effort_levels` (absent: None, not checked)."""
+    out: dict[str, Any] = {}
+    if entry.get("thinking_modes") is not None:
+        modes = _strings(entry["thinking_modes"], f"{where}.thinking_modes")
+        bad = [m for m in modes if m not in THINKING_MODES]
+        if bad:
+            raise SpecError(f"{where}.thinking_modes: {bad[0]!r} is not one of {', '.join(THINKING_MODES)}")
+        out["thinking_modes"] = frozenset(modes)
+    if entry.get("effort_levels") is not None:
+        out["effort_levels"] = tuple(_strings(entry["effort_levels"], f"{where}.effort_levels"))
+    return out
 
 
 def _strings(value: Any, where: str) -> list[str]:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalrun.errors import SpecError
 from evalrun.messages_api import SPEC_PARAMS
+from evalrun.sweeps import check_sweep
 from evalrun.yamlio import load_yaml
 
 __all__ = [
@@ -165,9 +166,29 @@ class _ModelEntry(_Strict):
 
 
 class ModelSpec(_ModelEntry):
-    """A model to evaluate, with its per-model overrides."""
+    """A model to evaluate, with its per-model overrides.
+
+    `effort`, `thinking` and `vary` make it a sweep: a list expands into one configuration per
+    value (several lists: their product), labelled `<label>@effort=high,thinking=2048`; a single
+    value sets the parameter without sweeping (see `evalrun.plan.thinking`)."""
 
     answer_mode: AnswerMode | None = None
+    effort: str | list[str] | None = None
+    thinking: int | str | list[int | str] | None = None
+    vary: dict[str, list[Any]] | None = None
+
+    @field_validator("thinking", mode="before")
+    @classmethod
+    def _thinking_words(cls, value: Any) -> Any:
+        # YAML reads a bare `off` as false.
+        if isinstance(value, list):
+            return ["off" if v is False else v for v in value]
+        return "off" if value is False else value
+
+    @model_validator(mode="after")
+    def _sweep_values(self) -> ModelSpec:
+        check_sweep(self.effort, self.thinking, self.vary)
+        return self
 
     @property
     def display(self) -> str:

@@ -122,3 +122,18 @@ def test_clustered_passages_use_cluster_robust_intervals(runs: dict[str, Path]) 
         half = scipy_stats.t.ppf(0.975, g - 1) * se
         assert row["accuracy"] == pytest.approx(per_row["score"].mean())
         assert row["ci_high"] == pytest.approx(min(1.0, per_row["score"].mean() + half))
+
+
+def test_the_effort_sweep_has_one_configuration_per_value_and_a_frontier(runs: dict[str, Path]) -> None:
+    summary = pd.read_csv(runs["effort-sweep"] / "summary.csv").set_index("model")
+    assert list(summary.index) == [
+        "opus@effort=low", "opus@effort=medium", "opus@effort=high", "sonnet@thinking=off", "sonnet@thinking=2048",
+    ]  # fmt: skip
+    thinking = summary["mean_thinking_tokens"]
+    assert thinking["opus@effort=low"] < thinking["opus@effort=medium"] < thinking["opus@effort=high"]
+    assert thinking["sonnet@thinking=off"] == 0 < thinking["sonnet@thinking=2048"]
+    assert summary.loc["opus@effort=high", "cost_usd"] > summary.loc["opus@effort=low", "cost_usd"]
+    frontier = pd.read_csv(runs["effort-sweep"] / "frontier.csv")
+    assert frontier["recommended"].sum() == 1 and frontier["on_frontier"].any()
+    bodies = _requests(runs["effort-sweep"])
+    assert all(b["messages"][-1]["role"] == "user" for b in bodies if "thinking" in b)

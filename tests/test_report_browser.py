@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import pandas as pd
@@ -310,3 +311,25 @@ def test_many_long_named_variants_still_fit(tmp_path: Path, browser: Browser) ->
     })()""")
     assert overlaps == 0
     shot(browser, "wide.png", full_page=True)
+
+
+def test_thinking_is_shown_collapsed_apart_from_the_reply(tmp_path: Path, browser: Browser) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EVALRUN_CACHE_DIR", str(tmp_path / "cache"))
+        result = CliRunner().invoke(cli, ["run", str(REPO / "experiments" / "effort-sweep.yaml"), "--sim", "--out",
+                                          str(tmp_path / "out")], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False, dtype=str)
+    cell = results[results["model"] == "sonnet@thinking=2048"].iloc[0]
+    model = quote(cell["model"], safe="")
+    show(browser, f"{(tmp_path / 'out' / 'report.html').as_uri()}#explore?model={model}&prompt={cell['prompt']}"
+                  f"&row={cell['row_id']}")  # fmt: skip
+    browser.wait_for("(d => d && !d.hidden)(document.querySelector('#explore .detail'))")
+    thinking = browser.eval(
+        "(t => t && {open: t.open, summary: t.querySelector('summary').innerText, text: t.querySelector('pre').textContent})"
+        "(document.querySelector('#explore .detail details.thinking'))"
+    )
+    assert thinking is not None and thinking["open"] is False and "not scored" in thinking["summary"]
+    assert thinking["text"].startswith("Summary:")
+    reply = browser.eval("document.querySelector('#explore .detail .reply > pre').textContent")
+    assert "Summary:" not in reply and reply.strip()

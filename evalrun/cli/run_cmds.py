@@ -35,6 +35,8 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
         for prompt in experiment.prompts:
             params = plan.params[(model.label, prompt)]
             shown = {k: v for k, v in params.items() if k != "output_config"}
+            if (params.get("output_config") or {}).get("effort"):  # the rest is the answer format
+                shown["effort"] = params["output_config"]["effort"]
             click.echo(f"  {prompt}: answer_mode={plan.modes[(model.label, prompt)]} params={json.dumps(shown)}")
     echo_warnings(plan.warnings)
     body = plan.first_body()
@@ -62,6 +64,9 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
 @click.option("--detect", type=click.FloatRange(min=0, max=1, min_open=True), help="An accuracy difference "
               "(e.g. 0.03): how many rows a paired comparison needs to detect it.")  # fmt: skip
 @click.option("--batch", "batch", flag_value=True, default=None, help="Price the run as `run --batch` sends it.")
+@click.option("--pilot", type=click.IntRange(min=2), help="Send N sampled rows per configuration for real (paid, "
+              "stored for the run) and forecast the cost from what they spent.")  # fmt: skip
+@click.option("--budget", type=float, callback=positive_finite, help="Spend cap in USD for the pilot (exit code 3).")
 def estimate(
     spec: Path,
     limit: int | None,
@@ -74,8 +79,10 @@ def estimate(
     otpm: float | None,
     detect: float | None,
     batch: bool | None,
+    pilot: int | None,
+    budget: float | None,
 ) -> None:
-    """Requests, tokens, USD, wall time and statistical power, before spending anything."""
+    """Requests, tokens, USD, wall time and statistical power, before spending anything (but a --pilot)."""
     import anyio
 
     from evalrun.execute import estimate_prepared, prepare
@@ -84,8 +91,11 @@ def estimate(
     result = anyio.run(
         lambda: estimate_prepared(prepared, rpm=rpm, itpm=itpm, otpm=otpm, local=local, detect=detect)
     )
+    from evalrun.pilot import forecast_lines, pilot_estimate, pilot_json
+
+    forecast = anyio.run(lambda: pilot_estimate(prepared, result, rows=pilot, budget_usd=budget)) if pilot else None
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps({**result.to_json(), **pilot_json(forecast)}, indent=2))
         return
     echo_warnings(prepared.plan.warnings)
     click.echo(
@@ -119,6 +129,8 @@ def estimate(
         click.echo(f"wall time: about {result.wall_time_s:,.0f} s at {result.limits}")
     else:
         click.echo("wall time: give --rpm (and --itpm/--otpm) for an estimate under your rate limits")
+    for line in forecast_lines(result, forecast):
+        click.echo(line)
     power = result.power
     if power:
         click.echo(

@@ -3,13 +3,16 @@ version, key variable, and the endpoint a stored answer is tied to."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from evalrun.errors import SpecError
 from evalrun.models import ModelInfo, ModelTable, builtin_table, load_table_file
+from evalrun.plan.thinking import apply_overrides, check_entry, configurations
 from evalrun.spec import Experiment, ModelSpec
 
 __all__ = ["DEFAULT_BASE_URL", "SIMULATOR", "ModelPlan", "experiment_table", "resolve_judge", "resolve_model", "resolve_models"]
@@ -30,6 +33,15 @@ class ModelPlan:
     api_key_env: str | None
     endpoint: str  # what a stored answer is tied to: the base URL, or "simulator"
     warnings: tuple[str, ...] = ()
+    # A configuration of a swept model entry: the parameters it sets (dotted paths) over the
+    # merged params, and the entry it came from (`models.0`), for errors that name it.
+    overrides: tuple[tuple[str, Any], ...] = ()
+    entry: str = ""
+
+    def params_for(self, experiment: Experiment, prompt: Any) -> dict[str, Any]:
+        """The parameters a prompt is sent to this configuration with: the experiment's, the
+        prompt's and the model entry's, then the configuration's own settings."""
+        return apply_overrides(experiment.params_for(prompt, self.spec), self.overrides)
 
     @property
     def request_model(self) -> str:
@@ -75,11 +87,24 @@ def check_base_url(url: str, *, where: str) -> tuple[str, str | None]:
 def resolve_models(
     experiment: Experiment, table: ModelTable, *, sim: bool = False, environ: Mapping[str, str] | None = None
 ) -> tuple[ModelPlan, ...]:
-    """Where and how each model is reached. `ANTHROPIC_BASE_URL` applies unless a model sets base_url."""
-    return tuple(
-        resolve_model(spec, table, experiment=experiment, where=f"models.{index}", sim=sim, environ=environ)
-        for index, spec in enumerate(experiment.models)
-    )
+    """Where and how each model configuration is reached (a swept entry gives several, one per
+    value, see `evalrun.plan.thinking`). `ANTHROPIC_BASE_URL` applies unless a model sets base_url."""
+    out: list[ModelPlan] = []
+    for index, spec in enumerate(experiment.models):
+        where = f"models.{index}"
+        plan = resolve_model(spec, table, experiment=experiment, where=where, sim=sim, environ=environ)
+        check_entry(spec, plan.info, where=f"{experiment.source}: {where}")
+        for config in configurations(spec):
+            configured = spec.model_copy(update={"label": config.label, "effort": None, "thinking": None, "vary": None})
+            out.append(dataclasses.replace(
+                plan, label=config.label, spec=configured, overrides=config.overrides,
+                entry=f"{where} ({config.label})",
+            ))  # fmt: skip
+    labels = [m.label for m in out]
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise SpecError(f"{experiment.source}: models: configuration {twice[0]!r} appears twice; give an entry a `label`")
+    return tuple(out)
 
 
 def resolve_judge(

@@ -32,6 +32,7 @@ from evalrun.plan.render import (
     render_system,
     render_turns,
 )
+from evalrun.plan.thinking import check_reasoning, thinking_of
 from evalrun.results.scoring import STRIP as _TARGET_STRIP
 from evalrun.spec import Experiment, ImageBlock, PromptSpec
 from evalrun.store.records import CellRecord, RequestRecord, RowRecord
@@ -210,6 +211,8 @@ class Plan:
         experiment = self.experiment
         knowledge = self.learned.get(model.label, Learned())
         forced = model.spec.answer_mode or prompt.answer_mode or experiment.answer_mode
+        params = model.params_for(experiment, prompt)
+        thinks = thinking_of(params) is not None
         mode = choose_mode(
             forced=forced,
             has_prefill=prompt.prefill is not None,
@@ -217,11 +220,18 @@ class Plan:
             multiple_choice=experiment.scorer.type == "choice",
             model_label=model.label,
             source=experiment.source,
+            thinking=thinks,
         )
-        params = experiment.params_for(prompt, model.spec)
+        explicit_max_tokens = "max_tokens" in params
         params, notes = adapt_params(params, model, self.table, knowledge, mode)
+        params, more = check_reasoning(
+            params, info=model.info, mode=mode, explicit_max_tokens=explicit_max_tokens,
+            where=f"{experiment.source}: {model.entry or model.label}",
+        )  # fmt: skip
+        notes += more
         if prompt.prefill is not None and mode.name == "plain":
-            notes.append("does not accept prefill and the scorer is not `choice`: the prefill is dropped")
+            why = "thinks (the API refuses prefill with thinking)" if thinks else "does not accept prefill"
+            notes.append(f"{why} and the scorer is not `choice`: the prefill is dropped")
         return Variant(model=model, prompt_name=name, prompt=prompt, mode=mode, params=params, notes=tuple(notes))
 
     @property

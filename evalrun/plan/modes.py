@@ -28,6 +28,8 @@ class AnswerMode:
     name: ClassVar[str] = "plain"
     min_max_tokens: ClassVar[int] = 1
     default_max_tokens: ClassVar[int] = 1024
+    # Tokens an answer needs after thinking (a thinking budget must leave this much of max_tokens).
+    answer_room: ClassVar[int] = 256
     # The capability whose refusal (a 400) makes the run re-plan the model away from this mode.
     refused_with: ClassVar[str | None] = None
 
@@ -49,6 +51,7 @@ class PrefillMode(AnswerMode):
 
     name: ClassVar[str] = "prefill"
     default_max_tokens: ClassVar[int] = 5
+    answer_room: ClassVar[int] = 5
     refused_with: ClassVar[str | None] = "prefill"
 
     def shape(
@@ -66,6 +69,7 @@ class StructuredMode(AnswerMode):
     name: ClassVar[str] = "structured"
     min_max_tokens: ClassVar[int] = 32
     default_max_tokens: ClassVar[int] = 32
+    answer_room: ClassVar[int] = 32
 
     def shape(
         self, messages: list[dict[str, Any]], params: dict[str, Any], *, prefill: str | None, choices: Sequence[str]
@@ -86,6 +90,7 @@ class InstructionMode(AnswerMode):
     name: ClassVar[str] = "instruction"
     min_max_tokens: ClassVar[int] = 8
     default_max_tokens: ClassVar[int] = 8
+    answer_room: ClassVar[int] = 8
 
     def shape(
         self, messages: list[dict[str, Any]], params: dict[str, Any], *, prefill: str | None, choices: Sequence[str]
@@ -129,12 +134,20 @@ def choose_mode(
     multiple_choice: bool,
     model_label: str,
     source: str,
+    thinking: bool = False,
 ) -> AnswerMode:
     """The mode one model is asked one variant in (see the README: answer modes).
 
     `forced` is the spec's `answer_mode` (model, then prompt, then experiment): `auto` picks
-    prefill where the model accepts it and structured output where it does not.
+    prefill where the model accepts it and structured output where it does not. With `thinking`
+    on, the API refuses prefill: auto picks structured output, a forced prefill is an error.
     """
+    if thinking and forced == "prefill":
+        raise SpecError(
+            f"{source}: answer_mode prefill is forced, but {model_label} thinks (thinking is on) and the API "
+            "refuses prefill with thinking; use answer_mode structured or instruction for it"
+        )
+    refuses_prefill = refuses_prefill or thinking
     if not multiple_choice:
         # No letter enum to constrain; a prefill the model refuses is dropped (warned).
         return MODES["prefill"] if has_prefill and not refuses_prefill else MODES["plain"]

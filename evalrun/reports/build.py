@@ -22,6 +22,7 @@ import numpy as np
 from evalrun import __version__
 from evalrun.errors import NotARunFolder, StoreError
 from evalrun.gctune import fewer_collections
+from evalrun.reports.frontier import frontier_rows
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
 from evalrun.spec import ScorerSpec
@@ -48,6 +49,7 @@ class Report:
     clusters: np.ndarray | None = None
     choices: list[str] = field(default_factory=list)
     totals: dict[str, Any] = field(default_factory=dict)
+    frontier: list[dict[str, Any]] = field(default_factory=list)  # evalrun.reports.frontier
 
     @property
     def failure(self) -> str | None:
@@ -161,6 +163,7 @@ def analyze(
         clusters=clusters,
         choices=list(scorer.choices or ()) if scorer.type == "choice" else [],
         totals=totals,
+        frontier=frontier_rows(tallies, summary, clusters=clusters, reducer=reducer, repeats=repeats),
     )
 
 

@@ -134,7 +134,7 @@ def _row_hash(row_id: str) -> int:
 
 def _outcome(record: Mapping[str, Any]) -> int:
     status = record.get("status")
-    if status == "ok":
+    if status in ("ok", "refused"):  # a refusal is an answer, never a right one
         return 0 if record.get("correct") is True else 1
     return _CODE.get(str(status), 3)
 
@@ -248,7 +248,7 @@ def _reply(text: Any, message_json: Any, raw: Any) -> str:
     """The reply as a reader wants it (from the record's `response_text` and the cell's stored
     message or raw reply): its text, plus tool calls and thinking when it has them."""
     text = text or ""
-    if not message_json or ('"tool_use"' not in message_json and '"thinking"' not in message_json):
+    if not message_json or ('"tool_use"' not in message_json and "thinking" not in message_json):
         if not text and raw:
             return "[not a valid message] " + str(raw)
         return text if type(text) is str else str(text)
@@ -264,9 +264,20 @@ def _reply(text: Any, message_json: Any, raw: Any) -> str:
             pieces.append(str(block.get("text") or ""))
         elif block.get("type") == "tool_use":
             pieces.append(f"[tool_use {block.get('name')}] " + json.dumps(block.get("input"), ensure_ascii=False))
-        elif block.get("type") == "thinking":
-            pieces.append(f"[thinking] {block.get('thinking') or ''}")
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            pieces.append(thinking_piece(block))
     return "\n".join(pieces)
+
+
+# Marks a thinking block inside a reply's text: explorer.js shows it collapsed (never scored).
+THINKING_MARK = "\u241e"
+
+
+def thinking_piece(block: Mapping[str, Any]) -> str:
+    """A thinking (or redacted thinking) block as the explorer shows it: between two marks."""
+    if block.get("type") == "redacted_thinking":
+        return f"{THINKING_MARK}[redacted thinking: encrypted, no text]{THINKING_MARK}"
+    return f"{THINKING_MARK}{block.get('thinking') or ''}{THINKING_MARK}"
 
 
 def _error(status: Any, error: Any, http_status: Any, error_type: Any) -> str:

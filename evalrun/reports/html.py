@@ -32,6 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
+from evalrun.reports.frontier import frontier_html
 from evalrun.results.diagnostics import letter_distribution, outcome_rates
 from evalrun.results.stats import wilson_interval
 from evalrun.results.tally import diagnostics_frame
@@ -661,6 +662,7 @@ def write_report(out: IO[str], report: Any, explorer: Any = None) -> None:
         simulated=report.simulated,
         explorer=explorer,
         totals=report.totals,
+        sections=frontier_html(report),
     )
 
 
@@ -746,6 +748,7 @@ def write_html(
     simulated: bool = False,
     explorer: Any = None,
     totals: Mapping[str, Any] | None = None,
+    sections: Sequence[tuple[str, str, str]] = (),
 ) -> None:
     """Write the whole report into `out` as one self-contained HTML document.
 
@@ -770,6 +773,7 @@ def write_html(
     nav = [("summary", "Summary")]
     if not withheld:
         nav.append(("accuracy", "Accuracy"))
+        nav += [(anchor, title) for anchor, title, _ in sections]
     if comparison is not None:
         nav.append(("comparisons", "Comparisons"))
     if has_explorer:
@@ -806,6 +810,7 @@ def write_html(
         parts.append(f"<figure>{_cost_chart(summary)}<figcaption>Accuracy against the total cost of the answers"
                      "</figcaption></figure>")  # fmt: skip
         parts.append("</div></section>")
+        parts += [f'<section id="{anchor}"><h2>{_esc(title)}</h2>{body}</section>' for anchor, title, body in sections]
     if comparison is not None:
         parts.append('<section id="comparisons"><h2>Comparisons</h2>')
         records = _records(comparison)

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from evalrun.reports.build import Report
+from evalrun.reports.frontier import frontier_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
 __all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
@@ -107,6 +108,7 @@ def render_markdown(report: Report) -> str:
             "clusters); p_holm adjusts across the table.",
             "",
         ]
+    lines += frontier_markdown(report)
     lines += ["## Totals", ""]
     cost = totals["cost_usd"]
     unknown = totals["cost_unknown"]

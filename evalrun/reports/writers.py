@@ -18,6 +18,7 @@ from typing import IO, Any, ClassVar, Protocol
 
 from evalrun.reports.build import Report
 from evalrun.reports.explorer import ExplorerResults
+from evalrun.reports.frontier import FrontierCsv
 from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter", "Staged"]
@@ -142,7 +143,7 @@ class _ParquetSink:
     _INTS: ClassVar[set[str]] = {"repeat", "attempts", "shared_by"}
     _BOOLS: ClassVar[set[str]] = {"correct"}
     _FLOATS: ClassVar[set[str]] = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
-               "cache_read_input_tokens"}  # fmt: skip
+               "cache_read_input_tokens", "thinking_tokens"}  # fmt: skip
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -270,4 +271,4 @@ class HtmlReport:
 
 
 RESULTS_WRITERS: list[ResultsWriter] = [CsvResults(), ParquetResults(), ExplorerResults()]
-REPORT_WRITERS: list[ReportWriter] = [SummaryCsv(), ComparisonCsv(), MarkdownReport(), HtmlReport()]
+REPORT_WRITERS: list[ReportWriter] = [SummaryCsv(), ComparisonCsv(), FrontierCsv(), MarkdownReport(), HtmlReport()]

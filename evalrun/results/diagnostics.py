@@ -26,7 +26,7 @@ OTHER = "other"
 """Label for parsed answers (or gold values) that are not among the choices."""
 
 _GROUP = ["model", "prompt"]
-_ANSWERED = ("ok", "unparsed")
+_ANSWERED = ("ok", "unparsed", "refused")
 
 
 def _prepare(results: pd.DataFrame, needed: Sequence[str]) -> pd.DataFrame:

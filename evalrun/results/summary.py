@@ -33,8 +33,9 @@ __all__ = [
 UNRELIABLE_ERROR_RATE = 0.05
 
 SUMMARY_COLUMNS = [
-    "model", "prompt", "answer_mode", "n", "cells", "answered", "unparsed", "errors", "error_rate", "pending",
-    "correct", "accuracy", "ci_low", "ci_high", "ci_method", "clusters", "reliable", *TOKEN_COLUMNS, "cost_usd",
+    "model", "prompt", "answer_mode", "n", "cells", "answered", "unparsed", "refusals", "truncated_thinking", "errors",
+    "error_rate", "pending", "correct", "accuracy", "ci_low", "ci_high", "ci_method", "clusters", "reliable",
+    *TOKEN_COLUMNS, "mean_thinking_tokens", "cost_usd",
     "paid_usd", "from_cache", "cost_per_correct_usd", "cost_per_1k_rows_usd", "latency_p50_s", "latency_p95_s",
 ]  # fmt: skip
 COMPARISON_COLUMNS = [
@@ -87,6 +88,8 @@ def summarize(
                 "cells": tally.cells,
                 "answered": tally.answered,
                 "unparsed": tally.unparsed,
+                "refusals": tally.refused,
+                "truncated_thinking": tally.truncated_thinking,
                 "errors": tally.errors,
                 "error_rate": error_rate,
                 "pending": tally.pending,
@@ -98,6 +101,7 @@ def summarize(
                 "clusters": estimate.clusters if estimate.clusters is not None else math.nan,
                 "reliable": bool(n) and not error_rate > UNRELIABLE_ERROR_RATE,
                 **{column: round(tally.tokens[column]) for column in TOKEN_COLUMNS},
+                "mean_thinking_tokens": _mean_thinking(tally),
                 "cost_usd": cost,
                 # Unknown (no price for the model), never $0.
                 "paid_usd": math.nan if tally.answered and tally.cost_unknown == tally.answered else tally.paid_usd,
@@ -125,6 +129,11 @@ def _per_unit_costs(cost: float, correct: int, n: int) -> dict[str, float]:
         "cost_per_correct_usd": cost / correct if correct and known else math.nan,
         "cost_per_1k_rows_usd": cost / n * 1000 if n and known else math.nan,
     }
+
+
+def _mean_thinking(tally: VariantTally) -> float:
+    """Thinking tokens per answered cell (empty when nothing was answered)."""
+    return tally.thinking_tokens / tally.answered if tally.answered else math.nan
 
 
 def _scorer_columns(tally: VariantTally, scorer: ScorerSpec | None, confidence: float) -> dict[str, Any]:

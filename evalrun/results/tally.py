@@ -21,6 +21,7 @@ import numpy as np
 from evalrun.cost import cost_usd
 from evalrun.models import Price
 from evalrun.results.judge import match_grade
+from evalrun.results.reasoning import TRUNCATED_NOTE, Reasoning, reasoning_of
 from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
 from evalrun.spec import ScorerSpec
 from evalrun.store.records import reply_shown
@@ -38,12 +39,12 @@ __all__ = [
 
 RESULT_COLUMNS = [
     "model", "model_id", "prompt", "row_id", "repeat", "cluster", "answer_mode", "response_text", "answer",
-    "target", "correct", "score", "status", "stop_reason", "input_tokens", "output_tokens",
-    "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "shared_by", "source", "latency_s",
-    "attempts", "error",
+    "target", "correct", "score", "status", "stop_reason", "input_tokens", "output_tokens", "thinking_tokens",
+    "thinking_tokens_source", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "shared_by", "source",
+    "latency_s", "attempts", "error",
 ]  # fmt: skip
 TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
-ANSWERED = ("ok", "unparsed")
+ANSWERED = ("ok", "unparsed", "refused")
 
 
 def result_columns(scorer: ScorerSpec, extra: Sequence[str] = ()) -> list[str]:
@@ -64,6 +65,9 @@ class VariantTally:
     cells: int = 0
     ok: int = 0
     unparsed: int = 0
+    refused: int = 0  # stop_reason refusal: answered, never correct
+    truncated_thinking: int = 0  # unparsed because max_tokens cut the reply while thinking
+    thinking_tokens: int = 0  # summed over answered cells (each cell its request's figure)
     errors: int = 0
     pending: int = 0
     correct: int = 0
@@ -100,7 +104,7 @@ class VariantTally:
 
     @property
     def answered(self) -> int:
-        return self.ok + self.unparsed
+        return self.ok + self.unparsed + self.refused
 
     @property
     def uncached_usd(self) -> float:
@@ -221,6 +225,35 @@ class ResultsPass:
         self.max_repeat = max(self.max_repeat, int(cell["repeat"]))
         status = cell["status"]
         share = _sharing(cell)
+        record = self._base_record(cell, share)
+        if status is None:
+            record["status"] = "pending"
+            record["error"] = "not sent yet"
+            tally.pending += 1
+            return record
+        if cell["simulated"]:
+            self.simulated += 1
+        if status != "ok":
+            self._failed(record, tally, cell)
+            return record
+        reasoning = reasoning_of(cell)
+        record["thinking_tokens"] = reasoning.thinking_tokens
+        record["thinking_tokens_source"] = reasoning.source
+        score = self._reasoned_score(cell, reasoning, record)
+        self._apply_score(record, score)
+        if self.judged and not (reasoning.truncated or reasoning.refused):
+            self._tally_grading(tally, cell, score)
+            if score.status in ("error", "pending"):
+                self._ungraded(record, tally, cell, score)
+                self._tally_usage(tally, cell, share)
+                return record
+        self._tally_answer(tally, cell, score, record, reasoning)
+        self._tally_usage(tally, cell, share)
+        return record
+
+    def _base_record(self, cell: Mapping[str, Any], share: int) -> dict[str, Any]:
+        """The columns every cell has, whatever became of it."""
+        status = cell["status"]
         record: dict[str, Any] = {
             "model": cell["model"],
             "model_id": cell["model_id"],
@@ -241,63 +274,73 @@ class ResultsPass:
             "latency_s": _float(cell["latency_s"]),
             "attempts": cell["attempts"] or 0,
             "error": cell["error"] or "",
+            "thinking_tokens": None,
+            "thinking_tokens_source": "",
         }
         for column in TOKEN_COLUMNS:
             record[column] = cell[column] if cell[column] is not None else (0 if status is None else None)
         for name in self.extra_columns:
             record[name] = None
-        if status is None:
-            record["status"] = "pending"
-            record["error"] = "not sent yet"
-            tally.pending += 1
-            return record
-        if cell["simulated"]:
-            self.simulated += 1
-        if status != "ok":
-            record["status"] = "error"
-            tally.errors += 1
-            tally.error_kinds[_error_kind(cell)] += 1
-            tally.outcomes[("error", "", cell["target"] if self.choices else "", "")] += 1
-            return record
+        return record
+
+    def _failed(self, record: dict[str, Any], tally: VariantTally, cell: Mapping[str, Any]) -> None:
+        record["status"] = "error"
+        tally.errors += 1
+        tally.error_kinds[_error_kind(cell)] += 1
+        tally.outcomes[("error", "", cell["target"] if self.choices else "", "")] += 1
+
+    def _reasoned_score(self, cell: Mapping[str, Any], reasoning: Reasoning, record: dict[str, Any]) -> Score:
+        """A refusal is not correct whatever its text; a reply cut while thinking has no answer."""
+        if reasoning.refused:
+            return Score(answer=None, correct=False, status="refused", explanation="the model refused (stop_reason refusal)")
+        if reasoning.truncated:
+            record["error"] = TRUNCATED_NOTE
+            return Score(answer=None, correct=False, status="unparsed", explanation=TRUNCATED_NOTE)
         score = self.score(cell)
         assert score is not None
+        return score
+
+    @staticmethod
+    def _apply_score(record: dict[str, Any], score: Score) -> None:
         record["answer"] = score.answer or ""
         record["correct"] = score.correct
         record["score"] = score.value if score.status == "ok" else 0.0
         record["status"] = score.status
         for column, value in (score.extra or {}).items():
             record[column] = value
-        if self.judged:
-            self._tally_grading(tally, cell, score)
-            if score.status in ("error", "pending"):
-                # The grader failed or has not graded yet: no score, never a wrong one.
-                record["score"] = None
-                record["correct"] = None
-                record["error"] = score.explanation or ""
-                if score.status == "error":
-                    tally.errors += 1
-                    tally.error_kinds["judge: " + (cell.get("judge_error") or "error").split(":")[0][:60]] += 1
-                else:
-                    tally.pending += 1
-                self._tally_usage(tally, cell, share)
-                return record
+
+    def _ungraded(self, record: dict[str, Any], tally: VariantTally, cell: Mapping[str, Any], score: Score) -> None:
+        """The grader failed or has not graded yet: no score, never a wrong one."""
+        record["score"] = None
+        record["correct"] = None
+        record["error"] = score.explanation or ""
+        if score.status == "error":
+            tally.errors += 1
+            tally.error_kinds["judge: " + (cell.get("judge_error") or "error").split(":")[0][:60]] += 1
+        else:
+            tally.pending += 1
+
+    def _tally_answer(
+        self, tally: VariantTally, cell: Mapping[str, Any], score: Score, record: dict[str, Any], reasoning: Reasoning
+    ) -> None:
         if score.fields is not None:
             for name, right in score.fields.items():
                 record[f"correct_{name}"] = right
                 tally.field_correct[name] += int(right)
         tally.ok += score.status == "ok"
         tally.unparsed += score.status == "unparsed"
+        tally.refused += score.status == "refused"
+        tally.truncated_thinking += reasoning.truncated
+        tally.thinking_tokens += reasoning.thinking_tokens
         tally.correct += int(score.correct)
         row = int(cell["row_seq"])
         tally.row_sum[row] += record["score"]
         tally.row_n[row] += 1
         tally.stop_reasons[cell["stop_reason"] or ""] += 1
-        self._tally_usage(tally, cell, share)
         letters = bool(self.choices)
         tally.outcomes[
             (score.status, (score.answer or "") if letters else "", cell["target"] if letters else "", cell["stop_reason"] or "")
         ] += 1
-        return record
 
     def _tally_grading(self, tally: VariantTally, cell: Mapping[str, Any], score: Score) -> None:
         share = _sharing(cell, "judge_sharing")

@@ -14,6 +14,7 @@ from evalrun.models import ModelInfo
 from evalrun.sim._fields import field_provider
 from evalrun.sim._grader import grade, grade_text, grading_provider, grading_request
 from evalrun.sim._schema import first_enum, instance_for, property_paths
+from evalrun.sim._thinking import SUMMARY, skill_with_thinking, thinking_tokens
 from evalrun.sim.answers import AnswerKey, KeyRow, letter_of
 from evalrun.tokens import count_text_tokens, cut_to_tokens
 
@@ -189,6 +190,20 @@ def _content(
     return f"The answer is ({answer})." if is_letter else answer
 
 
+def _think(thought: int, info: ModelInfo, max_tokens: int) -> tuple[str | None, int, bool]:
+    """(the thinking block's text, the tokens thinking spent, whether max_tokens cut it)."""
+    if thought:
+        # Billed as output; the block shows a summary. Cut while thinking: no text at all.
+        used = min(thought, max_tokens)
+        return SUMMARY, used, used >= max_tokens
+    if info.thinking == "always":
+        # Always-on thinking spends max_tokens before any text is written.
+        text, cut = cut_to_tokens(_THINKING, max_tokens)
+        used = count_text_tokens(text)
+        return text, used, cut or used >= max_tokens
+    return None, 0, False
+
+
 def generate_reply(
     body: Mapping[str, Any], info: ModelInfo, *, seed: int, skill: float, key: AnswerKey | None
 ) -> Reply:
@@ -201,18 +216,14 @@ def generate_reply(
     schema = schema if isinstance(schema, Mapping) else None
     last = body["messages"][-1]
     prefill = "".join(_texts(last["content"])) if last["role"] == "assistant" else ""
+    thought = thinking_tokens(body, _draws(seed, info, body)[1] % 10_007 / 10_007)
+    skill = skill_with_thinking(skill, thought)
     content = _content(body, info, schema, prefill, seed=seed, skill=skill, key=key)
 
-    budget = int(body["max_tokens"])
-    thinking = None
-    used = 0
-    if info.thinking == "always":
-        # Always-on thinking spends max_tokens before any text is written.
-        thinking, cut = cut_to_tokens(_THINKING, budget)
-        used = count_text_tokens(thinking)
-        budget -= used
-        if cut or budget <= 0:
-            return Reply("", thinking, "max_tokens", None, used)
+    thinking, used, cut = _think(thought, info, int(body["max_tokens"]))
+    budget = int(body["max_tokens"]) - used
+    if cut:
+        return Reply("", thinking, "max_tokens", None, used)
 
     if tool is not None:
         # A call cut short by max_tokens is no call: the reply then ends without it.

@@ -17,6 +17,7 @@ from evalrun.messages_api import (
 )
 from evalrun.models import ModelInfo
 from evalrun.sim._errors import SimError, invalid
+from evalrun.sim._thinking import check_thinking_model, check_thinking_request
 
 __all__ = ["check_model_rules", "validate_request"]
 
@@ -315,6 +316,7 @@ def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool =
         _check_output_config(body["output_config"])
     if body.get("cache_control") is not None:
         _check_cache_control("cache_control", body["cache_control"])
+    check_thinking_request(body)
 
 
 def check_model_rules(body: Mapping[str, Any], info: ModelInfo) -> None:
@@ -330,6 +332,7 @@ def check_model_rules(body: Mapping[str, Any], info: ModelInfo) -> None:
             names = sorted(group, key=SAMPLING_PARAMS.index)
             listed = " and ".join(f"`{n}`" for n in names)
             raise invalid(f"{listed} cannot both be specified for this model. Please use only one.")
+    check_thinking_model(body, info)
     if info.prefill is False and body["messages"][-1]["role"] == "assistant":
         raise invalid(
             "This model does not support assistant message prefill. "

@@ -432,8 +432,7 @@
       var body = el("pre");
       var prefill = requestPrefill(c);
       if (prefill) body.appendChild(el("span", "prefill", prefill));
-      body.appendChild(document.createTextNode(str(C.y[c])));
-      rep.appendChild(body);
+      replyParts(str(C.y[c]), rep, body);
     }
     d.appendChild(rep);
     var sc = block("Score", "score");
@@ -461,6 +460,18 @@
     sc.appendChild(link);
     d.appendChild(sc);
     return d;
+  }
+  // A reply's thinking blocks (between two U+241E marks) are shown collapsed: never scored.
+  function replyParts(text, rep, body) {
+    var parts = text.split("\u241e");
+    for (var i = 0; i < parts.length; i++) {
+      if (i % 2 === 0) { if (parts[i].replace(/^\n+|\n+$/g, "")) body.appendChild(document.createTextNode(parts[i].replace(/^\n+/, ""))); continue; }
+      var det = el("details", "thinking");
+      det.appendChild(el("summary", null, "thinking (" + parts[i].length.toLocaleString() + " characters shown; not scored)"));
+      det.appendChild(pre(parts[i]));
+      rep.appendChild(det);
+    }
+    rep.appendChild(body);
   }
   function renderMore() {
     var frag = document.createDocumentFragment();
