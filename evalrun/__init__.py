@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import typing as _typing
 
-__version__ = "0.2.0"
+from evalrun.version import __version__ as __version__
 
 # name → the module that defines it
 _EXPORTS = {
@@ -31,6 +31,8 @@ _EXPORTS = {
     "TemplateError": "evalrun.errors",
     "TransientApiError": "evalrun.errors",
     "build_reports": "evalrun.reports.build",
+    "diff": "evalrun.across.diff",
+    "gate": "evalrun.across.gate",
     "load_results": "evalrun.reports.build",
     "load_spec": "evalrun.spec",
 }
@@ -38,6 +40,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if _typing.TYPE_CHECKING:
+    from evalrun.across.diff import diff
+    from evalrun.across.gate import gate
     from evalrun.errors import (
         ApiError,
         AuthError,

@@ -10,9 +10,13 @@ __all__ = [
     "DeadlineReached",
     "EvalrunError",
     "MalformedReplyError",
+    "NoSuchCell",
     "NotARunFolder",
+    "NothingInCommon",
     "PermanentApiError",
     "RateLimitError",
+    "ReviewError",
+    "RunAborted",
     "RunFailed",
     "RunInterrupted",
     "RunStopped",
@@ -52,6 +56,13 @@ class StoreError(EvalrunError):
 class NotARunFolder(StoreError):
     """The folder given to `report`, `compare` (or `load_results`) does not exist, is a file, or
     holds no store: bad input (exit 2), unlike a store that cannot be read."""
+
+    exit_code = 2
+
+
+class NothingInCommon(EvalrunError):
+    """Two run folders given to `diff` or `gate` share no model × prompt with a dataset row both
+    answered: there is nothing to pair (bad input, exit 2)."""
 
     exit_code = 2
 
@@ -139,6 +150,11 @@ class RunFailed(EvalrunError):
         self.result = result
 
 
+class RunAborted(StoreError):
+    """The run stopped at once because its store could not be written (a full disk): nothing
+    more was sent; what was answered is in the shared cache or was stored at the end."""
+
+
 class DeadlineReached(EvalrunError):
     """The run stopped at its deadline (`--deadline`); running again resumes."""
 
@@ -149,3 +165,14 @@ class RunInterrupted(EvalrunError):
     """The user interrupted the run; what arrived is stored and the run can resume."""
 
     exit_code = 130
+
+
+class ReviewError(EvalrunError):
+    """A human review that cannot be stored: no such cell, or a verdict or grade the run's scorer
+    does not have."""
+
+    exit_code = 2
+
+
+class NoSuchCell(ReviewError):
+    """A review names a cell (model, prompt, row id, repeat) the run does not have."""

@@ -128,3 +128,58 @@ def usage_counters(usage: Any) -> Usage | None:
         cache_creation_1h_input_tokens=_count(creation.get("ephemeral_1h_input_tokens")),
         service_tier=tier if isinstance(tier, str) else None,
     )
+
+
+# The largest count a store column (SQLite INTEGER) holds; a larger "count" is not a reply.
+MAX_COUNT = 2**63 - 1
+
+
+def is_count(value: Any) -> bool:
+    """A whole number ≥ 0 that a store column can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _block_problem(index: int, block: Any) -> str | None:
+    if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+        return f"content[{index}] is not a content block"
+    kind = block["type"]
+    if kind == "text" and not isinstance(block.get("text"), str):
+        return f"content[{index}] is a text block without text"
+    if kind == "tool_use" and (not isinstance(block.get("name"), str) or not isinstance(block.get("input"), dict)):
+        return f"content[{index}] is a tool_use block without a name and an input object"
+    return None
+
+
+def _usage_problem(usage: Any) -> str | None:
+    if not isinstance(usage, dict):
+        return "the reply's `usage` is not an object"
+    for name in USAGE_COUNTERS:
+        if usage.get(name) is not None and not is_count(usage[name]):
+            return f"usage.{name} is not a whole number ≥ 0 (below 2^63)"
+    creation = usage.get("cache_creation")
+    if creation is not None and (
+        not isinstance(creation, dict) or not all(is_count(v) for v in creation.values() if v is not None)
+    ):
+        return "usage.cache_creation is not an object of token counts"
+    if usage.get("service_tier") is not None and not isinstance(usage["service_tier"], str):
+        return "usage.service_tier is not a string"
+    return None
+
+
+def validate_message(payload: Any) -> str | None:
+    """What is wrong with a Messages reply, or None when it has the documented shape."""
+    if not isinstance(payload, dict):
+        return "the reply is not a JSON object"
+    if payload.get("type") not in (None, "message"):
+        return f"the reply's type is {payload.get('type')!r}, not 'message'"
+    content = payload.get("content")
+    if not isinstance(content, list):
+        return "the reply has no `content` list"
+    for index, block in enumerate(content):
+        problem = _block_problem(index, block)
+        if problem is not None:
+            return problem
+    for name in ("stop_reason", "model", "id"):
+        if payload.get(name) is not None and not isinstance(payload.get(name), str):
+            return f"the reply's `{name}` is not a string"
+    return None if payload.get("usage") is None else _usage_problem(payload["usage"])

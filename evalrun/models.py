@@ -161,29 +161,7 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
     unknown = set(entry) - _ENTRY_KEYS
     if unknown:
         raise SpecError(f"{where}: unknown key {sorted(unknown)[0]!r} (known: {', '.join(sorted(_ENTRY_KEYS))})")
-    price = None
-    if entry.get("price") is not None:
-        p = entry["price"]
-        if not isinstance(p, Mapping):
-            raise SpecError(f"{where}.price: expected a mapping with {', '.join(_PRICE_KEYS)}")
-        missing = [k for k in ("input", "output") if k not in p]
-        if missing:
-            raise SpecError(f"{where}.price: missing {missing[0]!r}")
-        bad = set(p) - set(_PRICE_KEYS)
-        if bad:
-            raise SpecError(f"{where}.price: unknown key {sorted(bad)[0]!r} (known: {', '.join(_PRICE_KEYS)})")
-        for key, value in p.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise SpecError(f"{where}.price.{key}: expected a number ≥ 0 (USD per million tokens), got {value!r}")
-        inp, out = float(p["input"]), float(p["output"])
-        price = Price(
-            input=inp,
-            output=out,
-            # Anthropic's multipliers, used when a custom entry gives only input/output.
-            cache_write_5m=float(p.get("cache_write_5m", inp * 1.25)),
-            cache_write_1h=float(p.get("cache_write_1h", inp * 2)),
-            cache_read=float(p.get("cache_read", inp * 0.1)),
-        )
+    price = _parse_price(entry["price"], f"{where}.price") if entry.get("price") is not None else None
     refuses = frozenset(_strings(entry.get("refuses"), f"{where}.refuses"))
     bad_params = refuses - set(SAMPLING_PARAMS)
     if bad_params:
@@ -191,29 +169,17 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
     thinking = entry.get("thinking", "optional")
     if thinking not in ("none", "optional", "always"):
         raise SpecError(f"{where}.thinking: expected none, optional or always, got {thinking!r}")
-    prefill = entry.get("prefill")
-    if prefill is not None and not isinstance(prefill, bool):
-        raise SpecError(f"{where}.prefill: expected true or false, got {prefill!r}")
-    needs_key = entry.get("needs_key", True)
-    if not isinstance(needs_key, bool):
-        raise SpecError(f"{where}.needs_key: expected true or false, got {needs_key!r}")
+    _check_scalars(entry, where)
     exclusive = entry.get("exclusive") or []
     if not isinstance(exclusive, list):
         raise SpecError(f"{where}.exclusive: expected a list of parameter lists, got {exclusive!r}")
     groups = tuple(frozenset(_strings(group, f"{where}.exclusive.{i}")) for i, group in enumerate(exclusive))
-    for name in ("family", "dated_id", "price_note"):
-        if entry.get(name) is not None and not isinstance(entry[name], str):
-            raise SpecError(f"{where}.{name}: expected text, got {entry[name]!r}")
-    for name in ("cache_min_tokens", "context_window"):
-        value = entry.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise SpecError(f"{where}.{name}: expected a whole number of tokens ≥ 1, got {value!r}")
     return ModelInfo(
         id=mid,
         family=str(entry.get("family", "other")),
         dated_id=entry.get("dated_id"),
         aliases=tuple(_strings(entry.get("aliases"), f"{where}.aliases")),
-        prefill=prefill,
+        prefill=entry.get("prefill"),
         refuses=refuses,
         exclusive=groups,
         thinking=thinking,
@@ -222,9 +188,48 @@ def _parse_entry(mid: str, entry: Mapping[str, Any], *, source: str) -> ModelInf
         price=price,
         retires=str(entry["retires"]) if entry.get("retires") else None,
         price_note=entry.get("price_note"),
-        needs_key=needs_key,
+        needs_key=entry.get("needs_key", True),
         **_reasoning_entry(entry, where),
     )
+
+
+def _parse_price(p: Any, where: str) -> Price:
+    """An entry's `price` (USD per million tokens); the cache prices default to Anthropic's multipliers."""
+    if not isinstance(p, Mapping):
+        raise SpecError(f"{where}: expected a mapping with {', '.join(_PRICE_KEYS)}")
+    missing = [k for k in ("input", "output") if k not in p]
+    if missing:
+        raise SpecError(f"{where}: missing {missing[0]!r}")
+    bad = set(p) - set(_PRICE_KEYS)
+    if bad:
+        raise SpecError(f"{where}: unknown key {sorted(bad)[0]!r} (known: {', '.join(_PRICE_KEYS)})")
+    for key, value in p.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise SpecError(f"{where}.{key}: expected a number ≥ 0 (USD per million tokens), got {value!r}")
+    inp, out = float(p["input"]), float(p["output"])
+    return Price(
+        input=inp,
+        output=out,
+        # Anthropic's multipliers, used when a custom entry gives only input/output.
+        cache_write_5m=float(p.get("cache_write_5m", inp * 1.25)),
+        cache_write_1h=float(p.get("cache_write_1h", inp * 2)),
+        cache_read=float(p.get("cache_read", inp * 0.1)),
+    )
+
+
+def _check_scalars(entry: Mapping[str, Any], where: str) -> None:
+    """The entry's yes/no flags, texts and token counts have their types."""
+    for name in ("prefill", "needs_key"):
+        value = entry.get(name)
+        if (value is not None or (name == "needs_key" and name in entry)) and not isinstance(value, bool):
+            raise SpecError(f"{where}.{name}: expected true or false, got {value!r}")
+    for name in ("family", "dated_id", "price_note"):
+        if entry.get(name) is not None and not isinstance(entry[name], str):
+            raise SpecError(f"{where}.{name}: expected text, got {entry[name]!r}")
+    for name in ("cache_min_tokens", "context_window"):
+        value = entry.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise SpecError(f"{where}.{name}: expected a whole number of tokens ≥ 1, got {value!r}")
 
 
 def _reasoning_entry(entry: Mapping[str, Any], where: str) -> dict[str, Any]:

@@ -6,12 +6,34 @@ import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from evalrun.content import (
+    AnyTurn,
+    DocumentBlock,
+    ImageBlock,
+    RowTurns,
+    TextBlock,
+    Turn,
+    options_fields,
+)
 from evalrun.errors import SpecError
 from evalrun.messages_api import SPEC_PARAMS
+from evalrun.spec_dataset import DatasetSpec
+from evalrun.spec_scorers import (
+    SCORER_TYPES,
+    AnswerMode,
+    FieldSpec,
+    JudgeModelSpec,
+    ModelEntry,
+    ScorerSpec,
+    Strict,
+    api_version_text,
+    check_api_version,
+    parse_scorer,
+)
 from evalrun.sweeps import check_sweep
 from evalrun.yamlio import load_yaml
 
@@ -19,20 +41,22 @@ __all__ = [
     "AnswerMode",
     "CacheMode",
     "DatasetSpec",
+    "DocumentBlock",
     "Experiment",
     "FieldSpec",
     "ImageBlock",
     "JudgeModelSpec",
     "ModelSpec",
     "PromptSpec",
+    "RowTurns",
     "ScorerSpec",
     "TextBlock",
     "Turn",
     "load_spec",
+    "parse_scorer",
     "parse_spec",
 ]
 
-AnswerMode = Literal["auto", "prefill", "structured", "instruction"]
 CacheMode = Literal["auto", "off", "5m", "1h"]
 
 
@@ -68,48 +92,11 @@ def parse_duration(value: str | float) -> float:
     return seconds
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TextBlock(_Strict):
-    """A text content block; `text` is a template."""
-
-    type: Literal["text"]
-    text: str
-    cache_control: dict[str, Any] | None = None
-
-
-class ImageBlock(_Strict):
-    """An image block: `path` (a file, sent as base64) or `url`; both are templates."""
-
-    type: Literal["image"]
-    path: str | None = None
-    url: str | None = None
-    cache_control: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ImageBlock:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("an image block needs exactly one of `path` or `url`")
-        return self
-
-
-Block = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
-
-
-class Turn(_Strict):
-    """One conversation turn; few-shot examples are user/assistant pairs."""
-
-    role: Literal["user", "assistant"]
-    content: str | list[Block]
-
-
-class PromptSpec(_Strict):
+class PromptSpec(Strict):
     """A named prompt variant."""
 
     system: str | list[TextBlock] | None = None
-    messages: list[Turn] = Field(min_length=1)
+    messages: list[AnyTurn] = Field(min_length=1)
     prefill: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     answer_mode: AnswerMode | None = None
@@ -130,9 +117,19 @@ class PromptSpec(_Strict):
             raise ValueError("is empty; leave it out instead")
         return value
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _row_turns(cls, value: Any) -> Any:
+        # `messages: "{messages}"` is the row's turns alone; a string item splices them in place.
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"turns": item} if isinstance(item, str) else item for item in value]
+        return value
+
     @model_validator(mode="after")
     def _turns_in_order(self) -> PromptSpec:
-        if self.messages[0].role != "user":
+        if self.messages[0].role not in ("user", "row"):
             raise ValueError("messages: the first turn must have role `user`")
         last = self.messages[-1]
         if last.role == "assistant" and isinstance(last.content, str) and last.content != last.content.rstrip():
@@ -142,30 +139,7 @@ class PromptSpec(_Strict):
         return self
 
 
-class DatasetSpec(_Strict):
-    """The CSV file, relative to the spec file."""
-
-    path: str
-    id: str | None = None
-    cluster: str | None = None
-    limit: int | None = Field(default=None, gt=0)
-    sample: int | None = Field(default=None, gt=0)
-    seed: int = 0
-    encoding: str = "utf-8"
-
-
-class _ModelEntry(_Strict):
-    """A model and where and how to ask it: what a graded model and a grader share."""
-
-    name: str = Field(min_length=1)
-    label: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    api_version: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelSpec(_ModelEntry):
+class ModelSpec(ModelEntry):
     """A model to evaluate, with its per-model overrides.
 
     `effort`, `thinking` and `vary` make it a sweep: a list expands into one configuration per
@@ -195,134 +169,7 @@ class ModelSpec(_ModelEntry):
         return self.label or self.name
 
 
-class FieldSpec(_Strict):
-    """One field of a `fields` scorer: the dataset column with its gold value, and how to compare."""
-
-    column: str
-    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # relative, for numbers
-    case_sensitive: bool | None = None
-
-
-class JudgeModelSpec(_ModelEntry):
-    """The grader model of a `judge` scorer, with the same overrides a graded model may have
-    (its answer mode is the grading stage's own)."""
-
-    @property
-    def display(self) -> str:
-        return self.label or f"judge:{self.name}"
-
-
-_SCORER_KEYS = {
-    "choice": {"target", "choices", "case_sensitive"},
-    "exact": {"target", "case_sensitive"},
-    "contains": {"target", "case_sensitive"},
-    "regex": {"target", "pattern", "case_sensitive"},
-    "fields": {"from_", "tool", "fields", "case_sensitive"},
-    "judge": {"model", "rubric", "target", "grades", "scale", "human", "pass_grade", "answer_mode"},
-}
-
-
-class ScorerSpec(_Strict):
-    """How a reply is scored: against the dataset's `target` column (choice, exact, contains,
-    regex), field by field against several columns (fields), or by a grader model (judge)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, serialize_by_alias=True)
-
-    type: Literal["choice", "exact", "contains", "regex", "fields", "judge"]
-    target: str | None = None
-    choices: list[str] | None = None
-    pattern: str | None = None
-    case_sensitive: bool = False
-    # fields
-    from_: Literal["tool", "json", "text"] | None = Field(default=None, alias="from")
-    tool: str | None = None
-    fields: dict[str, str | FieldSpec] | None = None
-    # judge
-    model: str | JudgeModelSpec | None = None
-    rubric: str | None = None
-    grades: list[str] | None = None
-    scale: int | None = Field(default=None, ge=2, le=100)
-    human: str | None = None
-    pass_grade: str | None = None
-    answer_mode: Literal["auto", "prefill", "structured", "instruction"] | None = None
-
-    @model_validator(mode="after")
-    def _check(self) -> ScorerSpec:
-        allowed = _SCORER_KEYS[self.type] | {"type"}
-        for name in sorted(self.model_fields_set - allowed):
-            if getattr(self, name) == type(self).model_fields[name].default:
-                continue  # a full dump (the stored settings) names every key
-            shown = "from" if name == "from_" else name
-            raise ValueError(f"`{shown}` does not apply to a {self.type} scorer (it takes {', '.join(sorted(k.rstrip('_') for k in allowed))})")
-        if self.type in ("choice", "exact", "contains", "regex") and not self.target:
-            raise ValueError(f"a {self.type} scorer needs `target`: the column with the right answer")
-        if self.type == "choice":
-            choices = self.choices or ["A", "B", "C", "D"]
-            if len(set(choices)) != len(choices) or any(not c.strip() for c in choices):
-                raise ValueError("choices must be distinct, non-empty labels")
-            object.__setattr__(self, "choices", choices)
-        if self.type == "regex":
-            if not self.pattern:
-                raise ValueError("a regex scorer needs `pattern` (its first group, or the match, is the answer)")
-            try:
-                re.compile(self.pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern is not a valid regular expression: {exc}") from exc
-        if self.type == "fields":
-            if not self.fields:
-                raise ValueError("a fields scorer needs `fields`: answer path → dataset column")
-            for path in self.fields:
-                if not path or any(not part for part in path.split(".")):
-                    raise ValueError(f"fields: {path!r} is not a path (names joined by dots, e.g. address.zip)")
-            if self.from_ is None:
-                object.__setattr__(self, "from_", "tool" if self.tool else "json")
-            if self.from_ != "tool" and self.tool:
-                raise ValueError("`tool` applies only with `from: tool`")
-        if self.type == "judge":
-            if self.model is None or not self.rubric:
-                raise ValueError("a judge scorer needs `model` (the grader) and `rubric`")
-            if self.grades is not None and self.scale is not None:
-                raise ValueError("give `grades` (labels, best first) or `scale` (1–N), not both")
-            if self.grades is not None and (
-                len(self.grades) < 2 or len(set(self.grades)) != len(self.grades) or any(not g.strip() for g in self.grades)
-            ):
-                raise ValueError("grades must be two or more distinct labels, best first")
-            if self.grades is None and self.scale is None:
-                object.__setattr__(self, "grades", ["pass", "fail"])
-            if self.pass_grade is not None and self.pass_grade not in self.grade_labels:
-                raise ValueError(f"pass_grade {self.pass_grade!r} is not one of the grades {', '.join(self.grade_labels)}")
-        return self
-
-    @property
-    def grade_labels(self) -> list[str]:
-        """A judge's grades, best first (a scale of N is N, N−1, …, 1)."""
-        if self.scale is not None:
-            return [str(g) for g in range(self.scale, 0, -1)]
-        return list(self.grades or ())
-
-    @property
-    def field_specs(self) -> dict[str, FieldSpec]:
-        return {
-            path: spec if isinstance(spec, FieldSpec) else FieldSpec(column=spec)
-            for path, spec in (self.fields or {}).items()
-        }
-
-    @property
-    def judge_model(self) -> JudgeModelSpec | None:
-        if self.model is None:
-            return None
-        return self.model if isinstance(self.model, JudgeModelSpec) else JudgeModelSpec(name=self.model)
-
-    def columns(self) -> list[tuple[str, str]]:
-        """(dataset column, what needs it) for every column this scorer reads."""
-        found = [(self.target, "scorer.target")] if self.target else []
-        found += [(spec.column, f"scorer.fields.{path}") for path, spec in self.field_specs.items()]
-        if self.human:
-            found.append((self.human, "scorer.human"))
-        return found
-
-
-class Experiment(_Strict):
+class Experiment(Strict):
     """A validated experiment spec. `source` and `base_dir` say where it came from."""
 
     name: str
@@ -344,9 +191,16 @@ class Experiment(_Strict):
     concurrency: int | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
     model_table: str | dict[str, Any] | None = None
+    # A run folder to compare every report with (relative to this file). Left out of the dump
+    # that names the run folder: adding a baseline is not a new experiment.
+    baseline: str | None = Field(default=None, exclude=True)
 
     source: str = Field(default="<spec>", exclude=True)
     base_dir: str = Field(default=".", exclude=True)
+
+    def baseline_folder(self) -> Path | None:
+        """The `baseline:` run folder, resolved against the spec's folder."""
+        return None if self.baseline is None else Path(self.base_dir) / self.baseline
 
     @field_validator("name")
     @classmethod
@@ -356,6 +210,8 @@ class Experiment(_Strict):
         return value
 
     _cache = field_validator("cache", mode="before")(classmethod(lambda cls, v: _cache_word(v)))
+    _version_text = field_validator("api_version", mode="before")(classmethod(lambda cls, v: api_version_text(v)))
+    _version = field_validator("api_version")(classmethod(lambda cls, v: check_api_version(v)))
 
     @field_validator("deadline", "request_timeout")
     @classmethod
@@ -385,11 +241,24 @@ class Experiment(_Strict):
         for name in self.prompts:
             if not _NAME_RE.match(name):
                 raise ValueError(f"prompts: {name!r} must be letters, digits, `.`, `_` or `-`")
+        self._options_field()
         return self
+
+    def _options_field(self) -> None:
+        """A `{field|options}` placeholder letters the row's own list: the choice scorer's
+        choices follow it (a row with five options is scored A–E)."""
+        named = options_fields(p.model_dump_json() for p in self.prompts.values())
+        if len(named) > 1:
+            raise ValueError(f"prompts: `|options` names {' and '.join(named)}; the options must be one field")
+        if not named or self.scorer.type != "choice" or self.scorer.options is not None:
+            return
+        scorer = self.scorer.model_copy(update={"options": named[0]})
+        object.__setattr__(self, "scorer", scorer)
 
     @property
     def dataset_path(self) -> Path:
-        return (Path(self.base_dir) / self.dataset.path).resolve()
+        """The dataset file (or a saved Hugging Face dataset's folder), resolved."""
+        return (Path(self.base_dir) / (self.dataset.path or self.dataset.hf or "")).resolve()
 
     def params_for(self, prompt: PromptSpec, model: ModelSpec) -> dict[str, Any]:
         """The parameters a model × prompt is sent with: the experiment's, then the prompt's,
@@ -402,17 +271,20 @@ def _suggest(word: str, options: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+_MODEL_BRANCHES = ("JudgeModelSpec", "FieldSpec")
 _BRANCH_MARKERS = ("list[", "dict[", "tagged-union[", "function-after[", "function-before[", "union[")
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     """Drop pydantic's union-branch markers ('str', 'list[...]', block tags) from an error location."""
     out: list[Any] = []
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, str) and (part == "str" or part.startswith(_BRANCH_MARKERS)):
             continue
-        if part in ("text", "image") and out and isinstance(out[-1], int):
+        if part in ("text", "image", "document", "turn", "row") and out and isinstance(out[-1], int):
             continue  # the discriminator tag of a content block
+        if (i == 1 and part in SCORER_TYPES and loc[0] == "scorer") or part in _MODEL_BRANCHES:
+            continue  # the scorer's type tag; the model branch of a `str | Model` key
         out.append(part)
     return tuple(out)
 
@@ -425,12 +297,17 @@ def _fields_at(parent: tuple[Any, ...], raw_loc: tuple[Any, ...]) -> list[str]:
         model = DatasetSpec
     elif names[:1] == ["models"]:
         model = ModelSpec
+    elif names[:2] == ["scorer", "model"]:
+        model = JudgeModelSpec
+    elif names[:2] == ["scorer", "fields"]:
+        model = FieldSpec
     elif names[:1] == ["scorer"]:
-        model = ScorerSpec
+        kind = raw_loc[1] if len(raw_loc) > 1 else ""
+        return sorted(SCORER_TYPES[kind].model_fields) if kind in SCORER_TYPES else []
     elif names[:1] == ["prompts"] and len(parent) == 2:
         model = PromptSpec
     elif "content" in names or "system" in names:
-        model = ImageBlock if "image" in raw_loc else TextBlock
+        model = ImageBlock if "image" in raw_loc else DocumentBlock if "document" in raw_loc else TextBlock
     elif "messages" in names:
         model = Turn
     return sorted(model.model_fields)
@@ -442,10 +319,23 @@ def _describe(error: Mapping[str, Any], source: str) -> str:
     if error["type"] == "extra_forbidden":
         fields = [f for f in _fields_at(loc[:-1], tuple(error["loc"])) if f not in ("source", "base_dir")]
         return f"{source}: {path}: unknown key{_suggest(str(loc[-1]), fields)}"
-    if error["type"] == "missing":
-        return f"{source}: {path}: required key is missing"
+    if error["type"] in ("missing", "union_tag_not_found"):
+        return f"{source}: {path}{'.type' if error['type'] == 'union_tag_not_found' else ''}: required key is missing"
+    if error["type"] == "union_tag_invalid":
+        tags = " or ".join(", ".join(repr(t) for t in SCORER_TYPES).rsplit(", ", 1))
+        return f"{source}: {path}.type: Input should be {tags}"
+    if error["type"] == "model_attributes_type" and loc == ("scorer",):
+        return f"{source}: scorer: expected a mapping with `type` (one of {', '.join(SCORER_TYPES)})"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{source}: {path}: {message}"
+
+
+def _explained(error: Mapping[str, Any], first: Mapping[str, Any], top: tuple[Any, ...]) -> bool:
+    """Whether `error` is the first one seen again: a location above it, or the key a typo missed."""
+    loc = _clean_loc(tuple(error["loc"]))
+    if loc == top[: len(loc)]:
+        return True
+    return first["type"] == "extra_forbidden" and error["type"] == "missing" and loc[:-1] == top[:-1]
 
 
 def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") -> Experiment:
@@ -462,7 +352,7 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
         )
         first = _describe(errors[0], source)
         top = _clean_loc(tuple(errors[0]["loc"]))
-        others = [e for e in errors[1:] if _clean_loc(tuple(e["loc"])) != top[: len(_clean_loc(tuple(e["loc"])))]]
+        others = [e for e in errors[1:] if not _explained(e, errors[0], top)]
         more = f" (and {len(others)} more problem{'s' if len(others) > 1 else ''})" if others else ""
         raise SpecError(first + more) from None
     for where, params in _all_params(experiment):
@@ -471,11 +361,49 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
                 raise SpecError(
                     f"{source}: {where}.{key}: not a Messages API parameter{_suggest(key, sorted(MESSAGES_PARAMS))}"
                 )
-        max_tokens = params.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
-            raise SpecError(f"{source}: {where}.max_tokens: must be a whole number ≥ 1, got {max_tokens!r}")
+        _check_param_values(params, f"{source}: {where}")
     _check_answer_source(experiment, source)
+    _check_tool_choice(experiment, source)
     return experiment
+
+
+# Sampling parameters and their range in the Messages API.
+_UNIT_RANGE = ("temperature", "top_p")
+
+
+def _check_param_values(params: Mapping[str, Any], where: str) -> None:
+    """The values the API would refuse on every request, caught before anything is sent."""
+    max_tokens = params.get("max_tokens")
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
+        raise SpecError(f"{where}.max_tokens: must be a whole number ≥ 1, got {max_tokens!r}")
+    for key in _UNIT_RANGE:
+        value = params.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise SpecError(f"{where}.{key}: must be a number from 0 to 1, got {value!r}")
+    top_k = params.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise SpecError(f"{where}.top_k: must be a whole number ≥ 1, got {top_k!r}")
+
+
+def _check_tool_choice(experiment: Experiment, source: str) -> None:
+    """A tool_choice forcing a tool no request sends: the API refuses every request."""
+    for model in experiment.models:
+        for name, prompt in experiment.prompts.items():
+            params = experiment.params_for(prompt, model)
+            choice = params.get("tool_choice")
+            if not isinstance(choice, Mapping) or choice.get("type") != "tool":
+                continue
+            tools = params.get("tools")
+            names = [str(t.get("name")) for t in tools if isinstance(t, Mapping)] if isinstance(tools, list) else []
+            if choice.get("name") not in names:
+                scope = f" with prompt {name!r} to model {model.display!r}" if len(experiment.models) > 1 or len(
+                    experiment.prompts) > 1 else ""  # fmt: skip
+                raise SpecError(
+                    f"{source}: tool_choice: forces {choice.get('name')!r}, which is not one of the tools "
+                    f"sent{scope} ({', '.join(names) or 'no tools are sent'}): the API would refuse every request"
+                )
 
 
 def _check_answer_source(experiment: Experiment, source: str) -> None:

@@ -84,9 +84,11 @@ def test_a_cached_five_shot_batch_costs_under_a_tenth_with_the_same_answers(tmp_
 def test_caching_is_left_off_below_the_models_minimum(tmp_path: Path, write_spec) -> None:
     prepared = prepare(write_spec("prompts:\n  p:\n    system: Short system prompt.\n    messages: [{role: user, content: \"{question}\"}]\n"))
     assert all(v.cache is None for v in prepared.plan.variants)
+    # An explicit TTL does not lower the minimum: the API would not cache it (#21.1).
     forced = prepare(write_spec("cache: 5m\nprompts:\n  p:\n    system: Short.\n    messages: [{role: user, content: \"{question}\"}]\n"))
     _, request = next(forced.plan.cells())
-    assert json.loads(request.body_json)["system"] == [{"type": "text", "text": "Short.", "cache_control": {"type": "ephemeral"}}]
+    assert json.loads(request.body_json)["system"] == "Short."
+    assert any("marked for caching (cache: 5m) but below the" in w for w in forced.plan.warnings)
 
 
 class BatchFake:
@@ -100,9 +102,11 @@ class BatchFake:
         self.polls_to_end = polls_to_end
         self.on_poll: Callable[[], None] | None = None
         self.created = 0
+        self.origin = "http://api.test"
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        self.origin = f"{request.url.scheme}://{request.url.netloc.decode()}"
         if request.method == "POST" and path == "/v1/messages/batches":
             self.created += 1
             batch_id = f"msgbatch_{self.created}"
@@ -128,7 +132,7 @@ class BatchFake:
         return {"id": batch_id, "type": "message_batch", "processing_status": "ended" if ended else "in_progress",
                 "request_counts": {"processing": 0 if ended else n, "succeeded": n if ended else 0, "errored": 0,
                                    "canceled": 0, "expired": 0},
-                "results_url": f"http://api.test/v1/messages/batches/{batch_id}/results"}  # fmt: skip
+                "results_url": f"{self.origin}/v1/messages/batches/{batch_id}/results"}  # fmt: skip
 
     def _result(self, batch_id: str, item: dict[str, Any]) -> dict[str, Any]:
         draw = int(hashlib.sha256(f"{batch_id}:{item['custom_id']}".encode()).hexdigest()[:8], 16) / 16**8

@@ -149,7 +149,7 @@ async def test_closing_under_cancellation_closes_every_session() -> None:
         sessions = []
         for client in clients:
             await client.create(BODY)
-            sessions.append(client._session)  # the aiohttp session it opened
+            sessions.append(client._transport._session)  # type: ignore[attr-defined]  # the aiohttp session it opened
         with anyio.CancelScope() as scope:
             scope.cancel()  # as after a second Ctrl-C
             for client in clients:

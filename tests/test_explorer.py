@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from evalrun.cli import cli
-from evalrun.reports import explorer
+from evalrun.reports import explorer, explorer_bodies, explorer_sink
 from evalrun.reports.build import analyze, open_run
 from evalrun.reports.explorer import ExplorerSink, clip, decode, render_request
 from evalrun.reports.html import render_report
@@ -268,8 +268,8 @@ def test_a_text_heavy_run_is_sampled_to_the_text_cap(expected: int | None) -> No
 def test_memory_does_not_grow_with_the_cells(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the sink holds is bounded: small indexes (shrunk here so the test is quick) and one
     chunk; everything else is spilled to files."""
-    monkeypatch.setattr(explorer, "INDEX_ENTRIES", 2_000)
-    monkeypatch.setattr(explorer, "INDEX_CHARS", 200_000)
+    monkeypatch.setattr(explorer_sink, "INDEX_ENTRIES", 2_000)
+    monkeypatch.setattr(explorer_sink, "INDEX_CHARS", 200_000)
 
     def peak(cells: int) -> int:
         sink = ExplorerSink(max_cells=10**9, max_text_chars=10**12)
@@ -338,7 +338,7 @@ def test_payload_json_is_safe_and_round_trips() -> None:
 
 
 def test_large_images_are_left_as_paths(run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(explorer, "IMAGE_BYTES", 10)
+    monkeypatch.setattr(explorer_sink, "IMAGE_BYTES", 10)
     payload = payload_of(collect(run))
     assert payload["images"] == {}
     assert any(isinstance(p, dict) and "img" in p for _, parts in payload["turns"] for p in parts)
@@ -348,15 +348,15 @@ def test_request_bodies_are_read_in_order_or_looked_up(run: Path, monkeypatch: p
     """The report reads the bodies page by page in the order they were written; a key out of that
     order is looked up alone. Either way each cell gets its own body, and the page is the one the
     pass would give joining every body to its cell."""
-    monkeypatch.setattr(explorer._Bodies, "PAGE", 7)
-    monkeypatch.setattr(explorer._Bodies, "AHEAD", 2)
-    monkeypatch.setattr(explorer._Bodies, "KEEP", 10)
+    monkeypatch.setattr(explorer_bodies.RequestBodies, "PAGE", 7)
+    monkeypatch.setattr(explorer_bodies.RequestBodies, "AHEAD", 2)
+    monkeypatch.setattr(explorer_bodies.RequestBodies, "KEEP", 10)
     store, _ = open_run(run)
     with store:
         keys = [k for (k,) in store.query("SELECT request_key FROM cells ORDER BY seq")]
         expected = {k: store.request_body(k) for k in keys}
     for order in (keys, keys[::-1]):
-        bodies = explorer._Bodies.of(run)
+        bodies = explorer_bodies.RequestBodies.of(run)
         assert bodies is not None and bodies.cells == len(keys)
         assert all(bodies.get(k) == expected[k] for k in order)
         assert (bodies.lookups == 0) == (order is keys)
@@ -447,7 +447,7 @@ def test_grades_explanations_and_fields_are_embedded(experiment: str, tmp_path: 
     results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False, dtype=str)
     s, c = payload["strings"], payload["cells"]
     shown = {(payload["models"][c["m"][i]], payload["prompts"][c["p"][i]], s[c["r"][i]]): i for i in range(payload["count"])}
-    fields = [k for k in results.columns if k.startswith("correct_")]
+    fields = [k for k in results.columns if k.startswith("correct_") and k != "correct_auto"]  # correct_auto: not a field
     assert len(shown) == len(results)
     for row in results.itertuples(index=False):
         i = shown[(row.model, row.prompt, row.row_id)]

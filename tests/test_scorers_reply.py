@@ -15,11 +15,10 @@ from evalrun.execute import prepare, run_prepared
 from evalrun.reports.build import load_results
 from evalrun.results.judge import parse_grade
 from evalrun.results.scoring import Grader, Reply, make_scorer
-from evalrun.spec import ScorerSpec
+from evalrun.spec_scorers import FieldsScorer, JudgeScorer
 
 ROW = {"city": "Lyon", "population": "522000", "country": "France", "capital": "no"}
-FIELDS = ScorerSpec(
-    type="fields", tool="record",  # type: ignore[call-arg]
+FIELDS = FieldsScorer(type="fields", tool="record",  # type: ignore[call-arg]
     fields={"city": "city", "population": {"column": "population", "tolerance": 0.01}, "country": "country"},
 )  # fmt: skip
 
@@ -53,11 +52,11 @@ def test_a_missing_field_is_a_wrong_field() -> None:
 
 
 def test_fields_from_json_and_from_text_and_nested_paths() -> None:
-    spec = ScorerSpec(type="fields", **{"from": "json"}, fields={"place.city": "city", "capital": "capital"})  # type: ignore[arg-type]
+    spec = FieldsScorer(type="fields", **{"from": "json"}, fields={"place.city": "city", "capital": "capital"})  # type: ignore[arg-type]
     reply = Reply(text=json.dumps({"place": {"city": "Lyon"}, "capital": False}))
     assert make_scorer(spec)(reply, "", ROW).fields == {"place.city": True, "capital": True}
     assert make_scorer(spec)(Reply(text="not json"), "", ROW).status == "unparsed"
-    text_spec = ScorerSpec(type="fields", **{"from": "text"}, fields={"city": "city"})  # type: ignore[arg-type]
+    text_spec = FieldsScorer(type="fields", **{"from": "text"}, fields={"city": "city"})  # type: ignore[arg-type]
     found = make_scorer(text_spec)(Reply(text='Sure! {"city": "Lyon"} is the answer.'), "", ROW)
     assert found.correct
 
@@ -79,7 +78,7 @@ def test_grades_are_read_in_every_format(text: str, grade: str | None, explanati
 
 
 def test_a_scale_scores_by_place_and_passes_from_pass_grade() -> None:
-    spec = ScorerSpec(type="judge", model="claude-sonnet-4-6", rubric="r {response}", scale=5, pass_grade="4")  # type: ignore[call-arg]
+    spec = JudgeScorer(type="judge", model="claude-sonnet-4-6", rubric="r {response}", scale=5, pass_grade="4")  # type: ignore[call-arg]
     scorer = make_scorer(spec)
 
     def graded(text: str) -> Any:

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evalrun.results.scoring import extract_choice, make_scorer
-from evalrun.spec import ScorerSpec
+from evalrun.spec_scorers import ChoiceScorer, ContainsScorer, ExactScorer, RegexScorer
 
 CHOICES = ["A", "B", "C", "D"]
 
@@ -24,18 +24,18 @@ def test_no_answer_is_never_a_guess(text: str) -> None:
 
 
 def test_unparsed_is_counted_but_never_correct() -> None:
-    score = make_scorer(ScorerSpec(type="choice", target="answer"))("no idea", "C")
+    score = make_scorer(ChoiceScorer(type="choice", target="answer"))("no idea", "C")
     assert (score.status, score.correct, score.answer) == ("unparsed", False, None)
-    assert make_scorer(ScorerSpec(type="choice", target="answer"))("C", "(c)").correct
+    assert make_scorer(ChoiceScorer(type="choice", target="answer"))("C", "(c)").correct
 
 
 def test_exact_contains_regex() -> None:
-    exact = make_scorer(ScorerSpec(type="exact", target="t"))
+    exact = make_scorer(ExactScorer(type="exact", target="t"))
     assert exact(" Paris. ", "paris").correct
     assert not exact("Paris, France", "Paris").correct
-    contains = make_scorer(ScorerSpec(type="contains", target="t"))
+    contains = make_scorer(ContainsScorer(type="contains", target="t"))
     assert contains("It is Paris, France", "paris").correct
-    regex = make_scorer(ScorerSpec(type="regex", target="t", pattern=r"answer:\s*(\d+)"))
+    regex = make_scorer(RegexScorer(type="regex", target="t", pattern=r"answer:\s*(\d+)"))
     assert regex("... answer: 42", "42").correct
     assert regex("nothing", "42").status == "unparsed"
 

@@ -27,7 +27,7 @@ def report(folder: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.reports.build import analyze, open_run
+    from evalrun.reports.build import analyze, open_run, writable
     from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
     from evalrun.reports.writers import write_csv
     from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
@@ -46,12 +46,15 @@ def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> N
         other = "models" if by == "prompt" else "prompts"
         click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")
         return
-    path = folder / "comparison.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(markdown_table(table, COMPARISON_TABLE_COLUMNS))
     if any(row["modes_differ"] for row in table):
         click.echo("warning: some pairs were asked in different answer modes (modes_differ)", err=True)
+    path = folder / "comparison.csv"
+    if not writable(folder):
+        click.echo(f"comparison.csv not written: {folder} is read-only", err=True)
+        return
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        write_csv(handle, COMPARISON_COLUMNS, table)
     click.echo(f"comparison: {path}")
 
 
@@ -82,19 +85,29 @@ def cache_clear() -> None:
     cache = ResponseCache.open()
     removed = cache.clear()
     cache.close()
+    if cache.problem:  # it could not be read: the file itself is gone
+        click.echo(cache.problem)
+        return
     click.echo(f"removed {removed:,} answers from {cache.path}")
 
 
 @cli.command(name="runs")
 @click.argument("folder", required=False, default="reports", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per run folder, newest first.")
-def runs_command(folder: Path, as_json: bool) -> None:
+@click.option("--name", help="One experiment's history: its runs oldest first, with the paired change from the run before.")
+def runs_command(folder: Path, as_json: bool, name: str | None) -> None:
     """The run folders under FOLDER (default reports): date, name, endpoint, cells done, cost and
     accuracy per model × prompt, newest first."""
     from evalrun.reports.runs import format_runs, list_runs
 
     if not folder.is_dir():
         raise click.BadParameter(f"{folder} is not a folder", param_hint="FOLDER")
+    if name is not None:
+        from evalrun.reports.history import format_history, history
+
+        runs = history(folder, name)
+        click.echo(json.dumps([run.as_json() for run in runs], indent=2) if as_json else format_history(runs, name))
+        return
     found = list_runs(folder)
     if as_json:
         click.echo(json.dumps([info.as_json() for info in found], indent=2))

@@ -52,6 +52,21 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
         stand_in = "<the reply of the graded model>"
         click.echo(json.dumps(judge.body(first_row.values, stand_in), indent=2, ensure_ascii=False)[:20000])
     click.echo(f"\nrun folder: {prepared.folder}")
+    if not sim:
+        _note_missing_key(prepared)
+
+
+def _note_missing_key(prepared: Any) -> None:
+    """validate checks the spec, not the environment: a missing or unusable key is said, not fatal."""
+    import os
+
+    from evalrun.errors import SpecError
+    from evalrun.execute import api_keys
+
+    try:
+        api_keys(prepared, os.environ)
+    except SpecError as exc:
+        click.echo(f"note: `run` will need a usable API key: {exc}", err=True)
 
 
 @cli.command()
@@ -94,10 +109,10 @@ def estimate(
     from evalrun.pilot import forecast_lines, pilot_estimate, pilot_json
 
     forecast = anyio.run(lambda: pilot_estimate(prepared, result, rows=pilot, budget_usd=budget)) if pilot else None
+    echo_warnings(prepared.plan.warnings)  # on stderr: the JSON on stdout stays parseable
     if as_json:
         click.echo(json.dumps({**result.to_json(), **pilot_json(forecast)}, indent=2))
         return
-    echo_warnings(prepared.plan.warnings)
     click.echo(
         f"{'model':<24} {'prompt':<16} {'mode':<11} {'requests':>8} {'input tok':>11} {'output tok':>10} {'USD':>10}"
     )
@@ -221,6 +236,8 @@ class _ProgressLine:
 @click.option("--fresh", is_flag=True, help="Forget stored answers and send everything again.")
 @click.option("--no-cache", is_flag=True, help="Do not take answers from the shared response cache.")
 @click.option("--max-retries", type=click.IntRange(min=0, max=100), help="Retries per request for transient failures.")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="A run folder to compare with: a section in report.md and report.html (also `baseline:`).")
 def run(
     spec: Path,
     limit: int | None,
@@ -236,6 +253,7 @@ def run(
     fresh: bool,
     no_cache: bool,
     max_retries: int | None,
+    baseline: Path | None,
 ) -> None:
     """Send, score, report. Resumes if interrupted: run the same command again."""
     import anyio
@@ -244,6 +262,10 @@ def run(
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     echo_warnings(prepared.plan.warnings)
+    if (baseline := baseline or prepared.experiment.baseline_folder()) is not None:
+        from evalrun.reports.baseline import remember_baseline
+
+        remember_baseline(prepared.folder, baseline)  # the report builds compare with it
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
     holder: dict[str, Any] = {}

@@ -2,10 +2,12 @@
 
 The cacheable part of an eval request is its *static prefix*: tools, a system prompt and the
 leading turns (few-shot examples) that hold no `{column}` placeholder, so they are the same for
-every row. With `cache: auto` (the default) a breakpoint (`cache_control`) goes at the end of
-that prefix when it reaches the model's minimum cacheable length; below it nothing is marked
-(the API would not cache it and both counters would read 0). `5m` and `1h` mark it whatever its
-length, with that TTL; `off` never marks. A spec that places its own `cache_control` is left as
+every row. A breakpoint (`cache_control`) goes at the end of that prefix when it reaches the
+model's minimum cacheable length, with a 5-minute TTL under `cache: auto` (the default) or the
+TTL `5m`/`1h` names; below the minimum nothing is marked, whatever the mode: the API would not
+cache it (both counters read 0), so an estimate that counted cache writes and reads would be
+wrong. Under `5m`/`1h` that is said (`cache_note`), since the user asked for caching. `off`
+never marks. A spec that places its own `cache_control` is left as
 written. Batches use a 1 h TTL under `auto`: a batch can take longer than five minutes.
 """
 
@@ -22,7 +24,7 @@ from evalrun.plan.render import Template
 from evalrun.spec import ImageBlock, PromptSpec, TextBlock
 from evalrun.tokens import count_request_tokens
 
-__all__ = ["CachePoint", "apply_cache_point", "plan_cache_point"]
+__all__ = ["CachePoint", "apply_cache_point", "cache_note", "plan_cache_point"]
 
 DEFAULT_CACHE_MIN_TOKENS = 1024  # the smallest minimum of any current model
 
@@ -88,6 +90,33 @@ def plan_cache_point(
     min_tokens: int | None, batch: bool, model: str,
 ) -> CachePoint | None:  # fmt: skip
     """The breakpoint for one model × prompt variant, or None (see the module docstring)."""
+    point = _static_point(mode, prompt, params, first_body, batch=batch, model=model)
+    if point is None or point.prefix_tokens < (min_tokens or DEFAULT_CACHE_MIN_TOKENS):
+        return None
+    return point
+
+
+def cache_note(
+    mode: str, prompt: PromptSpec, params: Mapping[str, Any], first_body: Mapping[str, Any], *,
+    min_tokens: int | None, batch: bool, model: str,
+) -> str | None:  # fmt: skip
+    """What to tell the user when a prompt marked `cache: 5m`/`1h` has a static prefix below the
+    model's minimum (so nothing is cached), else None."""
+    if mode not in ("5m", "1h"):
+        return None
+    point = _static_point(mode, prompt, params, first_body, batch=batch, model=model)
+    floor = min_tokens or DEFAULT_CACHE_MIN_TOKENS
+    if point is None or point.prefix_tokens >= floor:
+        return None
+    return (f"marked for caching (cache: {mode}) but below the {floor:,}-token minimum "
+            f"(its static prefix is about {point.prefix_tokens:,} tokens): not cached")  # fmt: skip
+
+
+def _static_point(
+    mode: str, prompt: PromptSpec, params: Mapping[str, Any], first_body: Mapping[str, Any], *,
+    batch: bool, model: str,
+) -> CachePoint | None:  # fmt: skip
+    """Where a breakpoint would go, whatever the prefix's length; None when nothing is static."""
     if mode == "off" or _has_own_breakpoints(prompt, params):
         return None
     # Cache order is tools → system → messages: a prefix is static only if all before it is.
@@ -106,8 +135,6 @@ def plan_cache_point(
         return None
     prefix = _prefix(first_body, turns)
     tokens = count_request_tokens(prefix)
-    if mode == "auto" and tokens < (min_tokens or DEFAULT_CACHE_MIN_TOKENS):
-        return None
     ttl = mode if mode in ("5m", "1h") else ("1h" if batch else "5m")
     digest = hashlib.sha256(f"{model}\x00{json.dumps(prefix, sort_keys=True)}".encode()).hexdigest()[:16]
     return CachePoint(turns=turns, ttl=ttl, prefix_tokens=tokens, key=f"cache:{digest}")

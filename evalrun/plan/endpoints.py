@@ -45,8 +45,10 @@ class ModelPlan:
 
     @property
     def request_model(self) -> str:
-        """The `model` sent in the body: the table's id for a known model, else the spec's name."""
-        return self.info.id if self.info.known else self.spec.name
+        """The `model` sent in the body: the name the spec gives, as written — a pinned snapshot
+        (`claude-haiku-4-5-20251001`) goes out as that snapshot, never as its alias. The table
+        entry (capabilities, price) is still found by alias or dated id."""
+        return self.spec.name
 
     @property
     def key_variable(self) -> str:
@@ -68,7 +70,10 @@ def experiment_table(experiment: Experiment) -> ModelTable:
 def check_base_url(url: str, *, where: str) -> tuple[str, str | None]:
     """A usable base URL (no trailing slash, no trailing `/v1`) and a warning when it was changed."""
     cleaned = url.strip().rstrip("/")
-    parts = urlsplit(cleaned)
+    try:
+        parts = urlsplit(cleaned)
+    except ValueError as exc:  # "http://[::1": Invalid IPv6 URL
+        raise SpecError(f"{where}: {url!r} is not a URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SpecError(f"{where}: {url!r} is not an http(s) URL (e.g. http://localhost:4000)")
     try:
@@ -135,6 +140,9 @@ def resolve_model(
     env = environ or {}
     info = table.get(spec.name)
     api_version = spec.api_version or experiment.api_version or table.default_api_version
+    if table.api_versions and api_version not in table.api_versions:  # the API refuses an unknown one
+        raise SpecError(f"{experiment.source}: {where}: API version {api_version!r} is not one the model table "
+                        f"knows ({', '.join(sorted(table.api_versions))}): every request would be refused")  # fmt: skip
     warnings = []
     if spec.base_url:
         check_base_url(spec.base_url, where=f"{experiment.source}: {where}.base_url")  # a typo fails even with --sim

@@ -12,56 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from evalrun import __version__
 from evalrun.errors import NotARunFolder, StoreError
 from evalrun.gctune import fewer_collections
 from evalrun.reports.frontier import frontier_rows
+from evalrun.reports.report import Report
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
-from evalrun.spec import ScorerSpec
+from evalrun.spec import ScorerSpec, parse_scorer
 from evalrun.store.run_store import STORE_NAME, Store
+from evalrun.version import __version__
 
 __all__ = ["Report", "analyze", "build_reports", "default_comparison_by", "load_results", "open_run", "report_state"]
 
 _CHUNK = 5000
-
-
-@dataclass
-class Report:
-    """Everything the report writers need, built from the tallies (never from all cells at once)."""
-
-    folder: Path
-    settings: Mapping[str, Any]
-    tallies: list[VariantTally]
-    summary: list[dict[str, Any]]
-    comparison: list[dict[str, Any]] | None
-    comparison_by: str | None
-    repeats: dict[tuple[str, str], RepeatTally]
-    columns: list[str]
-    simulated: bool
-    clusters: np.ndarray | None = None
-    choices: list[str] = field(default_factory=list)
-    totals: dict[str, Any] = field(default_factory=dict)
-    frontier: list[dict[str, Any]] = field(default_factory=list)  # evalrun.reports.frontier
-
-    @property
-    def failure(self) -> str | None:
-        """Why the run's accuracy cannot be trusted as a whole, or None."""
-        sent = self.totals["answered"] + self.totals["errors"]
-        if self.totals["cells"] and self.totals["answered"] == 0:
-            if self.totals["errors"]:
-                return f"every request failed ({self.totals['errors']} errors): there is no accuracy to report"
-            return "nothing was answered yet: there is no accuracy to report"
-        if sent and self.totals["errors"] / sent > 0.5:
-            return f"most requests failed ({self.totals['errors']} of {sent}): the accuracy rests on the few answered"
-        return None
 
 
 def open_run(folder: Path, *, readonly: bool = False) -> tuple[Store, dict[str, Any]]:
@@ -72,7 +43,8 @@ def open_run(folder: Path, *, readonly: bool = False) -> tuple[Store, dict[str, 
         raise NotARunFolder(f"{folder}: not a folder")
     if not (folder / STORE_NAME).exists():
         raise NotARunFolder(f"{folder}: not a run folder: no {STORE_NAME} here (give reports/<name>/<run>/)")
-    store = Store.open_readonly(folder) if readonly else Store.open(folder, create=False)
+    # A folder that cannot be written (a read-only copy, an archive) is read without a change.
+    store = Store.open_readonly(folder) if readonly or not writable(folder) else Store.open(folder, create=False)
     settings = store.last_settings()
     if not settings:
         store.close()
@@ -93,7 +65,7 @@ def _clusters(store: Store, rows: int) -> np.ndarray | None:
     codes = np.full(rows, -1, dtype=np.int64)
     seen: dict[str, int] = {}
     any_cluster = False
-    for row_seq, cluster in store.query("SELECT row_seq, cluster FROM rows ORDER BY row_seq"):
+    for row_seq, cluster in store.row_clusters():
         if cluster is None:
             continue
         any_cluster = True
@@ -121,10 +93,10 @@ def analyze(
     tallies = [t for t in results.tallies.values() if t.cells]
     repeats: dict[tuple[str, str], RepeatTally] = {}
     if results.max_repeat > 0:
-        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
+        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.reviewed_score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
-    scorer = ScorerSpec.model_validate(settings["scorer"])
+    scorer = parse_scorer(settings["scorer"])
     summary = summarize(tallies, clusters=clusters, reducer=reducer, repeats=repeats, scorer=scorer)
     by = default_comparison_by(tallies)
     comparison = (
@@ -132,24 +104,7 @@ def analyze(
         if by is not None
         else None
     )
-    totals: dict[str, Any] = {
-        "cells": sum(t.cells for t in tallies),
-        "answered": sum(t.answered for t in tallies),
-        "errors": sum(t.errors for t in tallies),
-        "pending": sum(t.pending for t in tallies),
-        "from_cache": sum(t.from_cache for t in tallies),
-        "paid_usd": sum(t.paid_usd for t in tallies),
-        "cost_usd": sum(t.cost_usd for t in tallies),
-        "cost_unknown": sum(t.cost_unknown for t in tallies),
-        "uncached_usd": sum(t.uncached_usd for t in tallies),
-        "realtime_usd": sum(t.realtime_usd for t in tallies),
-        "rows": rows,
-        "clusters": int(clusters.max() + 1) if clusters is not None else None,
-        "requests": store.request_count(),
-        "spent_usd": store.spent_usd(),
-    }
-    for column in ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
-        totals[column] = round(sum(t.tokens[column] for t in tallies))
+    totals = _totals(store, tallies, rows, clusters)
     return Report(
         folder=folder,
         settings=settings,
@@ -161,17 +116,55 @@ def analyze(
         columns=results.columns,
         simulated=settings.get("endpoint") == "simulator" or results.simulated > 0,
         clusters=clusters,
-        choices=list(scorer.choices or ()) if scorer.type == "choice" else [],
+        choices=report_choices(scorer, tallies),
         totals=totals,
         frontier=frontier_rows(tallies, summary, clusters=clusters, reducer=reducer, repeats=repeats),
     )
 
 
+def report_choices(scorer: ScorerSpec, tallies: Sequence[VariantTally]) -> list[str]:
+    """The letters the report's letter tables show: the scorer's choices, or, when each row
+    letters its own options (`options`), A to the furthest letter a target or answer reached."""
+    if scorer.type != "choice":
+        return []
+    if scorer.options is None:
+        return list(scorer.choices or ())
+    from evalrun.plan.paths import LETTERS
+
+    seen = {x for t in tallies for (_, answer, target, _) in t.outcomes for x in (answer, target) if x in LETTERS}
+    return list(LETTERS[: max((LETTERS.index(x) + 1 for x in seen), default=4)])
+
+
+_SUMMED = ("cells", "answered", "errors", "pending", "from_cache", "paid_usd", "cost_usd", "cost_unknown",
+           "uncached_usd", "realtime_usd")  # fmt: skip
+_TOKENS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+
+
+def _totals(store: Store, tallies: list[VariantTally], rows: int, clusters: np.ndarray | None) -> dict[str, Any]:
+    """The run's totals over every model × prompt."""
+    totals: dict[str, Any] = {name: sum(getattr(t, name) for t in tallies) for name in _SUMMED}
+    totals.update(
+        rows=rows,
+        clusters=int(clusters.max() + 1) if clusters is not None else None,
+        requests=store.request_count(),
+        spent_usd=store.spent_usd(),
+    )
+    for column in _TOKENS:
+        totals[column] = round(sum(t.tokens[column] for t in tallies))
+    return totals
+
+
 def report_state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
-    (count, top) = store.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
-    (cells,) = store.query("SELECT count(*) FROM cells")[0]
-    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{__version__}"
+    count, top = store.responses_mark()
+    cells = store.count_cells()
+    reviews = store.review_state()  # a human review changes the scores
+    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{reviews}:{__version__}"
+
+
+def writable(folder: Path) -> bool:
+    """Whether the run folder and its store can be written (a read-only copy, an archive: not)."""
+    return os.access(folder, os.W_OK) and os.access(folder / STORE_NAME, os.W_OK)
 
 
 def build_reports(
@@ -184,64 +177,99 @@ def build_reports(
     """Write every report file into the run folder. With `force=False` nothing is rewritten
     when the store has not changed since the reports were last written. From `parallel_cells`
     cells on (default `PARALLEL_CELLS`), the explorer's pass runs in a second process, started
-    by `spawn_explorer(folder, scratch)` (default `ExplorerProcess.start`)."""
-    from evalrun.reports.explorer import ExplorerResults, hand_over
-    from evalrun.reports.explorer_process import PARALLEL_CELLS, ExplorerProcess, explore
-    from evalrun.reports.writers import REPORT_WRITERS, RESULTS_WRITERS, Staged
-
+    by `spawn_explorer(folder, scratch)` (default `ExplorerProcess.start`). A read-only folder is
+    read without a change; its reports cannot be rewritten (a StoreError says so)."""
     folder = Path(folder)
     store, settings = open_run(folder)
-    child: ExplorerProcess | None = None
     with store:
         state = report_state(store)
-        names = [w.filename for w in RESULTS_WRITERS if w.available()]
-        names += [w.filename for w in REPORT_WRITERS if w.available() and w.filename != "comparison.csv"]
-        if not force and store.meta().get("reports_state") == state and all((folder / n).exists() for n in names):
+        if not force and _up_to_date(store, folder, state):
             return folder
-        staged = Staged(folder)
-        try:
-            writers = [w for w in RESULTS_WRITERS if w.available()]
-            (cells,) = store.query("SELECT count(*) FROM cells")[0]
-            if cells >= (PARALLEL_CELLS if parallel_cells is None else parallel_cells):
-                child = (spawn_explorer or ExplorerProcess.start)(folder, staged.scratch("explorer"))
-                if child is not None:
-                    writers = [w for w in writers if not isinstance(w, ExplorerResults)]
-            sinks = [w.open(staged) for w in writers]
-            results = ResultsPass(settings, rows=0, variants=[])  # for the columns only
-            columns = results.columns
-            for sink in sinks:
-                sink.begin(columns)
-            with fewer_collections():
-                report = analyze(
-                    store, settings, folder=folder, sink=_Fanout(sinks),
-                    with_requests=any(w.needs_requests for w in writers),
-                )  # fmt: skip
-                for sink in sinks:
-                    sink.close()
-                if child is not None:
-                    built: Any = child.result()
-                    if built is None:  # the child failed: the explorer's pass here, after all
-                        sink = ExplorerResults().open(staged)
-                        explore(store, settings, sink)
-                        built = sink
-                    hand_over(staged, built)
-                for writer in REPORT_WRITERS:
-                    writer.write(staged, report)
-            staged.commit()
-        except OSError as exc:
-            if child is not None:
-                child.stop()
-            staged.abandon()
-            raise StoreError(f"{folder}: cannot write the reports ({exc.strerror or exc}); nothing was lost: "
-                             f"free space and run `evalrun report {folder}`") from None
-        except BaseException:
-            if child is not None:
-                child.stop()
-            staged.abandon()
-            raise
+        if not writable(folder):
+            raise StoreError(f"{folder}: the run folder is read-only, so its reports cannot be rewritten there; "
+                             "copy the folder somewhere writable and run `evalrun report` on the copy")  # fmt: skip
+        _write_reports(folder, store, settings, parallel_cells=parallel_cells, spawn_explorer=spawn_explorer)
         with contextlib.suppress(StoreError):
             store.set_meta(reports_state=state)
     return folder
+
+
+def _up_to_date(store: Store, folder: Path, state: Any) -> bool:
+    from evalrun.reports.writers import REPORT_WRITERS, RESULTS_WRITERS
+
+    names = [w.filename for w in RESULTS_WRITERS if w.available()]
+    names += [w.filename for w in REPORT_WRITERS if w.available() and w.filename != "comparison.csv"]
+    return bool(store.meta().get("reports_state") == state and all((folder / n).exists() for n in names))
+
+
+def _write_reports(
+    folder: Path, store: Store, settings: dict[str, Any], *, parallel_cells: int | None,
+    spawn_explorer: Callable[[Path, Path], Any] | None,
+) -> None:  # fmt: skip
+    """Stage every report file and commit them together; nothing half-written is left."""
+    from evalrun.reports.explorer import ExplorerResults
+    from evalrun.reports.explorer_process import PARALLEL_CELLS, ExplorerProcess
+    from evalrun.reports.writers import RESULTS_WRITERS, Staged
+
+    staged = Staged(folder)
+    child: ExplorerProcess | None = None
+    try:
+        writers = [w for w in RESULTS_WRITERS if w.available()]
+        if store.count_cells() >= (PARALLEL_CELLS if parallel_cells is None else parallel_cells):
+            child = (spawn_explorer or ExplorerProcess.start)(folder, staged.scratch("explorer"))
+            if child is not None:
+                writers = [w for w in writers if not isinstance(w, ExplorerResults)]
+        _stage(staged, store, settings, writers, child)
+        staged.commit()
+    except OSError as exc:
+        if child is not None:
+            child.stop()
+        staged.abandon()
+        raise StoreError(f"{folder}: cannot write the reports ({_why(exc)}); nothing was lost: "
+                         f"free space and run `evalrun report {folder}`") from None
+    except BaseException:
+        if child is not None:
+            child.stop()
+        staged.abandon()
+        raise
+
+
+def _why(exc: OSError) -> str:
+    """An OSError's reason in a few words (pyarrow's own carry `[errno N]` in a long message)."""
+    found = re.search(r"\[errno (\d+)\]", str(exc), re.IGNORECASE)
+    number = exc.errno or (int(found.group(1)) if found else None)
+    return exc.strerror or (os.strerror(number) if number else str(exc))
+
+
+def _stage(staged: Any, store: Store, settings: dict[str, Any], writers: list[Any], child: Any) -> None:
+    """One streaming pass over the cells into the results writers, then the report writers."""
+    from evalrun.reports.baseline import baseline_of
+    from evalrun.reports.explorer import ExplorerResults, hand_over
+    from evalrun.reports.explorer_process import explore
+    from evalrun.reports.trend import trend_of
+    from evalrun.reports.writers import REPORT_WRITERS
+
+    sinks = [w.open(staged) for w in writers]
+    columns = ResultsPass(settings, rows=0, variants=[]).columns  # for the columns only
+    for sink in sinks:
+        sink.begin(columns)
+    with fewer_collections():
+        report = analyze(
+            store, settings, folder=staged.folder, sink=_Fanout(sinks),
+            with_requests=any(w.needs_requests for w in writers),
+        )  # fmt: skip
+        report.baseline = baseline_of(staged.folder, store)
+        report.trend = trend_of(staged.folder, settings, report.summary, (store.runs() or [{}])[-1].get("started_at"))
+        for sink in sinks:
+            sink.close()
+        if child is not None:
+            built: Any = child.result()
+            if built is None:  # the child failed: the explorer's pass here, after all
+                built = ExplorerResults().open(staged)
+                explore(store, settings, built)
+            hand_over(staged, built)
+        for writer in REPORT_WRITERS:
+            writer.write(staged, report)
 
 
 class _Fanout:

@@ -167,7 +167,7 @@ def frontier_markdown(report: Any) -> list[str]:
     sentence = frontier_sentence(report)
     if not sentence:
         return []
-    from evalrun.reports.markdown import markdown_table
+    from evalrun.reports.md_table import markdown_table
 
     columns = ["model", "prompt", "accuracy", "cost_per_1k_rows_usd", "mean_output_tokens", "on_frontier", "recommended"]
     return [

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from evalrun.reports.build import Report
+from evalrun.reports.baseline import baseline_markdown
 from evalrun.reports.frontier import frontier_markdown
+from evalrun.reports.md_table import fmt_value as _fmt
+from evalrun.reports.md_table import markdown_table
+from evalrun.reports.report import Report
+from evalrun.reports.reviewed import human_review_lines
+from evalrun.reports.trend import trend_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
-__all__ = ["COMPARISON_TABLE_COLUMNS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
+__all__ = ["COMPARISON_TABLE_COLUMNS", "MARKDOWN_SECTIONS", "SUMMARY_TABLE_COLUMNS", "markdown_table", "render_markdown"]
 
 SUMMARY_TABLE_COLUMNS = [
     "model", "prompt", "answer_mode", "n", "cells", "correct", "accuracy", "ci_low", "ci_high", "ci_method",
@@ -33,27 +37,6 @@ CI_METHODS = {
 }
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        if value.is_integer() and abs(value) >= 1:
-            return f"{value:,.0f}"
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return str(value)
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    header = "| " + " | ".join(columns) + " |"
-    rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(_fmt(row.get(c)).replace("|", "\\|") for c in columns) + " |" for row in rows]
-    return "\n".join([header, rule, *body])
-
-
 def _summary_rows(report: Report) -> list[dict[str, Any]]:
     rows = []
     for row in report.summary:
@@ -65,27 +48,42 @@ def _summary_rows(report: Report) -> list[dict[str, Any]]:
 
 
 def render_markdown(report: Report) -> str:
-    settings = report.settings
-    totals = report.totals
-    lines = [f"# {settings.get('name', 'experiment')}", ""]
+    """report.md of a `Report`: its sections (`MARKDOWN_SECTIONS`) in order."""
+    lines: list[str] = []
+    for section in MARKDOWN_SECTIONS:
+        lines += section(report)
+    return "\n".join(lines) + "\n"
+
+
+def _head(report: Report) -> list[str]:
+    lines = [f"# {report.settings.get('name', 'experiment')}", ""]
     if report.simulated:
         lines += ["> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.", ""]
     if report.failure:
         lines += [f"> **FAILED RUN:** {report.failure}. Run the same command again to retry the failed requests.", ""]
-    lines += [markdown_table(_summary_rows(report), SUMMARY_TABLE_COLUMNS), ""]
+    return lines
+
+
+def _summary(report: Report) -> list[str]:
     methods = sorted({row["ci_method"] for row in report.summary if row["ci_method"]})
-    reducer = settings.get("reducer") or "mean"
-    lines += [
+    reducer = report.settings.get("reducer") or "mean"
+    interval = (
+        "ci_low–ci_high is the 95 % interval: " + "; ".join(CI_METHODS.get(m, m) for m in methods) + "."
+        if methods
+        else "No interval: nothing was answered."
+    )
+    lines = [
+        markdown_table(_summary_rows(report), SUMMARY_TABLE_COLUMNS), "",
         "n is the number of dataset rows with at least one answer (the unit of evidence); cells counts the "
-        "answered cells behind them. Accuracy is over answered cells only: a failed request is never counted "
-        f"as a wrong answer. Repeats of a row are reduced to one value per row first (reducer: {reducer}). "
-        "ci_low–ci_high is the 95 % interval: " + "; ".join(CI_METHODS.get(m, m) for m in methods) + ".",
+        "answered cells behind them, and correct counts cells (a row × repeat), not rows. Accuracy is over "
+        "answered cells only: a failed request is never counted as a wrong answer. Repeats of a row are "
+        f"reduced to one value per row first (reducer: {reducer}). " + interval,
         f"A model × prompt with more than {UNRELIABLE_ERROR_RATE:.0%} of its requests failed is marked unreliable.",
         "",
-    ]
+    ]  # fmt: skip
     if report.clusters is not None:
         lines += [
-            f"Rows are grouped into {totals['clusters']} clusters (dataset.cluster): intervals and tests are "
+            f"Rows are grouped into {report.totals['clusters']} clusters (dataset.cluster): intervals and tests are "
             "cluster-robust and the bootstrap resamples whole clusters.",
             "",
         ]
@@ -96,22 +94,30 @@ def render_markdown(report: Report) -> str:
             "modes compare the asking as well as the model or prompt.",
             "",
         ]
-    if report.comparison:
-        lines += [
-            f"## Paired comparison by {report.comparison_by}",
-            "",
-            markdown_table(report.comparison, [*COMPARISON_TABLE_COLUMNS, "modes_differ"]),
-            "",
-            "diff = acc_b − acc_a over the rows both answered (n rows); 95 % paired bootstrap interval over rows "
-            "(or clusters), or the t interval when there are too many to resample; the test is exact McNemar "
-            "where each row is one 0/1 answer, a paired t-test on per-row means otherwise (cluster-robust with "
-            "clusters); p_holm adjusts across the table.",
-            "",
-        ]
-    lines += frontier_markdown(report)
-    lines += ["## Totals", ""]
+    return lines
+
+
+def _comparison(report: Report) -> list[str]:
+    if not report.comparison:
+        return []
+    return [
+        f"## Paired comparison by {report.comparison_by}",
+        "",
+        markdown_table(report.comparison, [*COMPARISON_TABLE_COLUMNS, "modes_differ"]),
+        "",
+        "diff = acc_b − acc_a over the rows both answered (n rows); 95 % paired bootstrap interval over rows "
+        "(or clusters), or the t interval when there are too many to resample; the test is exact McNemar "
+        "where each row is one 0/1 answer, a paired t-test on per-row means otherwise (cluster-robust with "
+        "clusters); p_holm adjusts across the table.",
+        "",
+    ]
+
+
+def _totals(report: Report) -> list[str]:
+    totals, settings = report.totals, report.settings
     cost = totals["cost_usd"]
     unknown = totals["cost_unknown"]
+    lines = ["## Totals", ""]
     lines += [
         f"- rows: {totals['rows']:,}; cells: {totals['cells']:,} ({totals['answered']:,} answered, "
         f"{totals['errors']:,} failed, {totals['pending']:,} not sent); distinct requests: {totals['requests']:,}",
@@ -123,52 +129,86 @@ def render_markdown(report: Report) -> str:
         + (f" (plus {unknown:,} answers of unknown cost)" if unknown else "")
         + f"; paid by this run folder in all: {_paid(totals['spent_usd'], unknown)}"
         + f" (prices as of {settings.get('prices_as_of', 'unknown')})",
+        *human_review_lines(report.tallies),
         "",
     ]
-    judge = settings.get("judge")
-    if judge:
-        judge_cost = sum(t.judge_cost_usd for t in report.tallies)
-        judge_in = sum(t.judge_tokens["input"] for t in report.tallies)
-        judge_out = sum(t.judge_tokens["output"] for t in report.tallies)
-        lines[-1:-1] = [
-            f"- grader {judge['label']} ({judge['model']}, asked in {judge['mode']} mode): input tokens {round(judge_in):,}; "
-            f"output tokens {round(judge_out):,}; cost ${judge_cost:.4f} (in the folder's total above, not in the answers' cost)"
-        ]
-        if any("judge_kappa" in row for row in report.summary):
-            lines += [
-                "Agreement of the grader with the human grades (`human` column): judge_agreement is the share of "
-                "cells graded alike (95 % Wilson interval); judge_kappa is Cohen's κ with its 95 % interval.",
-                "",
-                markdown_table(report.summary, AGREEMENT_COLUMNS),
-                "",
-            ]
+    return lines + _grader(report, lines)
+
+
+def _grader(report: Report, totals: list[str]) -> list[str]:
+    """The grader's line (into the totals, before their blank line) and its agreement with people."""
+    judge = report.settings.get("judge")
+    if not judge:
+        return []
+    judge_cost = sum(t.judge_cost_usd for t in report.tallies)
+    judge_in = sum(t.judge_tokens["input"] for t in report.tallies)
+    judge_out = sum(t.judge_tokens["output"] for t in report.tallies)
+    totals[-1:-1] = [
+        f"- grader {judge['label']} ({judge['model']}, asked in {judge['mode']} mode): input tokens {round(judge_in):,}; "
+        f"output tokens {round(judge_out):,}; cost ${judge_cost:.4f} (in the folder's total above, not in the answers' cost)"
+    ]
+    if not any("judge_kappa" in row for row in report.summary):
+        return []
+    return [
+        "Agreement of the grader with the human grades (the `human` column and reviews in `evalrun view`; "
+        "judge_agreement_from_column and judge_agreement_from_reviews count each): judge_agreement is the share of "
+        "cells graded alike (95 % Wilson interval); judge_kappa is Cohen's κ with its 95 % interval.",
+        "",
+        markdown_table(report.summary, AGREEMENT_COLUMNS),
+        "",
+    ]
+
+
+def _fields(report: Report) -> list[str]:
     fields = [c for c in (report.summary[0] if report.summary else {}) if c.startswith("accuracy_")]
-    if fields:
-        lines += [
-            "## Accuracy by field",
-            "",
-            markdown_table(report.summary, ["model", "prompt", "accuracy", *fields]),
-            "",
-            "accuracy counts a cell right when every field is right; accuracy_<field> is each field's share of "
-            "the answered cells (a reply without the expected tool call or JSON counts as wrong there).",
-            "",
-        ]
+    if not fields:
+        return []
+    return [
+        "## Accuracy by field",
+        "",
+        markdown_table(report.summary, ["model", "prompt", "accuracy", *fields]),
+        "",
+        "accuracy counts a cell right when every field is right; accuracy_<field> is each field's share of "
+        "the answered cells (a reply without the expected tool call or JSON counts as wrong there).",
+        "",
+    ]
+
+
+def _errors(report: Report) -> list[str]:
     kinds: Counter[str] = Counter()
     for tally in report.tallies:
         kinds.update(tally.error_kinds)
-    if kinds:
-        lines += ["## Errors", ""]
-        lines += [f"- {count:,} × {kind}" for kind, count in kinds.most_common(10)]
-        lines += ["", "Failed requests are sent again by the next run of the same command.", ""]
-    lines += ["## Settings", ""]
+    if not kinds:
+        return []
+    lines = ["## Errors", ""]
+    lines += [f"- {count:,} × {kind}" for kind, count in kinds.most_common(10)]
+    return [*lines, "", "Failed requests are sent again by the next run of the same command.", ""]
+
+
+def _settings(report: Report) -> list[str]:
+    settings = report.settings
+    lines = ["## Settings", ""]
     for key in ("name", "spec_path", "dataset", "endpoint", "api_versions", "models", "prompts", "repeats",
                 "reducer", "scorer", "budget_usd", "concurrency", "evalrun_version"):  # fmt: skip
         if key in settings:
             value = settings[key]
             lines.append(f"- {key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
-    for warning in settings.get("warnings") or ():
-        lines.append(f"- warning: {warning}")
-    return "\n".join(lines) + "\n"
+    lines += [f"- warning: {warning}" for warning in settings.get("warnings") or ()]
+    return lines
+
+
+# report.md, top to bottom: a new section is a function of the `Report` returning its lines.
+def _baseline(report: Report) -> list[str]:
+    return baseline_markdown(getattr(report, "baseline", None))  # evalrun.reports.baseline
+
+
+def _trend(report: Report) -> list[str]:
+    return trend_markdown(getattr(report, "trend", []))  # evalrun.reports.trend
+
+
+MARKDOWN_SECTIONS: list[Callable[[Report], list[str]]] = [
+    _head, _summary, _comparison, frontier_markdown, _baseline, _trend, _totals, _fields, _errors, _settings,
+]
 
 
 def _savings(totals: Mapping[str, Any]) -> list[str]:

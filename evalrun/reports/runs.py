@@ -1,5 +1,5 @@
 """`evalrun runs [DIR]`: the run folders under a folder, newest first — what a user scans to find
-yesterday's run.
+yesterday's run (`--name NAME`: one experiment's history, in `evalrun.reports.history`).
 
 A run folder is a folder holding `store.sqlite` (or, listed with that problem, one holding report
 files but no store), searched to three levels below DIR (`reports/<name>/<run>/`). Each is read
@@ -48,8 +48,9 @@ class RunInfo:
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
         for row in out["accuracy"]:
-            if isinstance(row.get("accuracy"), float) and math.isnan(row["accuracy"]):
-                row["accuracy"] = None
+            for key in ("accuracy", "ci_low", "ci_high"):
+                if isinstance(row.get(key), float) and math.isnan(row[key]):
+                    row[key] = None
         return out
 
 
@@ -155,6 +156,9 @@ def read_run(folder: Path) -> RunInfo:
                     "model": str(row.get("model")),
                     "prompt": str(row.get("prompt")),
                     "accuracy": _float(row.get("accuracy")),
+                    "ci_low": _float(row.get("ci_low")),
+                    "ci_high": _float(row.get("ci_high")),
+                    "n": _count(row.get("n")),
                     "reliable": str(row.get("reliable")).lower() in ("true", "1"),
                 })  # fmt: skip
     except Exception as exc:  # a damaged or foreign store: say so and go on with the others
@@ -200,29 +204,32 @@ def _status(info: RunInfo) -> str:
     return status
 
 
+def _rel(path: str) -> str:
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
+def _table_row(info: RunInfo) -> list[list[str]]:
+    """One run's cells of the `runs` table, each a list of lines."""
+    cells = f"{info.cells_done:,}/{info.cells:,}" if info.cells is not None and info.cells_done is not None else "—"
+    spent = f"${info.spent_usd:,.4f}" if info.spent_usd is not None else "—"
+    last = [_rel(info.folder)]
+    if info.problem:
+        last.append(f"cannot read it: {info.problem}")
+    elif info.failure:
+        last.append(f"failed: {info.failure}")
+    return [[_when(info.started_at)], [info.name or "—"], [info.endpoint or "—"], [_status(info)], [cells], [spent],
+            _accuracy_lines(info), last]  # fmt: skip
+
+
 def format_runs(runs: Sequence[RunInfo], root: Path) -> str:
     """A plain-text table, one run per block of lines (one line per model × prompt)."""
     if not runs:
         return f"no run folders under {root}"
     header = ["started", "name", "endpoint", "status", "cells done", "spent", "accuracy (model · prompt)", "folder"]
-    table: list[list[list[str]]] = []
-    for info in runs:
-        def rel(path: str) -> str:
-            try:
-                return str(Path(path).relative_to(Path.cwd()))
-            except ValueError:
-                return path
-
-        cells = f"{info.cells_done:,}/{info.cells:,}" if info.cells is not None and info.cells_done is not None else "—"
-        spent = f"${info.spent_usd:,.4f}" if info.spent_usd is not None else "—"
-        endpoint = info.endpoint or "—"
-        last = [rel(info.folder)]
-        if info.problem:
-            last.append(f"cannot read it: {info.problem}")
-        elif info.failure:
-            last.append(f"failed: {info.failure}")
-        table.append([[_when(info.started_at)], [info.name or "—"], [endpoint], [_status(info)], [cells], [spent],
-                      _accuracy_lines(info), last])  # fmt: skip
+    table = [_table_row(info) for info in runs]
     widths = [max(len(header[i]), *(len(line) for row in table for line in row[i])) for i in range(len(header) - 1)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)) + "  " + header[-1]]
     for row in table:

@@ -10,15 +10,16 @@ from __future__ import annotations
 import contextlib
 import csv
 import importlib.util
+import json
 import math
 import operator
 import shutil
 from pathlib import Path
 from typing import IO, Any, ClassVar, Protocol
 
-from evalrun.reports.build import Report
 from evalrun.reports.explorer import ExplorerResults
 from evalrun.reports.frontier import FrontierCsv
+from evalrun.reports.report import Report
 from evalrun.results.summary import COMPARISON_COLUMNS, SUMMARY_COLUMNS
 
 __all__ = ["REPORT_WRITERS", "RESULTS_WRITERS", "ReportWriter", "ResultsWriter", "Staged"]
@@ -141,7 +142,7 @@ class CsvResults:
 
 class _ParquetSink:
     _INTS: ClassVar[set[str]] = {"repeat", "attempts", "shared_by"}
-    _BOOLS: ClassVar[set[str]] = {"correct"}
+    _BOOLS: ClassVar[set[str]] = {"correct", "correct_auto"}
     _FLOATS: ClassVar[set[str]] = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
                "cache_read_input_tokens", "thinking_tokens"}  # fmt: skip
 
@@ -166,7 +167,9 @@ class _ParquetSink:
             else:
                 kind = pa.string()
             fields.append(pa.field(name, kind))
-        self.schema = pa.schema(fields)
+        # pandas metadata, so that `correct` reads back as a nullable boolean (and the counts as
+        # nullable ints) whether or not a cell is unscored: not bool in one run and object in another.
+        self.schema = pa.schema(fields, metadata=_pandas_metadata(fields))
 
     def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         import pyarrow as pa
@@ -191,15 +194,53 @@ class _ParquetSink:
             elif pa.types.is_floating(field_.type):
                 values = [v if v is None or isinstance(v, float) else float(v) for v in values]
             arrays.append(pa.array(values, type=field_.type, from_pandas=True))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        try:
+            self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        except OSError:
+            self._drop()
+            raise
 
     def close(self) -> None:
         import pyarrow.parquet as pq
 
-        if self.writer is None:
-            pq.ParquetWriter(self.path, self.schema).close()
-        else:
-            self.writer.close()
+        try:
+            if self.writer is None:
+                pq.ParquetWriter(self.path, self.schema).close()
+            else:
+                self.writer.close()
+        except OSError:
+            self._drop()
+            raise
+
+    def _drop(self) -> None:
+        """Give up a writer that failed (a full disk): closed here, quietly, so that its finalizer
+        does not try again and print "Exception ignored … Traceback" after the clear error."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+            writer.is_open = False
+
+
+def _pandas_metadata(fields: list[Any]) -> dict[bytes, bytes]:
+    """The `pandas` schema metadata pyarrow writes for a frame of these columns, with nullable
+    dtypes for booleans and ints."""
+    import pyarrow as pa
+
+    def dtype(field_: Any) -> tuple[str, str]:
+        if pa.types.is_boolean(field_.type):
+            return "boolean", "boolean"
+        if pa.types.is_integer(field_.type):
+            return "int64", "Int64"
+        if pa.types.is_floating(field_.type):
+            return "float64", "float64"
+        return "unicode", "object"
+
+    columns = [{"name": f.name, "field_name": f.name, "pandas_type": dtype(f)[0], "numpy_type": dtype(f)[1],
+                "metadata": None} for f in fields]  # fmt: skip
+    meta = {"index_columns": [], "column_indexes": [], "columns": columns, "attributes": {},
+            "creator": {"library": "evalrun"}, "pandas_version": "2.0.0"}  # fmt: skip
+    return {b"pandas": json.dumps(meta).encode()}
 
 
 class ParquetResults:

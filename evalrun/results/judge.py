@@ -4,7 +4,8 @@ The grader was asked (see `evalrun.plan.judge`) for a short explanation and one 
 scale, best first: as structured output `{"explanation", "grade"}` where the grader refuses
 prefill, or as `<explanation>…</explanation><grade>…</grade>` text. A grade is scored by its
 place on the scale (best 1, worst 0); it is correct when it is at least `pass_grade` (the best
-grade by default). A graded reply whose grader request failed has no score (status `error`),
+grade by default). A graded reply whose grader request failed, or whose grader replied with no
+grade of the scale (garbage, a refusal, a grade off the scale), has no score (status `error`),
 never a wrong one; one not graded yet is `pending`.
 """
 
@@ -15,8 +16,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evalrun.results.scoring import Grader, Reply, Score, Scorer
+from evalrun.results.score import Grader, Reply, Score, Scorer
 from evalrun.spec import ScorerSpec
+from evalrun.spec_scorers import match_grade
 
 __all__ = ["GRADER_COLUMNS", "Grader", "judge_scorer", "match_grade", "parse_grade"]
 
@@ -24,27 +26,6 @@ GRADER_COLUMNS = ["grade", "grade_explanation", "judge_input_tokens", "judge_out
 _GRADE_TAG = re.compile(r"<grade>\s*(.*?)\s*</grade>", re.IGNORECASE | re.DOTALL)
 _EXPLANATION_TAG = re.compile(r"(?:<explanation>)?(.*?)</explanation>", re.IGNORECASE | re.DOTALL)
 _GRADE_LINE = re.compile(r"grade\s*[:=]\s*\**\s*([^\s*.,;]+)", re.IGNORECASE)
-
-
-def match_grade(value: Any, labels: Sequence[str]) -> str | None:
-    """The label a grader (or a human) gave, however it was written; None when it is none."""
-    if value is None:
-        return None
-    text = str(value).strip().strip("\"'*").strip()
-    folded = {label.casefold(): label for label in labels}
-    if text.casefold() in folded:
-        return folded[text.casefold()]
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    for label in labels:
-        try:
-            if float(label) == number:
-                return label
-        except ValueError:
-            continue
-    return None
 
 
 def parse_grade(text: str, labels: Sequence[str]) -> tuple[str | None, str | None]:
@@ -96,7 +77,10 @@ def judge_scorer(spec: ScorerSpec) -> Scorer:
         grade, explanation = parse_grade(grader.text, labels)
         extra.update(grade=grade or "", grade_explanation=explanation or "")
         if grade is None:
-            return Score(answer=None, correct=False, status="unparsed", explanation="the grader gave no grade", extra=extra)
+            # A grading that failed says nothing about the answer: an error (no score), never wrong.
+            said = " ".join(grader.text.split())[:120] or "an empty reply"
+            return Score(answer=None, correct=False, status="error", extra=extra,
+                         explanation=f"judge: the grader's reply has no usable grade ({', '.join(labels)}): {said!r}")  # fmt: skip
         place = labels.index(grade)
         return Score(
             answer=grade,

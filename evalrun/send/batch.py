@@ -5,8 +5,13 @@ worst case is reserved before it is submitted), the deadline and progress come f
 loop unchanged. What is particular to batches:
 
 * A batch is committed to the store *before* it is submitted and given its id the moment the
-  API answers, so a killed run re-attaches to its batches instead of paying for them twice (a
-  batch whose id never reached the store is found again by listing the account's batches).
+  API answers, so a killed run re-attaches to its batches instead of paying for them twice. A
+  batch whose creation has an unknown outcome (the reply was lost, or the id never reached the
+  store) is looked for among the account's batches by its content — the custom_ids of an ended
+  batch's results — never by its size alone, before anything is sent again.
+* Results are read from the configured endpoint's origin only; a download that keeps failing is
+  tried a bounded number of times and the batch is left for the next run; results that are gone
+  (404) send the batch's requests again, once.
 * `custom_id` is the request key (64 hex characters, within `^[a-zA-Z0-9_-]{1,64}$`).
 * Polling backs off from `poll_s` to `poll_max_s`; results are streamed from `results_url` in
   any order and mapped back by `custom_id`.
@@ -19,6 +24,7 @@ loop unchanged. What is particular to batches:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import statistics
 import time
 import uuid
@@ -29,7 +35,14 @@ from typing import Any
 
 import anyio
 
-from evalrun.errors import ApiError, DatasetError, MalformedReplyError, PermanentApiError, TransientApiError
+from evalrun.errors import (
+    ApiError,
+    AuthError,
+    DatasetError,
+    MalformedReplyError,
+    PermanentApiError,
+    TransientApiError,
+)
 from evalrun.send.client import MessagesClient, validate_message
 from evalrun.send.clock import Clock, SystemClock
 from evalrun.send.realtime import RealtimeSender
@@ -42,6 +55,8 @@ __all__ = ["MAX_BATCH_BYTES", "MAX_BATCH_REQUESTS", "BatchSender"]
 MAX_BATCH_REQUESTS = 100_000
 MAX_BATCH_BYTES = 256 * 1024 * 1024
 _ENVELOPE_BYTES = 200  # custom_id, keys and punctuation around each request's params
+_CLOCK_SLACK_S = 300.0  # a batch's created_at may be this far before our clock said it was sent
+_RESULT_TRIES = 8  # downloads of an ended batch's results before this run leaves it to the next
 
 
 @dataclass
@@ -52,6 +67,8 @@ class _Batch:
     submitted: float
     counts: dict[str, int] = field(default_factory=dict)
     reattached_usd: float = 0.0
+    locating: bool = False  # its creation's outcome is unknown: it is being looked for
+    since: float = 0.0  # epoch seconds: it cannot have been created before
 
 
 class BatchSender:
@@ -82,6 +99,8 @@ class BatchSender:
         self._open: dict[str, _Batch] = {}
         self._attempts: dict[str, int] = {}
         self._retry: list[Request] = []
+        self._resent: set[str] = set()  # sent again because their batch was gone
+        self.notes: list[str] = []  # what the user should know about a batch (shown on the progress line)
         self._turnarounds: list[float] = []
         self._started = time.monotonic()
         self._wake = anyio.Event()
@@ -89,6 +108,10 @@ class BatchSender:
 
     # -- progress ------------------------------------------------------------------------------
     def status(self) -> str:
+        line = self._status()
+        return f"{line}; {self.notes[-1]}" if self.notes and line else (line or (self.notes[-1] if self.notes else ""))
+
+    def _status(self) -> str:
         if not self._open and not self._turnarounds:
             return ""
         totals: dict[str, int] = {}
@@ -107,7 +130,10 @@ class BatchSender:
         await self._reattach(source)
         async with anyio.create_task_group() as tg:
             for batch in list(self._open.values()):
-                tg.start_soon(self._poll, batch, source, tg)
+                if batch.locating:
+                    tg.start_soon(self._locate, batch, batch.since, source, tg)
+                else:
+                    tg.start_soon(self._poll, batch, source, tg)
             while True:
                 if source.halted.is_set():
                     await self._halt(source)
@@ -193,11 +219,19 @@ class BatchSender:
         )  # fmt: skip
         for request in requests:
             self._attempts[request.key] = self._attempts.get(request.key, 0) + 1
+        since = time.time() - _CLOCK_SLACK_S
         try:
             with anyio.CancelScope(shield=True):  # once sent, the id must reach the store
                 created = await client.create_batch([{"custom_id": r.key, "params": r.body} for r in requests])
                 self.store.set_batch_id(local, created["id"])
         except ApiError as error:
+            if isinstance(error, TransientApiError) and not error.connection:
+                # The server may have created it and the reply was lost: look for it (by its
+                # custom_ids) before anything is sent again.
+                batch = _Batch(id=local, client=client, requests={r.key: r for r in requests}, submitted=time.monotonic())
+                self._open[local] = batch
+                tg.start_soon(self._locate, batch, since, source, tg)
+                return
             self.store.drop_batch(local)
             for request in requests:
                 await self._failed(request, error, source, tg)
@@ -215,16 +249,10 @@ class BatchSender:
             if client is None:
                 continue
             batch_id = row["id"]
-            if row["status"] == "submitting":
-                found = await self._find_lost(client, row)
-                if found is None:
-                    self.store.drop_batch(batch_id)  # never created: its requests are pending again
-                    continue
-                self.store.set_batch_id(batch_id, found)
-                batch_id = found
             requests = {p.key: _request_of(p) for p in self.store.batch_requests(batch_id)}
             batch = _Batch(id=batch_id, client=client, requests=requests, submitted=time.monotonic(),
-                           reattached_usd=float(row["reserved_usd"] or 0.0))  # fmt: skip
+                           reattached_usd=float(row["reserved_usd"] or 0.0), locating=row["status"] == "submitting",
+                           since=datetime.fromisoformat(row["created_at"]).timestamp() - _CLOCK_SLACK_S)  # fmt: skip
             source.hold(batch.reattached_usd)
             self._open[batch_id] = batch
 
@@ -235,21 +263,60 @@ class BatchSender:
                 return client
         return next((c for c in self.clients.values() if c.base_url == endpoint), None)
 
-    async def _find_lost(self, client: MessagesClient, row: Mapping[str, Any]) -> str | None:
-        """A batch whose creation was interrupted before its id was stored: the account's batch
-        of the same size created since then, if there is exactly one."""
+    async def _locate(self, batch: _Batch, since: float, source: RequestSource, tg: anyio.abc.TaskGroup) -> None:
+        """A batch whose creation may or may not have reached the server (the reply was lost, or
+        a run was killed before the id was stored): find it among the account's batches by its
+        content — the custom_ids of an ended batch's results are this batch's request keys —
+        never by its size alone. While a batch that could be it is still in progress, wait for it
+        to end and look again. Only when none can be is it sent again."""
+        local, delay = batch.id, self.poll_s
+        while not source.halted.is_set():
+            try:
+                found, waiting = await self._search(batch, since)
+            except PermanentApiError:
+                found, waiting = None, False  # the endpoint cannot list batches: nothing to find
+            except ApiError:
+                found, waiting = None, True
+            if found is not None:
+                self.store.set_batch_id(local, found)
+                self._open.pop(local, None)
+                batch.id, batch.locating = found, False
+                self._open[found] = batch
+                tg.start_soon(self._poll, batch, source, tg)
+                return
+            if not waiting:
+                self.store.drop_batch(local)
+                self._open.pop(local, None)
+                never = TransientApiError("the batch was never created (no batch of the account holds these requests)")
+                for request in batch.requests.values():
+                    await self._failed(request, never, source, tg)
+                self._kick()
+                return
+            await self.clock.sleep(delay)
+            delay = min(delay * 1.5, self.poll_max_s)
+
+    async def _search(self, batch: _Batch, since: float) -> tuple[str | None, bool]:
+        """(the id of the account's batch holding exactly `batch`'s requests, or None; whether a
+        batch that could hold them is still in progress)."""
         known = {b["id"] for b in self.store.open_batches()}
-        since = datetime.fromisoformat(row["created_at"]).timestamp() - 5
-        try:
-            listed = await client.list_batches(limit=100)
-        except ApiError:
-            return None
-        candidates = [
-            b["id"] for b in listed.get("data") or []
-            if isinstance(b, dict) and b.get("id") not in known and sum(_counts(b).values()) == row["requests"]
-            and _epoch(b.get("created_at")) >= since
-        ]  # fmt: skip
-        return candidates[0] if len(candidates) == 1 else None
+        listed = await batch.client.list_batches(limit=100)
+        waiting = False
+        for item in listed.get("data") or []:
+            if not isinstance(item, dict) or not isinstance(item.get("id"), str) or item["id"] in known:
+                continue
+            if _epoch(item.get("created_at")) < since or sum(_counts(item).values()) not in (0, len(batch.requests)):
+                continue
+            if item.get("processing_status") != "ended":
+                waiting = True
+                continue
+            url = item.get("results_url") or f"/v1/messages/batches/{item['id']}/results"
+            try:
+                ids = {line.get("custom_id") async for line in batch.client.batch_results(str(url))}
+            except PermanentApiError:
+                continue
+            if ids == set(batch.requests):
+                return item["id"], False
+        return None, waiting
 
     # -- polling and collecting -------------------------------------------------------------------
     async def _poll(self, batch: _Batch, source: RequestSource, tg: anyio.abc.TaskGroup) -> None:
@@ -260,12 +327,7 @@ class BatchSender:
             except TransientApiError:
                 state = {}
             except ApiError as error:
-                # The batch is gone (deleted, or another key): its requests go back to pending.
-                self.store.drop_batch(batch.id)
-                self._open.pop(batch.id, None)
-                for request in batch.requests.values():
-                    await source.deliver(request, _failed_outcome(request, error, 1), error)
-                self._kick()
+                await self._gone(batch, error, source, tg)
                 return
             if state:
                 batch.counts = _counts(state)
@@ -275,10 +337,32 @@ class BatchSender:
             delay = min(delay * 1.5, self.poll_max_s)
         await self._collect(batch, state, source, tg)
 
+    async def _gone(self, batch: _Batch, error: ApiError, source: RequestSource, tg: anyio.abc.TaskGroup) -> None:
+        """The server no longer knows the batch (deleted, expired from its listing, another key):
+        its requests are sent again, once, with the reason; a refused key stays what it is."""
+        self.store.drop_batch(batch.id)
+        self._open.pop(batch.id, None)
+        if batch.reattached_usd:
+            source.release_hold(batch.reattached_usd)
+        if not isinstance(error, AuthError):
+            self.notes.append(f"batch {batch.id} is gone ({error.message}): its {len(batch.requests)} requests are sent again")
+            error = TransientApiError(
+                f"the server no longer knows batch {batch.id} ({error.message}); its requests are sent again",
+                error_type="batch_gone",
+            )
+        for request in batch.requests.values():
+            ended: ApiError = error
+            if isinstance(error, TransientApiError) and request.key in self._resent:
+                ended = PermanentApiError(f"{error.message} (already sent again once: not again)", error_type="batch_gone")
+            self._resent.add(request.key)
+            await self._failed(request, ended, source, tg)
+        self._kick()
+
     async def _collect(self, batch: _Batch, state: Mapping[str, Any], source: RequestSource, tg: anyio.abc.TaskGroup) -> None:
         seen: set[str] = set()
         url = state.get("results_url") or f"/v1/messages/batches/{batch.id}/results"
-        while True:
+        delay = self.poll_s
+        for attempt in range(1, _RESULT_TRIES + 1):
             try:
                 async for line in batch.client.batch_results(str(url)):
                     custom_id = line.get("custom_id")
@@ -288,8 +372,22 @@ class BatchSender:
                     seen.add(request.key)
                     await self._result(request, line.get("result"), batch.client, source, tg)
                 break
-            except TransientApiError:
-                await self.clock.sleep(self.poll_s)  # the results file broke off: read it again
+            except TransientApiError as error:
+                if attempt == _RESULT_TRIES or source.halted.is_set():
+                    await self._leave(batch, seen, error, source)
+                    return
+                # The results file broke off: read it again, later each time.
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, self.poll_max_s)
+            except AuthError as error:
+                await self._leave(batch, seen, error, source)
+                return
+            except PermanentApiError as error:
+                if error.status == 404:  # the results are gone: its requests go again, once
+                    await self._gone(batch, error, source, tg)
+                    return
+                await self._leave(batch, seen, error, source)  # e.g. a results_url on another host
+                return
         for key, request in batch.requests.items():
             if key not in seen:
                 missing = TransientApiError("the batch ended without a result for this request")
@@ -299,6 +397,24 @@ class BatchSender:
         self._turnarounds.append(time.monotonic() - batch.submitted)
         if batch.reattached_usd:
             source.release_hold(batch.reattached_usd)
+        self._kick()
+
+    async def _leave(self, batch: _Batch, seen: set[str], error: ApiError, source: RequestSource) -> None:
+        """The results of an ended batch cannot be read now: this run stops trying, and the batch
+        stays in the store (its requests are not sent again) for the next run to collect."""
+        self._open.pop(batch.id, None)
+        if batch.reattached_usd:
+            source.release_hold(batch.reattached_usd)
+        note = PermanentApiError(
+            f"the results of batch {batch.id} could not be read ({error.message}); the batch is kept: "
+            "run again to collect them (nothing is sent again)",
+            status=error.status,
+            error_type="batch_results",
+        )
+        for key, request in batch.requests.items():
+            if key not in seen:
+                outcome = _failed_outcome(request, note, self._attempts.get(key, 1))
+                await source.deliver(request, dataclasses.replace(outcome, retryable=True), None)
         self._kick()
 
     async def _result(

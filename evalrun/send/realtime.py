@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import anyio
 
 from evalrun.errors import ApiError, MalformedReplyError, PermanentApiError, RateLimitError, TransientApiError
-from evalrun.send.client import MessagesClient
+from evalrun.send.client import MessagesClient, attempt_timeout
 from evalrun.send.clock import Clock, SystemClock
 from evalrun.send.limits import Pacer, Ticket
 from evalrun.send.sender import Request, RequestSource, backoff_delay
@@ -23,6 +23,10 @@ __all__ = ["RealtimeSender"]
 
 # The pacing text is for a human: a few times a second is enough.
 _STATUS_EVERY_S = 0.2
+# Until a model has answered once, an attempt waits at most this long (unless request_timeout
+# says otherwise): an endpoint that accepts and never answers is found out in minutes, not after
+# a schedule of 10-minute attempts.
+FIRST_ANSWER_TIMEOUT_S = 60.0
 
 
 class RealtimeSender:
@@ -46,6 +50,7 @@ class RealtimeSender:
         self.attempt_timeout = attempt_timeout  # None: sized to each request's max_tokens
         self._status = ""
         self._status_at = 0.0
+        self._answered: set[str] = set()  # models that have answered once
 
     def status(self) -> str:
         now = time.monotonic()
@@ -78,6 +83,10 @@ class RealtimeSender:
             except BaseException:
                 await _deliver_unsent(source, request)
                 raise
+            if source.stopped(model):  # stopped while this one waited for the pace: not sent
+                self.pacer.release(lane, ticket=ticket)
+                await _deliver_unsent(source, request)
+                continue
             tg.start_soon(self._send, request, source, ticket)
 
     async def send_one(self, request: Request, source: RequestSource) -> None:
@@ -95,10 +104,11 @@ class RealtimeSender:
             if ticket is None:
                 ticket = await self.pacer.acquire(lane, input_tokens=request.input_tokens, max_tokens=request.max_tokens)
             started = time.monotonic()
+            timeout = self.attempt_timeout
+            if timeout is None and request.model not in self._answered:
+                timeout = min(attempt_timeout(request.max_tokens), FIRST_ANSWER_TIMEOUT_S)
             try:
-                response = await client.create(
-                    request.payload, timeout=self.attempt_timeout, max_tokens=request.max_tokens
-                )
+                response = await client.create(request.payload, timeout=timeout, max_tokens=request.max_tokens)
             except RateLimitError as exc:
                 self.pacer.release(lane, ticket=ticket)
                 self.pacer.rate_limited(lane, exc.retry_after)
@@ -120,6 +130,7 @@ class RealtimeSender:
                 self.pacer.release(lane, ticket=ticket)
                 raise
             else:
+                self._answered.add(request.model)
                 usage = response.message.get("usage") or {}
                 output = usage.get("output_tokens")
                 self.pacer.release(
@@ -142,13 +153,17 @@ class RealtimeSender:
                 await source.deliver(request, outcome, None)
                 return
             assert isinstance(error, TransientApiError)
-            ticket = None  # the next attempt is a new send
             if not source.retry(request, error, attempts):
                 outcome = _failed(request, error, attempts, retryable=True, latency=time.monotonic() - started)
                 await source.deliver(request, outcome, error)
                 return
             await self.clock.wait(source.halted, self.backoff(attempts, error.retry_after))
             if source.halted.is_set():
+                await source.deliver(request, _failed(request, error, attempts, retryable=True), error)
+                return
+            ticket = await self.pacer.acquire(lane, input_tokens=request.input_tokens, max_tokens=request.max_tokens)
+            if source.stopped(request.model):  # the model was stopped while this one waited
+                self.pacer.release(lane, ticket=ticket)
                 await source.deliver(request, _failed(request, error, attempts, retryable=True), error)
                 return
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from evalrun.cost import usage_cost, worst_case_usd
+from evalrun.cost import counters_cost, usage_cost, worst_case_usd
 from evalrun.errors import (
     ApiError,
     AuthError,
@@ -38,12 +38,15 @@ from evalrun.errors import (
     EvalrunError,
     PermanentApiError,
     RateLimitError,
+    RunAborted,
     RunInterrupted,
     RunStopped,
     SpecError,
+    StoreError,
     TransientApiError,
 )
 from evalrun.gctune import fewer_collections
+from evalrun.messages_api import usage_counters
 from evalrun.models import SAMPLING_PARAMS, Price
 from evalrun.plan.grid import Plan, PlanChunk
 from evalrun.plan.judge import JudgePlan
@@ -56,6 +59,7 @@ from evalrun.store.run_store import Learned, PendingRequest, Store
 
 __all__ = ["HOPELESS_AFTER", "UNCONFIRMED_KEY", "RunStats", "Runner", "deadline_grace"]
 
+_SENT_MARK = "\x00sent\x00"  # where a stop's message says how many requests were sent
 UNCONFIRMED_KEY = "unconfirmed_usd"  # store meta: worst case of requests abandoned at a deadline
 
 
@@ -68,6 +72,8 @@ def deadline_grace(deadline_s: float) -> float:
 # Failures with no success first after which a model is hopeless; also how many requests a model
 # may have in flight before its first success.
 HOPELESS_AFTER = 5
+# Attempts of a model that has never answered which may time out before it is stopped.
+SILENT_AFTER = 3
 _PAGE = 256
 _CACHE_FLUSH = 64
 _PROGRESS_EVERY_S = 0.2
@@ -193,6 +199,9 @@ class Runner:
         self._succeeded: set[str] = set()
         self._heard: set[str] = set()  # models with at least one outcome
         self._failures: dict[str, tuple[str, int]] = {}
+        self._timeouts: dict[str, int] = {}  # attempts timed out before the model first answered
+        self._unrecorded = 0  # outcomes sent and not recorded (the run stopped, or a re-plan)
+        self._unstored: list[Outcome] = []  # outcomes a failing store did not take
         self._reserved_usd = 0.0
         self._changed = anyio.Event()
         self.halted = anyio.Event()
@@ -243,10 +252,14 @@ class Runner:
                 await self.sender.run(self)
             finally:
                 self._flush_cache()
+                self._write_unstored()
             self._planner_cancel()
             tg.cancel_scope.cancel()
         self._progress(force=True)
         if self._fatal is not None:
+            text = str(self._fatal)
+            if _SENT_MARK in text:  # counted now: requests held at the pace were not sent
+                raise RunStopped(text.replace(_SENT_MARK, self._sent_note()))
             raise self._fatal
         if self._stop_requested:
             raise RunInterrupted(
@@ -323,6 +336,9 @@ class Runner:
             or self._deadline_hit
             or (model is not None and model in self.stats.stopped_models)
         )
+
+    def stopped(self, model: str) -> bool:
+        return self._halted(model)
 
     async def take(self, model: str) -> Request | None:
         while True:
@@ -555,6 +571,17 @@ class Runner:
         ):
             base = self._plans[model].base_url or "the simulator"
             self._stop_model(model, f"cannot reach {base}: {error.message} ({HOPELESS_AFTER} attempts, none answered)")
+        if error.error_type == "timeout" and model not in self._succeeded:
+            # Accepted and never answered in time: an endpoint that never answers is found out
+            # after a few deadlines (the first attempts of a model go one at a time).
+            self._timeouts[model] = self._timeouts.get(model, 0) + 1
+            if self._timeouts[model] >= SILENT_AFTER:
+                base = self._plans[model].base_url or "the simulator"
+                self._stop_model(
+                    model,
+                    f"no answer from {base}: {error.message} ({SILENT_AFTER} attempts in a row, none answered; "
+                    "set request_timeout if a first answer takes longer)",
+                )
         if self._halted(model) or attempts > self.max_retries:
             return False
         self.stats.retries += 1
@@ -574,39 +601,94 @@ class Runner:
                 return
             self._heard.add(request.model)
             if error is not None and self._fatal_or_learned(request, error):
+                self._unrecorded += 1  # sent, and not recorded (the run stops, or it is re-planned)
                 return
             if outcome.status == "ok":
-                outcome = self._priced(request, outcome)
-                self.store.record(outcome, run_id=self.run_id)
-                if self.cache is not None and not outcome.simulated:
-                    # The folder's store is the record; the shared cache is written in batches.
-                    self._to_cache.append(outcome)
-                    if len(self._to_cache) >= _CACHE_FLUSH:
-                        self._flush_cache()
-                if outcome.cost_usd is not None:
-                    self.stats.spent_usd += outcome.cost_usd
-                if entry is None:
-                    self.stats.reattached += 1  # never handed out here: an earlier run's batch sent it
-                else:
-                    self.stats.answered += 1
-                self._succeeded.add(request.model)
-                self._failures.pop(request.model, None)
+                self._answered(request, outcome, reattached=entry is None)
             else:
-                self.store.record(outcome, run_id=self.run_id)
-                self.stats.errors += 1
-                if request.model not in self._succeeded and outcome.retryable:
-                    kind = error.message if error is not None else outcome.error or ""
-                    if self._count_failure(request.model, f"gave up: {kind}"):
-                        self._stop_model(
-                            request.model,
-                            f"its first {HOPELESS_AFTER} requests all failed ({outcome.error}); none answered",
-                        )
+                self._errored(request, outcome, error)
             for gate in self._gates.values():
                 if gate.opener == request.key:
                     gate.open = True
         finally:
             self._notify()
             self._progress()
+
+    def _answered(self, request: Request, outcome: Outcome, *, reattached: bool) -> None:
+        outcome = self._priced(request, outcome)
+        if self.cache is not None and not outcome.simulated:
+            # The folder's store is the record; the shared cache is written in batches.
+            self._to_cache.append(outcome)
+            if len(self._to_cache) >= _CACHE_FLUSH:
+                self._flush_cache()
+        if outcome.cost_usd is not None:
+            self.stats.spent_usd += outcome.cost_usd
+        if reattached:
+            self.stats.reattached += 1  # never handed out here: an earlier run's batch sent it
+        else:
+            self.stats.answered += 1
+        self._succeeded.add(request.model)
+        self._failures.pop(request.model, None)
+        self._keep(outcome)
+
+    def _errored(self, request: Request, outcome: Outcome, error: ApiError | None) -> None:
+        if outcome.raw is not None:
+            # A malformed reply was paid for: what its usage says (else its worst case) counts.
+            outcome = dataclasses.replace(outcome, cost_usd=self._raw_cost(request, outcome.raw))
+            self.stats.spent_usd += outcome.cost_usd or 0.0
+        self.stats.errors += 1
+        if request.model not in self._succeeded and outcome.retryable:
+            kind = error.message if error is not None else outcome.error or ""
+            if self._count_failure(request.model, f"gave up: {kind}"):
+                self._stop_model(
+                    request.model,
+                    f"its first {HOPELESS_AFTER} requests all failed ({outcome.error}); none answered",
+                )
+        self._keep(outcome)
+
+    def _keep(self, outcome: Outcome) -> None:
+        """Commit an outcome. When the store cannot be written (a full disk) sending stops at
+        once: answers go to the shared cache now and are held here, to be written at the end if
+        the store takes them by then; nothing paid for waits on a store that fails."""
+        if self._unstored:
+            self._unstored.append(outcome)
+            self._flush_cache()
+            return
+        try:
+            self.store.record(outcome, run_id=self.run_id)
+        except StoreError as exc:
+            self._unstored.append(outcome)
+            self._flush_cache()
+            self._fatal = RunAborted(f"{exc}; sending stopped at once")
+            self._notify()
+
+    def _write_unstored(self) -> None:
+        """Try once more to store what a failing store did not take; say where it is if not."""
+        if not self._unstored:
+            return
+        answers = sum(1 for o in self._unstored if o.status == "ok")
+        try:
+            self.store.record_many(self._unstored, run_id=self.run_id)
+            self._unstored = []
+            note = "the answers received since were stored at the end"
+        except StoreError:
+            where = "kept in the shared response cache" if self.cache is not None else "lost (no shared cache)"
+            note = f"{answers} answers received since could not be stored: {where}; the next run takes them from there"
+        assert self._fatal is not None
+        self._fatal = RunAborted(f"{self._fatal} ({note})")
+
+    def _raw_cost(self, request: Request, raw: str) -> float | None:
+        """What a malformed reply cost by its own usage figures; its worst case when it has
+        none that can be read (never a silent $0)."""
+        try:
+            usage = json.loads(raw).get("usage")
+        except (ValueError, RecursionError, AttributeError):
+            usage = None
+        counts = usage_counters(usage)
+        price = self._prices.get(request.model)
+        readable = counts is not None and 0 < (counts.input_tokens or 0) < 10**9 and (counts.output_tokens or 0) < 10**9
+        cost = counters_cost(price, counts) if counts is not None and readable else self.worst_case(request)
+        return None if math.isnan(cost) else cost
 
     def _priced(self, request: Request, outcome: Outcome) -> Outcome:
         usage = (outcome.message or {}).get("usage")
@@ -624,7 +706,7 @@ class Runner:
         if isinstance(error, AuthError):
             self._fatal = RunStopped(
                 f"{model.label}: the API refused the key ({error}); check {model.key_variable}. "
-                f"{self._sent_note()}"
+                f"{_SENT_MARK}"
             )
             return True
         if not isinstance(error, PermanentApiError):
@@ -633,7 +715,7 @@ class Runner:
             self._fatal = RunStopped(
                 f"{model.label}: the API does not know model {request.body.get('model')!r} (404 from "
                 f"{model.base_url or 'the simulator'}: {error.message}); check the model name in the spec "
-                f"(and base_url). {self._sent_note()}"
+                f"(and base_url). {_SENT_MARK}"
             )
             return True
         refusal = capability_refusal(error, request.body) if self.replan is not None else None
@@ -643,12 +725,12 @@ class Runner:
         if request.model not in self._succeeded and self._count_failure(request.model, error.message):
             self._fatal = RunStopped(
                 f"{model.label}: its first {HOPELESS_AFTER} requests all failed with the same error ({error}); "
-                f"fix the spec and run again. {self._sent_note()}"
+                f"fix the spec and run again. {_SENT_MARK}"
             )
         return False
 
     def _sent_note(self) -> str:
-        sent = self.stats.answered + self.stats.errors + len(self._in_flight) + 1
+        sent = self.stats.answered + self.stats.errors + self._unrecorded
         return "Nothing more was sent." if sent <= 1 else f"{sent} requests were sent in all; nothing more will be."
 
     def _count_failure(self, model: str, kind: str) -> bool:

@@ -77,6 +77,10 @@ class RequestSource(Protocol):
         """Wait until something may have become ready; False when nothing more will be."""
         ...
 
+    def stopped(self, model: str) -> bool:
+        """Nothing more may be sent to `model` (the run or the model was stopped)."""
+        ...
+
     def finished(self) -> bool:
         """Nothing will be handed out any more and nothing is in flight."""
         ...

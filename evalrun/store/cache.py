@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.errors import StoreError
+from evalrun.messages_api import validate_message
 from evalrun.store.records import Outcome
 
 __all__ = ["CACHE_NAME", "ResponseCache", "cache_dir"]
@@ -98,15 +99,18 @@ class ResponseCache:
                     f"SELECT key, message_json, cost_usd, latency_s, request_id FROM responses WHERE key IN ({marks})",
                     chunk,
                 ):
+                    message = _message(message_json)
+                    if message is None:
+                        continue  # a row that is not a Messages reply is no answer: sent again
                     found[key] = Outcome(
                         key=key,
                         status="ok",
-                        message=json.loads(message_json),
-                        latency_s=latency,
+                        message=message,
+                        latency_s=latency if isinstance(latency, int | float) else None,
                         attempts=0,
-                        request_id=request_id,
+                        request_id=request_id if isinstance(request_id, str) else None,
                         source="cache",
-                        cost_usd=cost,
+                        cost_usd=cost if isinstance(cost, int | float) else None,
                     )
         except (sqlite3.Error, ValueError) as exc:
             self.problem = f"{self.path}: reading the shared response cache failed ({exc})"
@@ -145,12 +149,38 @@ class ResponseCache:
         return CacheInfo(self.path, int(count), size, float(cost), oldest, newest)
 
     def clear(self) -> int:
-        if self._db is None:
+        """Forget every answer; the number forgotten. A cache that cannot be read (a corrupt or
+        foreign file) is removed whole, and `problem` says so (the count is then 0)."""
+        if self._db is not None:
+            try:
+                (count,) = self._db.execute("SELECT count(*) FROM responses").fetchone()
+                self._db.execute("DELETE FROM responses")
+                self._db.execute("VACUUM")
+                return int(count)
+            except sqlite3.Error as exc:
+                self.problem = f"{self.path}: the shared response cache could not be read ({exc})"
+                self.close()
+        removed = False
+        try:
+            for path in self.path.parent.glob(CACHE_NAME + "*"):
+                path.unlink()
+                removed = True
+        except OSError as exc:
+            raise StoreError(f"{self.path}: the shared response cache cannot be removed ({exc})") from None
+        if not removed:
             raise StoreError(self.problem or f"{self.path}: the shared response cache is not usable")
-        (count,) = self._db.execute("SELECT count(*) FROM responses").fetchone()
-        self._db.execute("DELETE FROM responses")
-        self._db.execute("VACUUM")
-        return int(count)
+        self.problem = f"{self.problem or self.path}; the file was removed"
+        return 0
+
+
+def _message(message_json: Any) -> dict[str, Any] | None:
+    """A cached row's message, or None when the row holds no Messages reply (JSON of another
+    shape, or no JSON): such a row answers nothing."""
+    try:
+        message = json.loads(message_json)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    return message if validate_message(message) is None else None
 
 
 def _now() -> str:

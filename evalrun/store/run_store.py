@@ -22,8 +22,11 @@ from typing import IO, Any
 
 from evalrun.errors import StoreError
 from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
+from evalrun.store._cells_sql import cells_select
+from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
+from evalrun.store.reviews import ReviewMethods
 
 __all__ = ["RUN_FAILED_CELLS", "STORE_NAME", "Learned", "PendingRequest", "Store"]
 
@@ -87,8 +90,8 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store:
-    """A run folder's `store.sqlite`."""
+class Store(AcrossReads, ReviewMethods):
+    """A run folder's `store.sqlite` (the reads across runs: `AcrossReads`; human reviews: `ReviewMethods`)."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
         self.path = path
@@ -148,8 +151,11 @@ class Store:
         path = folder / STORE_NAME
         if not path.exists():
             raise StoreError(f"{folder}: no {STORE_NAME} here; is this a run folder (reports/<name>/<run>/)?")
+        # A WAL store needs its -shm file even to be read: in a folder nobody may write (a
+        # read-only copy, an archive) nothing can change it either, so it is read as immutable.
+        mode = "ro" if os.access(folder, os.W_OK) else "ro&immutable=1"
         try:
-            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+            db = sqlite3.connect(f"{path.absolute().as_uri()}?mode={mode}", uri=True, timeout=10.0, check_same_thread=False)
             applied = {n for (n,) in db.execute("SELECT name FROM _migrations")}
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, path) from None
@@ -387,14 +393,19 @@ class Store:
     def record(self, outcome: Outcome, *, run_id: int | None = None) -> None:
         """Commit one request's outcome now: a killed run loses at most what is in flight.
         (One statement in autocommit mode is its own transaction.)"""
+        if outcome.raw is not None:
+            self.record_many([outcome], run_id=run_id)  # its row, and its entry in the ledger of paid bodies
+            return
         try:
             self._db.execute(_INSERT_RESPONSE, _response_row(outcome, run_id))
         except sqlite3.Error as exc:
             raise translate_sqlite_error(exc, self.path) from None
 
     def record_many(self, outcomes: Iterable[Outcome], *, run_id: int | None = None) -> None:
+        outcomes = list(outcomes)
         with self.transaction() as db:
             db.executemany(_INSERT_RESPONSE, (_response_row(o, run_id) for o in outcomes))
+            db.executemany(_INSERT_PAID, (_paid_row(o, run_id) for o in outcomes if o.raw is not None))
 
     def spent_usd(self) -> float:
         """Everything this folder ever paid for (answers copied from the shared cache are free)."""
@@ -402,11 +413,21 @@ class Store:
             "SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE source != 'cache' AND cost_usd IS NOT NULL"
         )[0]
         before = float(self.meta().get("spent_before_fresh_usd", "0") or 0)
-        return float(total) + before
+        return float(total) + self.paid_replies_usd() + before
+
+    def paid_replies_usd(self) -> float:
+        """What the malformed replies this folder received cost, every one of them (by their
+        own usage figures, else their worst case)."""
+        (total,) = self.query("SELECT coalesce(sum(cost_usd), 0) FROM paid_replies")[0]
+        return float(total)
+
+    def paid_replies(self, key: str) -> list[str]:
+        """The bodies of every malformed reply received for request `key`, oldest first."""
+        return [raw for (raw,) in self.query("SELECT raw FROM paid_replies WHERE key = ? ORDER BY id", (key,))]
 
     def forget_responses(self) -> None:
         """`--fresh`: forget the stored answers (what they cost still counts against the budget)."""
-        spent = self.spent_usd()
+        spent = self.spent_usd() - self.paid_replies_usd()  # the ledger of paid bodies stays
         with self.transaction() as db:
             db.execute("DELETE FROM responses")
             db.execute("DELETE FROM learned")
@@ -524,28 +545,7 @@ class Store:
         `with_requests` adds `request_json`, the body that was sent (image files as references).
         """
         order_by = "c.seq" if order == "seq" else "c.model, c.prompt, c.row_seq, c.repeat"
-        cursor = self._db.execute(
-            "SELECT c.seq, c.model, c.model_id, c.prompt, c.row_seq, c.row_id, c.repeat, c.answer_mode,"
-            " c.max_tokens, c.request_key, w.target, w.cluster, w.values_json, w.line,"
-            " r.status, r.retryable, r.http_status, r.error_type, r.error, r.message_json, r.raw, r.text,"
-            " r.stop_reason, r.response_model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
-            " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier, r.cost_usd, r.source,"
-            " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key,"
-            " j.status AS judge_status, j.text AS judge_text, j.error AS judge_error,"
-            " j.input_tokens AS judge_input_tokens, j.output_tokens AS judge_output_tokens,"
-            " j.cost_usd AS judge_cost_usd,"
-            # Correlated counts on the key indexes: the scan stays in `order_by`'s index order.
-            # (Joining GROUP BY subqueries instead made SQLite sort every wide row: 1.3 s → 0.76 s
-            # at 100 k cells.)
-            " (SELECT count(*) FROM cells x WHERE x.request_key = c.request_key) AS sharing,"
-            " CASE WHEN c.judge_key IS NULL THEN 1"
-            " ELSE (SELECT count(*) FROM cells y WHERE y.judge_key = c.judge_key) END AS judge_sharing"
-            + (", q.body_json AS request_json" if with_requests else "")
-            + " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
-            + " LEFT JOIN responses j ON j.key = c.judge_key"
-            + (" LEFT JOIN requests q ON q.key = c.request_key" if with_requests else "")
-            + f" ORDER BY {order_by}"
-        )
+        cursor = self._db.execute(cells_select(with_requests=with_requests) + f" ORDER BY {order_by}")
         names = [d[0] for d in cursor.description]
         try:
             while batch := cursor.fetchmany(chunk):
@@ -557,6 +557,29 @@ class Store:
         """Every planned cell with its row and response, in plan order (small runs and tests)."""
         return [row for chunk in self.iter_cells() for row in chunk]
 
+    # -- reading for reports: counts, clusters, request bodies (reporttrust) ----------------
+    def count_cells(self) -> int:
+        """How many cells the store plans."""
+        return int(self.query("SELECT count(*) FROM cells")[0][0])
+
+    def count_rows(self) -> int:
+        """How many dataset rows the store holds (row positions are 0 … n − 1)."""
+        return int(self.query("SELECT coalesce(max(row_seq) + 1, 0) FROM rows")[0][0])
+
+    def row_clusters(self) -> list[tuple[int, str | None]]:
+        """(row position, cluster) of every stored dataset row, in row order."""
+        return list(self.query("SELECT row_seq, cluster FROM rows ORDER BY row_seq"))
+
+    def responses_mark(self) -> tuple[int, int]:
+        """(how many responses, the last one's rowid): changes whenever a response is stored."""
+        count, top = self.query("SELECT count(*), coalesce(max(rowid), 0) FROM responses")[0]
+        return int(count), int(top)
+
+    def request_bodies_after(self, rowid: int, limit: int) -> list[tuple[int, str, str]]:
+        """(rowid, key, body) of the next `limit` stored requests after `rowid`, in the order written."""
+        return list(self.query(
+            "SELECT rowid, key, body_json FROM requests WHERE rowid > ? ORDER BY rowid LIMIT ?", (rowid, limit)))
+
 
 _INSERT_RESPONSE = (
     "INSERT OR REPLACE INTO responses (key, status, retryable, http_status, error_type, error,"
@@ -567,12 +590,22 @@ _INSERT_RESPONSE = (
 )
 
 
+_INSERT_PAID = "INSERT INTO paid_replies (key, run_id, raw, cost_usd, created_at) VALUES (?, ?, ?, ?, ?)"
+
+
+def _finite(cost: float | None) -> float | None:
+    return cost if cost is not None and math.isfinite(cost) else None
+
+
+def _paid_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
+    return (outcome.key, run_id, outcome.raw, _finite(outcome.cost_usd), _now())
+
+
 def _response_row(outcome: Outcome, run_id: int | None) -> tuple[Any, ...]:
     message = outcome.message or {}
     counters = usage_counters(message.get("usage")) or _NO_USAGE
-    cost = outcome.cost_usd
-    if cost is not None and not math.isfinite(cost):
-        cost = None
+    # A malformed reply's cost is counted in the ledger of paid bodies (once, whatever replaces it).
+    cost = _finite(outcome.cost_usd) if outcome.raw is None else None
     return (
         outcome.key,
         outcome.status,

@@ -8,6 +8,7 @@
  * The view is addressable: the filter state lives in the URL hash,
  *   #explore?model=M&prompt=P&status=correct|wrong|unparsed|error|pending&q=TEXT&row=ROW_ID
  *   #explore?by=prompt&model=M&disagree=A,B[&right=A]
+ *   #explore?model=M&prompt=P&flipped=up|down   (rows right in this run only / in the baseline only)
  * (each value percent-encoded; the two names of `disagree` are encoded separately and joined by
  * a literal comma). Every rendered cell is an element with data-row-id, data-model, data-prompt,
  * data-repeat and data-outcome attributes; window.evalrunExplorer.matches() lists every match of
@@ -62,7 +63,7 @@
   function fmtSec(v) { return missing(v) ? "—" : v.toFixed(2) + " s"; }
 
   // ---- state and the URL hash ---------------------------------------------------------------
-  var KEYS = ["model", "prompt", "status", "q", "row", "by", "disagree", "right"];
+  var KEYS = ["model", "prompt", "status", "q", "row", "by", "disagree", "right", "flipped"];
   var state = blank();
   function blank() { var s = {}; KEYS.forEach(function (k) { s[k] = ""; }); s.a = ""; s.b = ""; return s; }
   function dec(v) { try { return decodeURIComponent(v.replace(/\+/g, "%20")); } catch (e) { return v; } }
@@ -91,7 +92,7 @@
   function hashOf(s) {
     var parts = [];
     if (s.a && s.b) parts.push("by=" + enc(s.by));
-    ["model", "prompt", "status", "q", "row"].forEach(function (k) { if (s[k]) parts.push(k + "=" + enc(s[k])); });
+    ["model", "prompt", "status", "q", "row", "flipped"].forEach(function (k) { if (s[k]) parts.push(k + "=" + enc(s[k])); });
     if (s.a && s.b) {
       parts.push("disagree=" + enc(s.a) + "," + enc(s.b));
       if (s.right) parts.push("right=" + enc(s.right));
@@ -233,11 +234,24 @@
         hit[C.g[c]] || (C.q[c] >= 0 && reqHit[C.q[c]]) || false;
     };
   }
+  // Rows that flipped against the run's baseline (report section "Compared with the baseline"):
+  // #explore?model=M&prompt=P&flipped=up|down keeps the rows right in one run only.
+  function flippedRows(s) {
+    var node = document.getElementById("baseline-flips"), found = new Set();
+    var flips = node ? JSON.parse(node.textContent || "{}") : {};
+    Object.keys(flips).forEach(function (key) {
+      var mp = key.split("\u0000");
+      if ((s.model && mp[0] !== s.model) || (s.prompt && mp[1] !== s.prompt)) return;
+      (flips[key][s.flipped] || []).forEach(function (id) { var i = S.indexOf(id); if (i >= 0) found.add(i); });
+    });
+    return found;
+  }
   function cellFilter(s, ignore) {
     var mi = s.model ? MODELS.indexOf(s.model) : -1, pi = s.prompt ? PROMPTS.indexOf(s.prompt) : -1;
     var oi = s.status ? OUT.indexOf(s.status) : -1;
     var text = s.q ? textHits(s.q) : null;
     var row = s.row ? S.indexOf(s.row) : -1;
+    var flips = s.flipped ? flippedRows(s) : null;
     var none = (s.model && mi < 0) || (s.prompt && pi < 0) || (s.row && row < 0) || (s.status && oi < 0);
     return function (c) {
       if (none) return false;
@@ -245,6 +259,7 @@
       if (pi >= 0 && ignore !== "prompt" && C.p[c] !== pi) return false;
       if (oi >= 0 && C.o[c] !== oi) return false;
       if (row >= 0 && C.r[c] !== row) return false;
+      if (flips && !flips.has(C.r[c])) return false;
       if (text && !text(c)) return false;
       return true;
     };
@@ -262,30 +277,43 @@
     var found = pairIndex.get(pairKey(C.r[c], C.k[c], m, p));
     return found === undefined ? -1 : found;
   }
-  // A disagreement: the same dataset row and repeat, asked of A and of B (with the same model when
-  // prompts are compared, the same prompt when models are), both answered, exactly one correct.
+  // A disagreement, counted as the comparison table counts it: a dataset row (with the same model
+  // when prompts are compared, the same prompt when models are) that A and B both answered, every
+  // answered repeat of one right and every one of the other wrong. A row whose repeats are mixed
+  // on a side is not one (the table does not count it either). A row's cells are shown in pairs:
+  // the same repeat asked of A and of B.
   function disagreements(s) {
     var list = s.by === "model" ? MODELS : PROMPTS;
     var ia = list.indexOf(s.a), ib = list.indexOf(s.b);
-    var out = { pairs: [], aRight: 0, bRight: 0 };
+    var out = { pairs: [], aRight: 0, bRight: 0, mixed: 0 };
     if (ia < 0 || ib < 0 || ia === ib) return out;
     var pass = cellFilter({ model: s.by === "prompt" ? s.model : "", prompt: s.by === "model" ? s.prompt : "",
       status: "", q: "", row: s.row });
-    var text = s.q ? textHits(s.q) : null;
-    var col = s.by === "model" ? C.m : C.p;
+    var col = s.by === "model" ? C.m : C.p, fixed = s.by === "model" ? C.p : C.m;
+    var rows = new Map(), order = [];
     for (var c = 0; c < N; c++) {
-      if (col[c] !== ia || C.o[c] > ANSWERED_MAX || !pass(c)) continue;
+      if ((col[c] !== ia && col[c] !== ib) || C.o[c] > ANSWERED_MAX || !pass(c)) continue;
+      var key = C.r[c] + ":" + fixed[c], g = rows.get(key);
+      if (!g) { g = { a: [0, 0], b: [0, 0], pairs: [] }; rows.set(key, g); order.push(g); }
+      var side = col[c] === ia ? g.a : g.b;
+      side[0] += C.o[c] === 0 ? 1 : 0;
+      side[1] += 1;
+      if (col[c] !== ia) continue;
       var d = partnerOf(c, s.by, ib);
-      if (d < 0 || C.o[d] > ANSWERED_MAX) continue;
-      var ra = C.o[c] === 0, rb = C.o[d] === 0;
-      if (ra === rb) continue;
-      if (text && !text(c) && !text(d)) continue;
-      if (s.status) { var oi = OUT.indexOf(s.status); if (C.o[c] !== oi && C.o[d] !== oi) continue; }
-      if (ra) out.aRight++; else out.bRight++;
-      if (s.right === s.a && !ra) continue;
-      if (s.right === s.b && !rb) continue;
-      out.pairs.push([c, d]);
+      if (d >= 0 && C.o[d] <= ANSWERED_MAX) g.pairs.push([c, d]);
     }
+    var text = s.q ? textHits(s.q) : null, oi = s.status ? OUT.indexOf(s.status) : -1;
+    order.forEach(function (g) {
+      if (!g.a[1] || !g.b[1]) return;
+      var ra = g.a[0] / g.a[1], rb = g.b[0] / g.b[1];
+      var aRight = ra === 1 && rb === 0, bRight = ra === 0 && rb === 1;
+      if (!aRight && !bRight) { if (ra !== rb) out.mixed++; return; }
+      if (text && !g.pairs.some(function (p) { return text(p[0]) || text(p[1]); })) return;
+      if (oi >= 0 && !g.pairs.some(function (p) { return C.o[p[0]] === oi || C.o[p[1]] === oi; })) return;
+      if (aRight) out.aRight++; else out.bRight++;
+      if ((s.right === s.a && !aRight) || (s.right === s.b && !bRight)) return;
+      g.pairs.forEach(function (p) { out.pairs.push(p); });
+    });
     return out;
   }
 
@@ -414,6 +442,14 @@
           t.appendChild(fig);
           return;
         }
+        if (T.md_kind[m] === 2) {  // a document: its name, page count and type, as a link
+          var doc = el("p", "imgurl", "document: "), href = str(T.md_b[m]);
+          var da = el(/^(https?|file):\/\//i.test(href) ? "a" : "span", null, str(T.md_a[m]));
+          if (da.tagName === "A") { da.href = href; da.rel = "noreferrer noopener"; da.target = "_blank"; }
+          doc.appendChild(da);
+          t.appendChild(doc);
+          return;
+        }
         var url = str(T.md_a[m]);
         var wrap = el("p", "imgurl", "image by URL (not fetched): ");
         if (/^https?:\/\//i.test(url)) {
@@ -517,11 +553,16 @@
       items = res.pairs;
       var scope = s.by === "prompt" ? (s.model ? " with " + s.model : " within each model")
         : (s.prompt ? " on prompt " + s.prompt : " within each prompt");
-      summary.textContent = res.aRight + res.bRight === 0 ? "No row where " + s.a + " and " + s.b + " disagree" + scope + "."
-        : (res.aRight + res.bRight).toLocaleString("en-US") + " rows where " + s.a + " and " + s.b + " disagree" + scope +
-          ": " + res.aRight.toLocaleString("en-US") + " with " + s.a + " right and " + s.b + " wrong, " +
-          res.bRight.toLocaleString("en-US") + " the reverse" + (s.right ? "; showing " + items.length.toLocaleString("en-US") + " with " + s.right + " right" : "") +
-          ". Each row shows A's reply above B's.";
+      var rowsWord = function (n) { return n.toLocaleString("en-US") + (n === 1 ? " dataset row" : " dataset rows"); };
+      summary.textContent = (res.aRight + res.bRight === 0 ? "No dataset row where " + s.a + " and " + s.b + " disagree" + scope
+        : rowsWord(res.aRight + res.bRight) + " where " + s.a + " and " + s.b + " disagree" + scope +
+          " (the unit the comparison table counts): " + rowsWord(res.aRight) + " with " + s.a + " right and " + s.b +
+          " wrong, " + rowsWord(res.bRight) + " the reverse" +
+          (s.right ? "; showing the " + (s.right === s.a ? res.aRight : res.bRight).toLocaleString("en-US") +
+            " with " + s.right + " right" : "")) +
+        (res.mixed ? "; " + rowsWord(res.mixed) + " whose repeats are mixed are not counted" : "") +
+        (K > 1 ? ". Each row shows its repeats, A's reply above B's (" + items.length.toLocaleString("en-US") +
+          " row × repeat pairs)." : ". Each row shows A's reply above B's.");
     } else {
       var pass = cellFilter(s, "");
       items = [];
