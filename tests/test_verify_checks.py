@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from evalrun.cli import cli
+from evalrun.errors import RunStopped
+from evalrun.execute import prepare, run_prepared
 
 
 def test_validate_offers_the_nearest_model_for_a_mistyped_name(write_spec, monkeypatch, tmp_path) -> None:
@@ -21,3 +24,18 @@ def test_a_model_unlike_any_in_the_table_gets_no_suggestion(write_spec, monkeypa
     result = CliRunner().invoke(cli, ["validate", str(spec), "--sim"], catch_exceptions=False)
     assert "my-local-llama: not in the model table;" in result.output
     assert "did you mean" not in result.output
+
+
+@pytest.mark.anyio
+@pytest.mark.xfail(reason="#21.2 (engine): why a run stopped is not yet stored nor shown in report.md / runs --json")
+async def test_a_run_stopped_by_a_404_says_why_in_report_md_and_runs_json(write_spec, fake_api, tmp_path) -> None:
+    # The verifier's check of #21.2: the model's 404 stops the run; the reader of the report and of
+    # `runs --json` must learn that the model name is wrong, not be told to "run again".
+    prepared = prepare(write_spec("models: [claude-unknown-9]\n"), out=tmp_path / "reports" / "mc" / "r1")
+    with pytest.raises(RunStopped):
+        await run_prepared(prepared, transport=fake_api.transport(), backoff=lambda attempt, after: 0.0)
+    folder = tmp_path / "reports" / "mc" / "r1"
+    report = (folder / "report.md").read_text(encoding="utf-8")
+    assert "claude-unknown-9" in report and "does not know model" in report
+    listed = CliRunner().invoke(cli, ["runs", str(tmp_path / "reports"), "--json"], catch_exceptions=False)
+    assert "does not know model" in listed.output
