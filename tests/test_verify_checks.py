@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
@@ -39,3 +42,21 @@ async def test_a_run_stopped_by_a_404_says_why_in_report_md_and_runs_json(write_
     assert "claude-unknown-9" in report and "does not know model" in report
     listed = CliRunner().invoke(cli, ["runs", str(tmp_path / "reports"), "--json"], catch_exceptions=False)
     assert "does not know model" in listed.output
+
+
+@pytest.mark.anyio
+async def test_the_recommendation_states_its_accuracy_difference_with_the_sign_of_its_wording(tmp_path) -> None:
+    # "(0.850 vs 0.900; difference …)": the recommended configuration is the less accurate one, so
+    # the difference it states (this − the most accurate) is negative; it read +0.050.
+    from tests.fakes_thinking import ThinkingAPI
+    from tests.test_reasoning import SWEEP, _run, _spec
+
+    skills = {("low", "off"): 0.3, ("high", "off"): 0.85, ("low", "budget"): 0.5, ("high", "budget"): 0.9}
+    spec, questions = _spec(tmp_path, SWEEP)
+    out = await _run(spec, ThinkingAPI(questions, skills=skills), tmp_path / "run")
+    frontier = pd.read_csv(out / "frontier.csv")
+    chosen = frontier[frontier["recommended"]].iloc[0]
+    best = frontier["accuracy"].max()
+    assert chosen["accuracy"] < best  # the scenario: a cheaper, slightly less accurate pick
+    stated = float(re.search(r"difference ([+-]\d\.\d+)", chosen["reason"]).group(1))  # type: ignore[union-attr]
+    assert stated == pytest.approx(chosen["accuracy"] - best, abs=1e-3)
