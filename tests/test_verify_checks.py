@@ -60,3 +60,21 @@ async def test_the_recommendation_states_its_accuracy_difference_with_the_sign_o
     assert chosen["accuracy"] < best  # the scenario: a cheaper, slightly less accurate pick
     stated = float(re.search(r"difference ([+-]\d\.\d+)", chosen["reason"]).group(1))  # type: ignore[union-attr]
     assert stated == pytest.approx(chosen["accuracy"] - best, abs=1e-3)
+
+
+@pytest.mark.anyio
+async def test_a_lost_create_whose_results_url_names_another_host_is_not_paid_twice(write_spec, tmp_path) -> None:
+    # The create reply is lost and the account's batch lists a results_url on another host (a
+    # gateway passing the upstream's through): looking for the lost batch reads its results at the
+    # configured endpoint's own path instead of giving up on it and creating a second batch.
+    from evalrun.errors import RunFailed
+    from tests.fakes_send import BatchAPI
+
+    fake = BatchAPI()
+    fake.results_origin = "http://127.0.0.1:9"
+    fake.drop_create = 1
+    prepared = prepare(write_spec(), out=tmp_path / "out", batch=True)
+    with pytest.raises(RunFailed):  # collecting it is still refused: its results_url is elsewhere
+        await run_prepared(prepared, transport=fake.transport(), batch_poll_s=0.01)
+    assert fake.created == 1
+    assert fake.foreign_keys == []  # and no key went to the other host
