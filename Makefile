@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench bench-coldstart bench-scale bench-throughput bench-tools clean
+.PHONY: demo test lint typecheck bench bench-coldstart bench-scale bench-formats bench-throughput bench-view bench-tools clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ bench-coldstart: $(STAMP)
 bench-scale: $(STAMP)
 	$(BIN)/python bench/scale.py
 
+bench-formats: $(STAMP)
+	$(BIN)/python bench/formats.py
+
 bench-throughput: $(STAMP) bench-tools
 	$(BIN)/python bench/throughput.py
+
+bench-view: $(STAMP)
+	$(BIN)/python bench/view.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

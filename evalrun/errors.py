@@ -10,10 +10,12 @@ __all__ = [
     "DeadlineReached",
     "EvalrunError",
     "MalformedReplyError",
+    "NoSuchCell",
     "NotARunFolder",
     "NothingInCommon",
     "PermanentApiError",
     "RateLimitError",
+    "ReviewError",
     "RunAborted",
     "RunFailed",
     "RunInterrupted",
@@ -163,3 +165,14 @@ class RunInterrupted(EvalrunError):
     """The user interrupted the run; what arrived is stored and the run can resume."""
 
     exit_code = 130
+
+
+class ReviewError(EvalrunError):
+    """A human review that cannot be stored: no such cell, or a verdict or grade the run's scorer
+    does not have."""
+
+    exit_code = 2
+
+
+class NoSuchCell(ReviewError):
+    """A review names a cell (model, prompt, row id, repeat) the run does not have."""

@@ -31,7 +31,7 @@ from evalrun.errors import (
 from evalrun.models import ModelTable
 from evalrun.plan.dataset import Dataset, scan_dataset
 from evalrun.plan.endpoints import ModelPlan, experiment_table, resolve_judge, resolve_models
-from evalrun.plan.grid import Plan
+from evalrun.plan.grid import KEY_TARGET, Plan
 from evalrun.plan.judge import JudgePlan, judge_mode
 from evalrun.send.batch import BatchSender
 from evalrun.send.client import MessagesClient, check_api_key
@@ -116,6 +116,8 @@ def prepare(
         sample=spec.sample,
         seed=spec.seed,
         encoding=spec.encoding,
+        format=spec.format,
+        split=spec.split,
     )
     env = os.environ if environ is None else environ
     models = resolve_models(experiment, table, sim=sim, environ=env)  # a swept entry is several configurations
@@ -215,15 +217,9 @@ def simulator(prepared: Prepared, api_key: str) -> Iterator[str]:
     # columns every prompt puts in a user turn (an assistant turn or a column some prompt leaves
     # out would hide the match), plus what it answers with.
     keep = _user_turn_columns(experiment) | {c for c, _ in scorer.columns()} | {experiment.dataset.id or ""}
-    rows = [
-        {k: v for k, v in row.values.items() if k in keep} if keep - {""} else row.values
-        for row in prepared.dataset.iter_rows()
-    ]
-    target = scorer.target or ""
-    if not target:
-        # A field scorer has no single target: the key still needs a column to match rows by.
-        target = next(iter(fields.values())) if fields else prepared.dataset.columns[0]
-    answers = AnswerKey.from_rows(rows, target, id_column=experiment.dataset.id, fields=fields)
+    # Rows as flat text (nested fields by dotted path), with the gold answer as the plan reads it.
+    rows = list(prepared.plan.answer_key_rows(keep))
+    answers = AnswerKey.from_rows(rows, KEY_TARGET, id_column=experiment.dataset.id, fields=fields)
     with running_server(SimConfig(api_key=api_key, answers=answers, model_table=prepared.table)) as url:
         yield url
 
@@ -236,7 +232,7 @@ def _user_turn_columns(experiment: Experiment) -> set[str]:
     for prompt in experiment.prompts.values():
         columns: set[str] = set()
         for turn in prompt.messages:
-            if turn.role != "user":
+            if turn.role not in ("user", "row"):  # "row": the row's own turns
                 continue
             texts = [turn.content] if isinstance(turn.content, str) else [b.text for b in turn.content if isinstance(b, TextBlock)]
             for text in texts:

@@ -6,12 +6,22 @@ import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from evalrun.content import (
+    AnyTurn,
+    DocumentBlock,
+    ImageBlock,
+    RowTurns,
+    TextBlock,
+    Turn,
+    options_fields,
+)
 from evalrun.errors import SpecError
 from evalrun.messages_api import SPEC_PARAMS
+from evalrun.spec_dataset import DatasetSpec
 from evalrun.spec_scorers import (
     SCORER_TYPES,
     AnswerMode,
@@ -31,12 +41,14 @@ __all__ = [
     "AnswerMode",
     "CacheMode",
     "DatasetSpec",
+    "DocumentBlock",
     "Experiment",
     "FieldSpec",
     "ImageBlock",
     "JudgeModelSpec",
     "ModelSpec",
     "PromptSpec",
+    "RowTurns",
     "ScorerSpec",
     "TextBlock",
     "Turn",
@@ -80,44 +92,11 @@ def parse_duration(value: str | float) -> float:
     return seconds
 
 
-class TextBlock(Strict):
-    """A text content block; `text` is a template."""
-
-    type: Literal["text"]
-    text: str
-    cache_control: dict[str, Any] | None = None
-
-
-class ImageBlock(Strict):
-    """An image block: `path` (a file, sent as base64) or `url`; both are templates."""
-
-    type: Literal["image"]
-    path: str | None = None
-    url: str | None = None
-    cache_control: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ImageBlock:
-        if (self.path is None) == (self.url is None):
-            raise ValueError("an image block needs exactly one of `path` or `url`")
-        return self
-
-
-Block = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
-
-
-class Turn(Strict):
-    """One conversation turn; few-shot examples are user/assistant pairs."""
-
-    role: Literal["user", "assistant"]
-    content: str | list[Block]
-
-
 class PromptSpec(Strict):
     """A named prompt variant."""
 
     system: str | list[TextBlock] | None = None
-    messages: list[Turn] = Field(min_length=1)
+    messages: list[AnyTurn] = Field(min_length=1)
     prefill: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     answer_mode: AnswerMode | None = None
@@ -138,9 +117,19 @@ class PromptSpec(Strict):
             raise ValueError("is empty; leave it out instead")
         return value
 
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _row_turns(cls, value: Any) -> Any:
+        # `messages: "{messages}"` is the row's turns alone; a string item splices them in place.
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [{"turns": item} if isinstance(item, str) else item for item in value]
+        return value
+
     @model_validator(mode="after")
     def _turns_in_order(self) -> PromptSpec:
-        if self.messages[0].role != "user":
+        if self.messages[0].role not in ("user", "row"):
             raise ValueError("messages: the first turn must have role `user`")
         last = self.messages[-1]
         if last.role == "assistant" and isinstance(last.content, str) and last.content != last.content.rstrip():
@@ -148,18 +137,6 @@ class PromptSpec(Strict):
         if last.role == "assistant" and self.prefill is not None:
             raise ValueError("messages end with an assistant turn and `prefill` is set: use one of them")
         return self
-
-
-class DatasetSpec(Strict):
-    """The CSV file, relative to the spec file."""
-
-    path: str
-    id: str | None = None
-    cluster: str | None = None
-    limit: int | None = Field(default=None, gt=0)
-    sample: int | None = Field(default=None, gt=0)
-    seed: int = 0
-    encoding: str = "utf-8"
 
 
 class ModelSpec(ModelEntry):
@@ -264,11 +241,24 @@ class Experiment(Strict):
         for name in self.prompts:
             if not _NAME_RE.match(name):
                 raise ValueError(f"prompts: {name!r} must be letters, digits, `.`, `_` or `-`")
+        self._options_field()
         return self
+
+    def _options_field(self) -> None:
+        """A `{field|options}` placeholder letters the row's own list: the choice scorer's
+        choices follow it (a row with five options is scored A–E)."""
+        named = options_fields(p.model_dump_json() for p in self.prompts.values())
+        if len(named) > 1:
+            raise ValueError(f"prompts: `|options` names {' and '.join(named)}; the options must be one field")
+        if not named or self.scorer.type != "choice" or self.scorer.options is not None:
+            return
+        scorer = self.scorer.model_copy(update={"options": named[0]})
+        object.__setattr__(self, "scorer", scorer)
 
     @property
     def dataset_path(self) -> Path:
-        return (Path(self.base_dir) / self.dataset.path).resolve()
+        """The dataset file (or a saved Hugging Face dataset's folder), resolved."""
+        return (Path(self.base_dir) / (self.dataset.path or self.dataset.hf or "")).resolve()
 
     def params_for(self, prompt: PromptSpec, model: ModelSpec) -> dict[str, Any]:
         """The parameters a model × prompt is sent with: the experiment's, then the prompt's,
@@ -291,7 +281,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     for i, part in enumerate(loc):
         if isinstance(part, str) and (part == "str" or part.startswith(_BRANCH_MARKERS)):
             continue
-        if part in ("text", "image") and out and isinstance(out[-1], int):
+        if part in ("text", "image", "document", "turn", "row") and out and isinstance(out[-1], int):
             continue  # the discriminator tag of a content block
         if (i == 1 and part in SCORER_TYPES and loc[0] == "scorer") or part in _MODEL_BRANCHES:
             continue  # the scorer's type tag; the model branch of a `str | Model` key
@@ -317,7 +307,7 @@ def _fields_at(parent: tuple[Any, ...], raw_loc: tuple[Any, ...]) -> list[str]:
     elif names[:1] == ["prompts"] and len(parent) == 2:
         model = PromptSpec
     elif "content" in names or "system" in names:
-        model = ImageBlock if "image" in raw_loc else TextBlock
+        model = ImageBlock if "image" in raw_loc else DocumentBlock if "document" in raw_loc else TextBlock
     elif "messages" in names:
         model = Turn
     return sorted(model.model_fields)

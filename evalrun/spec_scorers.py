@@ -112,6 +112,8 @@ class _NoTarget:
 
 class _NoChoices:
     choices: ClassVar[list[str] | None] = None
+    target_index: ClassVar[str | None] = None
+    options: ClassVar[str | None] = None
 
 
 class _NoPattern:
@@ -191,9 +193,13 @@ class _Scorer(Strict):
 class ChoiceScorer(_Scorer, _NoPattern, _NoFields, _NoJudge):
     """The reply names one of `choices` (A–D by default); right when it is the target's."""
 
-    required = (("target", "a choice scorer needs `target`: the column with the right answer"),)
     type: Literal["choice"]
-    target: str = Field(min_length=1)
+    target: str | None = Field(default=None, min_length=1)
+    # the field holding a 0-based index into the options (2 → C), instead of `target`
+    target_index: str | None = Field(default=None, min_length=1)
+    # the field holding each row's list of options (set from a `{field|options}` placeholder);
+    # a row's choices are then as many letters as its list has items
+    options: str | None = Field(default=None, min_length=1)
     choices: list[str] = Field(default_factory=lambda: list(DEFAULT_CHOICES))
     case_sensitive: bool = False
 
@@ -204,6 +210,19 @@ class ChoiceScorer(_Scorer, _NoPattern, _NoFields, _NoJudge):
         if len(set(self.choices)) != len(self.choices) or any(not c.strip() for c in self.choices):
             raise ValueError("choices must be distinct, non-empty labels")
         return self
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ChoiceScorer:
+        if not self.target and not self.target_index:
+            raise ValueError("a choice scorer needs `target`: the column with the right answer")
+        if self.target and self.target_index:
+            raise ValueError("give `target` (the right letter) or `target_index` (its 0-based index), not both")
+        return self
+
+    def columns(self) -> list[tuple[str, str]]:
+        found = super().columns()
+        found += [(self.target_index, "scorer.target_index")] if self.target_index else []
+        return found + ([(self.options, "scorer.options")] if self.options else [])
 
 
 class ExactScorer(_Scorer, _NoChoices, _NoPattern, _NoFields, _NoJudge):
@@ -344,7 +363,6 @@ def match_grade(value: Any, labels: Sequence[str]) -> str | None:
         except ValueError:
             continue
     return None
-
 
 
 ScorerSpec = Annotated[

@@ -12,13 +12,19 @@ The rule (documented so that counts can be predicted by hand):
   prose comes out near four characters per token.
 * A request: the text of ``system`` and of every text block, plus ``MESSAGE_OVERHEAD`` tokens
   per message, ``IMAGE_TOKENS`` per image, and the compact JSON text of each tool definition
-  and of any other block kind (tool_use, tool_result, document, ...).
+  and of any other block kind (tool_use, tool_result, ...).
+* A document: ``PDF_PAGE_TOKENS`` per page of a PDF (its pages counted by their ``/Type /Page``
+  objects, at least one), the text of a plain-text document, ``PDF_PAGE_TOKENS`` for a document
+  given by URL (it is not fetched), plus its title and context.
 
 The real tokenizer is not public; this rule only needs to be stable, cheap and roughly right.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -27,18 +33,24 @@ from typing import Any
 
 __all__ = [
     "IMAGE_TOKENS",
+    "MAX_PDF_PAGES",
     "MESSAGE_OVERHEAD",
+    "PDF_PAGE_TOKENS",
     "Unit",
     "count_request_tokens",
     "count_text_tokens",
     "cut_to_tokens",
     "estimate_input_tokens",
     "estimate_text_tokens",
+    "pdf_pages",
     "request_units",
 ]
 
 IMAGE_TOKENS = 1500  # about a 1,100 x 1,100 px image under the documented (w*h)/750 rule
 MESSAGE_OVERHEAD = 3  # role markers around each turn
+PDF_PAGE_TOKENS = 2000  # a page's text and its image (each PDF page is also seen as an image)
+MAX_PDF_PAGES = 100  # the Messages API's limit per PDF
+_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")  # a page object, not the page tree (/Pages)
 
 _TOKEN = re.compile(r"\w{1,4}|[^\w\s]")
 
@@ -67,6 +79,41 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
+def pdf_pages(data: str) -> int | None:
+    """Pages of a base64 PDF (counted by their page objects, at least 1), or None when the data
+    is not base64 or not a PDF."""
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if not raw.startswith(b"%PDF-"):
+        return None
+    return max(1, len(_PAGE.findall(raw)))
+
+
+def _document_unit(block: Mapping[str, Any], overhead: int) -> Unit:
+    source = block.get("source")
+    source = source if isinstance(source, Mapping) else {}
+    kind, data = source.get("type"), source.get("data")
+    if kind == "base64" and isinstance(data, str):
+        tokens, ident = (pdf_pages(data) or 1) * PDF_PAGE_TOKENS, hashlib.sha256(data.encode()).hexdigest()
+    elif kind == "text" and isinstance(data, str):
+        tokens, ident = count_text_tokens(data), hashlib.sha256(data.encode()).hexdigest()
+    elif kind == "url":
+        tokens, ident = PDF_PAGE_TOKENS, str(source.get("url"))
+    elif isinstance(source.get("sha256"), str):  # a planned file reference (evalrun.plan.files)
+        tokens = int(source.get("tokens") or max(1, int(source.get("pages") or 1)) * PDF_PAGE_TOKENS)
+        ident = str(source["sha256"])
+    else:
+        text = _dumps(source)
+        tokens, ident = count_text_tokens(text), text
+    for key in ("title", "context"):
+        if isinstance(block.get(key), str):
+            tokens += count_text_tokens(block[key])
+    cache = block.get("cache_control")
+    return tokens + overhead, "d:" + ident, cache if isinstance(cache, Mapping) else None
+
+
 def _block_unit(block: Any, overhead: int) -> Unit:
     if isinstance(block, str):
         return count_text_tokens(block) + overhead, block, None
@@ -79,6 +126,8 @@ def _block_unit(block: Any, overhead: int) -> Unit:
         text = block.get("text")
         text = text if isinstance(text, str) else ""
         return count_text_tokens(text) + overhead, "t:" + text, cache
+    if kind == "document":
+        return _document_unit(block, overhead)
     if kind == "image":
         source = block.get("source")
         ident = (source.get("data") or source.get("url") or "") if isinstance(source, Mapping) else ""

@@ -38,6 +38,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_there_is_an_example_for_every_request_shape() -> None:
     assert {"capitals", "definitions", "support", "shapes", "cities-tool", "cities-json", "passages"} <= set(EXAMPLES)
+    assert {"trivia-jsonl", "conversations", "documents"} <= set(EXAMPLES)  # datasets as users have them
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -137,3 +138,31 @@ def test_the_effort_sweep_has_one_configuration_per_value_and_a_frontier(runs: d
     assert frontier["recommended"].sum() == 1 and frontier["on_frontier"].any()
     bodies = _requests(runs["effort-sweep"])
     assert all(b["messages"][-1]["role"] == "user" for b in bodies if "thinking" in b)
+
+
+def test_a_jsonl_option_list_is_lettered_per_row_and_scored_from_its_index(runs: dict[str, Path]) -> None:
+    rows = [json.loads(line) for line in (ROOT / "datasets" / "trivia.jsonl").read_text().splitlines()]
+    bodies = {json.dumps(b).split("\\n\\n")[1].split("\\n")[0]: b for b in _requests(runs["trivia-jsonl"])}
+    for row in rows:
+        content = bodies[row["question"]]["messages"][0]["content"]
+        assert content.startswith(f"Topic: {row['meta']['topic']}\n\n")
+        assert content.splitlines()[-len(row["choices"]):] == [f"({'ABCDE'[i]}) {c}" for i, c in enumerate(row["choices"])]
+    results = pd.read_csv(runs["trivia-jsonl"] / "results.csv", keep_default_na=False).set_index("row_id")
+    assert {r["id"]: "ABCDE"[r["answer_index"]] for r in rows} == results["target"].to_dict()
+    assert "E" in set(results["target"])  # five-option rows are scored A–E
+
+
+def test_a_conversation_dataset_sends_each_rows_turns(runs: dict[str, Path]) -> None:
+    rows = [json.loads(line) for line in (ROOT / "datasets" / "conversations.jsonl").read_text().splitlines()]
+    bodies = _requests(runs["conversations"])
+    for row in rows:
+        assert row["messages"] in [b["messages"] for b in bodies]
+        assert [{"role": "user", "content": "You will see a customer conversation. Ready?"},
+                {"role": "assistant", "content": "Ready."}, *row["messages"]] in [b["messages"] for b in bodies]  # fmt: skip
+
+
+def test_a_pdf_question_plans_a_document_file_with_citations(runs: dict[str, Path]) -> None:
+    blocks = [b["messages"][0]["content"][0] for b in _requests(runs["documents"])]
+    assert {b["source"]["media_type"] for b in blocks} == {"application/pdf", "text/plain"}
+    assert all(b["type"] == "document" and b["citations"] == {"enabled": True} for b in blocks)
+    assert sorted(b["source"].get("pages", 0) for b in blocks) == [0, 1, 1, 2, 2]

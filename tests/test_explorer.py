@@ -447,7 +447,7 @@ def test_grades_explanations_and_fields_are_embedded(experiment: str, tmp_path: 
     results = pd.read_csv(tmp_path / "out" / "results.csv", keep_default_na=False, dtype=str)
     s, c = payload["strings"], payload["cells"]
     shown = {(payload["models"][c["m"][i]], payload["prompts"][c["p"][i]], s[c["r"][i]]): i for i in range(payload["count"])}
-    fields = [k for k in results.columns if k.startswith("correct_")]
+    fields = [k for k in results.columns if k.startswith("correct_") and k != "correct_auto"]  # correct_auto: not a field
     assert len(shown) == len(results)
     for row in results.itertuples(index=False):
         i = shown[(row.model, row.prompt, row.row_id)]

@@ -205,7 +205,7 @@ def test_a_judges_explanation_and_per_field_correctness_are_shown(experiment: st
         assert cell["grade_explanation"] and "grader's explanation" in detail and cell["grade_explanation"] in detail
         assert f"grade\n{cell['grade']}" in detail
     else:
-        fields = {k[len("correct_"):]: v == "True" for k, v in cell.items() if k.startswith("correct_") and v}
+        fields = {k[len("correct_"):]: v == "True" for k, v in cell.items() if k.startswith("correct_") and k != "correct_auto" and v}
         assert fields and f"fields right\n{sum(fields.values())} of {len(fields)}" in detail
         for name, right in fields.items():
             assert f"{name}\n{'✓ right' if right else '✗ wrong'}" in detail

@@ -7,7 +7,7 @@ imports what it needs when it runs. A command group lives in a module of its own
 
 from __future__ import annotations
 
-from evalrun.cli import across_cmds, folder_cmds, run_cmds, sim_cmd  # noqa: F401  (registers the commands)
+from evalrun.cli import across_cmds, folder_cmds, run_cmds, sim_cmd, view_cmds  # noqa: F401  (registers the commands)
 from evalrun.cli._app import cli, main
 
 __all__ = ["cli", "main"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from evalrun.errors import DatasetError
 from evalrun.plan.dataset import Row
+from evalrun.plan.paths import FieldMissing, lookup, text_of
 from evalrun.spec import Experiment
 from evalrun.spec_scorers import match_grade
 
@@ -18,22 +19,32 @@ def _number(text: str) -> float | None:
         return None
 
 
+def _text(row: Row, path: str) -> str:
+    """The row's value at `path` (a column, or a nested field by its dotted path) as text; a
+    missing field reads as blank."""
+    try:
+        return text_of(lookup(row.values, path))
+    except FieldMissing:
+        return ""
+
+
 def check_gold(experiment: Experiment, row: Row, where: str) -> None:
-    """DatasetError naming the line and column when `row`'s gold values cannot be scored against."""
+    """DatasetError naming the row (`where`: `file: line N`) and column when `row`'s gold values
+    cannot be scored against."""
     scorer = experiment.scorer
     for path, spec in scorer.field_specs.items():
         if not spec.tolerance:  # a tolerance makes the field numeric
             continue
-        gold = row.values.get(spec.column, "")
+        gold = _text(row, spec.column)
         if _number(gold) is None:
             raise DatasetError(
-                f"{where}: line {row.line}: column {spec.column!r} holds {gold!r}, not a number, but "
+                f"{where}: column {spec.column!r} holds {gold!r}, not a number, but "
                 f"scorer.fields.{path} compares numbers (it has a tolerance)"
             )
     if scorer.human:
-        grade = row.values.get(scorer.human, "")
+        grade = _text(row, scorer.human)
         if grade.strip() and match_grade(grade, scorer.grade_labels) is None:
             raise DatasetError(
-                f"{where}: line {row.line}: column {scorer.human!r} holds {grade!r}, which is not one of the "
+                f"{where}: column {scorer.human!r} holds {grade!r}, which is not one of the "
                 f"grades {', '.join(scorer.grade_labels)} (leave it blank for a row no person graded)"
             )

@@ -17,31 +17,39 @@ from functools import cached_property
 from typing import Any
 
 from evalrun import __version__
+from evalrun.content import placeholder_field
 from evalrun.errors import DatasetError, TemplateError
 from evalrun.models import SAMPLING_PARAMS, ModelTable
 from evalrun.plan.caching import CachePoint, apply_cache_point, cache_note, plan_cache_point
+from evalrun.plan.conversation import check_order
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
 from evalrun.plan.gold import check_gold
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
+from evalrun.plan.paths import FieldMissing, RowValueError, as_list, flatten, letters, lookup, text_of
 from evalrun.plan.render import (
     Template,
     fill_template,
     has_image_files,
     key_view,
     prompt_placeholders,
+    prompt_templates,
     render_system,
+    render_tools,
     render_turns,
+    tools_fields,
 )
 from evalrun.plan.thinking import check_reasoning, thinking_of
 from evalrun.results.scoring import STRIP as _TARGET_STRIP
-from evalrun.spec import Experiment, ImageBlock, PromptSpec
+from evalrun.spec import DocumentBlock, Experiment, ImageBlock, PromptSpec, RowTurns, Turn
 from evalrun.store.records import CellRecord, RequestRecord, RowRecord
 from evalrun.store.run_store import Learned
 from evalrun.tokens import estimate_input_tokens
 
 __all__ = ["Plan", "PlanChunk", "Variant", "adapt_params", "canonical_json", "check_columns", "request_key"]
 
+# The answer key's column for a row's gold answer (as the plan reads it: a choice's letter).
+KEY_TARGET = "\x00target"
 # Bumped when the way bodies or keys are built changes, so a stored plan is rebuilt.
 PLAN_FORMAT = 2
 
@@ -127,38 +135,47 @@ def adapt_params(
 def _normalize_prompt(prompt: PromptSpec) -> PromptSpec:
     """A final assistant turn written in `messages` is the same thing as `prefill`."""
     last = prompt.messages[-1]
-    if last.role == "assistant" and isinstance(last.content, str):
+    if isinstance(last, Turn) and last.role == "assistant" and isinstance(last.content, str):
         return prompt.model_copy(update={"messages": prompt.messages[:-1], "prefill": last.content})
     return prompt
 
 
-def check_columns(experiment: Experiment, dataset: Dataset) -> None:
-    """Every placeholder and every column the scorer reads must be in the file: checked first."""
+def _placeholders(experiment: Experiment) -> Iterator[tuple[str, str]]:
+    """(field path, where the spec names it) of every placeholder in the prompts and their tools."""
     for name, prompt in experiment.prompts.items():
-        for column, where in prompt_placeholders(prompt, where=f"prompts.{name}").items():
-            if column not in dataset.columns:
-                raise TemplateError(
-                    f"{experiment.source}: {where}: placeholder {{{column}}} is not a column of "
-                    f"{dataset.path.name} (columns: {', '.join(dataset.columns)}); write {{{{ }}}} for literal braces"
-                )
-    for column, what in experiment.scorer.columns():
-        if column not in dataset.columns:
-            raise DatasetError(
-                f"{dataset.path}: {what} column {column!r} is not in the file (columns: {', '.join(dataset.columns)})"
+        yield from ((column, where) for column, where in prompt_placeholders(prompt, where=f"prompts.{name}").items())
+        for model in experiment.models:
+            tools = experiment.params_for(prompt, model).get("tools")
+            yield from ((field, f"prompts.{name}.params.tools") for field in tools_fields(tools))
+
+
+def check_columns(experiment: Experiment, dataset: Dataset) -> None:
+    """Every placeholder and every field the scorer reads must be in the dataset: checked first.
+    A nested path (`doc.title`) is checked against the objects the file holds; list items
+    (`choices.0`) row by row."""
+    for column, where in _placeholders(experiment):
+        problem = dataset.missing_field(column)
+        if problem is not None:
+            raise TemplateError(
+                f"{experiment.source}: {where}: placeholder {{{column}}} {problem}; write {{{{ }}}} for literal braces"
             )
+    for column, what in experiment.scorer.columns():
+        problem = dataset.missing_field(column)
+        if problem is not None:
+            raise DatasetError(f"{dataset.path}: {what} column {column!r} {problem.replace('is not a column of', 'is not in the file', 1)}")
     if experiment.scorer.type == "judge":
         rubric = Template.parse(experiment.scorer.rubric or "", where=f"{experiment.source}: scorer.rubric")
         for column in rubric.columns:
-            if column not in dataset.columns and column not in ("response", "target"):
+            if column not in ("response", "target") and dataset.missing_field(column) is not None:
                 raise TemplateError(
                     f"{experiment.source}: scorer.rubric: placeholder {{{column}}} is neither {{response}}, "
-                    f"{{target}} nor a column of {dataset.path.name} (columns: {', '.join(dataset.columns)})"
+                    f"{{target}} nor a field of {dataset.path.name} (fields: {', '.join(dataset.columns)})"
                 )
     cluster = experiment.dataset.cluster
-    if cluster is not None and cluster not in dataset.columns:
-        raise DatasetError(
-            f"{dataset.path}: dataset.cluster column {cluster!r} is not in the file (columns: {', '.join(dataset.columns)})"
-        )
+    if cluster is not None:
+        problem = dataset.missing_field(cluster)
+        if problem is not None:
+            raise DatasetError(f"{dataset.path}: dataset.cluster column {cluster!r} {problem}")
 
 
 @dataclass
@@ -252,31 +269,59 @@ class Plan:
         return self.dataset.count * len(self.variants) * self.experiment.repeats
 
     # -- rows ------------------------------------------------------------------------------
+    def row_choices(self, row: Row) -> tuple[str, ...]:
+        """The choice labels of one row: as many letters as its options list has items when the
+        scorer reads `options`, else the scorer's choices."""
+        options = self.experiment.scorer.options
+        if options is None or self.experiment.scorer.type != "choice":
+            return self.choices
+        return letters(len(as_list(lookup(row.values, options), path=options)), path=options)
+
     def target(self, row: Row) -> str:
+        """The row's gold answer as scoring reads it (a choice label for a choice scorer)."""
+        try:
+            return self._target(row)
+        except RowValueError as exc:
+            raise DatasetError(f"{self.dataset.where(row)}: {exc}") from None
+
+    def _target(self, row: Row) -> str:
         scorer = self.experiment.scorer
         if scorer.type == "fields":
-            gold = {path: row.values[spec.column] for path, spec in scorer.field_specs.items()}
+            gold = {path: text_of(lookup(row.values, spec.column)) for path, spec in scorer.field_specs.items()}
             return json.dumps(gold, ensure_ascii=False, sort_keys=True)
-        if scorer.target is None:
-            return ""
-        raw = row.values[scorer.target]
-        if scorer.type != "choice":
-            return raw
-        target = self._labels.get(raw.strip(_TARGET_STRIP).upper())
+        if scorer.type == "choice":
+            return self._choice_target(row)
+        return text_of(lookup(row.values, scorer.target)) if scorer.target is not None else ""
+
+    def _choice_target(self, row: Row) -> str:
+        scorer = self.experiment.scorer
+        choices = self.row_choices(row)
+        if scorer.target_index is not None:
+            raw = lookup(row.values, scorer.target_index)
+            index = _index(raw)
+            if index is None or not 0 <= index < len(choices):
+                raise RowValueError(
+                    f"field {scorer.target_index!r} (scorer.target_index) holds {raw!r}, which is not a 0-based "
+                    f"index into the {len(choices)} options ({', '.join(choices)})"
+                )
+            return choices[index]
+        assert scorer.target is not None
+        raw = text_of(lookup(row.values, scorer.target))
+        target = {c.upper(): c for c in choices}.get(raw.strip(_TARGET_STRIP).upper())
         if target is None:
-            raise DatasetError(
-                f"{self.dataset.path}: line {row.line}: column {scorer.target!r} holds {raw!r}, "
-                f"which is not one of the choices {', '.join(self.choices)}"
-            )
+            raise RowValueError(f"column {scorer.target!r} holds {raw!r}, which is not one of the choices {', '.join(choices)}")
         return target
 
     def cluster(self, row: Row) -> str | None:
         column = self.experiment.dataset.cluster
         if not column:
             return None
-        cluster = row.values[column].strip()
+        try:
+            cluster = text_of(lookup(row.values, column)).strip()
+        except FieldMissing as exc:
+            raise DatasetError(f"{self.dataset.where(row)}: {exc}") from None
         if not cluster:
-            raise DatasetError(f"{self.dataset.path}: line {row.line}: column {column!r} (the cluster) is empty")
+            raise DatasetError(f"{self.dataset.where(row)}: column {column!r} (the cluster) is empty")
         return cluster
 
     def row_record(self, row: Row) -> RowRecord:
@@ -286,50 +331,87 @@ class Plan:
             line=row.line,
             cluster=self.cluster(row),
             target=self.target(row),
-            values_json=json.dumps(row.values, ensure_ascii=False),
+            values_json=json.dumps(row.values, ensure_ascii=False, default=str),
         )
 
+    def answer_key_rows(self, keep: set[str]) -> Iterator[dict[str, str]]:
+        """Each row as flat text for the simulator's answer key: the leaves of the fields in
+        `keep` (a nested field by its dotted path) and the gold answer under `KEY_TARGET`."""
+        for row in self.dataset.iter_rows():
+            flat = {
+                path: text
+                for path, text in flatten(row.values)
+                if not keep - {""} or any(path == k or path.startswith(k + ".") for k in keep)
+            }
+            flat[KEY_TARGET] = self.target(row)
+            yield flat
+
     def check(self) -> str:
-        """Check every selected row before anything is sent (targets, clusters, images) and
-        return a digest of the image files they use, for the fingerprint."""
+        """Check every selected row before anything is sent (targets, clusters, fields, row
+        conversations, images and documents) and return a digest of the files they use, for
+        the fingerprint."""
         digest = hashlib.sha256()
-        image_prompts = [(v, n) for n, v in self._prompts.items() if _has_image_paths(v)]
+        flat = self.dataset.reader is None or self.dataset.reader.flat
+        rendered = [
+            (n, p) for n, p in self._prompts.items()
+            if not flat or _renders_per_row(p, f"prompts.{n}")
+            or any(path not in self.dataset.columns for path in prompt_placeholders(p, where=f"prompts.{n}"))
+        ]  # fmt: skip
+        tooled = [v for v in self.variants if tools_fields(v.params.get("tools"))]
         for row in self.dataset.iter_rows():
             self.target(row)
             self.cluster(row)
-            check_gold(self.experiment, row, str(self.dataset.path))
-            for prompt, name in image_prompts:
-                turns = render_turns(
-                    prompt.messages, row.values, base_dir=self.image_dir, where=f"prompts.{name}",
-                    row_where=f"{self.dataset.path}: line {row.line}",
-                )  # fmt: skip
+            check_gold(self.experiment, row, self.dataset.where(row))
+            for name, prompt in rendered:
+                _, turns = self._render(name, prompt, row)
                 for message in turns:
                     for block in message["content"] if isinstance(message["content"], list) else ():
                         source = block.get("source") if isinstance(block, dict) else None
                         if isinstance(source, dict) and "sha256" in source:
                             digest.update(source["sha256"].encode())
+            for variant in tooled:
+                self._tools(variant, row)
         return digest.hexdigest()
 
     # -- bodies ----------------------------------------------------------------------------
+    def _render(self, name: str, prompt: PromptSpec, row: Row) -> tuple[Any, list[dict[str, Any]]]:
+        """(system, messages) of one prompt for one row; a row value that does not fit is one
+        DatasetError naming the row, the prompt and the field."""
+        where = f"prompts.{name}"
+        row_where = self.dataset.where(row)
+        try:
+            system = render_system(prompt, row.values, where=where)
+            messages = render_turns(prompt.messages, row.values, base_dir=self.image_dir, where=where, row_where=row_where)
+            check_order(messages)
+        except RowValueError as exc:
+            raise DatasetError(f"{row_where}: {where}: {exc}") from None
+        return system, messages
+
+    def _tools(self, variant: Variant, row: Row) -> Any:
+        try:
+            return render_tools(variant.params.get("tools"), row.values)
+        except RowValueError as exc:
+            raise DatasetError(f"{self.dataset.where(row)}: prompts.{variant.prompt_name}.params.tools: {exc}") from None
+
     def body(self, variant: Variant, row: Row) -> dict[str, Any]:
-        """The request body for one row of one variant (image files as references)."""
+        """The request body for one row of one variant (image and document files as references)."""
         prompt, where = variant.prompt, f"prompts.{variant.prompt_name}"
         body: dict[str, Any] = {"model": variant.model.request_model, "max_tokens": variant.params["max_tokens"]}
-        system = render_system(prompt, row.values, where=where)
+        system, messages = self._render(variant.prompt_name, prompt, row)
         if system is not None:
             body["system"] = system
-        messages = render_turns(
-            prompt.messages, row.values, base_dir=self.image_dir, where=where,
-            row_where=f"{self.dataset.path}: line {row.line}",
-        )  # fmt: skip
         prefill = None
-        if prompt.prefill is not None:
-            prefill = fill_template(prompt.prefill, row.values, where=f"{where}.prefill").rstrip() or None
-        messages, params = variant.mode.shape(messages, variant.params, prefill=prefill, choices=self.choices)
+        try:
+            if prompt.prefill is not None:
+                prefill = fill_template(prompt.prefill, row.values, where=f"{where}.prefill").rstrip() or None
+            choices = self.row_choices(row)
+        except RowValueError as exc:
+            raise DatasetError(f"{self.dataset.where(row)}: {where}: {exc}") from None
+        messages, params = variant.mode.shape(messages, variant.params, prefill=prefill, choices=choices)
         body["messages"] = messages
         for key, value in params.items():
             if key != "max_tokens":
-                body[key] = value
+                body[key] = self._tools(variant, row) if key == "tools" else value
         if variant.cache is not None:
             body = apply_cache_point(body, variant.cache)
         return body
@@ -481,12 +563,31 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _has_image_paths(prompt: PromptSpec) -> bool:
+def _index(value: Any) -> int | None:
+    """A 0-based index from a number or its text (a CSV cell), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _renders_per_row(prompt: PromptSpec, name: str) -> bool:
+    """Whether a variant over a CSV needs each row rendered to be checked: lettered options, a
+    row's own turns or system prompt, or files (plain columns were checked with the header)."""
+    if any(p.filter for t in prompt_templates(prompt, where=name) for p in t.placeholders):
+        return True
+    if isinstance(prompt.system, str) and placeholder_field(prompt.system) is not None:
+        return True
     return any(
-        isinstance(block, ImageBlock) and block.path is not None
+        isinstance(turn, RowTurns)
+        or any(isinstance(b, ImageBlock | DocumentBlock) and b.path is not None for b in turn.content)
         for turn in prompt.messages
-        if not isinstance(turn.content, str)
-        for block in turn.content
+        if isinstance(turn, RowTurns) or not isinstance(turn.content, str)
     )
 
 

@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from evalrun.reports.frontier import frontier_rows
 from evalrun.reports.report import Report
 from evalrun.results.summary import compare_tallies, summarize
 from evalrun.results.tally import RepeatTally, ResultsPass, VariantTally, repeat_pass
-from evalrun.spec import parse_scorer
+from evalrun.spec import ScorerSpec, parse_scorer
 from evalrun.store.run_store import STORE_NAME, Store
 from evalrun.version import __version__
 
@@ -93,7 +93,7 @@ def analyze(
     tallies = [t for t in results.tallies.values() if t.cells]
     repeats: dict[tuple[str, str], RepeatTally] = {}
     if results.max_repeat > 0:
-        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.score, rows=rows)
+        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.reviewed_score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
     scorer = parse_scorer(settings["scorer"])
@@ -116,10 +116,23 @@ def analyze(
         columns=results.columns,
         simulated=settings.get("endpoint") == "simulator" or results.simulated > 0,
         clusters=clusters,
-        choices=list(scorer.choices or ()) if scorer.type == "choice" else [],
+        choices=report_choices(scorer, tallies),
         totals=totals,
         frontier=frontier_rows(tallies, summary, clusters=clusters, reducer=reducer, repeats=repeats),
     )
+
+
+def report_choices(scorer: ScorerSpec, tallies: Sequence[VariantTally]) -> list[str]:
+    """The letters the report's letter tables show: the scorer's choices, or, when each row
+    letters its own options (`options`), A to the furthest letter a target or answer reached."""
+    if scorer.type != "choice":
+        return []
+    if scorer.options is None:
+        return list(scorer.choices or ())
+    from evalrun.plan.paths import LETTERS
+
+    seen = {x for t in tallies for (_, answer, target, _) in t.outcomes for x in (answer, target) if x in LETTERS}
+    return list(LETTERS[: max((LETTERS.index(x) + 1 for x in seen), default=4)])
 
 
 _SUMMED = ("cells", "answered", "errors", "pending", "from_cache", "paid_usd", "cost_usd", "cost_unknown",
@@ -145,7 +158,8 @@ def report_state(store: Store) -> str:
     """Changes whenever anything a report shows could have changed."""
     count, top = store.responses_mark()
     cells = store.count_cells()
-    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{__version__}"
+    reviews = store.review_state()  # a human review changes the scores
+    return f"{count}:{top}:{cells}:{store.meta().get('plan_fingerprint', '')}:{reviews}:{__version__}"
 
 
 def writable(folder: Path) -> bool:

@@ -84,7 +84,7 @@ def _json(value: Any) -> str:
 # A rendered request is a tuple of turns: (role, parts). Roles: "system", "user", "assistant",
 # "prefill" (a final assistant turn: the reply continues it) and "note" (parameters, the output
 # format, tools). A part is a text (str) or an image: ("img", sha256, path, media_type) for a file,
-# ("url", url) for an image given by URL.
+# ("url", url) for an image given by URL, ("doc", label, link) for a document.
 Part = str | tuple[str, ...]
 Turn = tuple[str, tuple[Part, ...]]
 
@@ -114,6 +114,8 @@ def _block_parts(content: Any) -> tuple[Part, ...]:
                 parts.append(("url", str(source.get("url") or "")))
             else:
                 parts.append(f"[image: {source.get('type', 'unknown')} source, not embedded]")
+        elif kind == "document":
+            parts.append(document_part(block))
         else:
             parts.append(_clip(f"[{kind}] " + _ENCODE({k: v for k, v in block.items() if k != "type"})))
     return tuple(parts)
@@ -204,11 +206,45 @@ def render_request(body: Mapping[str, Any]) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
+def document_part(block: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A document block as the explorer shows it: ("doc", label, link) — the file's name, its
+    page count and type (or the URL), and where to open it."""
+    from pathlib import Path
+
+    found = block.get("source")
+    source: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    cited = " · citations" if isinstance(block.get("citations"), Mapping) else ""
+    if source.get("type") == "url":
+        url = str(source.get("url") or "")
+        return ("doc", f"document by URL (not fetched){cited}", url)
+    if source.get("type") == "evalrun_file":
+        path = Path(str(source.get("path") or ""))
+        pages = source.get("pages")
+        size = f"{pages} page{'s' if pages != 1 else ''}" if isinstance(pages, int) and pages else "text"
+        return ("doc", f"{path.name} · {size} · {source.get('media_type')}{cited}", path.as_uri() if path.is_absolute() else str(path))
+    return ("doc", f"document ({source.get('type', 'unknown')} source, not embedded){cited}", "")
+
+
+def _citations(block: Mapping[str, Any]) -> str:
+    """A reply text block's cited spans, one line each: what was cited and where."""
+    lines = []
+    for cite in block.get("citations") or ():
+        if not isinstance(cite, Mapping):
+            continue
+        where = [f"document {cite.get('document_index', '?')}"]
+        if cite.get("start_page_number") is not None:
+            where.append(f"pages {cite.get('start_page_number')}–{int(cite.get('end_page_number') or 0) - 1}")
+        elif cite.get("start_char_index") is not None:
+            where.append(f"characters {cite.get('start_char_index')}–{cite.get('end_char_index')}")
+        lines.append(f"  [cites {', '.join(where)}: \"{cite.get('cited_text', '')}\"]")
+    return "\n".join(lines)
+
+
 def _reply(text: Any, message_json: Any, raw: Any) -> str:
     """The reply as a reader wants it (from the record's `response_text` and the cell's stored
     message or raw reply): its text, plus tool calls and thinking when it has them."""
     text = text or ""
-    if not message_json or ('"tool_use"' not in message_json and "thinking" not in message_json):
+    if not message_json or ('"tool_use"' not in message_json and "thinking" not in message_json and '"citations"' not in message_json):
         if not text and raw:
             return "[not a valid message] " + str(raw)
         return text if type(text) is str else str(text)
@@ -222,6 +258,8 @@ def _reply(text: Any, message_json: Any, raw: Any) -> str:
             continue
         if block.get("type") == "text":
             pieces.append(str(block.get("text") or ""))
+            if block.get("citations"):
+                pieces.append(_citations(block))
         elif block.get("type") == "tool_use":
             pieces.append(f"[tool_use {block.get('name')}] " + json.dumps(block.get("input"), ensure_ascii=False))
         elif block.get("type") in ("thinking", "redacted_thinking"):
@@ -416,7 +454,7 @@ def plan_subset(
     strings_used[0] = True
     strings_used[parts[parts >= 0]] = True
     strings_used[tables["md_a"][media_used]] = True
-    strings_used[tables["md_b"][media_used & (tables["md_kind"] == 0)]] = True
+    strings_used[tables["md_b"][media_used & (tables["md_kind"] != 1)]] = True  # an image URL has no md_b
     for column in texts:
         strings_used[column] = True
     string_map = _numbering(strings_used)
@@ -432,7 +470,7 @@ def plan_subset(
         "tu_part": _renumber(parts, string_map, media_map),
         "md_kind": md_kind,
         "md_a": string_map[tables["md_a"][media_used]],
-        "md_b": np.where(md_kind == 0, _renumber(md_b, string_map, None), -1),
+        "md_b": np.where(md_kind != 1, _renumber(md_b, string_map, None), -1),
     }
     return _Plan(kept, renumbered, strings_used, maps, int(lengths[strings_used].sum(dtype=np.int64)))
 
@@ -452,7 +490,8 @@ def _column(spec: Mapping[str, Any], count: int) -> np.ndarray:
 def decode(payload: Mapping[str, Any]) -> dict[str, Any]:
     """A payload (as parsed from the page) in plain Python: `cells` as lists per column (None where
     a float is missing), `requests` as lists of turn ids, `turns` as (role letter, parts), a part
-    being a string id, ``{"img": sha256, "path": string id}`` or ``{"url": string id}``. For tests
+    being a string id, ``{"img": sha256, "path": string id}``, ``{"url": string id}`` or
+    ``{"doc": string id, "link": string id}``. For tests
     and anyone reading a page's data."""
     count = int(payload["count"])
     cells: dict[str, list[Any]] = {}
@@ -466,7 +505,10 @@ def decode(payload: Mapping[str, Any]) -> dict[str, Any]:
         if p >= 0:
             return p
         m = -1 - p
-        return {"img": strings[t["md_a"][m]], "path": t["md_b"][m]} if t["md_kind"][m] == 0 else {"url": t["md_a"][m]}
+        kind = t["md_kind"][m]
+        if kind == 2:
+            return {"doc": t["md_a"][m], "link": t["md_b"][m]}
+        return {"img": strings[t["md_a"][m]], "path": t["md_b"][m]} if kind == 0 else {"url": t["md_a"][m]}
 
     roles = payload["roles"]
     turns = [(roles[t["tu_role"][i]][0], [part(p) for p in t["tu_part"][t["tu_off"][i]: t["tu_off"][i + 1]]])

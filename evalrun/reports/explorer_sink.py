@@ -171,7 +171,7 @@ class ExplorerSink:
 
     # ResultsSink
     def begin(self, columns: list[str]) -> None:
-        self.field_columns = [c for c in columns if c.startswith("correct_")]
+        self.field_columns = [c for c in columns if c.startswith("correct_") and c != "correct_auto"]  # not a field: the scorer's verdict beside a human one
 
     def write(self, records: list[dict[str, Any]], cells: list[dict[str, Any]]) -> None:
         if len(records) != len(cells):
@@ -436,6 +436,8 @@ class ExplorerSink:
             _, sha, path, media_type = part
             self._embed(sha, path, media_type)
             key = (0, self._sid(sha, j), self._sid(path, j))
+        elif part[0] == "doc":
+            key = (2, self._sid(part[1], j), self._sid(part[2], j))
         else:
             key = (1, self._sid(part[1], j), -1)
         found = self.media.find(key)
@@ -537,7 +539,7 @@ class ExplorerSink:
         ``rq_turn[rq_off[i]:rq_off[i+1]]``; turn `t` has role ``roles[tu_role[t]]`` and parts
         ``tu_part[tu_off[t]:tu_off[t+1]]``, a part being a string id (>= 0) or a media part ``-1 - m``:
         an image file (``md_kind[m]`` 0; `md_a` its sha256, `md_b` its path, as string ids) or an
-        image URL (1; `md_a` the URL)."""
+        image URL (1; `md_a` the URL) or a document (2; `md_a` its label, `md_b` its link)."""
         if not self.closed:
             self.close()
         plan = self._plan()

@@ -12,6 +12,7 @@ from evalrun.reports.frontier import frontier_markdown
 from evalrun.reports.md_table import fmt_value as _fmt
 from evalrun.reports.md_table import markdown_table
 from evalrun.reports.report import Report
+from evalrun.reports.reviewed import human_review_lines
 from evalrun.reports.trend import trend_markdown
 from evalrun.results.summary import UNRELIABLE_ERROR_RATE
 
@@ -128,6 +129,7 @@ def _totals(report: Report) -> list[str]:
         + (f" (plus {unknown:,} answers of unknown cost)" if unknown else "")
         + f"; paid by this run folder in all: {_paid(totals['spent_usd'], unknown)}"
         + f" (prices as of {settings.get('prices_as_of', 'unknown')})",
+        *human_review_lines(report.tallies),
         "",
     ]
     return lines + _grader(report, lines)
@@ -148,7 +150,8 @@ def _grader(report: Report, totals: list[str]) -> list[str]:
     if not any("judge_kappa" in row for row in report.summary):
         return []
     return [
-        "Agreement of the grader with the human grades (`human` column): judge_agreement is the share of "
+        "Agreement of the grader with the human grades (the `human` column and reviews in `evalrun view`; "
+        "judge_agreement_from_column and judge_agreement_from_reviews count each): judge_agreement is the share of "
         "cells graded alike (95 % Wilson interval); judge_kappa is Cohen's κ with its 95 % interval.",
         "",
         markdown_table(report.summary, AGREEMENT_COLUMNS),

@@ -142,7 +142,7 @@ class CsvResults:
 
 class _ParquetSink:
     _INTS: ClassVar[set[str]] = {"repeat", "attempts", "shared_by"}
-    _BOOLS: ClassVar[set[str]] = {"correct"}
+    _BOOLS: ClassVar[set[str]] = {"correct", "correct_auto"}
     _FLOATS: ClassVar[set[str]] = {"score", "cost_usd", "latency_s", "input_tokens", "output_tokens", "cache_creation_input_tokens",
                "cache_read_input_tokens", "thinking_tokens"}  # fmt: skip
 

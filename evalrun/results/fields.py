@@ -119,7 +119,7 @@ def fields_scorer(spec: ScorerSpec) -> Scorer:
         for path, field in specs.items():
             value = value_at(obj, path)
             answers[path] = None if value is _MISSING else value
-            results[path] = compare_field(value, row.get(field.column, ""), field, case_sensitive=spec.case_sensitive)
+            results[path] = compare_field(value, _gold(row, field.column), field, case_sensitive=spec.case_sensitive)
         wrong = [path for path, right in results.items() if not right]
         return Score(
             answer=json.dumps(answers, ensure_ascii=False, sort_keys=True),
@@ -130,3 +130,14 @@ def fields_scorer(spec: ScorerSpec) -> Scorer:
         )
 
     return Scorer(score, needs_message=True, columns=[f"correct_{path}" for path in specs])
+
+
+def _gold(row: Mapping[str, Any], column: str) -> str:
+    """The row's gold value for a field as text: a column, or a nested path (`answer.city`), a
+    number or an object from JSON as its JSON text; "" if absent."""
+    from evalrun.plan.paths import FieldMissing, lookup, text_of
+
+    try:
+        return text_of(lookup(row, column))
+    except FieldMissing:
+        return ""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from evalrun.results.fields import fields_scorer
 from evalrun.results.judge import judge_scorer
@@ -103,15 +104,24 @@ def _normalize(text: str, case_sensitive: bool) -> str:
 
 
 def _choice_scorer(spec: ScorerSpec) -> Scorer:
-    choices = tuple(spec.choices or ("A", "B", "C", "D"))
+    fixed = tuple(spec.choices or ("A", "B", "C", "D"))
+    options = spec.options
 
-    def score(reply: Reply, target: str, row: Mapping[str, str]) -> Score:
+    def score(reply: Reply, target: str, row: Mapping[str, Any]) -> Score:
+        # With `options`, a row's choices are as many letters as its own list has options.
+        choices = _row_letters(row, options) if options is not None else fixed
         answer = extract_choice(reply.text, choices)
         if answer is None:
             return Score(answer=None, correct=False, status="unparsed")
         return Score(answer=answer, correct=answer == normalize_choice_target(target, choices), status="ok")
 
-    return Scorer(score)
+    return Scorer(score, needs_message=options is not None)
+
+
+def _row_letters(row: Mapping[str, Any], options: str) -> tuple[str, ...]:
+    from evalrun.plan.paths import as_list, letters, lookup
+
+    return letters(len(as_list(lookup(row, options), path=options)), path=options)
 
 
 def _exact_scorer(spec: ScorerSpec) -> Scorer:

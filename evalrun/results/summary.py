@@ -127,6 +127,8 @@ def _scorer_columns(tally: VariantTally, scorer: ScorerSpec | None, confidence: 
     if scorer is None:
         return {}
     out: dict[str, Any] = {}
+    if tally.reviewed:  # cells a human reviewed in the viewer (`evalrun view`), scored by the human
+        out.update(human_reviewed=tally.reviewed, human_overridden=tally.overridden)
     if scorer.type == "fields":
         for path in scorer.field_specs:
             out[f"accuracy_{path}"] = tally.field_correct[path] / tally.answered if tally.answered else math.nan
@@ -134,7 +136,7 @@ def _scorer_columns(tally: VariantTally, scorer: ScorerSpec | None, confidence: 
         out["judge_input_tokens"] = round(tally.judge_tokens["input"])
         out["judge_output_tokens"] = round(tally.judge_tokens["output"])
         out["judge_cost_usd"] = tally.judge_cost_usd
-        if scorer.human:
+        if scorer.human or tally.agreement_sources:
             pairs = [(judge, human) for (judge, human), count in tally.agreement.items() for _ in range(count)]
             agreement = cohen_kappa(
                 [p[0] for p in pairs], [p[1] for p in pairs], labels=scorer.grade_labels, confidence=confidence
@@ -147,6 +149,9 @@ def _scorer_columns(tally: VariantTally, scorer: ScorerSpec | None, confidence: 
                 judge_kappa=agreement.kappa,
                 judge_kappa_low=agreement.kappa_low,
                 judge_kappa_high=agreement.kappa_high,
+                # Where the human grades came from: the dataset's column, the viewer's reviews.
+                judge_agreement_from_column=tally.agreement_sources["column"],
+                judge_agreement_from_reviews=tally.agreement_sources["review"],
             )
     return out
 

@@ -22,9 +22,11 @@ from evalrun.cost import cost_usd
 from evalrun.models import Price
 from evalrun.results.judge import match_grade
 from evalrun.results.reasoning import TRUNCATED_NOTE, Reasoning, reasoning_of
+from evalrun.results.reviews import cell_key, human_grade, human_score
 from evalrun.results.scoring import Grader, Reply, Score, Scorer, make_scorer
 from evalrun.spec import ScorerSpec, parse_scorer
 from evalrun.store.records import reply_shown
+from evalrun.store.reviews import CellKey, Review
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -39,9 +41,9 @@ __all__ = [
 
 RESULT_COLUMNS = [
     "model", "model_id", "prompt", "row_id", "repeat", "cluster", "answer_mode", "response_text", "answer",
-    "target", "correct", "score", "status", "stop_reason", "input_tokens", "output_tokens", "thinking_tokens",
-    "thinking_tokens_source", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd", "shared_by", "source",
-    "latency_s", "attempts", "error",
+    "target", "correct", "correct_auto", "score_source", "score", "status", "stop_reason", "input_tokens",
+    "output_tokens", "thinking_tokens", "thinking_tokens_source", "cache_creation_input_tokens",
+    "cache_read_input_tokens", "cost_usd", "shared_by", "source", "latency_s", "attempts", "error",
 ]  # fmt: skip
 TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"]
 ANSWERED = ("ok", "unparsed", "refused")
@@ -95,6 +97,11 @@ class VariantTally:
     judge_tokens: dict[str, float] = field(default_factory=lambda: {"input": 0.0, "output": 0.0})
     judge_cost_usd: float = 0.0
     agreement: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # Where the human grades of `agreement` came from: "column" (the dataset) or "review" (the viewer).
+    agreement_sources: Counter[str] = field(default_factory=Counter)
+    # Cells scored by a human review, and how many of them the human scored differently.
+    reviewed: int = 0
+    overridden: int = 0
     row_sum: np.ndarray = field(init=False)
     row_n: np.ndarray = field(init=False)
 
@@ -158,8 +165,10 @@ class ResultsPass:
         rows: int,
         variants: Iterable[tuple[str, str]],
         scorer: Scorer | None = None,
+        reviews: Mapping[CellKey, Review] | None = None,
     ) -> None:
         self.settings = settings
+        self.reviews = reviews or {}
         self.scorer_spec = parse_scorer(settings["scorer"])
         self.scorer = scorer or make_scorer(self.scorer_spec)
         self.field_names = list(self.scorer_spec.field_specs) if self.scorer_spec.type == "fields" else []
@@ -184,7 +193,8 @@ class ResultsPass:
     def of_run(cls, settings: Mapping[str, Any], store: Any) -> ResultsPass:
         """The pass over a run folder's stored cells: the rows its store holds, every model ×
         prompt its settings name (so a variant with no cell yet still has a tally)."""
-        return cls(settings, rows=stored_rows(store), variants=run_variants(settings))
+        reviews = store.latest_reviews() if hasattr(store, "latest_reviews") else None
+        return cls(settings, rows=stored_rows(store), variants=run_variants(settings), reviews=reviews)
 
     def tally(self, model: str, prompt: str) -> VariantTally:
         key = (model, prompt)
@@ -213,6 +223,12 @@ class ResultsPass:
         values = json.loads(cell["values_json"]) if self.needs_values else {}
         return self.scorer(reply, cell["target"], values)
 
+    def reviewed_score(self, cell: Mapping[str, Any]) -> Score | None:
+        """`score` with the cell's human review applied (what the repeats' majority vote reads)."""
+        score = self.score(cell)
+        review = self.reviews.get(cell_key(cell)) if score is not None and self.reviews else None
+        return score if review is None or score is None else human_score(score, review, self.scorer_spec)
+
     def counted_score(self, cell: Mapping[str, Any]) -> Score | None:
         """The score an answered cell counts with in the results (a refusal, a reply cut while
         thinking), or None when it has no answer. Reads only the columns `score` and
@@ -220,6 +236,12 @@ class ResultsPass:
         if cell["status"] != "ok":
             return None
         return self._reasoned_score(cell, reasoning_of(cell), {})
+
+    def reviewed_counted_score(self, cell: Mapping[str, Any]) -> Score | None:
+        """`counted_score` with the cell's human review applied (what `evalrun diff` compares)."""
+        score = self.counted_score(cell)
+        review = self.reviews.get(cell_key(cell)) if score is not None and self.reviews else None
+        return score if review is None or score is None else human_score(score, review, self.scorer_spec)
 
     def records(self, chunk: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
         """Result records (results.csv rows) of a chunk of stored cells, tallied on the way."""
@@ -247,7 +269,7 @@ class ResultsPass:
         reasoning = reasoning_of(cell)
         record["thinking_tokens"] = reasoning.thinking_tokens
         record["thinking_tokens_source"] = reasoning.source
-        score = self._reasoned_score(cell, reasoning, record)
+        score = self._reviewed(cell, self._reasoned_score(cell, reasoning, record), record, tally)
         self._apply_score(record, score)
         if self.judged and not (reasoning.truncated or reasoning.refused):
             self._tally_grading(tally, cell, score)
@@ -275,6 +297,8 @@ class ResultsPass:
             "target": cell["target"],
             "correct": None,  # set only for an answer: a failed or unsent cell is not a wrong one
             "score": None,
+            "correct_auto": None,
+            "score_source": "",
             "stop_reason": cell["stop_reason"] or "",
             "cost_usd": _share_of(cell["cost_usd"], share),
             "shared_by": share,
@@ -357,11 +381,30 @@ class ResultsPass:
         tally.judge_cost_usd += float(cell.get("judge_cost_usd") or 0.0) / share
         if cell.get("judge_source") not in (None, "cache"):  # "paid by this folder" counts grading too
             tally.paid_usd += float(cell.get("judge_cost_usd") or 0.0) / share
-        if self.human and score.status == "ok" and score.answer:
-            values = json.loads(cell["values_json"])
-            human = match_grade(values.get(self.human), self.labels)
-            if human is not None:
-                tally.agreement[(score.answer, human)] += 1
+        review = self.reviews.get(cell_key(cell)) if self.reviews else None
+        if not score.answer or not (self.human or review) or score.status != "ok":
+            return
+        # A human grade given in the viewer counts before the dataset's column: it is the later word.
+        human = human_grade(review, self.scorer_spec) if review is not None else None
+        source = "review"
+        if human is None and self.human:
+            human, source = match_grade(json.loads(cell["values_json"]).get(self.human), self.labels), "column"
+        if human is not None:
+            tally.agreement[(score.answer, human)] += 1
+            tally.agreement_sources[source] += 1
+
+    def _reviewed(self, cell: Mapping[str, Any], auto: Score, record: dict[str, Any], tally: VariantTally) -> Score:
+        """The one place a human review overrides the automatic score (kept as `correct_auto`)."""
+        record["correct_auto"] = auto.correct if auto.status in ANSWERED else None
+        review = self.reviews.get(cell_key(cell)) if self.reviews else None
+        record["score_source"] = "human" if review is not None else "auto"
+        if review is None:
+            return auto
+        human = human_score(auto, review, self.scorer_spec)
+        tally.reviewed += 1
+        tally.overridden += human.correct != record["correct_auto"]
+        # The answer stays the automatic one: for a judge, the grader's grade (its side of the agreement).
+        return human
 
     def _tally_usage(self, tally: VariantTally, cell: Mapping[str, Any], share: int) -> None:
         if cell["input_tokens"] is None:

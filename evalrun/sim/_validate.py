@@ -18,6 +18,7 @@ from evalrun.messages_api import (
 from evalrun.models import ModelInfo
 from evalrun.sim._errors import SimError, invalid
 from evalrun.sim._thinking import check_thinking_model, check_thinking_request
+from evalrun.tokens import MAX_PDF_PAGES, pdf_pages
 
 __all__ = ["check_model_rules", "validate_request"]
 
@@ -27,6 +28,8 @@ _MEDIA_TYPE_CHOICES = " or ".join(
     (", ".join(f"'{t}'" for t in IMAGE_MEDIA_TYPES[:-1]), f"'{IMAGE_MEDIA_TYPES[-1]}'")
 )
 _TTLS = ("5m", "1h")
+# A document's source types, with the media type each must name (none for url and content).
+_DOCUMENT_SOURCES = {"base64": "application/pdf", "text": "text/plain", "url": "", "content": ""}
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
 _TOOL_FIELDS = frozenset({
     "type", "name", "description", "input_schema", "cache_control", "strict", "input_examples",
@@ -101,6 +104,48 @@ def _check_image_source(loc: str, source: Any) -> None:
         )
 
 
+def _check_document_source(loc: str, source: Any) -> None:
+    if not isinstance(source, Mapping):
+        raise invalid(f"{loc}: Field required" if source is None else f"{loc}: Input should be a valid dictionary")
+    kind = source.get("type")
+    if kind not in _DOCUMENT_SOURCES:
+        tags = ", ".join(f"'{t}'" for t in _DOCUMENT_SOURCES)
+        raise invalid(f"{loc}: Input tag '{kind}' found using 'type' does not match any of the expected tags: {tags}")
+    if kind == "url":
+        url = source.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise invalid(f"{loc}.url.url: Input should be a valid URL")
+        return
+    if kind == "content":
+        if not isinstance(source.get("content"), str | list):
+            raise invalid(f"{loc}.content.content: Field required")
+        return
+    media_type = _DOCUMENT_SOURCES[kind]
+    if source.get("media_type") != media_type:
+        raise invalid(f"{loc}.{kind}.media_type: Input should be '{media_type}'")
+    if not isinstance(source.get("data"), str):
+        raise invalid(f"{loc}.{kind}.data: Field required")
+    if kind == "base64":
+        pages = pdf_pages(source["data"])
+        if pages is None:
+            raise invalid(f"{loc}.base64.data: The PDF specified was not valid.")
+        if pages > MAX_PDF_PAGES:
+            raise invalid(f"{loc}.base64.data: A maximum of {MAX_PDF_PAGES} PDF pages may be provided.")
+
+
+def _check_document(loc: str, block: Mapping[str, Any]) -> None:
+    _check_document_source(f"{loc}.source", block.get("source"))
+    for key in ("title", "context"):
+        if block.get(key) is not None and not isinstance(block[key], str):
+            raise invalid(f"{loc}.{key}: Input should be a valid string")
+    citations = block.get("citations")
+    if citations is not None and not (isinstance(citations, Mapping) and isinstance(citations.get("enabled", False), bool)):
+        raise invalid(f"{loc}.citations: Input should be a valid dictionary")
+    extra = set(block) - {"type", "source", "title", "context", "citations", "cache_control"}
+    if extra:
+        raise invalid(f"{loc}.{sorted(extra)[0]}: Extra inputs are not permitted")
+
+
 def _check_block(loc: str, block: Any, *, system: bool = False) -> None:
     if not isinstance(block, Mapping):
         raise invalid(f"{loc}: Input should be a valid dictionary or object to extract fields from")
@@ -125,6 +170,8 @@ def _check_block(loc: str, block: Any, *, system: bool = False) -> None:
             raise invalid(f"{loc}.{sorted(extra)[0]}: Extra inputs are not permitted")
     elif kind == "image":
         _check_image_source(f"{loc}.source", block.get("source"))
+    elif kind == "document":
+        _check_document(loc, block)
 
 
 def _check_messages(messages: Any) -> None:
@@ -268,11 +315,8 @@ def _check_tool_choice(choice: Any, names: list[str], thinking: Any) -> None:
         raise invalid("Thinking may not be enabled when tool_choice forces tool use.")
 
 
-def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool = False) -> None:
-    """Raise a 400 `SimError` for the first problem in a Messages (or count_tokens) body.
-
-    `removed` names the parameters the request's API version no longer has.
-    """
+def _check_head(body: Any, *, removed: frozenset[str], count_tokens: bool) -> None:
+    """The body is an object with only known fields, the required ones, a model and max_tokens."""
     if not isinstance(body, Mapping):
         raise invalid("Input should be a valid dictionary or object to extract fields from")
     allowed = (COUNT_TOKENS_FIELDS if count_tokens else BODY_FIELDS) - removed
@@ -290,9 +334,10 @@ def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool =
             raise invalid("max_tokens: Input should be a valid integer")
         if body["max_tokens"] < 1:
             raise invalid("max_tokens: Input should be greater than or equal to 1")
-    _check_messages(body["messages"])
-    if "system" in body:
-        _check_system(body["system"])
+
+
+def _check_sampling(body: Mapping[str, Any]) -> None:
+    """temperature, top_p, top_k, stop_sequences, stream and metadata."""
     if body.get("temperature") is not None:
         _check_range("temperature", body["temperature"], 0, 1)
     if body.get("top_p") is not None:
@@ -309,6 +354,10 @@ def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool =
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, Mapping):
         raise invalid("metadata: Input should be a valid dictionary")
+
+
+def _check_options(body: Mapping[str, Any]) -> None:
+    """tools, tool_choice, output_config and a top-level cache_control."""
     names = _check_tools(body["tools"]) if body.get("tools") is not None else []
     if body.get("tool_choice") is not None:
         _check_tool_choice(body["tool_choice"], names, body.get("thinking"))
@@ -316,6 +365,19 @@ def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool =
         _check_output_config(body["output_config"])
     if body.get("cache_control") is not None:
         _check_cache_control("cache_control", body["cache_control"])
+
+
+def validate_request(body: Any, *, removed: frozenset[str], count_tokens: bool = False) -> None:
+    """Raise a 400 `SimError` for the first problem in a Messages (or count_tokens) body.
+
+    `removed` names the parameters the request's API version no longer has.
+    """
+    _check_head(body, removed=removed, count_tokens=count_tokens)
+    _check_messages(body["messages"])
+    if "system" in body:
+        _check_system(body["system"])
+    _check_sampling(body)
+    _check_options(body)
     check_thinking_request(body)
 
 

@@ -175,6 +175,29 @@ def m002_cells_apart_from_requests(db: sqlite3.Connection) -> None:
     )
 
 
+def m003_reviews(db: sqlite3.Connection) -> None:
+    """Human reviews of cells, appended and never updated: the latest one of a cell counts, the
+    history stays. A cell is named by what pairs it across plans (model label, prompt, row id,
+    repeat), so a review survives a re-planned store."""
+    db.executescript(
+        """
+        CREATE TABLE reviews (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            model TEXT NOT NULL,              -- the model's label
+            prompt TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            verdict TEXT,                     -- correct | wrong (NULL when a grade is given)
+            grade TEXT,                       -- a grade on the judge's scale (NULL when a verdict is given)
+            note TEXT NOT NULL DEFAULT '',
+            reviewer TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX reviews_cell ON reviews (model, prompt, row_id, repeat, id);
+        """
+    )
+
+
 def m007_paid_replies(db: sqlite3.Connection) -> None:
     """Every malformed reply received, kept apart from the request's latest outcome: each was
     paid for (its cost counts toward the folder's spend), and a re-run that sends the request
@@ -195,6 +218,7 @@ def m007_paid_replies(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
+MIGRATIONS.append(m003_reviews)
 MIGRATIONS.append(m007_paid_replies)
 
 

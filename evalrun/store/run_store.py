@@ -22,9 +22,11 @@ from typing import IO, Any
 
 from evalrun.errors import StoreError
 from evalrun.messages_api import USAGE_COLUMNS, Usage, usage_counters
+from evalrun.store._cells_sql import cells_select
 from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
+from evalrun.store.reviews import ReviewMethods
 
 __all__ = ["RUN_FAILED_CELLS", "STORE_NAME", "Learned", "PendingRequest", "Store"]
 
@@ -88,8 +90,8 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store(AcrossReads):
-    """A run folder's `store.sqlite`."""
+class Store(AcrossReads, ReviewMethods):
+    """A run folder's `store.sqlite` (the reads across runs: `AcrossReads`; human reviews: `ReviewMethods`)."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
         self.path = path
@@ -543,28 +545,7 @@ class Store(AcrossReads):
         `with_requests` adds `request_json`, the body that was sent (image files as references).
         """
         order_by = "c.seq" if order == "seq" else "c.model, c.prompt, c.row_seq, c.repeat"
-        cursor = self._db.execute(
-            "SELECT c.seq, c.model, c.model_id, c.prompt, c.row_seq, c.row_id, c.repeat, c.answer_mode,"
-            " c.max_tokens, c.request_key, w.target, w.cluster, w.values_json, w.line,"
-            " r.status, r.retryable, r.http_status, r.error_type, r.error, r.message_json, r.raw, r.text,"
-            " r.stop_reason, r.response_model, r.input_tokens, r.output_tokens, r.cache_creation_input_tokens,"
-            " r.cache_read_input_tokens, r.cache_creation_1h_input_tokens, r.service_tier, r.cost_usd, r.source,"
-            " r.simulated, r.latency_s, r.attempts, r.request_id, c.judge_key,"
-            " j.status AS judge_status, j.text AS judge_text, j.error AS judge_error,"
-            " j.input_tokens AS judge_input_tokens, j.output_tokens AS judge_output_tokens,"
-            " j.cost_usd AS judge_cost_usd, j.source AS judge_source,"
-            # Correlated counts on the key indexes: the scan stays in `order_by`'s index order.
-            # (Joining GROUP BY subqueries instead made SQLite sort every wide row: 1.3 s → 0.76 s
-            # at 100 k cells.)
-            " (SELECT count(*) FROM cells x WHERE x.request_key = c.request_key) AS sharing,"
-            " CASE WHEN c.judge_key IS NULL THEN 1"
-            " ELSE (SELECT count(*) FROM cells y WHERE y.judge_key = c.judge_key) END AS judge_sharing"
-            + (", q.body_json AS request_json" if with_requests else "")
-            + " FROM cells c JOIN rows w ON w.row_seq = c.row_seq LEFT JOIN responses r ON r.key = c.request_key"
-            + " LEFT JOIN responses j ON j.key = c.judge_key"
-            + (" LEFT JOIN requests q ON q.key = c.request_key" if with_requests else "")
-            + f" ORDER BY {order_by}"
-        )
+        cursor = self._db.execute(cells_select(with_requests=with_requests) + f" ORDER BY {order_by}")
         names = [d[0] for d in cursor.description]
         try:
             while batch := cursor.fetchmany(chunk):

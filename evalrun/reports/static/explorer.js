@@ -442,6 +442,14 @@
           t.appendChild(fig);
           return;
         }
+        if (T.md_kind[m] === 2) {  // a document: its name, page count and type, as a link
+          var doc = el("p", "imgurl", "document: "), href = str(T.md_b[m]);
+          var da = el(/^(https?|file):\/\//i.test(href) ? "a" : "span", null, str(T.md_a[m]));
+          if (da.tagName === "A") { da.href = href; da.rel = "noreferrer noopener"; da.target = "_blank"; }
+          doc.appendChild(da);
+          t.appendChild(doc);
+          return;
+        }
         var url = str(T.md_a[m]);
         var wrap = el("p", "imgurl", "image by URL (not fetched): ");
         if (/^https?:\/\//i.test(url)) {
