@@ -136,7 +136,12 @@ class BudgetExceeded(EvalrunError):
 
 
 class RunStopped(EvalrunError):
-    """The run stopped early because an error would hit every remaining cell."""
+    """The run stopped early because an error would hit every remaining cell; `model` is the
+    label of the model whose error it was, when one model's was."""
+
+    def __init__(self, message: str, *, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class RunFailed(EvalrunError):

@@ -3,6 +3,7 @@ and an independent fake of the Batches API."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -11,7 +12,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from evalrun.execute import prepare, run_prepared
 from evalrun.reports.build import load_results
 
 from .conftest import QUESTIONS, FakeClock
+from .fakes_process import PATIENCE_S, wait_until
 
 EXAMPLE = " ".join(f"word{i}" for i in range(900))  # ~900 tokens of few-shot context each
 
@@ -244,31 +245,34 @@ def test_a_killed_batch_run_reattaches_and_never_creates_a_batch_twice(tmp_path:
     port = _free_port()
     env = {**os.environ, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
     server = subprocess.Popen(
-        [sys.executable, "-m", "evalrun", "sim", "--port", str(port), "--batch-seconds", "3"],
+        [sys.executable, "-m", "evalrun", "sim", "--port", str(port), "--batch-seconds", "5"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+
+        def listening() -> bool:
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.05)
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until(listening, "the simulator to listen")
         spec = write_spec()
         command = [sys.executable, "-m", "evalrun", "run", str(spec), "--batch", "--out", "killed"]
         run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         store = tmp_path / "killed" / "store.sqlite"
-        while time.monotonic() < deadline:
-            if store.exists():
-                try:
-                    rows = sqlite3.connect(store).execute("SELECT status FROM batches").fetchall()
-                except sqlite3.Error:
-                    rows = []
-                if ("in_progress",) in rows:
-                    break
-            time.sleep(0.05)
+
+        def batch_open() -> bool:
+            if not store.exists():
+                return False
+            try:
+                with contextlib.closing(sqlite3.connect(store)) as db:
+                    return ("in_progress",) in db.execute("SELECT status FROM batches").fetchall()
+            except sqlite3.Error:
+                return False
+
+        # The batch stays open --batch-seconds after it is created: time enough to see it.
+        wait_until(batch_open, "the run to store its open batch")
         run.send_signal(signal.SIGKILL)
-        run.wait(timeout=20)
+        run.wait(timeout=PATIENCE_S)
         again = subprocess.run(command, capture_output=True, env=env, timeout=60)
         assert again.returncode == 0, again.stderr
         assert b"(0 sent now, 6 from re-attached batches, 0 from the shared cache)" in again.stderr
@@ -278,7 +282,7 @@ def test_a_killed_batch_run_reattaches_and_never_creates_a_batch_twice(tmp_path:
         assert len(results) == 6 and (results["status"] == "ok").all()
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
+        server.wait(timeout=PATIENCE_S)
 
 
 @pytest.mark.anyio
@@ -296,7 +300,7 @@ async def test_a_batch_run_with_the_realtime_fallback_finishes(tmp_path: Path, m
         monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
         prepared = prepare(spec, out=tmp_path / "out", batch=True)
-        with anyio.fail_after(30):
+        with anyio.fail_after(120):  # a guard against a hang, not a limit
             result = await run_prepared(prepared, batch_fallback="realtime", batch_poll_s=0.05, use_cache=False,
                                         backoff=lambda attempt, retry_after: 0.01)  # fmt: skip
     assert result.stats.answered > 0

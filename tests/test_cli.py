@@ -7,16 +7,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 
 from evalrun.cli import cli
+from evalrun.sim import SimConfig, running_server
 
 from .conftest import write_mc_csv, write_mc_spec
+from .fakes_process import PATIENCE_S, Lines, gated_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,51 +170,52 @@ def test_budget_stops_with_exit_code_3_and_resumes(write_spec, tmp_path: Path) -
     assert (final["status"] == "ok").all()
 
 
-def _run_subprocess(spec: Path, out: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "evalrun", "run", str(spec), "--sim", "--out", out, "--concurrency", "4"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-
-
 def _stored(folder: Path) -> int:
     import sqlite3
 
     try:
         db = sqlite3.connect(folder / "store.sqlite", timeout=5)
-        return db.execute("SELECT count(*) FROM responses WHERE status = 'ok'").fetchone()[0]
+        try:
+            return int(db.execute("SELECT count(*) FROM responses WHERE status = 'ok'").fetchone()[0])
+        finally:
+            db.close()
     except sqlite3.Error:
         return 0
+
+
+def _run_against(url: str, spec: Path, out: str, **popen: Any) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "ANTHROPIC_BASE_URL": url, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "evalrun", "run", str(spec), "--out", out, "--concurrency", "4"]
+    return subprocess.Popen(command, env=env, **popen)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_runs_resume_to_the_same_results(tmp_path: Path, sig: int) -> None:
     write_mc_csv(tmp_path / "big.csv", 200)
     spec = write_mc_spec(tmp_path / "big.yaml", name="big", dataset="big.csv")
-    process = _run_subprocess(spec, "killed")
-    deadline = time.monotonic() + 60
-    while _stored(tmp_path / "killed") < 40 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    process.send_signal(sig)
-    _, err = process.communicate(timeout=60)
+    # The first 40 requests are answered, the rest wait at the gate: the signal finds the run
+    # mid-way however slow the machine is (it used to race a run that could finish first).
+    with gated_server(SimConfig(), open_for=40) as (url, gate):
+        process = _run_against(url, spec, "killed", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = Lines(process.stderr)  # type: ignore[arg-type]
+        wait_until(lambda: _stored(tmp_path / "killed") >= 40 and gate.held >= 1, "40 stored, the rest in flight")
+        process.send_signal(sig)
+        if sig == signal.SIGINT:
+            err.wait_for("stopping: no new requests")
+            gate.release()  # the requests in flight are answered; nothing new is sent
+        process.wait(timeout=PATIENCE_S)
     assert process.returncode != 0
-    assert b"Traceback" not in err
-    resumed = subprocess.run(
-        [sys.executable, "-m", "evalrun", "run", str(spec), "--sim", "--out", "killed"], capture_output=True, timeout=120
-    )
-    assert resumed.returncode == 0, resumed.stderr
-    clean = subprocess.run(
-        [sys.executable, "-m", "evalrun", "run", str(spec), "--sim", "--out", "clean"], capture_output=True, timeout=120
-    )
-    assert clean.returncode == 0
+    assert "Traceback" not in err.text()
+    # A fresh simulator per run, as `--sim` would start: its answers depend only on the request.
+    for out in ("killed", "clean"):
+        with running_server(SimConfig()) as url:
+            again = _run_against(url, spec, out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            _, stderr = again.communicate(timeout=120)
+        assert again.returncode == 0, stderr
     columns = ["model", "prompt", "row_id", "answer", "correct", "input_tokens", "output_tokens"]
     killed = pd.read_csv(tmp_path / "killed" / "results.csv")[columns]
     assert killed.equals(pd.read_csv(tmp_path / "clean" / "results.csv")[columns])
     assert len(killed) == 200
-
 
 
 def _example_with(tmp_path: Path, name: str, edit) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -96,10 +95,10 @@ async def test_the_attempt_deadline_says_so_on_the_wire_path() -> None:
             await asyncio.sleep(0.1)
 
     async with raw_server(trickle) as (port, _), MessagesClient(base_url=f"http://127.0.0.1:{port}", api_key=KEY) as client:
-        start = time.monotonic()
+        # The message says the deadline ended it (the trickle itself lasts 10 s and then
+        # ends short of its content-length, a different error).
         with pytest.raises(TransientApiError, match=r"no complete reply within 1\.5 s \(the attempt's deadline\)"):
             await client.create(BODY, timeout=1.5)
-    assert time.monotonic() - start < 4
 
 
 @pytest.mark.anyio

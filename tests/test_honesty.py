@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ from evalrun.cli import cli
 from evalrun.sim import SimConfig, running_server
 
 from .conftest import write_mc_csv
+from .fakes_process import PATIENCE_S, Lines, gated_server, wait_until
 
 
 def invoke(*args: str):
@@ -145,27 +145,26 @@ def test_a_busy_port_is_one_line_and_exit_2() -> None:
 
 
 def test_one_ctrl_c_waits_only_for_the_requests_in_flight(tmp_path: Path, write_spec) -> None:
+    from evalrun.reports.build import load_results
+
     write_mc_csv(tmp_path / "mc.csv", 100)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "evalrun", "sim", "--port", str(port), "--latency-ms", "1500"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)  # fmt: skip
-    try:
-        time.sleep(1.5)
-        run = subprocess.Popen([sys.executable, "-m", "evalrun", "run", str(write_spec()), "--out", "ctrl-c"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)  # fmt: skip
-        time.sleep(2.5)
-        start = time.monotonic()
+    # The first request (it goes alone) is answered, every later one waits at the gate: Ctrl-C
+    # comes once all four slots are in flight, and the gate opens only after the run has said it
+    # stops sending (no guess at how long either takes).
+    with gated_server(SimConfig(), open_for=1) as (url, gate):
+        env = {**os.environ, "ANTHROPIC_BASE_URL": url, "PYTHONUNBUFFERED": "1"}
+        run = subprocess.Popen([sys.executable, "-m", "evalrun", "run", str(write_spec()), "--out", "ctrl-c",
+                                "--concurrency", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)  # fmt: skip
+        err = Lines(run.stderr)  # type: ignore[arg-type]
+        wait_until(lambda: gate.held == 4, "four requests in flight")
         run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=30)
-        waited = time.monotonic() - start
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=20)
-    assert run.returncode == 130, err
-    assert waited < 6  # the requests in flight take ~1.5 s; nothing new is started
-    text = err.decode()
-    assert "stopping: no new requests" in text and "Traceback" not in text
+        err.wait_for("stopping: no new requests")
+        in_flight = gate.received
+        gate.release()
+        run.wait(timeout=PATIENCE_S)
+        text = err.text()
+    assert run.returncode == 130, text
+    assert in_flight == gate.received == 1 + 4  # nothing new was started after Ctrl-C
+    assert (load_results(tmp_path / "ctrl-c")["status"] == "ok").sum() == 1 + 4  # what was in flight was kept
+    assert "Traceback" not in text
     assert "interrupted" in text and "run the same command again" in text

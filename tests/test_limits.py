@@ -7,8 +7,6 @@ in real time, against the simulator over loopback."""
 
 from __future__ import annotations
 
-import time
-
 import anyio
 import httpx
 import pytest
@@ -342,10 +340,7 @@ async def test_a_paced_run_against_the_simulator_draws_few_429s(write_spec, tmp_
     with running_server(SimConfig(rpm=6000, burst=40, latency_ms=20)) as url:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
         prepared = prepare(write_spec("params: {max_tokens: 1}\n"), out="run")
-        start = time.monotonic()
         result = await run_prepared(prepared, concurrency=256)
-        elapsed = time.monotonic() - start
     results = load_results(result.folder)
     assert results["status"].isin(["ok", "unparsed"]).all()
-    assert result.stats.rate_limited <= 4  # ≤ 2 %
-    assert elapsed < 6
+    assert result.stats.rate_limited <= 4  # ≤ 2 %  (how long it takes: bench/timed.py)

@@ -309,10 +309,10 @@ def test_the_simulator_thinks_more_accurately_and_more_expensively_with_more_eff
 
 
 def test_the_cell_ceiling_counts_every_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import evalrun.execute
+    import evalrun.engine.prepare
 
     # The real ceiling (50 M cells) would need a huge dataset: lower it to see the sweep counted.
-    monkeypatch.setattr(evalrun.execute, "MAX_CELLS", 200)
+    monkeypatch.setattr(evalrun.engine.prepare, "MAX_CELLS", 200)
     spec, _ = _spec(tmp_path, SWEEP)  # 60 rows × 4 configurations of one entry = 240 cells
     with pytest.raises(SpecError, match=r"240 cells .* 4 model configurations"):
         prepare(spec, out=tmp_path / "run")

@@ -475,13 +475,14 @@ async def test_prompt_caching_counters(make_client: Client) -> None:
 
 @pytest.mark.anyio
 async def test_rate_limit_headers_and_429(make_client: Client) -> None:
-    client = make_client(SimConfig(rpm=60, burst=2, itpm=6000, otpm=6000))
+    # 6 a minute: a request token takes 10 s to come back, not the 1 s a loaded machine may take.
+    client = make_client(SimConfig(rpm=6, burst=2, itpm=600, otpm=600))
     first = await client.post("/v1/messages", json=body())
     h = first.headers
-    assert h["anthropic-ratelimit-requests-limit"] == "60"
+    assert h["anthropic-ratelimit-requests-limit"] == "6"
     assert h["anthropic-ratelimit-requests-remaining"] == "1"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", h["anthropic-ratelimit-requests-reset"])
-    # burst 2 of 60 rpm is 2 s of a minute, so the token buckets hold 200 tokens.
+    # burst 2 of 6 rpm is 20 s of a minute, so the token buckets hold 200 tokens.
     assert int(h["anthropic-ratelimit-input-tokens-remaining"]) == 200 - first.json()["usage"]["input_tokens"]
     assert (
         int(h["anthropic-ratelimit-output-tokens-remaining"]) == 200 - first.json()["usage"]["output_tokens"]
@@ -491,7 +492,7 @@ async def test_rate_limit_headers_and_429(make_client: Client) -> None:
     limited = await client.post("/v1/messages", json=body())
     assert limited.status_code == 429
     assert limited.json()["error"]["type"] == "rate_limit_error"
-    assert limited.headers["retry-after"] == "1"
+    assert limited.headers["retry-after"] == "10"
     assert limited.headers["anthropic-ratelimit-requests-remaining"] == "0"
     # Another family has its own buckets; the rejected request was not charged.
     assert (await client.post("/v1/messages", json=body(model="claude-haiku-4-5"))).status_code == 200
@@ -556,7 +557,9 @@ async def test_latency_is_added(make_client: Client) -> None:
     client = make_client(SimConfig(latency_ms=50, latency_spread=0.0, latency_per_output_token_ms=10))
     start = time.perf_counter()
     await client.post("/v1/messages", json=body(max_tokens=5))
-    assert 0.095 < time.perf_counter() - start < 0.5  # 50 ms + 5 tokens x 10 ms
+    # A lower bound only: a loaded machine can make the reply later, never earlier. How close
+    # to 100 ms it comes is for bench/timed.py.
+    assert time.perf_counter() - start >= 0.1 - 0.005  # 50 ms + 5 tokens x 10 ms
 
 
 def test_config_rejects_nonsense() -> None:

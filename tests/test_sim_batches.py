@@ -29,8 +29,12 @@ Client = Callable[..., httpx.AsyncClient]
 async def make_client() -> AsyncIterator[Client]:
     clients: list[httpx.AsyncClient] = []
 
-    def make(config: SimConfig | None = None, headers: dict[str, str] = V1) -> httpx.AsyncClient:
+    def make(
+        config: SimConfig | None = None, headers: dict[str, str] = V1, clock: Callable[[], float] | None = None
+    ) -> httpx.AsyncClient:
         app = create_app(config or SimConfig())
+        if clock is not None:  # the batches' time source: a test moves it by hand
+            app.state.simulator.batches.clock = clock
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://sim", headers=headers)
         clients.append(client)
         return client
@@ -61,7 +65,17 @@ async def create(client: httpx.AsyncClient, reqs: list[dict[str, Any]], **kwargs
     return response.json()
 
 
-async def wait_ended(client: httpx.AsyncClient, batch_id: str, timeout: float = 10.0) -> dict[str, Any]:
+class ManualClock:
+    """A time source that moves only when told to."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def wait_ended(client: httpx.AsyncClient, batch_id: str, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         batch = (await client.get(f"/v1/messages/batches/{batch_id}")).json()
@@ -240,7 +254,8 @@ async def test_api_version_2026_rules_apply_to_each_request(make_client: Client)
 
 @pytest.mark.anyio
 async def test_cancel(make_client: Client) -> None:
-    client = make_client(SimConfig(batch_seconds=5))
+    clock = ManualClock()
+    client = make_client(SimConfig(batch_seconds=5), clock=clock)
     created = await create(client, requests(10))
     response = await client.post(f"/v1/messages/batches/{created['id']}/cancel")
     assert response.status_code == 200
@@ -249,7 +264,12 @@ async def test_cancel(make_client: Client) -> None:
         canceling["cancel_initiated_at"]
     )
     assert canceling["request_counts"]["processing"] == 10 and canceling["results_url"] is None
-    ended = await wait_ended(client, created["id"], timeout=3)  # ends a tenth of batch_seconds later
+    clock.now += 0.49
+    still = (await client.get(f"/v1/messages/batches/{created['id']}")).json()
+    assert still["processing_status"] == "canceling"
+    clock.now += 0.01
+    ended = (await client.get(f"/v1/messages/batches/{created['id']}")).json()  # a tenth of batch_seconds later
+    assert ended["processing_status"] == "ended"
     assert ended["request_counts"] == {
         "processing": 0,
         "succeeded": 0,
@@ -265,15 +285,15 @@ async def test_cancel(make_client: Client) -> None:
 
 @pytest.mark.anyio
 async def test_cancel_keeps_what_was_already_processed(make_client: Client) -> None:
-    client = make_client(SimConfig(batch_seconds=2))
+    clock = ManualClock()
+    client = make_client(SimConfig(batch_seconds=2), clock=clock)
     created = await create(client, requests(4))  # one request due every half second
-    await asyncio.sleep(0.7)
+    clock.now += 0.7
     await client.post(f"/v1/messages/batches/{created['id']}/cancel")
-    ended = await wait_ended(client, created["id"], timeout=3)
-    counts = ended["request_counts"]
-    assert (
-        counts["succeeded"] >= 1 and counts["canceled"] >= 1 and counts["succeeded"] + counts["canceled"] == 4
-    )
+    clock.now += 0.2
+    ended = (await client.get(f"/v1/messages/batches/{created['id']}")).json()
+    assert ended["processing_status"] == "ended"
+    assert ended["request_counts"] == {"processing": 0, "succeeded": 1, "errored": 0, "canceled": 3, "expired": 0}
     mapped = by_id(await results(client, ended))
     assert mapped["req-0"]["type"] == "succeeded" and mapped["req-3"]["type"] == "canceled"
 
@@ -443,7 +463,7 @@ def test_sdk_creates_retrieves_and_reads_a_batch(sdk: anthropic.Anthropic) -> No
     )
     assert batch.id.startswith("msgbatch_") and batch.processing_status == "in_progress"
     assert batch.request_counts.processing == 31 and batch.results_url is None
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a guard against a hang: the batch ends 0.2 s after creation
     while (batch := sdk.messages.batches.retrieve(batch.id)).processing_status != "ended":
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -472,7 +492,8 @@ def test_sdk_creates_retrieves_and_reads_a_batch(sdk: anthropic.Anthropic) -> No
 
 def test_sdk_cancels_a_batch() -> None:
     with (
-        running_server(SimConfig(batch_seconds=3)) as url,
+        # Its first request is due 6 s after creation: the cancel comes first on a loaded machine too.
+        running_server(SimConfig(batch_seconds=30)) as url,
         anthropic.Anthropic(api_key="k", base_url=url, max_retries=0) as client,
     ):
         batch = client.messages.batches.create(requests=_sdk_requests(5))
@@ -480,7 +501,7 @@ def test_sdk_cancels_a_batch() -> None:
         assert canceled.processing_status == "canceling" and canceled.cancel_initiated_at is not None
         with pytest.raises(anthropic.AnthropicError, match="No `results_url`"):
             client.messages.batches.results(batch.id)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # it ends a tenth of batch_seconds after the cancel
         while (canceled := client.messages.batches.retrieve(batch.id)).processing_status != "ended":
             assert time.monotonic() < deadline
             time.sleep(0.05)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import threading
-import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,7 +158,7 @@ def test_auth_and_not_found(url: str, client: anthropic.Anthropic) -> None:
 
 def test_rate_limit_and_overload() -> None:
     with (
-        running_server(SimConfig(rpm=60, burst=1)) as url,
+        running_server(SimConfig(rpm=1, burst=1)) as url,  # refills in a minute: no race with a slow machine
         anthropic.Anthropic(api_key=KEY, base_url=url, max_retries=0) as sdk,
     ):
         sdk.messages.create(
@@ -170,7 +168,7 @@ def test_rate_limit_and_overload() -> None:
             sdk.messages.create(
                 model="claude-sonnet-4-6", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
             )
-        assert info.value.response.headers["retry-after"] == "1"
+        assert info.value.response.headers["retry-after"] == "60"
         assert info.value.response.headers["anthropic-ratelimit-requests-remaining"] == "0"
     with (
         running_server(SimConfig(p529=1.0)) as url,
@@ -207,37 +205,14 @@ def test_dropped_connection_is_a_connection_error() -> None:
         )
 
 
-def test_hammered_simulator_lets_through_its_rate() -> None:
-    rpm, burst, seconds = 3000.0, 10, 2.0  # 50 req/s: well below what the SDK clients can send
-    counts = {"ok": 0, "limited": 0}
-    lock = threading.Lock()
-    with (
-        running_server(SimConfig(rpm=rpm, burst=burst)) as url,
-        anthropic.Anthropic(api_key=KEY, base_url=url, max_retries=0) as sdk,
-    ):
-        # Warm the connection pool so the window measures the limiter, not connection setup.
-        sdk.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])
-        start = time.monotonic()
-        stop = start + seconds
+def test_hammered_limiter_lets_through_its_rate() -> None:
+    # Many more attempts than the rate, at times the test chooses: exactly the burst plus the
+    # refill gets through. (The same hammering by SDK clients over loopback, in real time, is
+    # measured by bench/timed.py: a count within 10 % of the rate failed on a loaded machine.)
+    from evalrun.sim import RateLimiter
 
-        def hammer() -> None:
-            while time.monotonic() < stop:
-                try:
-                    sdk.messages.create(
-                        model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
-                    )
-                    outcome = "ok"
-                except anthropic.RateLimitError:
-                    outcome = "limited"
-                with lock:
-                    counts[outcome] += 1
-
-        threads = [threading.Thread(target=hammer) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.monotonic() - start
-    expected = burst + rpm / 60 * elapsed
-    assert counts["limited"] > 0, counts  # the clients really pushed past the limit
-    assert abs(counts["ok"] - expected) <= 0.1 * expected, (counts, expected)
+    rpm, burst, seconds = 3000.0, 10, 2.0  # 50 requests a second
+    limiter = RateLimiter(rpm=rpm, itpm=None, otpm=None, burst=burst)
+    attempts = [i * 0.001 for i in range(int(seconds * 1000) + 1)]  # 1,000 a second, for 2 s
+    admitted = sum(limiter.admit("haiku", 10, now=1000.0 + t) is None for t in attempts)
+    assert admitted == burst + rpm / 60 * seconds

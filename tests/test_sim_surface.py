@@ -29,7 +29,8 @@ def _params(**extra: object) -> dict[str, object]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(SimConfig(api_key="sk-mark", rpm=60, burst=1, batch_seconds=0))
+    # rpm=1: the bucket refills in a minute, not in the second a loaded machine may take between requests.
+    app = create_app(SimConfig(api_key="sk-mark", rpm=1, burst=1, batch_seconds=0))
     headers = {**V1, "x-api-key": "sk-mark"}
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app), base_url="http://sim", headers=headers

@@ -3,6 +3,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,13 +73,13 @@ def test_only_one_run_per_folder(tmp_path: Path) -> None:
     Store.open(tmp_path, lock=True).close()
 
 
-def _open_locked(folder: str, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _open_locked(folder: str, results: multiprocessing.Queue, release: Any) -> None:  # type: ignore[type-arg]
     try:
         store = Store.open(Path(folder), lock=True)
         results.put("ok")
-        import time
-
-        time.sleep(1.0)
+        # Hold the lock until every other process has tried (a fixed sleep here let a late
+        # starter on a loaded machine find the lock free and make a second "ok").
+        release.wait(60)
         store.close()
     except StoreError as exc:
         results.put(str(exc))
@@ -87,12 +88,16 @@ def _open_locked(folder: str, results: multiprocessing.Queue) -> None:  # type: 
 def test_simultaneous_starts_get_the_lock_message_not_a_schema_error(tmp_path: Path) -> None:
     context = multiprocessing.get_context("fork")
     results = context.Queue()
-    processes = [context.Process(target=_open_locked, args=(str(tmp_path / "run"), results)) for _ in range(12)]
+    release = context.Event()
+    processes = [context.Process(target=_open_locked, args=(str(tmp_path / "run"), results, release)) for _ in range(12)]
     for process in processes:
         process.start()
-    for process in processes:
-        process.join(timeout=30)
-    outcomes = [results.get(timeout=5) for _ in processes]
+    try:
+        outcomes = [results.get(timeout=60) for _ in processes]
+    finally:
+        release.set()
+        for process in processes:
+            process.join(timeout=60)
     assert outcomes.count("ok") == 1
     assert all("another evalrun is running" in o for o in outcomes if o != "ok"), outcomes
 

@@ -17,7 +17,28 @@ def report(folder: Path) -> None:
     from evalrun.reports.build import build_reports
 
     build_reports(folder)
+    for line in _retired_lines(folder):
+        click.echo(line)
     click.echo(f"report: {folder}")
+
+
+def _retired_lines(folder: Path) -> list[str]:
+    """The cells an edited spec took out of the folder's plan, by model × prompt: still stored."""
+    from collections import Counter
+
+    from evalrun.store.run_store import Store
+
+    with Store.open(folder, create=False) as store:
+        retired = store.retired_cells()
+    if not retired:
+        return []
+    cells = Counter((c["model"], c["prompt"]) for c in retired)
+    answered = Counter((c["model"], c["prompt"]) for c in retired if c["status"] == "ok")
+    lines = [f"{len(retired):,} cells of an earlier plan of this experiment are no longer in its plan (not in the "
+             "reports; their answers stay in the store and are used again if the spec plans them again):"]  # fmt: skip
+    lines += [f"  {model} · {prompt}: {n:,} cells, {answered[(model, prompt)]:,} answered"
+              for (model, prompt), n in sorted(cells.items())]  # fmt: skip
+    return lines
 
 
 @cli.command(name="compare")
@@ -27,21 +48,17 @@ def report(folder: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap.")
 def compare_command(folder: Path, by: str, baseline: str | None, seed: int) -> None:
     """Paired comparison of prompts or models on the rows both answered (writes comparison.csv)."""
-    from evalrun.reports.build import analyze, open_run, writable
+    from evalrun.api import comparison_rows
+    from evalrun.errors import SpecError
+    from evalrun.reports.build import writable
     from evalrun.reports.markdown import COMPARISON_TABLE_COLUMNS, markdown_table
     from evalrun.reports.writers import write_csv
-    from evalrun.results.summary import COMPARISON_COLUMNS, compare_tallies
+    from evalrun.results.summary import COMPARISON_COLUMNS
 
-    store, settings = open_run(folder)
-    with store:
-        report_ = analyze(store, settings, folder=folder)
     try:
-        table = compare_tallies(
-            report_.tallies, by=by, clusters=report_.clusters, baseline=baseline,
-            reducer=str(settings.get("reducer") or "mean"), repeats=report_.repeats, seed=seed,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--baseline") from None
+        table = comparison_rows(folder, by=by, baseline=baseline, seed=seed, write=False)
+    except SpecError as exc:
+        raise click.BadParameter(str(exc).removeprefix("baseline: "), param_hint="--baseline") from None
     if not table:
         other = "models" if by == "prompt" else "prompts"
         click.echo(f"nothing to compare: the run has fewer than two {by}s within any of its {other}")

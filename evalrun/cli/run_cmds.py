@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from evalrun.cli._app import cli, common_options, duration, echo_warnings, positive_finite, spent
-from evalrun.errors import RunFailed, RunInterrupted
+from evalrun.errors import EvalrunError, RunFailed, RunInterrupted
 
 
 @cli.command()
@@ -19,7 +19,7 @@ from evalrun.errors import RunFailed, RunInterrupted
 @click.option("--batch", "batch", flag_value=True, default=None, help="As `run --batch` would send it.")
 def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: bool | None) -> None:
     """Check a spec: schema, dataset columns, modes and parameters, first request body."""
-    from evalrun.execute import prepare
+    from evalrun.engine.prepare import nearest_model, prepare
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     plan = prepared.plan
@@ -31,6 +31,9 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
     for model in prepared.models:
         info = model.info
         known = "in the model table" if info.known else "NOT in the model table"
+        nearest = None if info.known else nearest_model(prepared.table, model.spec.name)
+        if nearest is not None:
+            known += f"; did you mean {nearest!r}?"
         click.echo(f"\nmodel {model.label} ({model.spec.name}, {known}; API version {model.api_version})")
         for prompt in experiment.prompts:
             params = plan.params[(model.label, prompt)]
@@ -51,17 +54,30 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
                    "first grading request body:")  # fmt: skip
         stand_in = "<the reply of the graded model>"
         click.echo(json.dumps(judge.body(first_row.values, stand_in), indent=2, ensure_ascii=False)[:20000])
-    click.echo(f"\nrun folder: {prepared.folder}")
+    click.echo(f"\nrun folder: {prepared.folder}{_owner_note(prepared)}")
     if not sim:
         _note_missing_key(prepared)
+
+
+def _owner_note(prepared: Any) -> str:
+    """A note when the run folder holds another experiment (`run` would refuse it)."""
+    from evalrun.store.ownership import experiment_in
+
+    try:
+        owner = experiment_in(prepared.folder)
+    except EvalrunError:
+        return " (its store cannot be read)"
+    if owner is None or owner == prepared.experiment.name:
+        return ""
+    return f" (holds experiment {owner!r}: `run` will refuse it; add --fresh to set that store aside)"
 
 
 def _note_missing_key(prepared: Any) -> None:
     """validate checks the spec, not the environment: a missing or unusable key is said, not fatal."""
     import os
 
+    from evalrun.engine.prepare import api_keys
     from evalrun.errors import SpecError
-    from evalrun.execute import api_keys
 
     try:
         api_keys(prepared, os.environ)
@@ -100,7 +116,8 @@ def estimate(
     """Requests, tokens, USD, wall time and statistical power, before spending anything (but a --pilot)."""
     import anyio
 
-    from evalrun.execute import estimate_prepared, prepare
+    from evalrun.engine.estimating import estimate_prepared
+    from evalrun.engine.prepare import prepare
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     result = anyio.run(
@@ -258,7 +275,9 @@ def run(
     """Send, score, report. Resumes if interrupted: run the same command again."""
     import anyio
 
-    from evalrun.execute import prepare, run_prepared
+    from evalrun.engine.options import RunOptions
+    from evalrun.engine.prepare import prepare
+    from evalrun.engine.run import run_prepared
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     echo_warnings(prepared.plan.warnings)
@@ -275,8 +294,7 @@ def run(
             tg.start_soon(_watch_signals, holder, tg.cancel_scope)
             try:
                 with _ProgressLine() as line:
-                    return await run_prepared(
-                        prepared,
+                    options = RunOptions(
                         fresh=fresh,
                         use_cache=not no_cache,
                         concurrency=concurrency,
@@ -289,6 +307,7 @@ def run(
                         on_progress=line.update,
                         on_runner=lambda runner: holder.__setitem__("runner", runner),
                     )
+                    return await run_prepared(prepared, options)
             finally:
                 tg.cancel_scope.cancel()
 
@@ -312,17 +331,24 @@ def run(
 def _echo_done(result: Any) -> None:
     echo_warnings(result.warnings)
     stats, counts = result.stats, result.counts
+    # The answers' counters alone: a judged run's grading requests are counted apart.
+    answers = result.stages.get("answer", stats)
     cells = sum(counts.get(k, 0) for k in ("answered", "failed", "not_sent"))
     # Answers collected from batches a killed run had submitted were not sent by this one.
-    reattached = f"{stats.reattached} from re-attached batches, " if stats.reattached else ""
+    reattached = f"{answers.reattached} from re-attached batches, " if answers.reattached else ""
     line = (
         f"done: {cells} cells ({counts.get('stored_before', 0)} already stored); {counts.get('answered', 0)} cells "
-        f"answered from {counts.get('answered_requests', 0)} requests ({stats.answered} sent now, {reattached}"
-        f"{stats.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
+        f"answered from {counts.get('answered_requests', 0)} requests ({answers.answered} sent now, {reattached}"
+        f"{answers.from_cache} from the shared cache); {counts.get('failed', 0)} failed; {counts.get('not_sent', 0)} "
         f"not sent; {stats.retries} retries; {spent(stats.spent_usd, counts.get('unpriced', 0))}"
     )
     if counts.get("graded_requests"):
-        line += f"; graded by {counts['graded_requests']} grading requests ({counts.get('ungraded', 0)} cells ungraded)"
+        grading = result.stages.get("judge")
+        sent_now = f"{grading.answered} sent now, {grading.from_cache} from the shared cache; " if grading else ""
+        line += (
+            f"; graded by {counts['graded_requests']} grading requests ({sent_now}"
+            f"{counts.get('ungraded', 0)} cells ungraded)"
+        )
     click.echo(line, err=True)
 
 

@@ -78,10 +78,7 @@ class JudgePlan:
     def total_cells(self) -> int:
         if self.store is None:
             return 0
-        (count,) = self.store.query(
-            "SELECT count(*) FROM cells c JOIN responses r ON r.key = c.request_key WHERE r.status = 'ok'"
-        )[0]
-        return int(count)
+        return self.store.answered_cell_count()
 
     def columns(self) -> tuple[str, ...]:
         """The dataset columns the rubric names ({response} and {target} are not columns)."""

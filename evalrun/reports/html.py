@@ -204,6 +204,14 @@ def _failure_banner(page: Page) -> list[Any]:
     ]
 
 
+def _stopped_banner(page: Page) -> list[Any]:
+    """Why the last run stopped early, when it did (the store adds `stopped` to the settings)."""
+    stopped = page.settings.get("stopped")
+    if not isinstance(stopped, Mapping) or not stopped.get("reason"):
+        return []
+    return [f'<p class="banner failed" role="alert" id="stopped">Stopped: {esc(str(stopped["reason"]))}</p>']
+
+
 def _unreliable_banner(page: Page) -> list[Any]:
     shaky = [variant_label(r) for r in page.rows if unreliable(r) and r.get("n")]
     if not shaky or page.failure:
@@ -292,6 +300,7 @@ def _settings(page: Page) -> list[Any]:
 SECTIONS: list[Section] = [
     Section(_simulated_banner),
     Section(_failure_banner),
+    Section(_stopped_banner),
     Section(_unreliable_banner),
     Section(_summary, "summary", "Summary"),
     Section(_accuracy, "accuracy", "Accuracy"),

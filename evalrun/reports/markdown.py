@@ -47,6 +47,12 @@ def _summary_rows(report: Report) -> list[dict[str, Any]]:
     return rows
 
 
+def _stopped_lines(settings: Mapping[str, Any]) -> list[str]:
+    """Why the last run stopped early, when it did (the store adds `stopped` to the settings)."""
+    reason = (settings.get("stopped") or {}).get("reason")
+    return [f"> **STOPPED:** {reason}", ""] if reason else []
+
+
 def render_markdown(report: Report) -> str:
     """report.md of a `Report`: its sections (`MARKDOWN_SECTIONS`) in order."""
     lines: list[str] = []
@@ -59,6 +65,7 @@ def _head(report: Report) -> list[str]:
     lines = [f"# {report.settings.get('name', 'experiment')}", ""]
     if report.simulated:
         lines += ["> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.", ""]
+    lines += _stopped_lines(report.settings)
     if report.failure:
         lines += [f"> **FAILED RUN:** {report.failure}. Run the same command again to retry the failed requests.", ""]
     return lines

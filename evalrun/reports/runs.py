@@ -42,6 +42,8 @@ class RunInfo:
     cells_done: int | None = None
     spent_usd: float | None = None
     failure: str | None = None
+    stop_reason: str | None = None  # why the last run stopped early, as its store recorded it
+    stop_model: str | None = None
     accuracy: list[dict[str, Any]] = field(default_factory=list)
     problem: str | None = None
 
@@ -127,6 +129,7 @@ def read_run(folder: Path) -> RunInfo:
             info.name = str(settings.get("name") or folder.name)
             info.endpoint = _endpoint(settings)
             info.simulated = settings.get("endpoint") == "simulator"
+            info.stop_reason, info.stop_model = _stop_of(settings)
             runs = store.runs()
             info.runs = len(runs)
             if runs:
@@ -211,6 +214,16 @@ def _rel(path: str) -> str:
         return path
 
 
+def _stop_of(settings: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """Why the last run stopped early and the model that stopped it (the store adds `stopped`)."""
+    stopped = settings.get("stopped") or {}
+    return stopped.get("reason"), stopped.get("model")
+
+
+def _stopped_lines(info: RunInfo) -> list[str]:
+    return [f"stopped: {info.stop_reason}"] if info.stop_reason and not info.problem else []
+
+
 def _table_row(info: RunInfo) -> list[list[str]]:
     """One run's cells of the `runs` table, each a list of lines."""
     cells = f"{info.cells_done:,}/{info.cells:,}" if info.cells is not None and info.cells_done is not None else "—"
@@ -220,6 +233,7 @@ def _table_row(info: RunInfo) -> list[list[str]]:
         last.append(f"cannot read it: {info.problem}")
     elif info.failure:
         last.append(f"failed: {info.failure}")
+    last += _stopped_lines(info)
     return [[_when(info.started_at)], [info.name or "—"], [info.endpoint or "—"], [_status(info)], [cells], [spent],
             _accuracy_lines(info), last]  # fmt: skip
 

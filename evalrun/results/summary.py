@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from evalrun.results.stats import cohen_kappa, holm, mean_interval, paired_compare
+from evalrun.results.agreement import cohen_kappa
+from evalrun.results.stats import holm, mean_interval, paired_compare
 from evalrun.results.tally import TOKEN_COLUMNS, RepeatTally, VariantTally
 from evalrun.spec import ScorerSpec
 
@@ -75,11 +76,8 @@ def summarize(
         rows, values = row_values(tally, reducer=reducer, repeats=(repeats or {}).get((tally.model, tally.prompt)))
         estimate = mean_interval(values, clusters=clusters[rows] if clusters is not None else None, confidence=confidence)
         n = int(rows.size)
-        sent = tally.sent
-        error_rate = tally.errors / sent if sent else math.nan
-        cost = tally.cost_usd if tally.answered and tally.cost_unknown < tally.answered else math.nan
-        if tally.cost_unknown == tally.answered and tally.answered:
-            cost = math.nan
+        error_rate = tally.errors / tally.sent if tally.sent else math.nan
+        cost = _cost(tally)
         latency = np.frombuffer(tally.latencies, dtype=np.float64) if len(tally.latencies) else np.empty(0)
         out.append(
             {
@@ -108,14 +106,29 @@ def summarize(
                 # Unknown (no price for the model), never $0.
                 "paid_usd": math.nan if tally.answered and tally.cost_unknown == tally.answered else tally.paid_usd,
                 "from_cache": tally.from_cache,
-                "cost_per_correct_usd": cost / tally.correct if tally.correct and not math.isnan(cost) else math.nan,
-                "cost_per_1k_rows_usd": cost / n * 1000 if n and not math.isnan(cost) else math.nan,
+                **_per_unit_costs(cost, tally.correct, n),
                 "latency_p50_s": float(np.quantile(latency, 0.5)) if latency.size else math.nan,
                 "latency_p95_s": float(np.quantile(latency, 0.95)) if latency.size else math.nan,
                 **_scorer_columns(tally, scorer, confidence),
             }
         )
     return out
+
+
+def _cost(tally: VariantTally) -> float:
+    """What the answered cells cost; unknown (NaN) when none has a price, never $0."""
+    cost = tally.cost_usd if tally.answered and tally.cost_unknown < tally.answered else math.nan
+    if tally.cost_unknown == tally.answered and tally.answered:
+        cost = math.nan
+    return cost
+
+
+def _per_unit_costs(cost: float, correct: int, n: int) -> dict[str, float]:
+    known = not math.isnan(cost)
+    return {
+        "cost_per_correct_usd": cost / correct if correct and known else math.nan,
+        "cost_per_1k_rows_usd": cost / n * 1000 if n and known else math.nan,
+    }
 
 
 def _mean_thinking(tally: VariantTally) -> float:
@@ -184,12 +197,7 @@ def compare_tallies(
     out: list[dict[str, Any]] = []
     for group in dict.fromkeys(getattr(t, other) for t in tallies):
         members = [t for t in tallies if getattr(t, other) == group]
-        if baseline is None:
-            pairs = list(itertools.combinations(members, 2))
-        else:
-            base = [t for t in members if getattr(t, by) == baseline]
-            pairs = [(base[0], t) for t in members if getattr(t, by) != baseline] if base else []
-        for a, b in pairs:
+        for a, b in _pairs(members, by, baseline):
             out.append(
                 _pair(by, str(group), a, b, clusters=clusters, reducer=reducer, repeats=repeats,
                       confidence=confidence, n_boot=n_boot, seed=seed)
@@ -198,6 +206,14 @@ def compare_tallies(
     for row, p in zip(out, adjusted, strict=True):
         row["p_holm"] = p
     return out
+
+
+def _pairs(members: list[VariantTally], by: str, baseline: str | None) -> list[tuple[VariantTally, VariantTally]]:
+    """Every pair a < b in order, or the baseline against each other variant."""
+    if baseline is None:
+        return list(itertools.combinations(members, 2))
+    base = [t for t in members if getattr(t, by) == baseline]
+    return [(base[0], t) for t in members if getattr(t, by) != baseline] if base else []
 
 
 def _pair(

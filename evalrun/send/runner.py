@@ -259,7 +259,7 @@ class Runner:
         if self._fatal is not None:
             text = str(self._fatal)
             if _SENT_MARK in text:  # counted now: requests held at the pace were not sent
-                raise RunStopped(text.replace(_SENT_MARK, self._sent_note()))
+                raise RunStopped(text.replace(_SENT_MARK, self._sent_note()), model=getattr(self._fatal, "model", None))
             raise self._fatal
         if self._stop_requested:
             raise RunInterrupted(
@@ -706,7 +706,8 @@ class Runner:
         if isinstance(error, AuthError):
             self._fatal = RunStopped(
                 f"{model.label}: the API refused the key ({error}); check {model.key_variable}. "
-                f"{_SENT_MARK}"
+                f"{_SENT_MARK}",
+                model=model.label,
             )
             return True
         if not isinstance(error, PermanentApiError):
@@ -715,7 +716,8 @@ class Runner:
             self._fatal = RunStopped(
                 f"{model.label}: the API does not know model {request.body.get('model')!r} (404 from "
                 f"{model.base_url or 'the simulator'}: {error.message}); check the model name in the spec "
-                f"(and base_url). {_SENT_MARK}"
+                f"(and base_url). {_SENT_MARK}",
+                model=model.label,
             )
             return True
         refusal = capability_refusal(error, request.body) if self.replan is not None else None
@@ -725,7 +727,8 @@ class Runner:
         if request.model not in self._succeeded and self._count_failure(request.model, error.message):
             self._fatal = RunStopped(
                 f"{model.label}: its first {HOPELESS_AFTER} requests all failed with the same error ({error}); "
-                f"fix the spec and run again. {_SENT_MARK}"
+                f"fix the spec and run again. {_SENT_MARK}",
+                model=model.label,
             )
         return False
 
@@ -756,7 +759,7 @@ class Runner:
         try:
             plan = self.replan(self.learned)
         except SpecError as spec_error:
-            self._fatal = RunStopped(f"{label}: refused the request ({error.message}); {spec_error}")
+            self._fatal = RunStopped(f"{label}: refused the request ({error.message}); {spec_error}", model=label)
             return
         self.store.save_learned(label, new)
         self.plan = plan

@@ -47,6 +47,38 @@ class CachePlan:
         return self.total - self.read - self.write
 
 
+_Point = tuple[int, bytes, str]  # a breakpoint: (prefix tokens, cache key, ttl)
+
+
+def _breakpoints(units: list[Unit], top_level: Mapping[str, Any] | None) -> list[int]:
+    """The indices of the units that end a cached prefix (top-level `cache_control`: the last)."""
+    marks = [i for i, unit in enumerate(units) if unit[2] is not None]
+    if top_level is not None and units and (not marks or marks[-1] != len(units) - 1):
+        marks.append(len(units) - 1)
+    if len(marks) > _MAX_BREAKPOINTS:
+        raise TooManyBreakpoints(len(marks))
+    return marks
+
+
+def _prefixes(
+    model: str, units: list[Unit], marks: list[int], top_level: Mapping[str, Any] | None, min_tokens: int
+) -> list[_Point]:
+    """Each breakpoint whose prefix reaches `min_tokens`: its length, key (model and prefix) and TTL."""
+    if not marks:
+        return []
+    digest = hashlib.blake2b(model.encode(), digest_size=16)
+    prefix = 0
+    points: list[_Point] = []
+    wanted = set(marks)
+    for index, (tokens, ident, control) in enumerate(units):
+        prefix += tokens
+        digest.update(b"\x00" + ident.encode())
+        if index in wanted and prefix >= min_tokens:
+            control = control if control is not None else top_level or {}
+            points.append((prefix, digest.digest(), str(control.get("ttl", "5m"))))
+    return points
+
+
 class PromptCache:
     """Prefix hashes with expiry times. Single-threaded: the ASGI loop is its only user."""
 
@@ -64,31 +96,11 @@ class PromptCache:
         """
         units = list(units)
         total = sum(u[0] for u in units)
-        marks = [i for i, unit in enumerate(units) if unit[2] is not None]
-        if top_level is not None and units and (not marks or marks[-1] != len(units) - 1):
-            marks.append(len(units) - 1)
-        if len(marks) > _MAX_BREAKPOINTS:
-            raise TooManyBreakpoints(len(marks))
-        if not marks:
-            return CachePlan(total=total)
-        digest = hashlib.blake2b(model.encode(), digest_size=16)
-        prefix = 0
-        points: list[tuple[int, bytes, str]] = []  # (prefix tokens, key, ttl) per breakpoint
-        wanted = set(marks)
-        for index, (tokens, ident, control) in enumerate(units):
-            prefix += tokens
-            digest.update(b"\x00" + ident.encode())
-            if index in wanted and prefix >= min_tokens:
-                control = control if control is not None else top_level or {}
-                points.append((prefix, digest.digest(), str(control.get("ttl", "5m"))))
+        marks = _breakpoints(units, top_level)
+        points = _prefixes(model, units, marks, top_level, min_tokens)
         if not points:
             return CachePlan(total=total)
-        now = time.monotonic()
-        hit = -1
-        for position in range(len(points) - 1, -1, -1):
-            if self._entries.get(points[position][1], 0.0) > now:
-                hit = position
-                break
+        hit = self._longest_cached(points)
         read = points[hit][0] if hit >= 0 else 0
         writes = {"5m": 0, "1h": 0}
         store = [(points[hit][1], _TTL_SECONDS["5m"])] if hit >= 0 else []  # a read refreshes its TTL
@@ -100,6 +112,14 @@ class PromptCache:
         return CachePlan(
             total=total, read=read, write_5m=writes["5m"], write_1h=writes["1h"], store=tuple(store)
         )
+
+    def _longest_cached(self, points: list[_Point]) -> int:
+        """The position of the last breakpoint whose prefix is cached now, or -1."""
+        now = time.monotonic()
+        for position in range(len(points) - 1, -1, -1):
+            if self._entries.get(points[position][1], 0.0) > now:
+                return position
+        return -1
 
     def commit(self, plan: CachePlan) -> None:
         """Record a plan's writes; called once the response is on its way, as the real cache."""

@@ -43,32 +43,42 @@ def coerce(raw: str, node: Mapping[str, Any]) -> Any:
     """`raw` (a dataset cell) as a value of the property's type, or MISSING when it has none."""
     enum = node.get("enum")
     if isinstance(enum, list) and enum:
-        for member in enum:
-            if str(member).casefold() == raw.casefold():
-                return member
-        number = _parse_number(raw)
-        for member in enum:
-            if number is not None and isinstance(member, int | float) and member == number:
-                return member
-        return MISSING
+        return _enum_member(raw, enum)
     if "const" in node:
         return node["const"] if str(node["const"]).casefold() == raw.casefold() else MISSING
     kind = type_of(node)
     if kind in ("integer", "number"):
-        number = _parse_number(raw)
-        if number is None:
-            return MISSING
-        if kind == "integer":
-            if isinstance(number, float) and not number.is_integer():
-                return MISSING
-            number = int(number)
-        return number if within(number, node) else MISSING
+        return _number_in(raw, node, integer=kind == "integer")
     if kind == "boolean":
         word = raw.strip().casefold()
         return True if word in _TRUE else False if word in _FALSE else MISSING
     if kind == "string" or kind is None:
         return fit_string(raw, node)
     return MISSING
+
+
+def _enum_member(raw: str, enum: list[Any]) -> Any:
+    """The member `raw` names (any case), or the number it is; MISSING when none."""
+    for member in enum:
+        if str(member).casefold() == raw.casefold():
+            return member
+    number = _parse_number(raw)
+    for member in enum:
+        if number is not None and isinstance(member, int | float) and member == number:
+            return member
+    return MISSING
+
+
+def _number_in(raw: str, node: Mapping[str, Any], *, integer: bool) -> Any:
+    """`raw` as a number inside the node's bounds (a whole one for an integer), else MISSING."""
+    number = _parse_number(raw)
+    if number is None:
+        return MISSING
+    if integer:
+        if isinstance(number, float) and not number.is_integer():
+            return MISSING
+        number = int(number)
+    return number if within(number, node) else MISSING
 
 
 def _scaled(value: int | float, node: Mapping[str, Any], n: int) -> int | float:

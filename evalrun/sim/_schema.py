@@ -193,6 +193,9 @@ def within(value: float, node: Mapping[str, Any]) -> bool:
     return _inside(value, low, high)
 
 
+_Bound = tuple[float | None, bool]  # (the bound, whether it is exclusive)
+
+
 def number_in_range(node: Mapping[str, Any], kind: str, index: int = 0) -> int | float:
     """A value of `kind` (integer or number) inside the node's bounds and on its multipleOf
     grid; a larger `index` gives another value, so that array items can differ."""
@@ -201,38 +204,57 @@ def number_in_range(node: Mapping[str, Any], kind: str, index: int = 0) -> int |
     step = _number(node.get("multipleOf"))
     step = step if step is not None and step > 0 else None
     if kind == "integer":
-        (lo, lo_x), (hi, hi_x) = low, high
-        lo_i = None if lo is None else math.floor(lo) + 1 if lo_x or not lo.is_integer() else int(lo)
-        hi_i = None if hi is None else math.ceil(hi) - 1 if hi_x or not hi.is_integer() else int(hi)
-        low, high = (lo_i, False), (hi_i, False)
+        low, high, base = _integer_bounds(low, high)
         step = step if step is not None and step.is_integer() else 1.0
-        base: float = lo_i if lo_i is not None else (0 if hi_i is None or hi_i >= 0 else hi_i)
     else:
-        (lo, lo_x), (hi, hi_x) = low, high
-        if lo is not None and hi is not None:
-            base = lo + (hi - lo) / 2
-        elif lo is not None:
-            base = lo + (1 if lo_x else 0)
-        elif hi is not None:
-            base = min(0.0, hi - (1 if hi_x else 0))
-        else:
-            base = 0.0
+        base = _number_base(low, high)
         if step is None:
-            if lo is not None and hi is not None:
-                value = lo + (hi - lo) * (index + 1) / (index + 2)
-            else:
-                value = base - index if lo is None and hi is not None else base + index
-            rounded = round(value, 6)
-            return float(rounded if _inside(rounded, low, high) else value)
+            return _off_grid(low, high, base, index)
+    value = _on_grid(base, step, low, high, index)
+    return round(value) if kind == "integer" else float(round(value, 9))
+
+
+def _integer_bounds(low: _Bound, high: _Bound) -> tuple[_Bound, _Bound, float]:
+    """The inclusive integer bounds inside `low` and `high`, and the integer to start from."""
+    (lo, lo_x), (hi, hi_x) = low, high
+    lo_i = None if lo is None else math.floor(lo) + 1 if lo_x or not lo.is_integer() else int(lo)
+    hi_i = None if hi is None else math.ceil(hi) - 1 if hi_x or not hi.is_integer() else int(hi)
+    base: float = lo_i if lo_i is not None else (0 if hi_i is None or hi_i >= 0 else hi_i)
+    return (lo_i, False), (hi_i, False), base
+
+
+def _number_base(low: _Bound, high: _Bound) -> float:
+    """Where a number starts: the middle of two bounds, just inside one, or 0."""
+    (lo, lo_x), (hi, hi_x) = low, high
+    if lo is not None and hi is not None:
+        return lo + (hi - lo) / 2
+    if lo is not None:
+        return lo + (1 if lo_x else 0)
+    if hi is not None:
+        return min(0.0, hi - (1 if hi_x else 0))
+    return 0.0
+
+
+def _off_grid(low: _Bound, high: _Bound, base: float, index: int) -> float:
+    """A number with no multipleOf: another one per `index`, rounded when that stays inside."""
+    (lo, _), (hi, _) = low, high
+    if lo is not None and hi is not None:
+        value = lo + (hi - lo) * (index + 1) / (index + 2)
+    else:
+        value = base - index if lo is None and hi is not None else base + index
+    rounded = round(value, 6)
+    return float(rounded if _inside(rounded, low, high) else value)
+
+
+def _on_grid(base: float, step: float, low: _Bound, high: _Bound, index: int) -> float:
+    """The multiple of `step` nearest `base` inside the bounds, `index` steps away if that fits."""
     grid = math.ceil(base / step) * step
     if not _inside(grid, low, high):
         grid = math.floor(base / step) * step
     for value in (grid + index * step, grid - index * step):
         if _inside(value, low, high):
-            break
-    else:
-        value = grid
-    return round(value) if kind == "integer" else float(round(value, 9))
+            return value
+    return grid
 
 
 def fit_string(text: str, node: Mapping[str, Any]) -> str:
@@ -254,56 +276,76 @@ def instance_for(
 ) -> Any:
     """A value valid under `schema`, with `answer` in the first enum that has it, or else (when
     `answer_in_strings`) in the first free string. `provider` may supply any property's value."""
-    placed = [answer is None]
-    choices = first_enum(schema)
-    # When an enum offers the answer, free strings (a "reasoning" field, say) must not take it.
-    string_takes_answer = answer_in_strings and not (choices and answer in choices)
+    return _Instance(schema, answer, provider, answer_in_strings).build(schema, 0, "", 0)
 
-    def build(raw: Any, depth: int, path: str | None, index: int) -> Any:
+
+class _Instance:
+    """One walk of `instance_for`: places the answer once, in the first place that takes it."""
+
+    def __init__(
+        self, schema: Mapping[str, Any], answer: str | None, provider: Provider | None, answer_in_strings: bool
+    ) -> None:
+        self.schema = schema
+        self.answer = answer
+        self.provider = provider
+        self.placed = answer is None
+        choices = first_enum(schema)
+        # When an enum offers the answer, free strings (a "reasoning" field, say) must not take it.
+        self.string_takes_answer = answer_in_strings and not (choices and answer in choices)
+
+    def build(self, raw: Any, depth: int, path: str | None, index: int) -> Any:
         if depth > _MAX_DEPTH:
             return None
-        node = flatten(raw, schema)
-        if provider is not None and path:
-            supplied = provider(path, node)
+        node = flatten(raw, self.schema)
+        if self.provider is not None and path:
+            supplied = self.provider(path, node)
             if supplied is not MISSING:
                 return supplied
         if "const" in node:
             return node["const"]
         enum = node.get("enum")
         if isinstance(enum, list) and enum:
-            if not placed[0] and answer in enum:
-                placed[0] = True
-                return answer
-            return enum[index % len(enum)]
+            return self._choose(enum, index)
         kind = type_of(node)
         if kind == "object":
-            props = node.get("properties")
-            props = props if isinstance(props, Mapping) else {}
-            return {
-                name: build(sub, depth + 1, f"{path}.{name}" if path else str(name), 0)
-                for name, sub in props.items()
-            }
+            return self._object(node, depth, path)
         if kind == "array":
-            count = max(int(node.get("minItems", 1) or 0), 1)
-            if "maxItems" in node:
-                count = min(count, int(node["maxItems"]))
-            return [build(node.get("items", {}), depth + 1, None, i) for i in range(count)]
+            return self._array(node, depth)
         if kind in ("integer", "number"):
             return number_in_range(node, kind, index)
         if kind == "boolean":
             return index % 2 == 0
-        if kind == "null":
-            return None
         if kind == "string" or kind is None:
-            fmt = node.get("format")
-            if isinstance(fmt, str) and fmt in _FORMATS:
-                return _FORMATS[fmt]
-            if string_takes_answer and not placed[0] and answer is not None:
-                placed[0] = True
-                text = answer
-            else:
-                text = _FILLER if index == 0 else f"{_FILLER} ({index + 1})"
-            return fit_string(text, node)
-        return None
+            return self._string(node, index)
+        return None  # "null", or a type this walk does not know
 
-    return build(schema, 0, "", 0)
+    def _object(self, node: Mapping[str, Any], depth: int, path: str | None) -> dict[str, Any]:
+        props = node.get("properties")
+        props = props if isinstance(props, Mapping) else {}
+        return {
+            name: self.build(sub, depth + 1, f"{path}.{name}" if path else str(name), 0)
+            for name, sub in props.items()
+        }
+
+    def _array(self, node: Mapping[str, Any], depth: int) -> list[Any]:
+        count = max(int(node.get("minItems", 1) or 0), 1)
+        if "maxItems" in node:
+            count = min(count, int(node["maxItems"]))
+        return [self.build(node.get("items", {}), depth + 1, None, i) for i in range(count)]
+
+    def _choose(self, enum: list[Any], index: int) -> Any:
+        if not self.placed and self.answer in enum:
+            self.placed = True
+            return self.answer
+        return enum[index % len(enum)]
+
+    def _string(self, node: Mapping[str, Any], index: int) -> str:
+        fmt = node.get("format")
+        if isinstance(fmt, str) and fmt in _FORMATS:
+            return _FORMATS[fmt]
+        if self.string_takes_answer and not self.placed and self.answer is not None:
+            self.placed = True
+            text = self.answer
+        else:
+            text = _FILLER if index == 0 else f"{_FILLER} ({index + 1})"
+        return fit_string(text, node)

@@ -217,8 +217,33 @@ def m007_paid_replies(db: sqlite3.Connection) -> None:
     )
 
 
+def m005_run_stop_reason(db: sqlite3.Connection) -> None:
+    """Why a run stopped before its end (the error's one line) and the model that stopped it,
+    so a run stopped by a 404 for a mistyped model says so in its reports and in `runs`; and the
+    cells an edited spec took out of the plan (their answers stay in `responses`), so `report`
+    can still list them."""
+    db.executescript(
+        """
+        ALTER TABLE runs ADD COLUMN stop_reason TEXT;
+        ALTER TABLE runs ADD COLUMN stop_model TEXT;
+        CREATE TABLE retired_cells (
+            model TEXT NOT NULL,
+            prompt TEXT NOT NULL,
+            row_id TEXT NOT NULL,
+            repeat INTEGER NOT NULL,
+            request_key TEXT NOT NULL,
+            retired_at TEXT NOT NULL,
+            PRIMARY KEY (model, prompt, row_id, repeat)
+        );
+        """
+    )
+
+
+# In order of their numbers (the steps are independent: a store that has a later one applies an
+# earlier one it lacks when it is next opened).
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_cells_apart_from_requests]
 MIGRATIONS.append(m003_reviews)
+MIGRATIONS.append(m005_run_stop_reason)
 MIGRATIONS.append(m007_paid_replies)
 
 

@@ -27,6 +27,7 @@ from evalrun.store.across_reads import AcrossReads
 from evalrun.store.migrations import MIGRATIONS, apply_migrations
 from evalrun.store.records import CellRecord, Outcome, RequestRecord, RowRecord, reply_text
 from evalrun.store.reviews import ReviewMethods
+from evalrun.store.run_ledger import RunLedger
 
 __all__ = ["RUN_FAILED_CELLS", "STORE_NAME", "Learned", "PendingRequest", "Store"]
 
@@ -90,8 +91,9 @@ def _flock(path: Path, *, blocking: bool) -> IO[str]:
     return handle
 
 
-class Store(AcrossReads, ReviewMethods):
-    """A run folder's `store.sqlite` (the reads across runs: `AcrossReads`; human reviews: `ReviewMethods`)."""
+class Store(AcrossReads, ReviewMethods, RunLedger):
+    """A run folder's `store.sqlite` (the reads across runs: `AcrossReads`; human reviews: `ReviewMethods`;
+    a run's own bookkeeping: `RunLedger`)."""
 
     def __init__(self, path: Path, db: sqlite3.Connection, lock_file: IO[str] | None = None) -> None:
         self.path = path
@@ -248,10 +250,6 @@ class Store(AcrossReads, ReviewMethods):
             )
         return int(cursor.lastrowid or 0)
 
-    def finish_run(self, run_id: int, status: str) -> None:
-        with self.transaction() as db:
-            db.execute("UPDATE runs SET finished_at = ?, status = ? WHERE id = ?", (_now(), status, run_id))
-
     def update_settings(self, run_id: int, settings: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute("UPDATE runs SET settings_json = ? WHERE id = ?", (json.dumps(settings, sort_keys=True), run_id))
@@ -263,8 +261,14 @@ class Store(AcrossReads, ReviewMethods):
             db.execute("UPDATE runs SET status = 'aborted' WHERE status = 'running'")
 
     def last_settings(self) -> dict[str, Any]:
+        """The last run's settings; with `stopped` ({status, reason, model}) when it stopped early
+        for a reason it recorded, so every report can say why."""
         rows = self.query("SELECT settings_json FROM runs ORDER BY id DESC LIMIT 1")
-        return json.loads(rows[0][0]) if rows else {}
+        settings: dict[str, Any] = json.loads(rows[0][0]) if rows else {}
+        stop = self.last_stop() if rows else None
+        if stop is not None:
+            settings["stopped"] = stop
+        return settings
 
     def runs(self) -> list[dict[str, Any]]:
         rows = self.query("SELECT id, started_at, finished_at, status FROM runs ORDER BY id")
@@ -275,14 +279,6 @@ class Store(AcrossReads, ReviewMethods):
         """The fingerprint of the stored plan when it was written completely, else None."""
         meta = self.meta()
         return meta.get("plan_fingerprint") if meta.get("plan_complete") == "1" else None
-
-    def clear_plan(self) -> None:
-        """Forget the planned cells, requests and rows (responses are kept: they were paid for)."""
-        with self.transaction() as db:
-            db.execute("DELETE FROM cells")
-            db.execute("DELETE FROM requests")
-            db.execute("DELETE FROM rows")
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('plan_complete', '0')")
 
     def add_rows(self, rows: Iterable[RowRecord]) -> None:
         with self.transaction() as db:
