@@ -30,7 +30,6 @@ def test_a_model_unlike_any_in_the_table_gets_no_suggestion(write_spec, monkeypa
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(reason="#21.2 (engine): why a run stopped is not yet stored nor shown in report.md / runs --json")
 async def test_a_run_stopped_by_a_404_says_why_in_report_md_and_runs_json(write_spec, fake_api, tmp_path) -> None:
     # The verifier's check of #21.2: the model's 404 stops the run; the reader of the report and of
     # `runs --json` must learn that the model name is wrong, not be told to "run again".
