@@ -41,6 +41,9 @@ async def test_a_run_stopped_by_a_404_says_why_in_report_md_and_runs_json(write_
     assert "claude-unknown-9" in report and "does not know model" in report
     listed = CliRunner().invoke(cli, ["runs", str(tmp_path / "reports"), "--json"], catch_exceptions=False)
     assert "does not know model" in listed.output
+    # and it does not send the reader back to "retry the failed requests": nothing failed to retry
+    assert "retry the failed requests" not in report
+    assert "retry the failed requests" not in (folder / "report.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.anyio
