@@ -119,7 +119,8 @@ def _recommend(
         test = paired_compare(
             values_a[ia], values_b[ib], clusters=clusters[common] if clusters is not None else None, n_boot=1000
         )
-        shown = f"difference {test.diff:+.3f}, p = {test.p_value:.3g} ({test.test}, {common.size} shared rows)"
+        # paired_compare's diff is best − this one; the text reads "this vs best", so its sign is this − best
+        shown = f"difference {-test.diff:+.3f}, p = {test.p_value:.3g} ({test.test}, {common.size} shared rows)"
         if common.size and math.isfinite(test.p_value) and test.p_value < alpha and test.diff > 0:
             reasons[id(row)].append(f"significantly less accurate than the most accurate, {_name(best)}: {shown}")
             continue
