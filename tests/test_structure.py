@@ -42,9 +42,6 @@ KNOWN_COMPLEX: set[str] = set()
 # Modules above 600 lines.
 KNOWN_LONG: set[str] = {
     "evalrun/send/runner.py",  # sendtrust
-    # Grew to 630 lines with the named methods that replaced SQL outside the store (several merges);
-    # to split by table (cells, responses, batches, meta) when the coordinator assigns it.
-    "evalrun/store/run_store.py",
 }
 
 # A statement's shape, not a word. "SELECT ... FROM" in capitals, or in lower case followed by a
