@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,12 @@ class ModelTable:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._index
+
+    def nearest(self, name: str) -> str | None:
+        """The table's id, dated id or alias closest to a name it does not know (a typo's likely
+        intent: `claude-sonet-4-6` → `claude-sonnet-4-6`), or None when nothing is close."""
+        close = difflib.get_close_matches(name, sorted(self._index), n=1, cutoff=0.8)
+        return close[0] if close else None
 
     def removed_params(self, api_version: str) -> frozenset[str]:
         """Request parameters that do not exist under this API version."""

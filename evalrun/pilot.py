@@ -30,6 +30,7 @@ import httpx
 
 from evalrun.errors import RunFailed, SpecError
 from evalrun.execute import Prepared, run_prepared
+from evalrun.jsonsafe import json_safe
 from evalrun.plan.dataset import Dataset
 from evalrun.plan.grid import Plan
 from evalrun.results.reasoning import reasoning_of
@@ -63,16 +64,7 @@ class PilotForecast:
     pilot_notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and not math.isfinite(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
-        return {k: clean(v) for k, v in vars(self).items()}
+        return {k: json_safe(v) for k, v in vars(self).items()}
 
 
 def pilot_dataset(dataset: Dataset, rows: int, *, seed: int = 0) -> Dataset:

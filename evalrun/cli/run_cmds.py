@@ -19,7 +19,7 @@ from evalrun.errors import EvalrunError, RunFailed, RunInterrupted
 @click.option("--batch", "batch", flag_value=True, default=None, help="As `run --batch` would send it.")
 def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: bool | None) -> None:
     """Check a spec: schema, dataset columns, modes and parameters, first request body."""
-    from evalrun.engine.prepare import nearest_model, prepare
+    from evalrun.engine.prepare import prepare
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     plan = prepared.plan
@@ -31,7 +31,7 @@ def validate(spec: Path, limit: int | None, sim: bool, out: Path | None, batch: 
     for model in prepared.models:
         info = model.info
         known = "in the model table" if info.known else "NOT in the model table"
-        nearest = None if info.known else nearest_model(prepared.table, model.spec.name)
+        nearest = None if info.known else prepared.table.nearest(model.spec.name)
         if nearest is not None:
             known += f"; did you mean {nearest!r}?"
         click.echo(f"\nmodel {model.label} ({model.spec.name}, {known}; API version {model.api_version})")

@@ -23,6 +23,7 @@ import anyio
 
 from evalrun.cost import cost_usd
 from evalrun.errors import ApiError, AuthError
+from evalrun.jsonsafe import json_safe
 from evalrun.plan.grid import Plan
 from evalrun.plan.modes import MODES
 from evalrun.plan.thinking import thinking_variants
@@ -60,16 +61,7 @@ class Estimate:
     power: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and math.isnan(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
-        return {k: clean(v) for k, v in vars(self).items()}
+        return {k: json_safe(v) for k, v in vars(self).items()}
 
 
 @dataclass

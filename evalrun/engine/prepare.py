@@ -20,7 +20,7 @@ from evalrun.send.client import check_api_key
 from evalrun.spec import Experiment, load_spec, parse_spec
 from evalrun.store.run_store import Learned, Store
 
-__all__ = ["MAX_CELLS", "Prepared", "SpecInput", "api_keys", "lane_names", "load_experiment", "nearest_model", "prepare", "simulator"]
+__all__ = ["MAX_CELLS", "Prepared", "SpecInput", "api_keys", "lane_names", "load_experiment", "prepare", "simulator"]
 
 # Total cells above which a spec is refused: a typo in `repeats` must not plan forever.
 MAX_CELLS = 50_000_000
@@ -113,14 +113,6 @@ def prepare(
     images = plan.check() if check else ""
     folder = Path(out) if out else reports_root / experiment.name / plan.inputs_digest[:12]
     return Prepared(experiment, dataset, table, models, plan, folder, sim, images, judge, batch)
-
-
-def nearest_model(table: ModelTable, name: str) -> str | None:
-    """The model of the table whose id is nearest to `name` (a likely typo), if one is near."""
-    import difflib
-
-    close = difflib.get_close_matches(name, sorted(table.models), n=1, cutoff=0.6)
-    return close[0] if close else None
 
 
 def api_keys(prepared: Prepared, environ: Mapping[str, str]) -> dict[str, str | None]:

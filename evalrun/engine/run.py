@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.engine.options import RunOptions
-from evalrun.engine.prepare import Prepared, nearest_model
+from evalrun.engine.prepare import Prepared
 from evalrun.engine.stages import (
     OpenFolder,
     SendContext,
@@ -173,7 +173,7 @@ def _model_hint(prepared: Prepared, error: BaseException | None) -> str:
     model = next((m for m in prepared.all_models if m.label == label), None)
     if error is None or model is None or model.info.known:
         return ""
-    nearest = nearest_model(prepared.table, model.spec.name)
+    nearest = prepared.table.nearest(model.spec.name)
     if nearest is None:
         return ""
     hint = f" Did you mean {nearest!r}?"
@@ -231,13 +231,16 @@ def final_counts(store: Store, run_id: int | None) -> dict[str, Any]:
 
 
 def failure_message(folder: Path, counts: Mapping[str, Any], stats: RunStats) -> str:
-    """The one line a run with failed cells ends with."""
+    """The one line a run with failed cells ends with: each reason said once."""
     parts = []
+    reasons = stats.stopped_models
     if counts["failed"]:
         kind, n, example = counts["errors"][0]
-        parts.append(f"{counts['failed']:,} cells failed (most common: {n:,} × {kind}: {example[:160]})")
-    for model, reason in stats.stopped_models.items():
-        parts.append(f"{model} was stopped: {reason}")
+        example = example.removeprefix(f"{kind.split()[-1]}: ")  # a stored message may start with its kind
+        said_below = bool(example) and any(example[:80] in reason for reason in reasons.values())
+        detail = "; the reason follows" if said_below else f": {example[:160]}"
+        parts.append(f"{counts['failed']:,} cells failed (most common: {n:,} × {kind}{detail})")
+    parts += _stopped_clauses(reasons)
     if counts["not_sent"]:
         parts.append(f"{counts['not_sent']:,} cells were not sent")
     if counts.get("ungraded"):
@@ -246,3 +249,15 @@ def failure_message(folder: Path, counts: Mapping[str, Any], stats: RunStats) ->
         f"finished with failed cells: {'; '.join(parts)}. The report in {folder} shows accuracy over the "
         f"{counts['answered']:,} answered cells only; run the same command again to retry just the failed ones"
     )
+
+
+def _stopped_clauses(reasons: Mapping[str, str]) -> list[str]:
+    """One clause per distinct reason, naming every model it stopped (two models behind one dead
+    endpoint are one sentence, not the same error twice)."""
+    by_reason: dict[str, list[str]] = {}
+    for model, reason in reasons.items():
+        by_reason.setdefault(reason, []).append(model)
+    return [
+        f"{', '.join(models)} {'was' if len(models) == 1 else 'were'} stopped: {reason}"
+        for reason, models in by_reason.items()
+    ]

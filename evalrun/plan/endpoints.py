@@ -160,8 +160,11 @@ def resolve_model(
             warnings.append(note)
         endpoint = base_url
     if not info.known:
+        # A typo is far likelier than a new model: name the nearest one (the API would answer 404).
+        near = table.nearest(spec.name)
+        hint = f" (did you mean {near!r}?)" if near else ""
         warnings.append(
-            f"{spec.display}: not in the model table; its prefill and sampling support will be "
+            f"{spec.display}: not in the model table{hint}; its prefill and sampling support will be "
             f"learned from the first response (declare it under `model_table` to skip that)"
         )
     if info.retires:

@@ -119,7 +119,8 @@ def _recommend(
         test = paired_compare(
             values_a[ia], values_b[ib], clusters=clusters[common] if clusters is not None else None, n_boot=1000
         )
-        shown = f"difference {test.diff:+.3f}, p = {test.p_value:.3g} ({test.test}, {common.size} shared rows)"
+        # paired_compare's diff is best − this one; the text reads "this vs best", so its sign is this − best
+        shown = f"difference {-test.diff:+.3f}, p = {test.p_value:.3g} ({test.test}, {common.size} shared rows)"
         if common.size and math.isfinite(test.p_value) and test.p_value < alpha and test.diff > 0:
             reasons[id(row)].append(f"significantly less accurate than the most accurate, {_name(best)}: {shown}")
             continue
@@ -208,8 +209,10 @@ def frontier_svg(
     if len(front) > 1:
         path = " ".join(f"{axes.x(r['cost_per_1k_rows_usd']):.1f},{axes.y(r['accuracy']):.1f}" for r in front)
         parts.append(f'<polyline points="{path}" fill="none" stroke="#2a7" stroke-width="1.5"/>')
+    # With several prompts a model label alone names several points: label them model / prompt.
+    several_prompts = len({r["prompt"] for r in points}) > 1
     for row in points:
-        parts += _point(row, axes)
+        parts += _point(row, axes, _name(row) if several_prompts else str(row["model"]))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -250,7 +253,7 @@ class _Axes:
         return parts
 
 
-def _point(row: Mapping[str, Any], axes: _Axes) -> list[str]:
+def _point(row: Mapping[str, Any], axes: _Axes, label: str) -> list[str]:
     """One configuration: its interval, its dot (green on the frontier), a ring if recommended, its label."""
     px, py = axes.x(row["cost_per_1k_rows_usd"]), axes.y(row["accuracy"])
     parts = []
@@ -265,7 +268,7 @@ def _point(row: Mapping[str, Any], axes: _Axes) -> list[str]:
     # the frontier are labelled below, those on it above.
     anchor, dx = ("end", -7) if px > axes.width / 2 else ("start", 7)
     dy = -6 if row["on_frontier"] else 14
-    parts.append(f'<text x="{px + dx:.1f}" y="{py + dy:.1f}" text-anchor="{anchor}">{html.escape(str(row["model"]))}</text>')
+    parts.append(f'<text x="{px + dx:.1f}" y="{py + dy:.1f}" text-anchor="{anchor}">{html.escape(label)}</text>')
     return parts
 
 

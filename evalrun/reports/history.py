@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evalrun.errors import EvalrunError
+from evalrun.jsonsafe import json_safe
 
 __all__ = ["HistoryRun", "format_history", "history"]
 
@@ -28,16 +29,7 @@ class HistoryRun:
     change_problem: str | None = None
 
     def as_json(self) -> dict[str, Any]:
-        def clean(value: Any) -> Any:
-            if isinstance(value, float) and math.isnan(value):
-                return None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [clean(v) for v in value]
-            return value
-
-        return dict(clean(asdict(self)))
+        return dict(json_safe(asdict(self)))
 
 
 _CHANGE = ("diff", "diff_ci_low", "diff_ci_high", "p_value", "test", "n")

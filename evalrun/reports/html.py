@@ -196,11 +196,18 @@ def _simulated_banner(page: Page) -> list[Any]:
 def _failure_banner(page: Page) -> list[Any]:
     if not page.failure:
         return []
+    stopped = page.settings.get("stopped")
+    if isinstance(stopped, Mapping) and stopped.get("reason"):  # the cause is in the Stopped banner
+        advice = " Fix what stopped the run, then run the same command again: it sends only what is missing."
+    else:
+        advice = " Run the same command again to retry the failed requests" + (
+            "; the Rows section shows each error." if page.has_explorer else "."
+        )
     return [
         f'<p class="banner failed" role="alert" id="failed">Failed run: {esc(page.failure)}.'
         + ("" if "no accuracy" in page.failure else " Its accuracy is withheld.")
-        + " Run the same command again to retry the failed requests"
-        + ("; the Rows section shows each error." if page.has_explorer else ".") + "</p>"
+        + advice
+        + "</p>"
     ]
 
 

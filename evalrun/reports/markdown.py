@@ -53,6 +53,14 @@ def _stopped_lines(settings: Mapping[str, Any]) -> list[str]:
     return [f"> **STOPPED:** {reason}", ""] if reason else []
 
 
+def retry_advice(stopped: bool) -> str:
+    """What to do about a failed run. A run stopped for a cause (an unknown model, a refused key)
+    fails the same way when run again as it is: the cause, said in the STOPPED banner, comes first."""
+    if stopped:
+        return "Fix what stopped the run (above), then run the same command again: it sends only what is missing."
+    return "Run the same command again to retry the failed requests."
+
+
 def render_markdown(report: Report) -> str:
     """report.md of a `Report`: its sections (`MARKDOWN_SECTIONS`) in order."""
     lines: list[str] = []
@@ -65,9 +73,10 @@ def _head(report: Report) -> list[str]:
     lines = [f"# {report.settings.get('name', 'experiment')}", ""]
     if report.simulated:
         lines += ["> **endpoint: simulator** — these scores come from evalrun's simulator, not from a model.", ""]
-    lines += _stopped_lines(report.settings)
+    stopped = _stopped_lines(report.settings)
+    lines += stopped
     if report.failure:
-        lines += [f"> **FAILED RUN:** {report.failure}. Run the same command again to retry the failed requests.", ""]
+        lines += [f"> **FAILED RUN:** {report.failure}. {retry_advice(bool(stopped))}", ""]
     return lines
 
 

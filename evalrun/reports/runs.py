@@ -202,8 +202,10 @@ def _status(info: RunInfo) -> str:
         return "unreadable"
     status = info.status or "—"
     if info.failure:
-        return "FAILED" if "every request failed" in info.failure or "nothing was answered" in info.failure \
+        verdict = "FAILED" if "every request failed" in info.failure or "nothing was answered" in info.failure \
             else "MOSTLY FAILED"
+        # A run that stopped (at a 404, a budget, a deadline) says so, as `--json` does.
+        return verdict if status in ("—", "complete", RUN_FAILED_CELLS) else f"{status} ({verdict})"
     return status
 
 

@@ -309,14 +309,23 @@ class BatchSender:
             if item.get("processing_status") != "ended":
                 waiting = True
                 continue
-            url = item.get("results_url") or f"/v1/messages/batches/{item['id']}/results"
-            try:
-                ids = {line.get("custom_id") async for line in batch.client.batch_results(str(url))}
-            except PermanentApiError:
-                continue
+            ids = await self._result_ids(batch, item)
             if ids == set(batch.requests):
                 return item["id"], False
         return None, waiting
+
+    async def _result_ids(self, batch: _Batch, item: Mapping[str, Any]) -> set[Any] | None:
+        """The custom_ids of an ended batch's results, or None when they cannot be read. A
+        results_url on another host is not followed (the key goes to the configured endpoint
+        only); the API's own results path on the configured endpoint is read instead — were the
+        candidate skipped, a batch that is this one would be created and paid for again."""
+        own = f"/v1/messages/batches/{item['id']}/results"
+        for url in dict.fromkeys((str(item.get("results_url") or own), own)):
+            try:
+                return {line.get("custom_id") async for line in batch.client.batch_results(url)}
+            except PermanentApiError:
+                continue
+        return None
 
     # -- polling and collecting -------------------------------------------------------------------
     async def _poll(self, batch: _Batch, source: RequestSource, tg: anyio.abc.TaskGroup) -> None:

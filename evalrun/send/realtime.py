@@ -26,7 +26,7 @@ _STATUS_EVERY_S = 0.2
 # Until a model has answered once, an attempt waits at most this long (unless request_timeout
 # says otherwise): an endpoint that accepts and never answers is found out in minutes, not after
 # a schedule of 10-minute attempts.
-FIRST_ANSWER_TIMEOUT_S = 60.0
+FIRST_ANSWER_TIMEOUT_S = 50.0
 
 
 class RealtimeSender:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CellRecord", "Outcome", "RequestRecord", "RowRecord", "reply_shown", "reply_text"]
+__all__ = ["CellRecord", "Outcome", "PendingRequest", "RequestRecord", "RowRecord", "reply_shown", "reply_text"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +77,19 @@ class Outcome:
     simulated: bool = False
     source: str = "realtime"
     cost_usd: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    """A request of the plan with no final answer yet."""
+
+    key: str
+    first_seq: int
+    model: str
+    max_tokens: int
+    input_tokens: int
+    body_json: str
+    gate: str = ""
 
 
 def reply_text(message: dict[str, Any] | None) -> str:
