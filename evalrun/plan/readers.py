@@ -163,14 +163,19 @@ class JsonlReader(Reader):
                 if not line.strip():
                     continue
                 try:
-                    value = json.loads(line)
+                    # Without its newline: a record cut short is an unterminated string, not a
+                    # string holding the line's own newline ("invalid control character").
+                    value = json.loads(line.rstrip("\r\n"))
                 except ValueError as exc:
                     raise DatasetError(f"{self.path}: line {number}: not valid JSON ({_reason(exc)})") from None
                 yield number, _object(value, f"{self.path}: line {number}")
 
 
 def _reason(exc: ValueError) -> str:
-    return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+    """What is wrong in a JSONL line and where in it (json's message, which may end in " at")."""
+    if not isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    return f"{exc.msg.removesuffix(' at').removesuffix(':')} at column {exc.colno}"
 
 
 # -- a JSON array -------------------------------------------------------------------------------

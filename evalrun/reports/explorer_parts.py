@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["FORMAT", "IMAGES_TOTAL", "IMAGE_BYTES", "INDEX_CHARS", "INDEX_ENTRIES", "MAX_CELLS", "MAX_TEXT_CHARS", "OUTCOMES", "PART_CHARS", "REPLY_CHARS", "ROLES", "SAMPLE_SEED", "clip", "decode", "render_request"]
+__all__ = ["FORMAT", "IMAGES_TOTAL", "IMAGE_BYTES", "INDEX_CHARS", "INDEX_ENTRIES", "MAX_CELLS", "MAX_TEXT_CHARS", "OUTCOMES", "PART_CHARS", "REPLY_CHARS", "ROLES", "SAMPLE_SEED", "clip", "decode", "render_request", "review_code"]
 
 FORMAT = 2
 MAX_CELLS = 100_000
@@ -58,6 +58,14 @@ def _outcome(record: Mapping[str, Any]) -> int:
     if status in ("ok", "refused"):  # a refusal is an answer, never a right one
         return 0 if record.get("correct") is True else 1
     return _CODE.get(str(status), 3)
+
+
+def review_code(source: Any, correct: Any, auto: Any) -> int:
+    """A cell's human review as the explorer filters it: 0 none, 1 reviewed, 2 reviewed and the
+    human's score differs from the automatic one (`correct` against `correct_auto`)."""
+    if source != "human":
+        return 0
+    return 1 if bool(correct) == bool(auto) else 2
 
 
 def _script_safe(text: str) -> str:

@@ -55,6 +55,7 @@ from evalrun.reports.explorer_parts import (
     clip,
     parse_body,
     plan_subset,
+    review_code,
 )
 
 __all__ = ["ExplorerSink"]
@@ -69,7 +70,7 @@ _AIM = 0.95  # of the caps, when the number of cells is known
 # The payload's cell columns: ints (-1: missing), floats (NaN: missing) and string ids (0 is the
 # empty string). `_row` (the dataset row's position) and `_b` (its hash bucket) stay in the spill,
 # where every column is 32 bits wide (the bucket 16).
-_INTS = ("m", "p", "k", "o", "q", "it", "ot", "cw", "cr", "n")
+_INTS = ("m", "p", "k", "o", "h", "q", "it", "ot", "cw", "cr", "n")
 _FLOATS = ("c", "l", "sc")
 _STRINGS = ("r", "a", "t", "g", "y", "e", "s", "d", "x", "f", "u")
 _COLUMNS = (*_INTS, *_FLOATS, *_STRINGS)
@@ -84,7 +85,7 @@ _FLOAT_FIELDS = (("c", "cost_usd"), ("l", "latency_s"), ("sc", "score"))
 # The spilled tables besides the cells: requests (their turns), turns (role, parts), media parts.
 _TABLES = ("rq_len", "rq_turn", "tu_role", "tu_len", "tu_part", "md_kind", "md_a", "md_b")
 
-_RECORD_FIELDS = ("model", "prompt", "row_id", "status", "correct", "response_text", "error",
+_RECORD_FIELDS = ("model", "prompt", "row_id", "status", "correct", "correct_auto", "score_source", "response_text", "error",
                   *(name for _, name in _INT_FIELDS), *(name for _, name in _FLOAT_FIELDS),
                   *(name for _, name, _ in _TEXT_FIELDS))  # fmt: skip
 _CELL_FIELDS = ("request_key", "request_json", "sharing", "message_json", "raw", "http_status", "error_type", "row_seq")
@@ -258,6 +259,8 @@ class ExplorerSink:
             columns[field[0]] = _number(rec[field], known)
         columns["o"] = [(0 if right is True else 1) if status == "ok" else _CODE.get(str(status), 3)
                         for status, right in zip(rec["status"], rec["correct"], strict=True)]  # fmt: skip
+        columns["h"] = [review_code(source, right, auto) for source, right, auto
+                        in zip(rec["score_source"], rec["correct"], rec["correct_auto"], strict=True)]  # fmt: skip
         request = self._request
         columns["q"] = [request(key, raw, sharing, j) for j, (key, raw, sharing)
                         in enumerate(zip(cel["request_key"], cel["request_json"], cel["sharing"], strict=True))]  # fmt: skip
@@ -531,7 +534,8 @@ class ExplorerSink:
         reading order) and of `tables` is a typed array, ``{"t": "u8"|"i8"|"u16"|"i16"|"i32"|"f32",
         "b64": little-endian bytes in base64}``, or (cells only) ``{"t": ..., "const": value}`` when
         every value is the same (null: NaN). Cell columns: `m`, `p` (model, prompt index), `k`
-        (repeat), `o` (outcome code), `q` (request id, -1: none), `it`, `ot`, `cw`, `cr` (tokens,
+        (repeat), `o` (outcome code), `h` (human review: 0 none, 1 reviewed, 2 reviewed and scored
+        otherwise than the automatic scorer), `q` (request id, -1: none), `it`, `ot`, `cw`, `cr` (tokens,
         -1: unknown), `n` (attempts), floats `c` (cost), `l` (latency), `sc` (partial score; NaN:
         none), and string ids `r` (row id), `a` (answer), `t` (target), `g` (grade), `y` (reply),
         `e` (error), `s` (stop reason), `d` (answer mode), `x` (grader's explanation), `f`

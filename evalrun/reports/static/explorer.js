@@ -9,9 +9,11 @@
  *   #explore?model=M&prompt=P&status=correct|wrong|unparsed|error|pending&q=TEXT&row=ROW_ID
  *   #explore?by=prompt&model=M&disagree=A,B[&right=A]
  *   #explore?model=M&prompt=P&flipped=up|down   (rows right in this run only / in the baseline only)
+ *   #explore?review=reviewed|overridden   (cells a human reviewed / where the human's score differs
+ *                                          from the automatic one; combines with the others)
  * (each value percent-encoded; the two names of `disagree` are encoded separately and joined by
  * a literal comma). Every rendered cell is an element with data-row-id, data-model, data-prompt,
- * data-repeat and data-outcome attributes; window.evalrunExplorer.matches() lists every match of
+ * data-repeat and data-outcome attributes (and data-review on a reviewed cell); window.evalrunExplorer.matches() lists every match of
  * the current filter, rendered or not.
  */
 (function () {
@@ -63,7 +65,7 @@
   function fmtSec(v) { return missing(v) ? "—" : v.toFixed(2) + " s"; }
 
   // ---- state and the URL hash ---------------------------------------------------------------
-  var KEYS = ["model", "prompt", "status", "q", "row", "by", "disagree", "right", "flipped"];
+  var KEYS = ["model", "prompt", "status", "review", "q", "row", "by", "disagree", "right", "flipped"];
   var state = blank();
   function blank() { var s = {}; KEYS.forEach(function (k) { s[k] = ""; }); s.a = ""; s.b = ""; return s; }
   function dec(v) { try { return decodeURIComponent(v.replace(/\+/g, "%20")); } catch (e) { return v; } }
@@ -92,7 +94,7 @@
   function hashOf(s) {
     var parts = [];
     if (s.a && s.b) parts.push("by=" + enc(s.by));
-    ["model", "prompt", "status", "q", "row", "flipped"].forEach(function (k) { if (s[k]) parts.push(k + "=" + enc(s[k])); });
+    ["model", "prompt", "status", "review", "q", "row", "flipped"].forEach(function (k) { if (s[k]) parts.push(k + "=" + enc(s[k])); });
     if (s.a && s.b) {
       parts.push("disagree=" + enc(s.a) + "," + enc(s.b));
       if (s.right) parts.push("right=" + enc(s.right));
@@ -127,6 +129,16 @@
   var selStatus = control("Outcome", select("status", [["", "all outcomes"], ["correct", "correct"],
     ["wrong", "wrong"], ["unparsed", "unparsed (no answer found)"], ["error", "error (no reply)"],
     ["pending", "not sent"]]));
+  // Human reviews (`evalrun view`): C.h is 0 none, 1 reviewed, 2 reviewed and scored otherwise
+  // than the automatic scorer. The control shows only when the run has a review.
+  var REVIEW_CODE = { reviewed: 1, overridden: 2 };
+  var H = C.h || new Int32Array(N);
+  var anyReview = H.some(function (h) { return h > 0; });
+  var selReview = null;
+  if (anyReview) {
+    selReview = control("Review", select("review", [["", "all cells"], ["reviewed", "reviewed by a human"],
+      ["overridden", "human and automatic score differ"]]));
+  }
   var txt = el("input");
   txt.type = "search"; txt.name = "q"; txt.placeholder = "request, reply, answer, error, row id";
   control("Search", txt);
@@ -172,6 +184,7 @@
   }
   function syncControls() {
     selModel.value = state.model; selPrompt.value = state.prompt; selStatus.value = state.status;
+    if (selReview) selReview.value = state.review;
     if (document.activeElement !== txt) txt.value = state.q;
     if (selBy) {
       var by = state.by || byOptions[0][0];
@@ -188,6 +201,7 @@
   }
   function fromControls() {
     state.model = selModel.value; state.prompt = selPrompt.value; state.status = selStatus.value; state.q = txt.value;
+    if (selReview) state.review = selReview.value;
     if (selBy) {
       var by = selBy.value;
       if (by !== state.by) { state.by = by; fillVariants(by); state.a = ""; state.b = ""; state.right = ""; }
@@ -252,12 +266,15 @@
     var text = s.q ? textHits(s.q) : null;
     var row = s.row ? S.indexOf(s.row) : -1;
     var flips = s.flipped ? flippedRows(s) : null;
-    var none = (s.model && mi < 0) || (s.prompt && pi < 0) || (s.row && row < 0) || (s.status && oi < 0);
+    var hi = s.review ? (REVIEW_CODE[s.review] || -1) : 0;
+    var none = (s.model && mi < 0) || (s.prompt && pi < 0) || (s.row && row < 0) || (s.status && oi < 0) || hi < 0;
     return function (c) {
       if (none) return false;
       if (mi >= 0 && ignore !== "model" && C.m[c] !== mi) return false;
       if (pi >= 0 && ignore !== "prompt" && C.p[c] !== pi) return false;
       if (oi >= 0 && C.o[c] !== oi) return false;
+      if (hi === 1 && H[c] === 0) return false;
+      if (hi === 2 && H[c] !== 2) return false;
       if (row >= 0 && C.r[c] !== row) return false;
       if (flips && !flips.has(C.r[c])) return false;
       if (text && !text(c)) return false;
@@ -349,12 +366,13 @@
     item.setAttribute("data-prompt", PROMPTS[C.p[c]]);
     item.setAttribute("data-repeat", String(C.k[c]));
     item.setAttribute("data-outcome", OUT[o]);
+    if (H[c]) item.setAttribute("data-review", H[c] === 2 ? "overridden" : "reviewed");
     item.setAttribute("data-cell", String(c));
     var line = el("button", "line");
     line.type = "button";
     line.setAttribute("aria-expanded", "false");
     var icon = el("span", "oc", ICON[o]);
-    icon.title = LABEL[o];
+    icon.title = LABEL[o] + (H[c] === 2 ? " (a human's score, not the scorer's)" : H[c] ? " (reviewed by a human)" : "");
     line.appendChild(icon);
     if (pairRole) { line.className += " paired"; line.appendChild(el("span", "side", pairRole)); }
     var v = el("span", "var");
@@ -594,7 +612,8 @@
       var flat = [];
       items.forEach(function (it) { (typeof it === "number" ? [it] : it).forEach(function (c) { flat.push(c); }); });
       return flat.map(function (c) {
-        return { row_id: str(C.r[c]), model: MODELS[C.m[c]], prompt: PROMPTS[C.p[c]], repeat: C.k[c], outcome: OUT[C.o[c]] };
+        return { row_id: str(C.r[c]), model: MODELS[C.m[c]], prompt: PROMPTS[C.p[c]], repeat: C.k[c], outcome: OUT[C.o[c]],
+          review: ["", "reviewed", "overridden"][H[c]] || "" };
       });
     },
     count: N,
