@@ -36,3 +36,13 @@ def test_the_most_common_error_is_not_repeated_when_the_stop_says_it() -> None:
 def test_without_a_stop_the_example_is_given_once_without_its_kind_twice() -> None:
     line = failure_message(Path("out"), _counts(), SimpleNamespace(stopped_models={}))  # type: ignore[arg-type]
     assert "most common: 6 × timeout: no complete reply within 50 s" in line
+
+
+def test_the_stored_stop_reason_names_every_stopped_model() -> None:
+    from evalrun.engine.run import _Progress, _stop_reason
+
+    progress = _Progress()
+    progress.stats = SimpleNamespace(stopped_models={"haiku": REASON, "sonnet": "401 authentication_error"})  # type: ignore[assignment]
+    reason, model = _stop_reason(progress)
+    assert reason == f"haiku was stopped: {REASON}; sonnet was stopped: 401 authentication_error"
+    assert model == "haiku"

@@ -161,8 +161,9 @@ def _stop_reason(progress: _Progress) -> tuple[str | None, str | None]:
         return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, None
     stopped = progress.stats.stopped_models if progress.stats is not None else {}
     if stopped:
-        model, reason = next(iter(stopped.items()))
-        return f"{model} was stopped: {reason}", model
+        # Every stopped model is named (two behind one dead endpoint in one clause); the stored
+        # model is the first, for `runs --json`'s `stop_model`.
+        return "; ".join(_stopped_clauses(stopped)), next(iter(stopped))
     return None, None
 
 
