@@ -146,3 +146,18 @@ def test_a_run_that_finished_with_failed_cells_is_not_listed_as_complete(write_s
     listed = CliRunner().invoke(cli, ["runs", "--json"], catch_exceptions=False)
     assert {i["name"]: i["status"] for i in json.loads(listed.output)} == {"some500s": "failed cells", "clean": "complete"}
     assert clean.exists()
+
+
+def test_a_run_against_a_standalone_simulator_is_listed_as_simulated(write_spec, tmp_path: Path) -> None:
+    """`evalrun sim` announces itself in a header: its answers are simulated, and `runs` says so
+    like report.md does, though the endpoint is a URL, not `--sim`."""
+    from evalrun.sim import SimConfig, create_app
+
+    write_mc_csv(tmp_path / "mc.csv", 4)
+    out = tmp_path / "reports" / "mc" / "standalone"
+    transport = httpx.ASGITransport(create_app(SimConfig()))
+    anyio.run(lambda: run_prepared(prepare(write_spec(""), out=out), transport=transport))
+    result = CliRunner().invoke(cli, ["runs", "reports", "--json"], catch_exceptions=False)
+    (info,) = json.loads(result.output)
+    assert info["endpoint"] != "simulator" and info["simulated"] is True
+    assert "endpoint: simulator" in (out / "report.md").read_text()

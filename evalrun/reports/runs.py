@@ -128,7 +128,7 @@ def read_run(folder: Path) -> RunInfo:
         with store:
             info.name = str(settings.get("name") or folder.name)
             info.endpoint = _endpoint(settings)
-            info.simulated = settings.get("endpoint") == "simulator"
+            info.simulated = settings.get("endpoint") == "simulator" or store.any_simulated()
             info.stop_reason, info.stop_model = _stop_of(settings)
             runs = store.runs()
             info.runs = len(runs)

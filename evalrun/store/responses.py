@@ -62,6 +62,11 @@ class ResponseMethods:
         before = float(self.meta().get("spent_before_fresh_usd", "0") or 0)
         return float(total) + self.paid_replies_usd() + before
 
+    def any_simulated(self) -> bool:
+        """Whether any stored answer came from a simulator (one that announced itself in a header,
+        so a run against a standalone `evalrun sim` counts as simulated, not only `--sim`)."""
+        return bool(self.query("SELECT EXISTS (SELECT 1 FROM responses WHERE simulated = 1)")[0][0])
+
     def paid_replies_usd(self) -> float:
         """What the malformed replies this folder received cost, every one of them (by their
         own usage figures, else their worst case)."""
