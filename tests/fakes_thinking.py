@@ -73,12 +73,16 @@ class ThinkingAPI:
         report_thinking: bool = False,
         refuse: Iterable[str] = (),
         overthink: Iterable[str] = (),
+        refusal_names_answer: bool = False,
     ) -> None:
         self.questions = dict(questions)
         self.skills = skills or SKILLS
         self.report_thinking = report_thinking
         self.refuse = set(refuse)
         self.overthink = set(overthink)
+        # A refusal whose partial text still names the right letter: a scorer reading it would
+        # count it correct, but a refusal is never correct.
+        self.refusal_names_answer = refusal_names_answer
         self.history: list[dict[str, Any]] = []
         self.cost_usd = 0.0
 
@@ -113,7 +117,7 @@ class ThinkingAPI:
         if thought:
             content.append({"type": "thinking", "thinking": f"Perhaps the answer is ({wrong}).", "signature": "sig"})
         if question in self.refuse:
-            stop, text = "refusal", ""
+            stop, text = "refusal", f"The answer is ({self.questions[question]})." if self.refusal_names_answer else ""
         elif question in self.overthink and thought:
             stop, text, thought = "max_tokens", "", body["max_tokens"]
         if text:

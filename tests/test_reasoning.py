@@ -316,3 +316,21 @@ def test_the_cell_ceiling_counts_every_configuration(tmp_path: Path, monkeypatch
     spec, _ = _spec(tmp_path, SWEEP)  # 60 rows × 4 configurations of one entry = 240 cells
     with pytest.raises(SpecError, match=r"240 cells .* 4 model configurations"):
         prepare(spec, out=tmp_path / "run")
+
+
+@pytest.mark.anyio
+async def test_a_refusal_naming_a_letter_does_not_win_a_majority_vote(tmp_path: Path) -> None:
+    # The repeats' majority reads each cell's counted score, as results.csv does: a refusal whose
+    # partial text names the right letter is a wrong answer there too, not a right vote.
+    spec, questions = _spec(tmp_path, SWEEP, extra="repeats: 3\nreducer: majority\n", rows=10)
+    api = ThinkingAPI(questions, refuse=[questions[0][0]], refusal_names_answer=True)
+    out = await _run(spec, api, tmp_path / "run")
+    results = pd.read_csv(out / "results.csv", keep_default_na=False)
+    refused = results[results["row_id"] == "q0"]
+    assert set(refused["status"]) == {"refused"} and refused["answer"].eq("").all()
+    summary = pd.read_csv(out / "summary.csv").set_index("model")
+    for label in LABELS:
+        rows = results[results["model"] == label]
+        # Every repeat of a row answers alike here, so the majority of a row is its first repeat.
+        firsts = rows[rows["repeat"] == 0]
+        assert summary.loc[label, "accuracy"] == pytest.approx(firsts["correct"].astype(bool).mean())

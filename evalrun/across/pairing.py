@@ -234,7 +234,7 @@ def read_cells(side: RunSide) -> RunSide:
     results = ResultsPass.of_run(settings, store)
     side.rows = results.rows
     repeats = max(int(settings.get("repeats") or 1), 1)
-    score = getattr(results, "reviewed_counted_score", results.counted_score)
+    score = results.reviewed_counted_score
     simulated = 0
     for chunk in store.iter_outcomes(chunk=_CHUNK, values=results.needs_values, judged=results.judged):
         simulated += sum(bool(cell["simulated"]) for cell in chunk)

@@ -93,7 +93,7 @@ def analyze(
     tallies = [t for t in results.tallies.values() if t.cells]
     repeats: dict[tuple[str, str], RepeatTally] = {}
     if results.max_repeat > 0:
-        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.reviewed_score, rows=rows)
+        repeats = repeat_pass(store.iter_cells(chunk=_CHUNK, order="row"), results.reviewed_counted_score, rows=rows)
     clusters = _clusters(store, rows)
     reducer = str(settings.get("reducer") or "mean")
     scorer = parse_scorer(settings["scorer"])

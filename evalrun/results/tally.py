@@ -223,12 +223,6 @@ class ResultsPass:
         values = json.loads(cell["values_json"]) if self.needs_values else {}
         return self.scorer(reply, cell["target"], values)
 
-    def reviewed_score(self, cell: Mapping[str, Any]) -> Score | None:
-        """`score` with the cell's human review applied (what the repeats' majority vote reads)."""
-        score = self.score(cell)
-        review = self.reviews.get(cell_key(cell)) if score is not None and self.reviews else None
-        return score if review is None or score is None else human_score(score, review, self.scorer_spec)
-
     def counted_score(self, cell: Mapping[str, Any]) -> Score | None:
         """The score an answered cell counts with in the results (a refusal, a reply cut while
         thinking), or None when it has no answer. Reads only the columns `score` and
@@ -240,8 +234,12 @@ class ResultsPass:
     def reviewed_counted_score(self, cell: Mapping[str, Any]) -> Score | None:
         """`counted_score` with the cell's human review applied (what `evalrun diff` compares)."""
         score = self.counted_score(cell)
-        review = self.reviews.get(cell_key(cell)) if score is not None and self.reviews else None
+        review = self._review_of(cell) if score is not None else None
         return score if review is None or score is None else human_score(score, review, self.scorer_spec)
+
+    def _review_of(self, cell: Mapping[str, Any]) -> Review | None:
+        """The latest human review of the cell, if it has one."""
+        return self.reviews.get(cell_key(cell)) if self.reviews else None
 
     def records(self, chunk: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
         """Result records (results.csv rows) of a chunk of stored cells, tallied on the way."""
@@ -381,7 +379,7 @@ class ResultsPass:
         tally.judge_cost_usd += float(cell.get("judge_cost_usd") or 0.0) / share
         if cell.get("judge_source") not in (None, "cache"):  # "paid by this folder" counts grading too
             tally.paid_usd += float(cell.get("judge_cost_usd") or 0.0) / share
-        review = self.reviews.get(cell_key(cell)) if self.reviews else None
+        review = self._review_of(cell)
         if not score.answer or not (self.human or review) or score.status != "ok":
             return
         # A human grade given in the viewer counts before the dataset's column: it is the later word.
@@ -396,7 +394,7 @@ class ResultsPass:
     def _reviewed(self, cell: Mapping[str, Any], auto: Score, record: dict[str, Any], tally: VariantTally) -> Score:
         """The one place a human review overrides the automatic score (kept as `correct_auto`)."""
         record["correct_auto"] = auto.correct if auto.status in ANSWERED else None
-        review = self.reviews.get(cell_key(cell)) if self.reviews else None
+        review = self._review_of(cell)
         record["score_source"] = "human" if review is not None else "auto"
         if review is None:
             return auto
