@@ -37,6 +37,7 @@ __all__ = [
     "MESSAGE_OVERHEAD",
     "PDF_PAGE_TOKENS",
     "Unit",
+    "count_pdf_pages",
     "count_request_tokens",
     "count_text_tokens",
     "cut_to_tokens",
@@ -88,7 +89,12 @@ def pdf_pages(data: str) -> int | None:
         return None
     if not raw.startswith(b"%PDF-"):
         return None
-    return max(1, len(_PAGE.findall(raw)))
+    return max(1, count_pdf_pages(raw))
+
+
+def count_pdf_pages(raw: bytes) -> int:
+    """A PDF's pages, counted by their page objects (0 when they sit in compressed object streams)."""
+    return len(_PAGE.findall(raw))
 
 
 def _document_unit(block: Mapping[str, Any], overhead: int) -> Unit:

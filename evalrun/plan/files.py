@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import re
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from evalrun.errors import DatasetError
 from evalrun.messages_api import detect_image_type
-from evalrun.tokens import MAX_PDF_PAGES, count_text_tokens
+from evalrun.tokens import MAX_PDF_PAGES, count_pdf_pages, count_text_tokens
 
 __all__ = [
     "FILE_SOURCE",
@@ -39,13 +38,6 @@ MAX_IMAGE_BYTES = 5 * 1024 * 1024  # the Messages API's limit per base64 image
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024  # the Messages API's limit per request
 PDF = "application/pdf"
 TEXT = "text/plain"
-# A page object (`/Type /Page`), not the page tree (`/Type /Pages`).
-_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
-
-
-def count_pdf_pages(data: bytes) -> int:
-    """A PDF's pages, counted by their page objects (0 when they sit in compressed object streams)."""
-    return len(_PAGE.findall(data))
 
 
 def _digest(path: Path) -> tuple[str, bytes]:
