@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +33,7 @@ from evalrun.spec_scorers import (
     check_api_version,
     parse_scorer,
 )
-from evalrun.sweeps import check_sweep
+from evalrun.sweeps import check_sweep, suggest
 from evalrun.yamlio import load_yaml
 
 __all__ = [
@@ -266,11 +265,6 @@ class Experiment(Strict):
         return {**self.params, **prompt.params, **model.params}
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 _MODEL_BRANCHES = ("JudgeModelSpec", "FieldSpec")
 _BRANCH_MARKERS = ("list[", "dict[", "tagged-union[", "function-after[", "function-before[", "union[")
 
@@ -318,7 +312,7 @@ def _describe(error: Mapping[str, Any], source: str) -> str:
     path = ".".join(str(p) for p in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         fields = [f for f in _fields_at(loc[:-1], tuple(error["loc"])) if f not in ("source", "base_dir")]
-        return f"{source}: {path}: unknown key{_suggest(str(loc[-1]), fields)}"
+        return f"{source}: {path}: unknown key{suggest(str(loc[-1]), fields)}"
     if error["type"] in ("missing", "union_tag_not_found"):
         return f"{source}: {path}{'.type' if error['type'] == 'union_tag_not_found' else ''}: required key is missing"
     if error["type"] == "union_tag_invalid":
@@ -359,7 +353,7 @@ def parse_spec(raw: Any, *, source: str = "<spec>", base_dir: Path | str = ".") 
         for key in params:
             if key not in MESSAGES_PARAMS:
                 raise SpecError(
-                    f"{source}: {where}.{key}: not a Messages API parameter{_suggest(key, sorted(MESSAGES_PARAMS))}"
+                    f"{source}: {where}.{key}: not a Messages API parameter{suggest(key, sorted(MESSAGES_PARAMS))}"
                 )
         _check_param_values(params, f"{source}: {where}")
     _check_answer_source(experiment, source)

@@ -51,7 +51,7 @@ def _check_vary_path(path: str, *, effort: Any, thinking: Any) -> None:
     if not path or any(not part for part in path.split(".")) or head not in SPEC_PARAMS:
         raise ValueError(
             f"vary: {path!r} is not a Messages parameter path (e.g. max_tokens, output_config.effort)"
-            f"{_suggest(head)}"
+            f"{suggest(head, sorted(SPEC_PARAMS))}"
         )
     if (path == "output_config.effort" and effort is not None) or (path == "thinking" and thinking is not None):
         raise ValueError(f"vary: {path!r} is also set by `{path.split('.')[-1]}`; give it once")
@@ -62,6 +62,7 @@ def json_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _suggest(word: str) -> str:
-    close = difflib.get_close_matches(word, sorted(SPEC_PARAMS), n=1, cutoff=0.6)
+def suggest(word: str, options: list[str]) -> str:
+    """" (did you mean 'x'?)" for the option nearest a mistyped word, or "" when none is near."""
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
