@@ -24,13 +24,13 @@ from evalrun.plan.caching import CachePoint, apply_cache_point, cache_note, plan
 from evalrun.plan.conversation import check_order
 from evalrun.plan.dataset import Dataset, Row
 from evalrun.plan.endpoints import ModelPlan
+from evalrun.plan.files import has_files
 from evalrun.plan.gold import check_gold
 from evalrun.plan.modes import THINKING_MIN_TOKENS, AnswerMode, choose_mode
 from evalrun.plan.paths import FieldMissing, RowValueError, as_list, flatten, letters, lookup, text_of
 from evalrun.plan.render import (
     Template,
     fill_template,
-    has_image_files,
     key_view,
     prompt_placeholders,
     prompt_templates,
@@ -419,7 +419,7 @@ class Plan:
     def keyed(self, variant: Variant, body: dict[str, Any], repeat: int) -> tuple[str, str]:
         """(request key, stored body JSON) of a body."""
         body_json = canonical_json(body)
-        key_json = canonical_json(key_view(body)) if has_image_files(body) else body_json
+        key_json = canonical_json(key_view(body)) if has_files(body) else body_json
         model = variant.model
         return request_key(key_json, repeat=repeat, endpoint=model.endpoint, api_version=model.api_version), body_json
 

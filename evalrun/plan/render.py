@@ -23,7 +23,6 @@ from evalrun.plan.files import (
     FILE_SOURCE,
     MAX_IMAGE_BYTES,
     document_file_source,
-    has_files,
     image_file_source,
     key_view,
     materialize,
@@ -38,7 +37,6 @@ __all__ = [
     "Placeholder",
     "Template",
     "detect_media_type",
-    "has_image_files",
     "image_file_source",
     "key_view",
     "materialize",
@@ -52,7 +50,6 @@ __all__ = [
 IMAGE_TYPES = IMAGE_MEDIA_TYPES
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 FILTERS = ("options",)
-has_image_files = has_files  # the older name: a body with image (or document) files
 
 
 @dataclass(frozen=True)
