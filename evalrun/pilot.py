@@ -28,8 +28,9 @@ from typing import Any
 
 import httpx
 
+from evalrun.engine.prepare import Prepared
+from evalrun.engine.run import run_prepared
 from evalrun.errors import RunFailed, SpecError
-from evalrun.execute import Prepared, run_prepared
 from evalrun.jsonsafe import json_safe
 from evalrun.plan.dataset import Dataset
 from evalrun.plan.grid import Plan
@@ -105,17 +106,12 @@ async def run_pilot(
     pilot = dataclasses.replace(prepared, dataset=subset, plan=plan)
     forecast = PilotForecast(pilot_rows=subset.count)
     try:
-        await run_pilot_engine(pilot, budget_usd=budget_usd, environ=environ, transport=transport, cache_dir=cache_dir)
+        await run_prepared(pilot, budget_usd=budget_usd, environ=environ, transport=transport, cache_dir=cache_dir)
     except RunFailed as failed:
         forecast.pilot_notes.append(f"some pilot requests failed ({failed}); the forecast rests on the answered ones")
     measured = _measure(prepared.folder)
     _forecast(forecast, measured, cells_by_config)
     return forecast
-
-
-async def run_pilot_engine(pilot: Prepared, **options: Any) -> Any:
-    """The run engine on the pilot's limited plan (a seam for the engine's own API)."""
-    return await run_prepared(pilot, **options)
 
 
 def _measure(folder: Path) -> dict[tuple[str, str], dict[str, list[float]]]:
