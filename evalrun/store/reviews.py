@@ -11,12 +11,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from evalrun.errors import StoreError
 from evalrun.store._cells_sql import cells_select
+from evalrun.store._sqlite import now
 
 __all__ = ["VERDICTS", "CellFilter", "CellKey", "Review", "ReviewMethods"]
 
@@ -100,7 +100,7 @@ class ReviewMethods:
     ) -> Review:
         """Append one review (one statement: its own transaction) and return it as stored."""
         model, prompt, row_id, repeat = key
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        stamp = now()
         try:
             cursor = self._db.execute(
                 "INSERT INTO reviews (model, prompt, row_id, repeat, verdict, grade, note, reviewer, created_at)"

@@ -7,15 +7,12 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalrun.store._sqlite import now
+
 __all__ = ["RunLedger"]
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
 
 class RunLedger:
     """Runs' ends and stop reasons, retired cells and end-of-run counts (`Store` provides
@@ -35,7 +32,7 @@ class RunLedger:
         with self.transaction() as db:
             db.execute(
                 "UPDATE runs SET finished_at = ?, status = ?, stop_reason = ?, stop_model = ? WHERE id = ?",
-                (_now(), status, stop_reason, stop_model, run_id),
+                (now(), status, stop_reason, stop_model, run_id),
             )
 
     def last_stop(self) -> dict[str, Any] | None:
@@ -60,7 +57,7 @@ class RunLedger:
             db.execute(
                 "INSERT OR REPLACE INTO retired_cells (model, prompt, row_id, repeat, request_key, retired_at)"
                 " SELECT model, prompt, row_id, repeat, request_key, ? FROM cells",
-                (_now(),),
+                (now(),),
             )
             db.execute("DELETE FROM cells")
             db.execute("DELETE FROM requests")
