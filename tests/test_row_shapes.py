@@ -256,7 +256,13 @@ def test_a_bad_row_tool_is_named_before_anything_is_sent(tmp_path: Path) -> None
     assert "t.jsonl: line 1: prompts.p.params.tools: field 'tools', tool 0: `name` must be" in result.output
 
 
-@pytest.mark.parametrize(("amount", "error"), [(12.5, None), ("about twelve", r"d.jsonl: line 1: column 'gold.amount' holds 'about twelve', not a number")])
+@pytest.mark.parametrize(("amount", "error"), [
+    (12.5, None),
+    ("1,400", None),
+    ("about twelve", r"d.jsonl: line 1: column 'gold.amount' holds 'about twelve', not a number"),
+    # The check reads numbers as the scorer does: 'nan' passed float() but was never compared as a number.
+    ("nan", r"d.jsonl: line 1: column 'gold.amount' holds 'nan', not a number"),
+])  # fmt: skip
 def test_a_nested_numeric_gold_value_is_checked_as_a_number_before_sending(tmp_path: Path, amount: Any, error: str | None) -> None:
     from evalrun.errors import DatasetError
 

@@ -5,27 +5,11 @@ from __future__ import annotations
 
 from evalrun.errors import DatasetError
 from evalrun.plan.dataset import Row
-from evalrun.plan.paths import FieldMissing, lookup, text_of
+from evalrun.plan.paths import as_number, text_at
 from evalrun.spec import Experiment
 from evalrun.spec_scorers import match_grade
 
 __all__ = ["check_gold"]
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.strip().replace(",", ""))
-    except ValueError:
-        return None
-
-
-def _text(row: Row, path: str) -> str:
-    """The row's value at `path` (a column, or a nested field by its dotted path) as text; a
-    missing field reads as blank."""
-    try:
-        return text_of(lookup(row.values, path))
-    except FieldMissing:
-        return ""
 
 
 def check_gold(experiment: Experiment, row: Row, where: str) -> None:
@@ -35,14 +19,14 @@ def check_gold(experiment: Experiment, row: Row, where: str) -> None:
     for path, spec in scorer.field_specs.items():
         if not spec.tolerance:  # a tolerance makes the field numeric
             continue
-        gold = _text(row, spec.column)
-        if _number(gold) is None:
+        gold = text_at(row.values, spec.column)
+        if as_number(gold) is None:
             raise DatasetError(
                 f"{where}: column {spec.column!r} holds {gold!r}, not a number, but "
                 f"scorer.fields.{path} compares numbers (it has a tolerance)"
             )
     if scorer.human:
-        grade = _text(row, scorer.human)
+        grade = text_at(row.values, scorer.human)
         if grade.strip() and match_grade(grade, scorer.grade_labels) is None:
             raise DatasetError(
                 f"{where}: column {scorer.human!r} holds {grade!r}, which is not one of the "

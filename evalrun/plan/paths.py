@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import re
 import string
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -20,10 +22,12 @@ __all__ = [
     "FieldMissing",
     "RowValueError",
     "as_list",
+    "as_number",
     "flatten",
     "letters",
     "lookup",
     "options_text",
+    "text_at",
     "text_of",
 ]
 
@@ -112,3 +116,27 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, 
             yield from flatten({str(i): item for i, item in enumerate(value)}, f"{path}.")
         else:
             yield path, text_of(value)
+
+
+def text_at(values: Mapping[str, Any], path: str) -> str:
+    """The value at `path` (a column, or a nested field by its dotted path) as text, a number or
+    an object from JSON as its JSON text; "" when the field is missing."""
+    try:
+        return text_of(lookup(values, path))
+    except FieldMissing:
+        return ""
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def as_number(value: Any) -> float | None:
+    """A finite number from a number or its text (thousands commas allowed: "1,400"), else None:
+    how a numeric field is read, in a reply and in the dataset alike."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str) and _NUMBER.match(value.strip().replace(",", "")):
+        return float(value.strip().replace(",", ""))
+    return None

@@ -9,18 +9,17 @@ the exact scorer's normalisation, booleans by meaning (`true`, `yes`, `1`).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from evalrun.plan.paths import as_number, text_at
 from evalrun.results.score import Reply, Score, Scorer, normalize_text
 from evalrun.spec import FieldSpec, ScorerSpec
 
 __all__ = ["compare_field", "extract_object", "fields_scorer", "value_at"]
 
 _MISSING = object()
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _TRUE, _FALSE = {"true", "yes", "y", "t", "1"}, {"false", "no", "n", "f", "0"}
 
 
@@ -67,16 +66,6 @@ def extract_object(reply: Reply, source: str, tool: str | None) -> tuple[Any, st
     return (value, None) if value is not None else (None, "no JSON object in the reply")
 
 
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str) and _NUMBER.match(value.strip().replace(",", "")):
-        return float(value.strip().replace(",", ""))
-    return None
-
-
 def _as_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
@@ -90,7 +79,7 @@ def compare_field(answer: Any, gold: str, spec: FieldSpec, *, case_sensitive: bo
     """Whether an extracted value matches the dataset's gold text."""
     if answer is _MISSING or answer is None:
         return gold.strip() == "" if answer is None else False
-    gold_number, answer_number = _as_number(gold), _as_number(answer)
+    gold_number, answer_number = as_number(gold), as_number(answer)
     if gold_number is not None and answer_number is not None:
         if spec.tolerance:
             return abs(answer_number - gold_number) <= spec.tolerance * abs(gold_number)
@@ -119,7 +108,7 @@ def fields_scorer(spec: ScorerSpec) -> Scorer:
         for path, field in specs.items():
             value = value_at(obj, path)
             answers[path] = None if value is _MISSING else value
-            results[path] = compare_field(value, _gold(row, field.column), field, case_sensitive=spec.case_sensitive)
+            results[path] = compare_field(value, text_at(row, field.column), field, case_sensitive=spec.case_sensitive)
         wrong = [path for path, right in results.items() if not right]
         return Score(
             answer=json.dumps(answers, ensure_ascii=False, sort_keys=True),
@@ -132,12 +121,3 @@ def fields_scorer(spec: ScorerSpec) -> Scorer:
     return Scorer(score, needs_message=True, columns=[f"correct_{path}" for path in specs])
 
 
-def _gold(row: Mapping[str, Any], column: str) -> str:
-    """The row's gold value for a field as text: a column, or a nested path (`answer.city`), a
-    number or an object from JSON as its JSON text; "" if absent."""
-    from evalrun.plan.paths import FieldMissing, lookup, text_of
-
-    try:
-        return text_of(lookup(row, column))
-    except FieldMissing:
-        return ""
