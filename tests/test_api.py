@@ -224,3 +224,18 @@ def test_an_interrupt_in_a_notebook_stops_the_run_and_keeps_what_arrived(tmp_pat
     assert len(evalrun.load_results(run.folder).query("status == 'ok'")) >= 1  # what arrived is stored
     # Running it again resumes: the rest is sent, nothing stored is sent again.
     assert evalrun.run(SPEC, sim=True, out=tmp_path / "stopped").status == "complete"
+
+
+def test_the_specs_baseline_is_honoured_by_the_python_api_too(tmp_path: Path) -> None:
+    # `baseline:` in the spec is the engine's to record, not only the CLI's: a notebook run of the
+    # same spec gets the same "Compared with the baseline" section.
+    first = evalrun.run(SPEC, sim=True, limit=3, out=tmp_path / "first")
+    shutil.copytree(REPO / "datasets", tmp_path / "datasets")
+    raw = evalrun.load_spec(SPEC).model_dump(exclude={"source", "base_dir"}, exclude_none=True)
+    raw["dataset"]["path"] = str(tmp_path / "datasets" / "capitals.csv")
+    raw["baseline"] = str(first.folder)
+    second = evalrun.run(raw, sim=True, limit=3, out=tmp_path / "second")
+    assert "## Compared with the baseline" in (second.folder / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(evalrun.EvalrunError, match="not a run folder"):
+        evalrun.run({**raw, "baseline": str(tmp_path / "nowhere")}, sim=True, limit=3, out=tmp_path / "third")
+    assert not (tmp_path / "third" / "store.sqlite").exists()  # refused before anything was written

@@ -281,10 +281,6 @@ def run(
 
     prepared = prepare(spec, out=out, limit=limit, sim=sim, batch=batch)
     echo_warnings(prepared.plan.warnings)
-    if (baseline := baseline or prepared.experiment.baseline_folder()) is not None:
-        from evalrun.reports.baseline import remember_baseline
-
-        remember_baseline(prepared.folder, baseline)  # the report builds compare with it
     if sim:
         click.echo("endpoint: simulator (scores are simulated, not measured)", err=True)
     holder: dict[str, Any] = {}
@@ -304,6 +300,7 @@ def run(
                         batch_fallback=batch_fallback,
                         cancel_on_exit=cancel_on_exit,
                         max_retries=max_retries,
+                        baseline=baseline,
                         on_progress=line.update,
                         on_runner=lambda runner: holder.__setitem__("runner", runner),
                     )

@@ -39,6 +39,7 @@ class RunOptions:
     batch_fallback: str = "batch"  # "batch" or "realtime": how a batch's unanswered requests are sent again
     cancel_on_exit: bool = False
     batch_poll_s: float = 0.5
+    baseline: Path | None = None  # a run folder the reports compare with (else the spec's `baseline:`)
     environ: Mapping[str, str] | None = None
     transport: httpx.AsyncBaseTransport | None = None
     on_progress: Callable[[RunStats], None] | None = None

@@ -153,7 +153,9 @@ class OpenFolder:
 
 
 def open_folder(prepared: Prepared, options: RunOptions, limits: Limits, notes: list[str]) -> OpenFolder:
-    """Stage 1: lock, owner, migrations, `--fresh`, the plan against the stored one, a new run row."""
+    """Stage 1: lock, owner, migrations, `--fresh`, the baseline, the plan against the stored
+    one, a new run row."""
+    baseline = _checked_baseline(prepared, options)
     aside = check_owner(prepared, fresh=options.fresh)
     if aside is not None:
         notes.append(f"the folder held another experiment: its store was set aside as {aside}")
@@ -162,6 +164,10 @@ def open_folder(prepared: Prepared, options: RunOptions, limits: Limits, notes: 
         if options.fresh:
             store.forget_responses()
             store.clear_judges()
+        if baseline is not None:
+            from evalrun.reports.baseline import record_baseline
+
+            record_baseline(store, baseline)  # the report builds compare with it
         learned = store.learned()
         plan = prepared.replan(learned) if learned else prepared.plan
         stored = store.plan_fingerprint() == prepared.fingerprint(plan)
@@ -177,6 +183,17 @@ def open_folder(prepared: Prepared, options: RunOptions, limits: Limits, notes: 
         raise
     notes.extend(changes)
     return OpenFolder(store, run_id, plan, stored, settings, changes)
+
+
+def _checked_baseline(prepared: Prepared, options: RunOptions) -> str | None:
+    """The run's baseline folder (the option, else the spec's `baseline:`), checked to be a run
+    folder before anything in this one changes."""
+    baseline = options.baseline or prepared.experiment.baseline_folder()
+    if baseline is None:
+        return None
+    from evalrun.reports.baseline import checked_baseline
+
+    return checked_baseline(baseline)
 
 
 def _plan_changes(store: Store, prepared: Prepared) -> list[str]:

@@ -21,7 +21,15 @@ from urllib.parse import quote
 from evalrun.errors import EvalrunError, NotARunFolder
 from evalrun.store.run_store import STORE_NAME, Store
 
-__all__ = ["BaselineComparison", "baseline_html", "baseline_markdown", "baseline_of", "remember_baseline"]
+__all__ = [
+    "BaselineComparison",
+    "baseline_html",
+    "baseline_markdown",
+    "baseline_of",
+    "checked_baseline",
+    "record_baseline",
+    "remember_baseline",
+]
 
 SHOWN_FLIPS = 40  # flipped rows linked one by one per model × prompt and direction
 
@@ -35,17 +43,28 @@ class BaselineComparison:
     problem: str | None = None
 
 
-def remember_baseline(folder: Path, baseline: Path) -> None:
-    """Record `baseline` as the run folder's baseline (checked to be a run folder first, so a
-    wrong path is bad input before anything is sent). A new baseline makes the next report
-    build rewrite the reports."""
+def checked_baseline(baseline: Path) -> str:
+    """`baseline` as it is remembered (its resolved path), checked to be a run folder so that a
+    wrong path is bad input before anything is sent."""
     baseline = Path(baseline)
     if not (baseline / STORE_NAME).is_file():
         raise NotARunFolder(f"--baseline {baseline}: not a run folder: no {STORE_NAME} here (give reports/<name>/<run>/)")
+    return str(baseline.resolve())
+
+
+def record_baseline(store: Store, baseline: str) -> None:
+    """Remember a checked baseline in the run's store; a new one makes the next report build
+    rewrite the reports."""
+    if store.meta().get("baseline") != baseline:
+        store.set_meta(baseline=baseline, reports_state="")
+
+
+def remember_baseline(folder: Path, baseline: Path) -> None:
+    """Record `baseline` as the run folder's baseline (what a run given one does when it opens
+    its folder)."""
+    value = checked_baseline(baseline)
     with Store.open(folder) as store:
-        value = str(baseline.resolve())
-        if store.meta().get("baseline") != value:
-            store.set_meta(baseline=value, reports_state="")
+        record_baseline(store, value)
 
 
 def baseline_of(folder: Path, store: Store) -> BaselineComparison | None:
