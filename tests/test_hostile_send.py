@@ -441,25 +441,3 @@ async def test_malformed_replies_count_toward_the_budget_and_every_body_is_kept(
         assert len(store.paid_replies(key)) >= 2  # every re-run's body is kept, none overwritten
     assert len(bodies) * 0.00065 <= 0.01 + 8 * 0.00065  # the budget saw them
 
-
-async def test_a_lost_batch_that_was_never_created_gives_its_budget_back(write_spec, tmp_path: Path) -> None:
-    # A run killed while it created its batch, before the create reached the server: the next run
-    # holds the batch's worst case against the budget while it looks for it, finds nothing, and
-    # sends the requests again in a new batch, which reserves its own worst case. The hold must be
-    # given back, or the same requests count twice against the budget.
-    fake = BatchAPI()
-
-    def never_arrives() -> None:
-        fake.batches.popitem()
-        killed.cancel()
-
-    fake.on_create = never_arrives
-    fake.drop_create = 1  # and the connection breaks: no reply either
-    with anyio.CancelScope() as killed:
-        await batch_run(write_spec, tmp_path, fake)
-    fake.on_create = None
-    with Store.open(tmp_path / "out") as store:
-        (row,) = store.open_batches()
-    assert row["status"] == "submitting" and row["reserved_usd"] > 0
-    await batch_run(write_spec, tmp_path, fake, budget_usd=1.01 * row["reserved_usd"])
-    assert fake.created == 1 and all_answered(tmp_path)

@@ -256,6 +256,12 @@ class BatchSender:
             source.hold(batch.reattached_usd)
             self._open[batch_id] = batch
 
+    def _close(self, batch: _Batch, source: RequestSource) -> None:
+        """The batch is no longer open here: what an earlier run had reserved for it goes back."""
+        self._open.pop(batch.id, None)
+        if batch.reattached_usd:
+            source.release_hold(batch.reattached_usd)
+
     def _client_for(self, endpoint: str, models: str) -> MessagesClient | None:
         for label in models.split(","):
             client = self.clients.get(label)
@@ -286,7 +292,7 @@ class BatchSender:
                 return
             if not waiting:
                 self.store.drop_batch(local)
-                self._open.pop(local, None)
+                self._close(batch, source)  # a reattached one held its worst case: given back
                 never = TransientApiError("the batch was never created (no batch of the account holds these requests)")
                 for request in batch.requests.values():
                     await self._failed(request, never, source, tg)
@@ -350,9 +356,7 @@ class BatchSender:
         """The server no longer knows the batch (deleted, expired from its listing, another key):
         its requests are sent again, once, with the reason; a refused key stays what it is."""
         self.store.drop_batch(batch.id)
-        self._open.pop(batch.id, None)
-        if batch.reattached_usd:
-            source.release_hold(batch.reattached_usd)
+        self._close(batch, source)
         if not isinstance(error, AuthError):
             self.notes.append(f"batch {batch.id} is gone ({error.message}): its {len(batch.requests)} requests are sent again")
             error = TransientApiError(
@@ -402,18 +406,14 @@ class BatchSender:
                 missing = TransientApiError("the batch ended without a result for this request")
                 await self._failed(request, missing, source, tg)
         self.store.set_batch_status(batch.id, "collected")
-        self._open.pop(batch.id, None)
+        self._close(batch, source)
         self._turnarounds.append(time.monotonic() - batch.submitted)
-        if batch.reattached_usd:
-            source.release_hold(batch.reattached_usd)
         self._kick()
 
     async def _leave(self, batch: _Batch, seen: set[str], error: ApiError, source: RequestSource) -> None:
         """The results of an ended batch cannot be read now: this run stops trying, and the batch
         stays in the store (its requests are not sent again) for the next run to collect."""
-        self._open.pop(batch.id, None)
-        if batch.reattached_usd:
-            source.release_hold(batch.reattached_usd)
+        self._close(batch, source)
         note = PermanentApiError(
             f"the results of batch {batch.id} could not be read ({error.message}); the batch is kept: "
             "run again to collect them (nothing is sent again)",
